@@ -1,0 +1,315 @@
+"""The batched solve loop shared by every method, and its frozen result :class:`Solution`.
+
+Each method proposes the next iterate for the starts still running; the loop evaluates residuals,
+keeps each start's best iterate, decides outcomes and drops finished starts from the batch (so a
+start that converged costs nothing more).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from .._compat import jvp
+from .._results import Outcome
+
+__all__ = ["Context", "Method", "Settings", "Solution", "run"]
+
+FlatMap = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Stopping rules of one solve (all per start, on the flattened state)."""
+
+    tol: float
+    atol: float
+    max_steps: int
+    divergence: float  # a start diverges when ‖h‖ exceeds divergence · max(‖h0‖, √n)
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The result of :func:`dynamo.solve` for a batch of N starts.
+
+    Only starts whose outcome is :attr:`Outcome.CONVERGED` hold a fixed point (to ``residual <=
+    atol + tol·‖h‖``); the others hold their best iterate, which is **not** a fixed point.
+    :attr:`fixed_points` returns the converged states alone.
+
+    Attributes
+    ----------
+    method : str
+        Solver name.
+    state : torch.Tensor
+        ``(N, *state_shape)``: per start the converged state, or the iterate of least residual.
+    residual : torch.Tensor
+        ``(N,)``: ``‖f(h) − h‖₂`` at ``state``.
+    relative_residual : torch.Tensor
+        ``(N,)``: ``residual / ‖state‖₂``.
+    steps : torch.Tensor
+        ``(N,)``: iterations taken by each start before it stopped.
+    outcomes : tuple of Outcome
+        Per start.
+    residual_trace : torch.Tensor
+        ``(K + 1, N)``: residual at every iterate (row 0 is the start), NaN once a start stopped.
+    f_evals, jvp_evals : torch.Tensor
+        ``(N,)``: map evaluations and Jacobian-vector products spent on each start.
+    tol, atol : float
+        Relative and absolute tolerance.
+    max_steps : int
+    dtype, device : str
+    options : dict
+        The method's options as used (damping, memory, ...).
+    """
+
+    method: str
+    state: torch.Tensor
+    residual: torch.Tensor
+    relative_residual: torch.Tensor
+    steps: torch.Tensor
+    outcomes: tuple[Outcome, ...]
+    residual_trace: torch.Tensor
+    f_evals: torch.Tensor
+    jvp_evals: torch.Tensor
+    tol: float
+    atol: float
+    max_steps: int
+    dtype: str
+    device: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """``(N,)`` bool: which starts converged."""
+        return torch.tensor([o is Outcome.CONVERGED for o in self.outcomes], dtype=torch.bool)
+
+    @property
+    def n_converged(self) -> int:
+        """How many starts converged."""
+        return sum(o is Outcome.CONVERGED for o in self.outcomes)
+
+    @property
+    def all_converged(self) -> bool:
+        """True when every start converged."""
+        return self.n_converged == len(self.outcomes)
+
+    @property
+    def fixed_points(self) -> torch.Tensor:
+        """``(n_converged, *state_shape)``: the states of the converged starts only."""
+        return self.state[self.converged.to(self.state.device)]
+
+    def outcome_counts(self) -> dict[str, int]:
+        """``{label: count}`` over the starts, in the enum's order."""
+        counts = Counter(self.outcomes)
+        return {o.label: counts[o] for o in Outcome if counts[o]}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary: per-start outcome, residual and steps, plus the settings.
+
+        A residual that is NaN or inf (a start whose map was never finite) becomes ``None``.
+        """
+        return {
+            "method": self.method,
+            "n_starts": len(self.outcomes),
+            "n_converged": self.n_converged,
+            "outcome_counts": self.outcome_counts(),
+            "outcomes": [o.label for o in self.outcomes],
+            "residual": [_finite_or_none(v) for v in self.residual.tolist()],
+            "relative_residual": [_finite_or_none(v) for v in self.relative_residual.tolist()],
+            "steps": [int(v) for v in self.steps.tolist()],
+            "f_evals": [int(v) for v in self.f_evals.tolist()],
+            "jvp_evals": [int(v) for v in self.jvp_evals.tolist()],
+            "tol": self.tol,
+            "atol": self.atol,
+            "max_steps": self.max_steps,
+            "dtype": self.dtype,
+            "device": self.device,
+            "options": {k: _plain(v) for k, v in self.options.items()},
+        }
+
+    def __str__(self) -> str:
+        n = len(self.outcomes)
+        counts = ", ".join(f"{c} {label}" for label, c in self.outcome_counts().items())
+        steps = self.steps.to(torch.float64)
+        conv = self.converged.to(self.residual.device)
+        if bool(conv.any()):
+            res = f"residual max {float(self.residual[conv].max()):.2e} over converged"
+        else:
+            res = f"best residual min {float(self.residual.min()):.2e}: no fixed point reported"
+        return (
+            f"Solution({self.method}: {self.n_converged}/{n} converged ({counts}); steps median "
+            f"{float(steps.median()):.0f}, max {int(steps.max())}; {res}; tol {self.tol:.1e} "
+            f"rel + {self.atol:.1e} abs)"
+        )
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _finite_or_none(v: float) -> float | None:
+    """JSON has no NaN or inf: a residual that was never finite is reported as null."""
+    return float(v) if math.isfinite(v) else None
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    return repr(v)
+
+
+class Context:
+    """What a method may call while proposing a step: the map and its JVP on active starts."""
+
+    def __init__(self, fmap: FlatMap, x: torch.Tensor | None, n: int, device: torch.device) -> None:
+        self._fmap = fmap
+        self._x_all = x
+        self.x = x
+        self.f_evals = torch.zeros(n, dtype=torch.long, device=device)
+        self.jvp_evals = torch.zeros(n, dtype=torch.long, device=device)
+        self.rows = torch.arange(n, device=device)  # original indices of the active starts
+
+    def _x_for(self, idx: torch.Tensor | None) -> torch.Tensor | None:
+        if self.x is None:
+            return None
+        return self.x if idx is None else self.x[idx]
+
+    def f(self, z: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat map on active starts (all, or the subset ``idx`` of the active list)."""
+        rows = self.rows if idx is None else self.rows[idx]
+        self.f_evals[rows] += 1
+        return self._fmap(z, self._x_for(idx))
+
+    def jvp(
+        self, z: torch.Tensor, v: torch.Tensor, idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``J(z) v`` per start, by forward-mode AD (the map acts per example)."""
+        rows = self.rows if idx is None else self.rows[idx]
+        self.jvp_evals[rows] += 1
+        xx = self._x_for(idx)
+        return jvp(lambda zz: self._fmap(zz, xx), (z,), (v,))[1]
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Drop the finished starts from the active list."""
+        self.rows = self.rows[mask]
+        if self.x is not None:
+            self.x = self.x[mask]
+
+
+class Method:
+    """A fixed-point method. Per-start state: a dict of tensors, leading dim = active starts."""
+
+    name = "method"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        self.options = {**self.defaults, **options}
+
+    def start(self, z: torch.Tensor, fz: torch.Tensor, ctx: Context) -> dict[str, torch.Tensor]:
+        """Per-start state before the first step."""
+        return {}
+
+    def propose(
+        self,
+        st: dict[str, torch.Tensor],
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        ctx: Context,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Next iterate for every active start.
+
+        Returns ``(z_next, f(z_next) or None, degenerate mask or None)``. Starts marked degenerate
+        stop with :attr:`Outcome.DEGENERATE`.
+        """
+        raise NotImplementedError
+
+
+def run(
+    method: Method,
+    fmap: FlatMap,
+    z0: torch.Tensor,
+    x: torch.Tensor | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The shared loop. ``z0`` is ``(N, n)`` flat; returns the raw fields of a :class:`Solution`."""
+    n_starts, dim = z0.shape
+    dev = z0.device
+    ctx = Context(fmap, x, n_starts, dev)
+    best_z = z0.clone()
+    best_r = torch.full((n_starts,), math.inf, dtype=z0.dtype, device=dev)
+    steps = torch.zeros(n_starts, dtype=torch.long, device=dev)
+    outcome = [Outcome.MAX_STEPS_REACHED] * n_starts
+    trace: list[torch.Tensor] = []
+    limit = settings.divergence * torch.clamp(z0.norm(dim=1), min=math.sqrt(dim))
+
+    z = z0
+    fz = ctx.f(z)
+    st = method.start(z, fz, ctx)
+    active_limit = limit
+    degenerate: torch.Tensor | None = None
+    for k in range(settings.max_steps + 1):
+        rows = ctx.rows
+        r = (fz - z).norm(dim=1)
+        zn = z.norm(dim=1)
+        row_trace = torch.full((n_starts,), math.nan, dtype=z0.dtype, device=dev)
+        row_trace[rows] = r
+        trace.append(row_trace)
+
+        finite = torch.isfinite(r) & torch.isfinite(zn)
+        better = finite & (r < best_r[rows])
+        best_r[rows] = torch.where(better, r, best_r[rows])
+        best_z[rows] = torch.where(better[:, None], z, best_z[rows])
+
+        # beyond the divergence limit nothing counts as converged: far out, a relative residual
+        # is met trivially and h + c rounds to h, so the computed map has spurious fixed points
+        div = finite & (zn > active_limit)
+        conv = finite & ~div & (r <= settings.atol + settings.tol * zn)
+        bad = ~finite
+        deg = degenerate & finite & ~conv if degenerate is not None else torch.zeros_like(conv)
+        stop = conv | div | bad | deg
+        if k == settings.max_steps:
+            stop = torch.ones_like(stop)
+        for i in torch.nonzero(stop).flatten().tolist():
+            row = int(rows[i])
+            steps[row] = k
+            if bool(conv[i]):
+                outcome[row] = Outcome.CONVERGED
+                best_z[row], best_r[row] = z[i], r[i]
+            elif bool(bad[i]):
+                outcome[row] = Outcome.NONFINITE
+            elif bool(div[i]):
+                outcome[row] = Outcome.DIVERGED
+            elif bool(deg[i]):
+                outcome[row] = Outcome.DEGENERATE
+        if bool(stop.all()):
+            break
+        if bool(stop.any()):
+            keep = ~stop
+            z, fz = z[keep], fz[keep]
+            st = {key: val[keep] for key, val in st.items()}
+            active_limit = active_limit[keep]
+            ctx.keep(keep)
+        z_next, f_next, degenerate = method.propose(st, z, fz, ctx)
+        z = z_next
+        fz = ctx.f(z) if f_next is None else f_next
+
+    # the residual at the returned state: recompute where the best iterate was never evaluated
+    unset = ~torch.isfinite(best_r)
+    res = best_r.clone()
+    if bool(unset.any()):
+        res[unset] = math.nan
+    rel = res / best_z.norm(dim=1)
+    return {
+        "state": best_z,
+        "residual": res,
+        "relative_residual": rel,
+        "steps": steps.cpu(),
+        "outcomes": tuple(outcome),
+        "residual_trace": torch.stack(trace),
+        "f_evals": ctx.f_evals.cpu(),
+        "jvp_evals": ctx.jvp_evals.cpu(),
+    }

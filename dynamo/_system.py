@@ -1,0 +1,834 @@
+"""The object every analysis takes: a looped map ``h -> f(h, x)`` (driven) or ``h -> f(h)``."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ._validate import (
+    call_form,
+    check_choice,
+    check_finite_tensor,
+    check_positive_float,
+    check_positive_int,
+    check_state_shape,
+)
+from .errors import InvalidArgumentError, NonDeterministicMapError, ShapeError
+
+__all__ = ["LoopedSystem", "Trajectory"]
+
+StepFn = Callable[..., torch.Tensor]
+LayerFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+_STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm,)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """States and residuals of plain iteration ``h_{t+1} = f(h_t, x)`` from a batch of starts.
+
+    Attributes
+    ----------
+    states : torch.Tensor or None
+        ``(n_steps + 1, N, *state_shape)``: ``h_0 .. h_n``; None when ``record=False``.
+    final : torch.Tensor
+        ``(N, *state_shape)``: the last state ``h_n``.
+    residuals : torch.Tensor
+        ``(n_steps, N)``: ``‖f(h_t) − h_t‖₂ = ‖h_{t+1} − h_t‖₂`` over the flattened state.
+    relative_residuals : torch.Tensor
+        ``(n_steps, N)``: ``residuals / ‖h_t‖₂`` (inf where ``h_t = 0``).
+    """
+
+    states: torch.Tensor | None
+    final: torch.Tensor
+    residuals: torch.Tensor
+    relative_residuals: torch.Tensor
+
+    @property
+    def n_steps(self) -> int:
+        """Number of map applications."""
+        return int(self.residuals.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary: the residual traces as lists of floats (one list per start)."""
+        return {
+            "n_steps": self.n_steps,
+            "n_starts": int(self.final.shape[0]),
+            "residuals": self.residuals.T.tolist(),
+            "relative_residuals": self.relative_residuals.T.tolist(),
+        }
+
+    def __str__(self) -> str:
+        last = self.residuals[-1] if self.n_steps else torch.zeros(0)
+        worst = float(last.max()) if last.numel() else float("nan")
+        return (
+            f"Trajectory({self.n_steps} steps, {self.final.shape[0]} starts, "
+            f"last residual max {worst:.3g})"
+        )
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in shape)
+
+
+class LoopedSystem:
+    """A looped map ``h_{t+1} = f(h_t, x)`` (driven) or ``h_{t+1} = f(h_t)`` (autonomous).
+
+    States are batch-first: ``h`` has shape ``(N, *state_shape)``; every analysis in dynamo runs
+    all N starts at once. The map must act on each example independently (no BatchNorm in train
+    mode, no cross-example attention). The input ``x`` (the encoded input ``e = E(x)``) has shape
+    ``(B, *input_shape)``; a step on N states uses ``x`` as is when ``B == N`` and broadcasts it
+    when ``B == 1``. In an autonomous system ``x`` is kept only as a source of initial states
+    (SCIENCE.md: without recall the input enters only through ``h_0``).
+
+    Build one with :meth:`from_module` or :meth:`from_function`; do not call the constructor.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(h, x)`` for a driven system, ``fn(h)`` for an autonomous one, batched.
+    state_shape : tuple of int
+        Per-example state shape, e.g. ``(T, d)``.
+    x : torch.Tensor or None
+        The batched input, or None.
+    driven : bool
+        Whether ``x`` enters every step.
+    module : nn.Module or None
+        The module behind ``fn``, when there is one (its parameters drive :meth:`functional_step`).
+    layers : sequence of callables or None
+        Per-layer maps ``f_1 .. f_k`` whose composition is ``fn`` (each ``layer(h, x) -> h``).
+    name : str
+        A short label used in summaries.
+
+    Examples
+    --------
+    >>> import torch, dynamo as dy
+    >>> W = 0.5 * torch.eye(3, dtype=torch.float64)
+    >>> x = torch.ones(1, 3, dtype=torch.float64)
+    >>> system = dy.LoopedSystem.from_function(lambda h, x: torch.tanh(h @ W.T + x),
+    ...                                        state_shape=(3,), x=x)
+    >>> system
+    LoopedSystem(function: driven, state_shape=(3,), input batch 1, float64, cpu)
+    >>> traj = system.iterate(torch.zeros(2, 3, dtype=torch.float64), n_steps=60)
+    >>> bool(traj.residuals[-1].max() < 1e-12)
+    True
+    """
+
+    def __init__(
+        self,
+        fn: StepFn,
+        state_shape: Sequence[int],
+        x: torch.Tensor | None,
+        *,
+        driven: bool,
+        module: nn.Module | None = None,
+        layers: Sequence[LayerFn] | None = None,
+        name: str = "system",
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self._fn = fn
+        self._state_shape = tuple(int(s) for s in state_shape)
+        self._x = x
+        self._driven = bool(driven)
+        self._module = module
+        self._layers = tuple(layers) if layers is not None else None
+        self._name = name
+        if x is not None:
+            self._dtype, self._device = x.dtype, x.device
+        else:
+            p = _first_float_tensor(module) if module is not None else None
+            self._dtype = dtype or (p.dtype if p is not None else torch.get_default_dtype())
+            self._device = device or (p.device if p is not None else torch.device("cpu"))
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        x: torch.Tensor | None = None,
+        *,
+        state_shape: Sequence[int] | None = None,
+        driven: bool | None = None,
+        dtype: torch.dtype | None = torch.float64,
+        validate: bool = True,
+    ) -> LoopedSystem:
+        """Wrap an ``nn.Module`` whose ``forward(h, x)`` (or ``forward(h)``) is one loop step.
+
+        Parameters
+        ----------
+        module : nn.Module
+            The block. ``forward(h, x) -> h'`` for a driven block, ``forward(h) -> h'`` for an
+            autonomous one. A module may declare ``driven`` (bool), ``state_shape_for(x)`` and
+            ``layer_maps()``; dynamo's reference models do.
+        x : torch.Tensor, optional
+            Batched encoded input ``(B, *input_shape)``. Required for a driven block. For an
+            autonomous block it is kept as the source of initial states.
+        state_shape : sequence of int, optional
+            Per-example state shape. Default: ``module.state_shape_for(x)`` when the module defines
+            it, otherwise ``x.shape[1:]``.
+        driven : bool, optional
+            Override the driven/autonomous decision (default: ``module.driven`` if present, else
+            whether ``forward`` takes two or more positional arguments).
+        dtype : torch.dtype or None
+            Analyse in this dtype (default float64, DESIGN.md). When the module's parameters have
+            another dtype the system holds a converted deep copy; the caller's module is untouched.
+            None keeps the module's dtype.
+        validate : bool
+            Check, with four evaluations of the map, that it returns the state shape, is
+            deterministic and does not couple examples across the batch.
+
+        Raises
+        ------
+        NonDeterministicMapError
+            The module is in train mode with dropout or batch norm, or two evaluations differ.
+        ShapeError
+            ``x`` has no batch dimension, or the map changes the state shape.
+        InvalidArgumentError
+            ``x`` is missing for a driven block, or holds NaN or inf.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> model = dy.models.LoopedTransformer(d_model=16, n_heads=2, recall="outer", norm="outer")
+        >>> x = torch.randn(4, 8, 16, generator=torch.Generator().manual_seed(0))
+        >>> system = dy.LoopedSystem.from_module(model, x)
+        >>> system.driven, system.state_shape, system.dtype
+        (True, (8, 16), torch.float64)
+        """
+        call = call_form("LoopedSystem.from_module", ["module", "x" if x is not None else "x=None"])
+        if not isinstance(module, nn.Module):
+            raise InvalidArgumentError(
+                f"{call}: module must be a torch.nn.Module, got {type(module).__name__}; "
+                "for a plain function use LoopedSystem.from_function(fn, state_shape=...)"
+            )
+        _check_not_stochastic(call, module)
+        if driven is None:
+            flag = getattr(module, "driven", None)
+            driven = bool(flag) if flag is not None else _takes_two_args(module.forward)
+        if x is not None:
+            x = _check_input(call, x)
+        if driven and x is None:
+            raise InvalidArgumentError(
+                f"{call}: the block is driven (forward takes h and x) but x is None; pass the "
+                "encoded input x of shape (B, ...), or driven=False if x is unused"
+            )
+        if dtype is not None:
+            # bf16/fp16 are allowed for stepping; the solvers refuse them with a clear message
+            p = _first_float_tensor(module)
+            if p is not None and p.dtype != dtype:
+                module = copy.deepcopy(module).to(dtype=dtype)
+            if x is not None and x.is_floating_point():
+                x = x.to(dtype=dtype)
+        if x is not None:
+            p = _first_float_tensor(module)
+            if p is not None and p.device != x.device:
+                raise InvalidArgumentError(
+                    f"{call}: x is on {x.device} but the module's parameters are on {p.device}; "
+                    "move one of them"
+                )
+        declared: Any = module  # optional protocol attributes: state_shape(_for), layer_maps
+        if state_shape is None:
+            if getattr(declared, "state_shape", None) is not None and not hasattr(
+                declared, "state_shape_for"
+            ):
+                state_shape = tuple(declared.state_shape)
+            elif x is not None and hasattr(declared, "state_shape_for"):
+                state_shape = tuple(declared.state_shape_for(x))
+            elif x is not None:
+                state_shape = tuple(x.shape[1:])
+            else:
+                raise InvalidArgumentError(
+                    f"{call}: cannot infer the state shape without x; pass state_shape=(...)"
+                )
+        layers = None
+        if hasattr(declared, "layer_maps"):
+            layers = tuple(declared.layer_maps())
+        fn: StepFn = module if driven else _autonomous_module_call(module)
+        system = cls(
+            fn,
+            tuple(state_shape),
+            x,
+            driven=bool(driven),
+            module=module,
+            layers=layers,
+            name=type(module).__name__,
+            dtype=dtype,
+        )
+        if validate:
+            system._probe(call)
+        return system
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: StepFn,
+        state_shape: Sequence[int],
+        x: torch.Tensor | None = None,
+        *,
+        driven: bool | None = None,
+        layers: Sequence[LayerFn] | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+        name: str = "function",
+        validate: bool = True,
+    ) -> LoopedSystem:
+        """Wrap a batched function ``fn(h, x) -> h'`` (driven) or ``fn(h) -> h'`` (autonomous).
+
+        Parameters
+        ----------
+        fn : callable
+            Acts on a batch ``h`` of shape ``(N, *state_shape)`` and returns the same shape.
+        state_shape : sequence of int
+            Per-example state shape.
+        x : torch.Tensor, optional
+            Batched input ``(B, ...)``. Given and ``driven`` unset, the system is driven.
+        driven : bool, optional
+            Default: ``x is not None``.
+        layers : sequence of callables, optional
+            Layer maps ``f_1..f_k`` (each ``(h, x) -> h``) whose composition is ``fn``.
+        dtype, device :
+            Used for states when there is no ``x`` (default float64 on the CPU).
+        name : str
+            Label for summaries.
+        validate : bool
+            Probe the function as in :meth:`from_module`.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> logistic = dy.LoopedSystem.from_function(lambda h: 3.2 * h * (1 - h), state_shape=(1,))
+        >>> logistic.driven, logistic.state_dim
+        (False, 1)
+        """
+        call = call_form("LoopedSystem.from_function", ["fn", "state_shape"])
+        if not callable(fn):
+            raise InvalidArgumentError(f"{call}: fn must be callable, got {type(fn).__name__}")
+        try:
+            shape = tuple(int(s) for s in state_shape)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"{call}: state_shape must be a sequence of positive ints, got {state_shape!r}"
+            ) from None
+        if any(s < 1 for s in shape):
+            raise InvalidArgumentError(f"{call}: state_shape must hold positive sizes, got {shape}")
+        if x is not None:
+            x = _check_input(call, x)
+        if driven is None:
+            driven = x is not None
+        if driven and x is None:
+            raise InvalidArgumentError(f"{call}: driven=True needs the input x")
+        step: StepFn = fn if driven else _ignore_input(fn)
+        dev = torch.device(device) if device is not None else None
+        system = cls(
+            step, shape, x, driven=bool(driven), layers=layers, name=name, dtype=dtype, device=dev
+        )
+        if validate:
+            system._probe(call)
+        return system
+
+    def __repr__(self) -> str:
+        kind = "driven" if self._driven else "autonomous"
+        inp = "no input" if self._x is None else f"input batch {self._x.shape[0]}"
+        layers = f", {len(self._layers)} layers" if self._layers else ""
+        dtype = str(self._dtype).replace("torch.", "")
+        return (
+            f"LoopedSystem({self._name}: {kind}, state_shape={self._state_shape}, {inp}"
+            f"{layers}, {dtype}, {self._device})"
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Per-example state shape, e.g. ``(T, d)``."""
+        return self._state_shape
+
+    @property
+    def state_dim(self) -> int:
+        """Number of entries of one example's state (the size of the flat view)."""
+        return math.prod(self._state_shape)
+
+    @property
+    def x(self) -> torch.Tensor | None:
+        """The batched input ``(B, *input_shape)``, or None."""
+        return self._x
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Per-example input shape, or None without input."""
+        return None if self._x is None else tuple(self._x.shape[1:])
+
+    @property
+    def driven(self) -> bool:
+        """True when the input enters every step (recall / input injection)."""
+        return self._driven
+
+    @property
+    def module(self) -> nn.Module | None:
+        """The module behind the map, if any."""
+        return self._module
+
+    @property
+    def layers(self) -> tuple[LayerFn, ...] | None:
+        """Per-layer maps ``f_1 .. f_k`` (each ``(h, x) -> h``), or None when unknown."""
+        return self._layers
+
+    @property
+    def n_layers(self) -> int | None:
+        """Number of layer maps in the block, or None when unknown."""
+        return None if self._layers is None else len(self._layers)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of states and inputs."""
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of states and inputs (taken from the system's tensors)."""
+        return self._device
+
+    @property
+    def name(self) -> str:
+        """Short label."""
+        return self._name
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """The module's parameters in functional form (detached), ``{}`` for a plain function.
+
+        Use with :meth:`functional_step`, ``torch.func.stack_module_state`` and ``vmap`` to
+        analyse many weight draws at once.
+        """
+        if self._module is None:
+            return {}
+        return {k: v.detach() for k, v in self._module.named_parameters()}
+
+    @property
+    def buffers(self) -> dict[str, torch.Tensor]:
+        """The module's buffers (e.g. RoPE tables), ``{}`` for a plain function."""
+        if self._module is None:
+            return {}
+        return dict(self._module.named_buffers())
+
+    # ------------------------------------------------------------------ evaluation
+    def _input_for(self, call: str, n: int, x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            x = self._x
+        if x is None or not self._driven:
+            return x
+        if x.shape[0] == n:
+            return x
+        if x.shape[0] == 1:
+            return x.expand(n, *x.shape[1:])
+        raise ShapeError(
+            f"{call}: h has batch size {n} but the input has batch size {x.shape[0]}; pass "
+            f"one input per state, a single input (batch 1), or use system.repeat_input(k)"
+        )
+
+    def step(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """One application of the map to a batch of states.
+
+        Parameters
+        ----------
+        h : torch.Tensor
+            ``(N, *state_shape)``.
+        x : torch.Tensor, optional
+            Input to use instead of the system's own (batch N or 1).
+
+        Returns
+        -------
+        torch.Tensor
+            ``f(h, x)``, shape ``(N, *state_shape)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> henon = dy.LoopedSystem.from_module(dy.models.Henon())
+        >>> henon.step(torch.tensor([[0.0, 0.0]], dtype=torch.float64))
+        tensor([[1., 0.]], dtype=torch.float64)
+        """
+        call = "LoopedSystem.step(h)"
+        check_state_shape(call, "h", h, self._state_shape)
+        return self._fn(h, self._input_for(call, h.shape[0], x))
+
+    __call__ = step
+
+    def _step_unchecked(self, h: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """Step without shape checks (solvers check once up front). ``x`` already matches h."""
+        return self._fn(h, x)
+
+    def functional_step(
+        self,
+        params: Mapping[str, torch.Tensor],
+        h: torch.Tensor,
+        x: torch.Tensor | None = None,
+        buffers: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Step with the given parameters (``torch.func.functional_call``), for ``vmap`` over draws.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.ContractiveTanh(n=4, seed=0),
+        ...                                   torch.zeros(1, 4))
+        >>> h = torch.zeros(1, 4, dtype=torch.float64)
+        >>> torch.equal(sys.functional_step(sys.params, h), sys.step(h))
+        True
+        """
+        if self._module is None:
+            return self.step(h, x)
+        call = "LoopedSystem.functional_step(params, h)"
+        xx = self._input_for(call, h.shape[0], x)
+        tensors = {**dict(buffers if buffers is not None else self.buffers), **dict(params)}
+        args = (h, xx) if self._driven else (h,)
+        return functional_call(self._module, tensors, args)
+
+    def iterate(
+        self, h0: torch.Tensor, n_steps: int, *, x: torch.Tensor | None = None, record: bool = True
+    ) -> Trajectory:
+        """Plain iteration ``h_{t+1} = f(h_t, x)`` for ``n_steps`` steps, with residuals.
+
+        Parameters
+        ----------
+        h0 : torch.Tensor
+            Starts, ``(N, *state_shape)``.
+        n_steps : int
+            Number of map applications (>= 1).
+        x : torch.Tensor, optional
+            Input to use instead of the system's own.
+        record : bool
+            Keep every state (memory ``(n_steps + 1) × N × state_dim``); False keeps only the last.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.Logistic(r=3.2))
+        >>> traj = sys.iterate(torch.tensor([[0.3]], dtype=torch.float64), n_steps=200)
+        >>> sorted(round(v, 4) for v in traj.states[-2:, 0, 0].tolist())  # the stable 2-cycle
+        [0.513, 0.7995]
+        """
+        call = call_form("LoopedSystem.iterate", ["h0"], n_steps=n_steps)
+        check_state_shape(call, "h0", h0, self._state_shape)
+        check_positive_int(call, "n_steps", n_steps)
+        check_finite_tensor(call, "h0", h0)
+        xx = self._input_for(call, h0.shape[0], x)
+        h = h0
+        states = [h0] if record else []
+        res, rel = [], []
+        with torch.no_grad():
+            for _ in range(n_steps):
+                h_next = self._fn(h, xx)
+                diff = (h_next - h).reshape(h.shape[0], -1).norm(dim=1)
+                scale = h.reshape(h.shape[0], -1).norm(dim=1)
+                res.append(diff)
+                rel.append(diff / scale)
+                h = h_next
+                if record:
+                    states.append(h)
+        return Trajectory(
+            states=torch.stack(states) if record else None,
+            final=h,
+            residuals=torch.stack(res),
+            relative_residuals=torch.stack(rel),
+        )
+
+    # ------------------------------------------------------------------ flat views
+    def flatten(self, h: torch.Tensor) -> torch.Tensor:
+        """``(N, *state_shape) -> (N, state_dim)``.
+
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=3, n_tokens=2))
+        >>> sys.flatten(torch.ones(5, 2, 3, dtype=torch.float64)).shape
+        torch.Size([5, 6])
+        """
+        return h.reshape(h.shape[0], self.state_dim)
+
+    def unflatten(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, state_dim) -> (N, *state_shape)``."""
+        return z.reshape(z.shape[0], *self._state_shape)
+
+    def flat_step(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The map on flat states: ``(N, state_dim) -> (N, state_dim)`` (for linear algebra).
+
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.Henon())
+        >>> sys.flat_step(torch.zeros(1, 2, dtype=torch.float64))
+        tensor([[1., 0.]], dtype=torch.float64)
+        """
+        return self.flatten(self.step(self.unflatten(z), x))
+
+    # ------------------------------------------------------------------ derived systems
+    def with_input(self, x: torch.Tensor) -> LoopedSystem:
+        """The same map with another batched input.
+
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.ContractiveTanh(n=3, seed=1),
+        ...                                   torch.zeros(1, 3))
+        >>> sys.with_input(torch.ones(5, 3, dtype=torch.float64)).x.shape
+        torch.Size([5, 3])
+        """
+        call = call_form("LoopedSystem.with_input", ["x"])
+        x = _check_input(call, x)
+        if self._x is not None and tuple(x.shape[1:]) != tuple(self._x.shape[1:]):
+            raise ShapeError(
+                f"{call}: x has per-example shape {tuple(x.shape[1:])} but the system's input has "
+                f"{tuple(self._x.shape[1:])}"
+            )
+        x = x.to(dtype=self._dtype) if x.is_floating_point() else x
+        return self._replace(x=x)
+
+    def repeat_input(self, repeats: int) -> LoopedSystem:
+        """Repeat each input ``repeats`` times (``repeat_interleave``): several starts per input.
+
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.ContractiveTanh(n=3, seed=1),
+        ...                                   torch.eye(3))
+        >>> sys.repeat_input(4).x.shape
+        torch.Size([12, 3])
+        """
+        call = call_form("LoopedSystem.repeat_input", [], repeats=repeats)
+        check_positive_int(call, "repeats", repeats)
+        if self._x is None:
+            raise InvalidArgumentError(f"{call}: the system has no input to repeat")
+        return self._replace(x=self._x.repeat_interleave(repeats, dim=0))
+
+    def to(
+        self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> LoopedSystem:
+        """A copy in another dtype and/or on another device (the module is deep-copied).
+
+        A plain-function system only converts its input: the function must follow its arguments.
+
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.Henon())
+        >>> sys.to(torch.float32).dtype
+        torch.float32
+        """
+        module = self._module
+        if module is not None:
+            module = copy.deepcopy(module).to(dtype=dtype, device=device)
+        x = self._x
+        if x is not None:
+            x = x.to(device=device) if device is not None else x
+            if dtype is not None and x.is_floating_point():
+                x = x.to(dtype=dtype)
+        fn = self._fn
+        if module is not None:
+            fn = module if self._driven else _autonomous_module_call(module)
+        declared: Any = module
+        layers = tuple(declared.layer_maps()) if hasattr(declared, "layer_maps") else self._layers
+        return LoopedSystem(
+            fn,
+            self._state_shape,
+            x,
+            driven=self._driven,
+            module=module,
+            layers=layers,
+            name=self._name,
+            dtype=dtype or self._dtype,
+            device=torch.device(device) if device is not None else self._device,
+        )
+
+    def initial_states(
+        self,
+        kind: str = "normal",
+        n_starts: int = 1,
+        *,
+        scale: float = 1.0,
+        seed: int | torch.Generator = 0,
+    ) -> torch.Tensor:
+        """Starts for the iteration, ``(B * n_starts, *state_shape)`` (``B`` = input batch or 1).
+
+        Parameters
+        ----------
+        kind : {"normal", "zeros", "input"}
+            ``"normal"``: i.i.d. ``N(0, scale²)`` entries; ``"zeros"``; ``"input"``: ``h_0 = x``
+            (the encoded input, needs ``state_shape == input_shape``), plus ``N(0, scale²)`` noise
+            on all but the first start of each input when ``n_starts > 1``.
+        n_starts : int
+            Starts per input. Starts of input ``b`` occupy rows ``b*n_starts .. (b+1)*n_starts-1``,
+            matching :meth:`repeat_input`.
+        scale : float
+            Standard deviation of the noise.
+        seed : int or torch.Generator
+            Explicit randomness.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.ContractiveTanh(n=3, seed=0), torch.eye(3))
+        >>> sys.initial_states("normal", n_starts=2, seed=0).shape
+        torch.Size([6, 3])
+        """
+        call = call_form("LoopedSystem.initial_states", [repr(kind)], n_starts=n_starts)
+        check_choice(call, "kind", kind, ("normal", "zeros", "input"))
+        check_positive_int(call, "n_starts", n_starts)
+        check_positive_float(call, "scale", scale)
+        batch = 1 if self._x is None else int(self._x.shape[0])
+        shape = (batch * n_starts, *self._state_shape)
+        gen = _generator(seed, self._device)
+        if kind == "zeros":
+            return torch.zeros(shape, dtype=self._dtype, device=self._device)
+        noise = scale * torch.randn(shape, generator=gen, dtype=self._dtype, device=self._device)
+        if kind == "normal":
+            return noise
+        if self._x is None or tuple(self._x.shape[1:]) != self._state_shape:
+            have = None if self._x is None else tuple(self._x.shape[1:])
+            raise InvalidArgumentError(
+                f"{call}: kind='input' needs an input with the state's shape {self._state_shape}, "
+                f"the system's input has per-example shape {have}"
+            )
+        base = self._x.repeat_interleave(n_starts, dim=0).to(self._dtype)
+        noise = noise.reshape(batch, n_starts, *self._state_shape)
+        noise[:, 0] = 0
+        return base + noise.reshape(shape)
+
+    def _replace(self, *, x: torch.Tensor | None) -> LoopedSystem:
+        return LoopedSystem(
+            self._fn,
+            self._state_shape,
+            x,
+            driven=self._driven,
+            module=self._module,
+            layers=self._layers,
+            name=self._name,
+            dtype=self._dtype,
+            device=self._device,
+        )
+
+    # ------------------------------------------------------------------ validation
+    def _probe(self, call: str) -> None:
+        """Four evaluations: output shape, determinism, and no coupling across the batch."""
+        gen = torch.Generator(device="cpu").manual_seed(12345)
+        probe = torch.randn(2, *self._state_shape, generator=gen, dtype=torch.float64)
+        probe = probe.to(dtype=self._dtype, device=self._device)
+        xx = None
+        if self._x is not None:
+            xx = self._x[:1].expand(2, *self._x.shape[1:]) if self._x.shape[0] < 2 else self._x[:2]
+        with torch.no_grad():
+            try:
+                out = self._fn(probe, xx if self._driven else None)
+            except Exception as err:  # the user's map failed: say where, keep the cause
+                raise InvalidArgumentError(
+                    f"{call}: evaluating the map on a probe batch of shape {tuple(probe.shape)} "
+                    f"raised {type(err).__name__}: {err}"
+                ) from err
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(probe.shape):
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ShapeError(
+                    f"{call}: the map returned {got} for a state batch of shape "
+                    f"{tuple(probe.shape)}; a looped block must return the state's shape "
+                    f"(N, {_dims(self._state_shape)})"
+                )
+            again = self._fn(probe, xx if self._driven else None)
+            if not _same(out, again):
+                raise NonDeterministicMapError(
+                    f"{call}: two evaluations of the map on the same state differ; the map must "
+                    "be deterministic (call module.eval() to switch off dropout, and seed any "
+                    "noise inside the map)"
+                )
+            single = self._fn(probe[1:], xx[1:] if (xx is not None and self._driven) else None)
+            if not _same(out[1:], single):
+                raise NonDeterministicMapError(
+                    f"{call}: the map's output for one example depends on the other examples in "
+                    "the batch (BatchNorm in train mode?); dynamo needs per-example maps"
+                )
+
+
+# ---------------------------------------------------------------------- helpers
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    if not bool(torch.equal(torch.isfinite(a), torch.isfinite(b))):
+        return False
+    if not a.is_floating_point():
+        return bool(torch.equal(a, b))
+    eps = torch.finfo(a.dtype).eps
+    scale = a[finite].abs().max() if bool(finite.any()) else torch.tensor(1.0)
+    # batched and single evaluations may use different BLAS blocking: allow a few ulps
+    return bool(((a - b)[finite].abs() <= 64 * eps * (1 + scale)).all())
+
+
+def _first_float_tensor(module: nn.Module | None) -> torch.Tensor | None:
+    if module is None:
+        return None
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point():
+            return t
+    return None
+
+
+def _check_input(call: str, x: Any) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InvalidArgumentError(
+            f"{call}: x must be a torch.Tensor with a leading batch dimension, got "
+            f"{type(x).__name__}"
+        )
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ShapeError(
+            f"{call}: x must have a leading batch dimension of size >= 1, got shape "
+            f"{tuple(x.shape)}; add one with x.unsqueeze(0)"
+        )
+    check_finite_tensor(call, "x", x)
+    return x
+
+
+def _check_not_stochastic(call: str, module: nn.Module) -> None:
+    for name, sub in module.named_modules():
+        label = name or "<root>"
+        if sub.training and isinstance(sub, _STOCHASTIC) and float(getattr(sub, "p", 0.0)) > 0:
+            raise NonDeterministicMapError(
+                f"{call}: {type(sub).__name__}(p={sub.p}) at '{label}' is in train mode, so the "
+                "map is random; call module.eval() before analysing it"
+            )
+        if sub.training and isinstance(sub, _BATCH_COUPLED):
+            raise NonDeterministicMapError(
+                f"{call}: {type(sub).__name__} at '{label}' is in train mode, so each example's "
+                "output depends on the batch; call module.eval() before analysing it"
+            )
+
+
+def _takes_two_args(fn: Callable[..., Any]) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    ]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+
+
+def _autonomous_module_call(module: nn.Module) -> StepFn:
+    def step(h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        return module(h)
+
+    return step
+
+
+def _ignore_input(fn: StepFn) -> StepFn:
+    def step(h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        return fn(h)
+
+    return step
+
+
+def _generator(seed: int | torch.Generator, device: torch.device) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidArgumentError(f"seed must be an int or a torch.Generator, got {seed!r}")
+    return torch.Generator(device=device).manual_seed(seed)

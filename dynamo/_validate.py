@@ -1,0 +1,133 @@
+"""Argument checks shared by every verb. Each raises before any work starts, with a message that
+begins with the call form and names the argument at fault."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from .errors import InvalidArgumentError, ShapeError, UnsupportedDtypeError
+
+__all__ = [
+    "call_form",
+    "check_choice",
+    "check_finite_tensor",
+    "check_positive_float",
+    "check_positive_int",
+    "check_solvable_dtype",
+]
+
+_COARSE = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"<tensor {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def call_form(name: str, positional: Iterable[str] = (), **shown: Any) -> str:
+    """Render ``name(a, b, key=value)`` for the start of an error message.
+
+    >>> call_form("solve", ["system", "h0"], max_steps=0)
+    'solve(system, h0, max_steps=0)'
+    """
+    parts = list(positional) + [f"{k}={_short(v)}" for k, v in shown.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def check_positive_int(call: str, name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(
+            f"{call}: {name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}"
+        )
+    if value < minimum:
+        raise InvalidArgumentError(f"{call}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_positive_float(
+    call: str, name: str, value: Any, *, upper: float | None = None, upper_inclusive: bool = True
+) -> float:
+    """Return ``value`` as a float, or raise if it is not finite and > 0 (and <= upper if given)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError(
+            f"{call}: {name} must be a positive number, got {type(value).__name__} {value!r}"
+        )
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise InvalidArgumentError(f"{call}: {name} must be finite and > 0, got {value!r}")
+    if upper is not None and (v > upper if upper_inclusive else v >= upper):
+        bound = f"<= {upper}" if upper_inclusive else f"< {upper}"
+        raise InvalidArgumentError(f"{call}: {name} must be {bound}, got {value!r}")
+    return v
+
+
+def check_choice(call: str, name: str, value: Any, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; otherwise list the valid ones."""
+    options = tuple(choices)
+    if not isinstance(value, str) or value not in options:
+        listed = ", ".join(repr(c) for c in options)
+        raise InvalidArgumentError(f"{call}: unknown {name} {value!r}; choose one of {listed}")
+    return value
+
+
+def check_finite_tensor(call: str, name: str, value: torch.Tensor) -> None:
+    """Raise if ``value`` holds NaN or inf, naming the first offending batch index."""
+    if value.is_floating_point() or value.is_complex():
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):
+            flat = bad.reshape(bad.shape[0], -1).any(dim=1) if bad.ndim > 0 else bad.reshape(1)
+            idx = [int(i) for i in torch.nonzero(flat).flatten()[:5]]
+            where = f" (batch indices {idx})" if value.ndim > 0 else ""
+            raise InvalidArgumentError(
+                f"{call}: {name} contains NaN or inf{where}; pass finite values"
+            )
+
+
+def check_solvable_dtype(call: str, name: str, dtype: torch.dtype) -> None:
+    """Refuse dtypes too coarse for fixed-point search (bf16, fp16) and non-float dtypes."""
+    if dtype in _COARSE:
+        eps = torch.finfo(dtype).eps
+        raise UnsupportedDtypeError(
+            f"{call}: {name} has dtype {_COARSE[dtype]} (machine epsilon {eps:.1e}), too coarse "
+            "to tell a fixed point from a slow drift; convert the system with "
+            "system.to(dtype=torch.float32) or torch.float64 (the default for analysis)"
+        )
+    if not dtype.is_floating_point:
+        raise UnsupportedDtypeError(
+            f"{call}: {name} has dtype {dtype}; fixed-point search needs float32 or float64"
+        )
+
+
+def check_state_shape(
+    call: str, name: str, h: Any, state_shape: tuple[int, ...], *, batched: bool = True
+) -> torch.Tensor:
+    """Check that ``h`` is a tensor of shape ``(N, *state_shape)`` with N >= 1."""
+    if not isinstance(h, torch.Tensor):
+        raise InvalidArgumentError(
+            f"{call}: {name} must be a torch.Tensor of shape (N, {_dims(state_shape)}), "
+            f"got {type(h).__name__}"
+        )
+    expected_ndim = len(state_shape) + (1 if batched else 0)
+    if h.ndim != expected_ndim or tuple(h.shape[h.ndim - len(state_shape) :]) != state_shape:
+        want = f"(N, {_dims(state_shape)})" if batched else f"({_dims(state_shape)})"
+        hint = ""
+        if batched and tuple(h.shape) == state_shape:
+            hint = f"; add a batch dimension with {name}.unsqueeze(0)"
+        raise ShapeError(
+            f"{call}: {name} has shape {tuple(h.shape)} but the system's state shape needs "
+            f"{want}{hint}"
+        )
+    if batched and h.shape[0] < 1:
+        raise ShapeError(f"{call}: {name} has an empty batch dimension; pass at least one state")
+    return h
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(s) for s in shape) if shape else ""

@@ -1,0 +1,332 @@
+"""Solvers against maps with known answers, honest failure, and argument checks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+from problems import (
+    EXPANDING,
+    HENON,
+    LOGISTIC39,
+    NO_FIXED_POINT,
+    TANH,
+    TANH_SLOW,
+    UNIQUE,
+    UNREACHABLE,
+    Problem,
+)
+from torch.func import jacfwd
+
+import dynamo as dy
+from dynamo.errors import (
+    ConvergenceError,
+    InvalidArgumentError,
+    ShapeError,
+    UnsupportedDtypeError,
+)
+
+METHODS = list(dy.METHODS)
+
+
+def residual_by_hand(system: dy.LoopedSystem, h: torch.Tensor) -> torch.Tensor:
+    """‖f(h) − h‖ evaluated directly on the module, independently of the solver's bookkeeping."""
+    module = system.module
+    assert module is not None
+    with torch.no_grad():
+        out = module(h, system.x) if system.driven else module(h)
+    return (out - h).reshape(h.shape[0], -1).norm(dim=1)
+
+
+def scipy_root(system: dy.LoopedSystem, x_row: torch.Tensor, h0: np.ndarray) -> np.ndarray:
+    def g(v: np.ndarray) -> np.ndarray:
+        h = torch.as_tensor(v, dtype=torch.float64)[None]
+        with torch.no_grad():
+            return (system.step(h, x_row[None]) - h)[0].numpy()
+
+    out = scipy.optimize.root(g, h0, method="hybr", tol=1e-13)
+    # hybr may stop with "not making good progress" once it sits at rounding level: judge the root
+    assert np.abs(g(out.x)).max() <= 1e-11, out.message
+    return np.asarray(out.x)
+
+
+@pytest.mark.parametrize("problem", UNIQUE, ids=lambda p: p.name)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_finds_the_unique_fixed_point(problem: Problem, method: str) -> None:
+    system = problem.make()
+    h0 = problem.starts(system)
+    sol = dy.solve(
+        system, h0, method=method, tol=1e-12, atol=1e-12, **problem.options.get(method, {})
+    )
+    assert sol.all_converged
+    assert sol.outcomes == (dy.Outcome.CONVERGED,) * h0.shape[0]
+    # the reported residual is real: re-evaluate the map by hand
+    by_hand = residual_by_hand(system, sol.state)
+    assert float(by_hand.max()) <= 1e-10
+    torch.testing.assert_close(by_hand, sol.residual, rtol=0, atol=1e-12)
+    # and agrees with scipy.optimize.root, started elsewhere
+    assert system.x is not None
+    for i in range(h0.shape[0]):
+        ref = scipy_root(system, system.x[i], np.zeros(system.state_dim))
+        assert np.abs(sol.state[i].numpy() - ref).max() <= 1e-8
+    if problem.exact is not None:
+        torch.testing.assert_close(sol.state, problem.exact(system), rtol=0, atol=1e-9)
+
+
+def test_anderson_takes_at_most_a_third_of_picards_steps() -> None:
+    # ‖W‖₂ = 0.95, symmetric W and a fixed point near 0, where tanh′ ≈ 1: iteration contracts at
+    # nearly 0.95 per step
+    system = TANH_SLOW.make()
+    h0 = TANH_SLOW.starts(system)
+    picard = dy.solve(system, h0, method="picard", tol=1e-12, atol=1e-12)
+    anderson = dy.solve(system, h0, method="anderson", tol=1e-12, atol=1e-12)
+    assert int(anderson.steps.max()) * 3 <= int(picard.steps.min())
+    torch.testing.assert_close(anderson.state, picard.state, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_fixed_point_is_never_reported_where_none_exists(method: str) -> None:
+    system = NO_FIXED_POINT.make()
+    h0 = NO_FIXED_POINT.starts(system)
+    sol = dy.solve(system, h0, method=method, max_steps=300, throw=False)
+    assert sol.n_converged == 0
+    assert sol.fixed_points.shape[0] == 0
+    assert all(not o.ok for o in sol.outcomes)
+    assert "no fixed point reported" in str(sol)
+    with pytest.raises(ConvergenceError, match="did not converge") as err:
+        dy.solve(system, h0, method=method, max_steps=300)
+    assert isinstance(err.value.solution, dy.Solution)
+    assert err.value.solution.n_converged == 0
+
+
+@pytest.mark.parametrize(
+    ("problem", "expected"),
+    [(LOGISTIC39, dy.Outcome.MAX_STEPS_REACHED), (EXPANDING, dy.Outcome.DIVERGED)],
+    ids=["logistic_3.9", "expanding_linear"],
+)
+def test_plain_iteration_reports_no_fixed_point_where_it_does_not_settle(
+    problem: Problem, expected: dy.Outcome
+) -> None:
+    system = problem.make()
+    h0 = problem.starts(system)
+    sol = dy.solve(system, h0, method="picard", max_steps=2000, throw=False)
+    assert sol.outcomes == (expected,) * h0.shape[0]
+    assert sol.fixed_points.shape[0] == 0
+    with pytest.raises(ConvergenceError, match=expected.label):
+        dy.solve(system, h0, method="picard", max_steps=2000)
+
+
+@pytest.mark.parametrize("problem", UNREACHABLE, ids=lambda p: p.name)
+@pytest.mark.parametrize("method", ["anderson", "broyden", "newton_krylov"])
+def test_root_finders_report_only_true_unstable_fixed_points(problem: Problem, method: str) -> None:
+    """Where iteration does not settle, a root-finder may converge, but only to a real fixed point.
+
+    The logistic map at r = 3.9 has the fixed points 0 and 1 − 1/r, the expanding linear map
+    (I − A)⁻¹(Bx + c), Hénon two saddles. Every converged start must sit on one of them, and each
+    of those must be unstable (spectral radius of ∂f > 1), so that a converged root-finder is never
+    evidence that iteration reaches the point.
+    """
+    system = problem.make()
+    h0 = problem.starts(system)
+    sol = dy.solve(system, h0, method=method, max_steps=500, throw=False)
+    assert problem.exact is not None
+    exact = problem.exact(system)
+    by_hand = residual_by_hand(system, sol.state)
+    for i, outcome in enumerate(sol.outcomes):
+        if not outcome.ok:
+            continue
+        assert float(by_hand[i]) <= 1e-9
+        candidates = exact[i : i + 1] if system.driven else exact
+        dist = (candidates - sol.state[i]).reshape(candidates.shape[0], -1).norm(dim=1)
+        assert float(dist.min()) <= 1e-8
+        point = sol.state[i : i + 1]
+        xi = None if system.x is None else system.x[i : i + 1]
+        with torch.no_grad():
+            jac = jacfwd(lambda z, xi=xi: system.flat_step(z[None], xi)[0])(
+                system.flatten(point)[0]
+            )
+        assert float(torch.linalg.eigvals(jac).abs().max()) > 1.0
+
+
+def test_best_iterate_is_kept_when_not_converged() -> None:
+    system = LOGISTIC39.make()
+    h0 = LOGISTIC39.starts(system)
+    sol = dy.solve(system, h0, method="picard", max_steps=300, throw=False)
+    trace = sol.residual_trace
+    best = torch.nan_to_num(trace, nan=math.inf).min(dim=0).values
+    torch.testing.assert_close(sol.residual, best)
+    torch.testing.assert_close(residual_by_hand(system, sol.state), sol.residual)
+
+
+def test_residual_trace_and_counters() -> None:
+    system = TANH.make()
+    h0 = TANH.starts(system)
+    sol = dy.solve(system, h0, method="picard")
+    steps = sol.steps
+    assert sol.residual_trace.shape == (int(steps.max()) + 1, h0.shape[0])
+    torch.testing.assert_close(sol.residual_trace[0], residual_by_hand(system, h0))
+    for i in range(h0.shape[0]):
+        k = int(steps[i])
+        assert torch.isfinite(sol.residual_trace[: k + 1, i]).all()
+        assert torch.isnan(sol.residual_trace[k + 1 :, i]).all()
+        assert int(sol.f_evals[i]) == k + 1  # one evaluation per iterate
+    assert int(sol.jvp_evals.sum()) == 0
+    d = sol.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["n_converged"] == h0.shape[0]
+    assert d["outcomes"] == ["converged"] * h0.shape[0]
+
+
+def test_nonfinite_starts_are_reported_and_the_others_still_solved() -> None:
+    # sqrt has fixed points 0 and 1; from a negative start the map returns NaN
+    system = dy.LoopedSystem.from_function(torch.sqrt, state_shape=(1,), validate=False)
+    h0 = torch.tensor([[0.5], [-1.0], [4.0], [-0.1]], dtype=torch.float64)
+    sol = dy.solve(system, h0, method="picard", throw=False)
+    assert [o.label for o in sol.outcomes] == ["converged", "nonfinite", "converged", "nonfinite"]
+    torch.testing.assert_close(sol.fixed_points, torch.ones(2, 1, dtype=torch.float64))
+    d = sol.to_dict()
+    assert d["residual"][1] is None
+    json.dumps(d, allow_nan=False)
+
+
+def test_zero_branch_rmsnorm_every_start_is_fixed_after_one_step() -> None:
+    system = dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=8))
+    h0 = system.initial_states("normal", 5, scale=3.0, seed=0)
+    sol = dy.solve(system, h0, method="picard")
+    assert sol.steps.tolist() == [1] * 5
+    torch.testing.assert_close(
+        sol.state.norm(dim=1), torch.full((5,), math.sqrt(8), dtype=torch.float64)
+    )
+
+
+def test_float32_uses_its_own_tolerance_and_agrees_with_float64() -> None:
+    system = TANH.make()
+    h0 = TANH.starts(system)
+    s32 = system.to(torch.float32)
+    sol32 = dy.solve(s32, h0.float(), method="anderson")
+    sol64 = dy.solve(system, h0, method="anderson")
+    assert sol32.tol == pytest.approx(dy.default_tolerance(torch.float32))
+    assert sol32.state.dtype == torch.float32
+    torch.testing.assert_close(sol32.state.double(), sol64.state, rtol=0, atol=1e-4)
+
+
+def test_starting_at_a_fixed_point_takes_zero_steps() -> None:
+    system = TANH.make()
+    first = dy.solve(system, TANH.starts(system), method="newton_krylov")
+    again = dy.solve(system, first.state, method="picard")
+    assert again.steps.tolist() == [0] * first.state.shape[0]
+
+
+def test_picard_damping_makes_mondeq_converge_where_plain_iteration_does_not() -> None:
+    from problems import MONDEQ
+
+    system = MONDEQ.make()
+    h0 = MONDEQ.starts(system)
+    plain = dy.solve(system, h0, method="picard", max_steps=2000, throw=False)
+    damped = dy.solve(system, h0, method="picard", max_steps=2000, damping=0.1)
+    assert plain.n_converged < h0.shape[0]  # ‖W‖₂ > 1: plain iteration fails for some inputs
+    assert damped.all_converged
+    module = system.module
+    assert isinstance(module, dy.models.MonDEQ)
+    assert float(torch.linalg.matrix_norm(module.W.detach(), ord=2)) > 1
+
+
+def test_henon_root_finders_find_both_saddles() -> None:
+    system = HENON.make()
+    h0 = torch.tensor([[0.6, 0.2], [-1.1, -0.3]], dtype=torch.float64)
+    sol = dy.solve(system, h0, method="newton_krylov")
+    module = system.module
+    assert isinstance(module, dy.models.Henon)
+    torch.testing.assert_close(sol.state, module.fixed_points(), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.fixture
+def tanh_system() -> dy.LoopedSystem:
+    return TANH.make()
+
+
+def test_wrong_state_shape_names_h0(tanh_system: dy.LoopedSystem) -> None:
+    with pytest.raises(ShapeError, match=r"solve\(system, h0.*h0 has shape \(4, 15\)"):
+        dy.solve(tanh_system, torch.zeros(4, 15, dtype=torch.float64))
+    with pytest.raises(ShapeError, match=r"add a batch dimension with h0.unsqueeze\(0\)"):
+        dy.solve(tanh_system, torch.zeros(16, dtype=torch.float64))
+
+
+def test_batch_mismatch_with_input_is_named(tanh_system: dy.LoopedSystem) -> None:
+    with pytest.raises(ShapeError, match="batch size 3 but the input has batch size 4"):
+        dy.solve(tanh_system, torch.zeros(3, 16, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nonfinite_h0_is_refused(tanh_system: dy.LoopedSystem, bad: float) -> None:
+    h0 = torch.zeros(4, 16, dtype=torch.float64)
+    h0[2, 3] = bad
+    with pytest.raises(
+        InvalidArgumentError, match=r"h0 contains NaN or inf \(batch indices \[2\]\)"
+    ):
+        dy.solve(tanh_system, h0)
+
+
+def test_nonfinite_x_is_refused(tanh_system: dy.LoopedSystem) -> None:
+    x = torch.zeros(4, 16, dtype=torch.float64)
+    x[1, 0] = math.nan
+    with pytest.raises(InvalidArgumentError, match="x contains NaN or inf"):
+        dy.solve(tanh_system, torch.zeros(4, 16, dtype=torch.float64), x=x)
+    with pytest.raises(InvalidArgumentError, match="x contains NaN or inf"):
+        dy.LoopedSystem.from_module(dy.models.ContractiveTanh(n=16), x)
+
+
+def test_bf16_is_refused_with_a_way_out(tanh_system: dy.LoopedSystem) -> None:
+    with pytest.raises(UnsupportedDtypeError, match=r"bfloat16.*system.to\(dtype=torch.float32\)"):
+        dy.solve(tanh_system.to(torch.bfloat16), torch.zeros(4, 16, dtype=torch.bfloat16))
+    with pytest.raises(UnsupportedDtypeError, match="h0 has dtype bfloat16"):
+        dy.solve(tanh_system, torch.zeros(4, 16, dtype=torch.bfloat16))
+    with pytest.raises(UnsupportedDtypeError, match="float16"):
+        dy.solve(tanh_system.to(torch.float16), torch.zeros(4, 16, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("max_steps", [0, -3])
+def test_max_steps_must_be_positive(tanh_system: dy.LoopedSystem, max_steps: int) -> None:
+    with pytest.raises(
+        InvalidArgumentError, match=rf"max_steps={max_steps}\): max_steps must be >= 1"
+    ):
+        dy.solve(tanh_system, torch.zeros(4, 16, dtype=torch.float64), max_steps=max_steps)
+
+
+def test_unknown_method_lists_the_valid_ones(tanh_system: dy.LoopedSystem) -> None:
+    with pytest.raises(
+        InvalidArgumentError, match="unknown method 'newton'; choose one of 'picard'"
+    ):
+        dy.solve(tanh_system, torch.zeros(4, 16, dtype=torch.float64), method="newton")
+
+
+def test_unknown_option_is_refused(tanh_system: dy.LoopedSystem) -> None:
+    with pytest.raises(InvalidArgumentError, match="unknown option 'memory' for method 'picard'"):
+        dy.solve(tanh_system, torch.zeros(4, 16, dtype=torch.float64), method="picard", memory=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"tol": 0.0}, "tol must be finite and > 0"),
+        ({"tol": -1e-3}, "tol must be finite and > 0"),
+        ({"atol": -1.0}, "atol must be finite and >= 0"),
+        ({"method": "picard", "damping": 1.5}, "damping must be <= 1.0"),
+        ({"method": "anderson", "memory": 0}, "memory must be >= 1"),
+        ({"divergence": 0.5}, "divergence must be > 1"),
+        ({"throw": "yes"}, "throw must be True or False"),
+    ],
+)
+def test_bad_settings_are_named(tanh_system: dy.LoopedSystem, kwargs: dict, pattern: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        dy.solve(tanh_system, torch.zeros(4, 16, dtype=torch.float64), **kwargs)
+
+
+def test_system_must_be_a_looped_system() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"system must be a dynamo\.LoopedSystem"):
+        dy.solve(torch.nn.Linear(2, 2), torch.zeros(1, 2))  # type: ignore[arg-type]
