@@ -181,8 +181,9 @@ class LoopedSystem:
             whether ``forward`` takes two or more positional arguments).
         dtype : torch.dtype or None
             Analyse in this dtype (default float64, DESIGN.md). When the module's parameters have
-            another dtype the system holds a converted deep copy; the caller's module is untouched.
-            None keeps the module's dtype.
+            another dtype the system holds a converted deep copy with ``requires_grad`` off (the
+            caller's module is untouched); otherwise it holds the module itself. None keeps the
+            module's dtype.
         validate : bool
             Check, with four evaluations of the map, that it returns the state shape, is
             deterministic and does not couple examples across the batch.
@@ -226,7 +227,9 @@ class LoopedSystem:
             # bf16/fp16 are allowed for stepping; the solvers refuse them with a clear message
             p = _first_float_tensor(module)
             if p is not None and p.dtype != dtype:
-                module = copy.deepcopy(module).to(dtype=dtype)
+                # the system's own copy: analysis never needs autograd graphs through the weights
+                # (torch.func differentiates without requires_grad), so switch them off
+                module = copy.deepcopy(module).to(dtype=dtype).requires_grad_(False)
             if x is not None and x.is_floating_point():
                 x = x.to(dtype=dtype)
         if x is not None:
@@ -605,7 +608,8 @@ class LoopedSystem:
     def to(
         self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> LoopedSystem:
-        """A copy in another dtype and/or on another device (the module is deep-copied).
+        """A copy in another dtype and/or on another device (the module is deep-copied, with
+        ``requires_grad`` off).
 
         A plain-function system only converts its input: the function must follow its arguments.
 
@@ -616,7 +620,7 @@ class LoopedSystem:
         """
         module = self._module
         if module is not None:
-            module = copy.deepcopy(module).to(dtype=dtype, device=device)
+            module = copy.deepcopy(module).to(dtype=dtype, device=device).requires_grad_(False)
         x = self._x
         if x is not None:
             x = x.to(device=device) if device is not None else x
