@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from problems import (
     EXPANDING,
     HENON,
@@ -330,3 +332,25 @@ def test_bad_settings_are_named(tanh_system: dy.LoopedSystem, kwargs: dict, patt
 def test_system_must_be_a_looped_system() -> None:
     with pytest.raises(InvalidArgumentError, match=r"system must be a dynamo\.LoopedSystem"):
         dy.solve(torch.nn.Linear(2, 2), torch.zeros(1, 2))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- property
+
+
+@given(
+    n=st.integers(min_value=1, max_value=12),
+    rho=st.floats(min_value=0.05, max_value=0.85),
+    seed=st.integers(min_value=0, max_value=10_000),
+    method=st.sampled_from(METHODS),
+)
+def test_any_contractive_linear_map_is_solved_exactly(
+    n: int, rho: float, seed: int, method: str
+) -> None:
+    """Whatever the draw, a converged solve is the linear solve (I − A)⁻¹(Bx + c)."""
+    f = dy.models.LinearMap(n=n, spectral_radius=rho, seed=seed)
+    x = torch.randn(3, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    system = dy.LoopedSystem.from_module(f, x)
+    sol = dy.solve(system, torch.zeros(3, n, dtype=torch.float64), method=method, max_steps=3000)
+    exact = f.fixed_point(x)
+    scale = 1 + float(exact.norm(dim=1).max())
+    assert float((sol.state - exact).norm(dim=1).max()) <= 1e-8 * scale
