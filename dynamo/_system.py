@@ -88,7 +88,7 @@ class LoopedSystem:
     mode, no cross-example attention). The input ``x`` (the encoded input ``e = E(x)``) has shape
     ``(B, *input_shape)``; a step on N states uses ``x`` as is when ``B == N`` and broadcasts it
     when ``B == 1``. In an autonomous system ``x`` is kept only as a source of initial states
-    (SCIENCE.md: without recall the input enters only through ``h_0``).
+    (without recall the input enters only through ``h_0``).
 
     Build one with :meth:`from_module` or :meth:`from_function`; do not call the constructor.
 
@@ -180,7 +180,7 @@ class LoopedSystem:
             Override the driven/autonomous decision (default: ``module.driven`` if present, else
             whether ``forward`` takes two or more positional arguments).
         dtype : torch.dtype or None
-            Analyse in this dtype (default float64, DESIGN.md). When the module's parameters have
+            Analyse in this dtype (default float64). When the module's parameters have
             another dtype the system holds a converted deep copy with ``requires_grad`` off (the
             caller's module is untouched); otherwise it holds the module itself. None keeps the
             module's dtype.

@@ -1,6 +1,6 @@
 """theory: claims about looped maps, with hypotheses, sympy-checked proofs and numeric checks.
 
-The claims themselves (SCIENCE.md §3, C1–C14) arrive with issue 7; this package exists so that the
+The claims themselves (C1–C14 of the project's science notes) arrive with issue 7; this package exists so that the
 dependency direction ``dynamo <- theory <- verify`` is fixed from the start.
 
 >>> import theory

@@ -1,7 +1,7 @@
 """Inexact Newton–Krylov on ``g(h) = f(h) − h`` with a backtracking line search.
 
 Each step solves ``(I − J) s = g`` (``J = ∂f/∂h``) by batched GMRES on Jacobian-vector products
-(forward-mode AD: ``1 + ‖J‖``-free, no Jacobian is ever formed) to the relative accuracy ``η_k``
+(forward-mode AD; no Jacobian is ever formed) to the relative accuracy ``η_k``
 (Eisenstat–Walker choice 2: ``η_k = 0.9 (‖g_k‖/‖g_{k−1}‖)²``, capped at ``eta_max``), then
 backtracks ``h + t s`` until ``‖g‖`` drops by the Armijo factor ``1 − 1e-4 t``. A start whose line
 search fails ``max_backtracks`` times stops as DEGENERATE: at a local minimum of ``‖f(h) − h‖`` that

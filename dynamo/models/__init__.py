@@ -2,7 +2,7 @@
 
 The reference :class:`LoopedTransformer` spans the architectures the field argues about (recall ×
 normalization placement × layers); the canonical maps carry analytic answers and form the test
-bank used across dynamo (SCIENCE.md section 6).
+bank used across dynamo (see the Models page of the docs).
 """
 
 from ._canonical import Bistable as Bistable

@@ -46,7 +46,7 @@ def _sinusoidal(max_len: int, d: int) -> torch.Tensor:
 class _Attention(nn.Module):
     """Multi-head dot-product self-attention written out explicitly.
 
-    No ``scaled_dot_product_attention``: its CPU kernels break forward-mode AD (DESIGN.md pitfall),
+    No ``scaled_dot_product_attention``: its CPU kernels break forward-mode AD (torch 2.13),
     while this form works under ``jvp``, ``jacfwd``, ``vjp`` and ``vmap``.
     """
 
@@ -172,7 +172,7 @@ class _Layer(nn.Module):
 
 
 class LoopedTransformer(nn.Module):
-    """A weight-tied transformer block applied as ``h_{t+1} = f_θ(h_t, e)`` (SCIENCE.md §1).
+    """A weight-tied transformer block applied as ``h_{t+1} = f_θ(h_t, e)``.
 
     The state ``h`` and encoded input ``e`` have shape ``(B, T, d_model)``. One step:
 
