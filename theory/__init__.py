@@ -1,7 +1,7 @@
 """theory: claims about looped maps, with hypotheses, sympy-checked proofs and numeric checks.
 
-The claims themselves (C1–C14 of the project's science notes) arrive with issue 7; this package exists so that the
-dependency direction ``dynamo <- theory <- verify`` is fixed from the start.
+The claims themselves (C1–C14 of the project's science notes) arrive with issue 7; this package
+exists so that the dependency direction ``dynamo <- theory <- verify`` is fixed from the start.
 
 >>> import theory
 >>> theory.__name__
