@@ -424,9 +424,13 @@ class LoopedSystem:
         return dict(self._module.named_buffers())
 
     # ------------------------------------------------------------------ evaluation
-    def _input_for(self, call: str, n: int, x: torch.Tensor | None) -> torch.Tensor | None:
+    def _input_for(
+        self, call: str, n: int, x: torch.Tensor | None, *, check_values: bool = False
+    ) -> torch.Tensor | None:
         if x is None:
             x = self._x
+        elif self._driven:
+            x = self._check_new_input(call, x, check_values=check_values)
         if x is None or not self._driven:
             return x
         if x.shape[0] == n:
@@ -437,6 +441,28 @@ class LoopedSystem:
             f"{call}: h has batch size {n} but the input has batch size {x.shape[0]}; pass "
             f"one input per state, a single input (batch 1), or use system.repeat_input(k)"
         )
+
+    def _check_new_input(self, call: str, x: Any, *, check_values: bool = True) -> torch.Tensor:
+        """An input passed in place of the system's own: same per-example shape and device, cast
+        to the system's dtype; finite when ``check_values`` (off inside ``step``, which must stay
+        free of data-dependent control flow so that ``vmap``/``jacfwd`` can trace it)."""
+        if not isinstance(x, torch.Tensor):
+            raise InvalidArgumentError(f"{call}: x must be a torch.Tensor, got {type(x).__name__}")
+        if self._module is not None and x.device != self._device:
+            raise InvalidArgumentError(
+                f"{call}: x is on {x.device} but the system is on {self._device}; pass "
+                "x.to(system.device)"
+            )
+        if check_values:
+            x = _check_input(call, x)
+        elif x.ndim < 1 or x.shape[0] < 1:
+            raise ShapeError(f"{call}: x must have a leading batch dimension, got {tuple(x.shape)}")
+        if self._x is not None and tuple(x.shape[1:]) != tuple(self._x.shape[1:]):
+            raise ShapeError(
+                f"{call}: x has per-example shape {tuple(x.shape[1:])} but the system's input has "
+                f"{tuple(self._x.shape[1:])}"
+            )
+        return x.to(dtype=self._dtype) if x.is_floating_point() else x
 
     def step(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """One application of the map to a batch of states.
@@ -524,7 +550,7 @@ class LoopedSystem:
         check_state_shape(call, "h0", h0, self._state_shape)
         check_positive_int(call, "n_steps", n_steps)
         check_finite_tensor(call, "h0", h0)
-        xx = self._input_for(call, h0.shape[0], x)
+        xx = self._input_for(call, h0.shape[0], x, check_values=True)
         h = h0
         states = [h0] if record else []
         res, rel = [], []
@@ -581,14 +607,7 @@ class LoopedSystem:
         torch.Size([5, 3])
         """
         call = call_form("LoopedSystem.with_input", ["x"])
-        x = _check_input(call, x)
-        if self._x is not None and tuple(x.shape[1:]) != tuple(self._x.shape[1:]):
-            raise ShapeError(
-                f"{call}: x has per-example shape {tuple(x.shape[1:])} but the system's input has "
-                f"{tuple(self._x.shape[1:])}"
-            )
-        x = x.to(dtype=self._dtype) if x.is_floating_point() else x
-        return self._replace(x=x)
+        return self._replace(x=self._check_new_input(call, x))
 
     def repeat_input(self, repeats: int) -> LoopedSystem:
         """Repeat each input ``repeats`` times (``repeat_interleave``): several starts per input.

@@ -145,3 +145,11 @@ def test_clopper_pearson_matches_known_values() -> None:
     assert (lo, hi) == pytest.approx((0.187086, 0.812914), abs=1e-6)
     with pytest.raises(dy.errors.InvalidArgumentError):
         verify.clopper_pearson(3, 2)
+
+
+def test_report_is_json_safe_when_a_limit_is_zero_and_wording_stays_modest() -> None:
+    # converged at step 0 at h = 0: relative residual inf must become null, not break JSON
+    system = dy.LoopedSystem.from_function(lambda h: 0.5 * h + 1e-12, state_shape=(1,))
+    report = verify.reachability_report(system, starts_per_input=1)
+    json.dumps(report.to_dict(), allow_nan=False)
+    assert "evidence, not proof" in report.meaning()

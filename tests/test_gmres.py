@@ -55,3 +55,16 @@ def test_per_row_tolerances_and_an_unsolvable_row() -> None:
     assert out.converged.tolist() == [False, True]
     assert torch.isfinite(out.x).all()
     torch.testing.assert_close(out.x[1], b[1])
+
+
+def test_singular_operator_never_makes_the_residual_worse() -> None:
+    # A = diag(0..5) with b outside its range, and a Krylov space that fills the whole space:
+    # the answer must not be worse than x = 0 (found by review: a 1e16 step with residual 10.7)
+    A = torch.diag(torch.arange(6, dtype=F64))[None]
+    b = torch.ones(1, 6, dtype=F64) + torch.linspace(0, 1, 6, dtype=F64)[None]
+    out = gmres(lambda v: torch.einsum("bij,bj->bi", A, v), b, rtol=1e-12, restart=6)
+    assert not bool(out.converged[0])
+    assert float(out.residual[0]) <= float(b.norm()) + 1e-12
+    assert float(out.x.norm()) < 1e3
+    # the best it can do is to remove the part of b in the range of A: residual |b_0|
+    assert float(out.residual[0]) == pytest.approx(float(b[0, 0].abs()), rel=1e-8)

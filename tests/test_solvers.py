@@ -354,3 +354,39 @@ def test_any_contractive_linear_map_is_solved_exactly(
     exact = f.fixed_point(x)
     scale = 1 + float(exact.norm(dim=1).max())
     assert float((sol.state - exact).norm(dim=1).max()) <= 1e-8 * scale
+
+
+# ---------------------------------------------------------------------- found in review
+def test_huge_finite_states_are_not_called_nonfinite() -> None:
+    # ‖h‖² overflows float64 at 1e160 although h is finite: norms are taken scaled
+    system = dy.LoopedSystem.from_function(lambda h: 0.5 * h, state_shape=(3,))
+    h0 = torch.full((1, 3), 1e160, dtype=torch.float64)
+    sol = dy.solve(system, h0, method="picard", divergence=1e200, max_steps=2000)
+    assert sol.outcomes == (dy.Outcome.CONVERGED,)
+
+
+def test_starts_beyond_the_divergence_limit_are_refused() -> None:
+    # f(h) = h + 1 has no fixed point, but from h0 = 1e11 a relative test would pass at step 0
+    system = dy.LoopedSystem.from_function(lambda h: h + 1, state_shape=(3,))
+    with pytest.raises(
+        InvalidArgumentError, match=r"RMS entry up to 1e\+11, beyond the divergence"
+    ):
+        dy.solve(system, torch.full((1, 3), 1e11, dtype=torch.float64))
+    sol = dy.solve(system, torch.full((1, 3), 1e5, dtype=torch.float64), max_steps=50, throw=False)
+    assert sol.n_converged == 0
+
+
+def test_an_explicit_input_is_checked_like_the_systems_own(tanh_system: dy.LoopedSystem) -> None:
+    h0 = torch.zeros(4, 16, dtype=torch.float64)
+    with pytest.raises(ShapeError, match=r"x has per-example shape \(5,\)"):
+        dy.solve(tanh_system, h0, x=torch.ones(4, 5, dtype=torch.float64))
+    with pytest.raises(ShapeError, match=r"x has per-example shape \(5,\)"):
+        tanh_system.step(h0, torch.ones(4, 5))
+    with pytest.raises(InvalidArgumentError, match="x is on meta but the system is on cpu"):
+        tanh_system.with_input(torch.ones(2, 16, device="meta"))
+    with pytest.raises(InvalidArgumentError, match="h0 is on meta but the system is on cpu"):
+        dy.solve(tanh_system, torch.zeros(4, 16, dtype=torch.float64, device="meta"))
+    # a float32 input is cast to the system's float64
+    sol = dy.solve(tanh_system, h0, x=torch.ones(4, 16))
+    ref = dy.solve(tanh_system, h0, x=torch.ones(4, 16, dtype=torch.float64))
+    torch.testing.assert_close(sol.state, ref.state)

@@ -135,8 +135,8 @@ class ReachabilityReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every number in the report (the per-start solution included)."""
 
-        def num(v: float) -> float | None:
-            return None if math.isnan(v) else v
+        def num(v: float) -> float | None:  # JSON has no NaN or inf
+            return v if math.isfinite(v) else None
 
         return {
             "kind": "reachability (sampled estimate)",
@@ -201,8 +201,9 @@ class ReachabilityReport:
         parts = [f"{verdict} ({req})."]
         if self.converged == self.n_starts:
             parts.append(
-                "Every start reached a fixed point: from these starts the loop settles, so "
-                "looping longer cannot change the answer once the residual is below tolerance."
+                "Every start's residual ‖f(h) − h‖ fell below the tolerance: numerically, the loop "
+                "settles from these starts. A residual test is evidence, not proof (a drift slower "
+                "than the tolerance passes it too)."
             )
         else:
             parts.append(

@@ -19,7 +19,7 @@ from .._validate import (
     check_state_shape,
 )
 from ..errors import ConvergenceError, InvalidArgumentError
-from ._common import Method, Settings, Solution, run
+from ._common import Method, Settings, Solution, row_norm, run
 from .anderson import Anderson
 from .broyden import Broyden
 from .newton_krylov import NewtonKrylov
@@ -65,9 +65,11 @@ def solve(
     """Find fixed points ``h* = f(h*, x)`` from a batch of starts, all at once.
 
     A start converges when ``‖f(h) − h‖₂ <= atol + tol·‖h‖₂`` (norms over its flattened state).
-    Each start keeps its best iterate; a start whose state norm exceeds ``divergence ·
-    max(‖h0‖, √n)`` stops as DIVERGED, one whose map value is NaN/inf as NONFINITE (the other
-    starts go on). Only converged starts hold fixed points (:attr:`Solution.fixed_points`).
+    Each start keeps its best iterate. A start whose RMS entry ``‖h‖₂/√n`` exceeds
+    ``divergence`` stops as DIVERGED (nothing beyond that limit counts as converged: far out a
+    relative residual is met trivially and ``h + c`` rounds to ``h``); one whose map value is
+    NaN/inf stops as NONFINITE; the other starts go on. Only converged starts hold fixed points
+    (:attr:`Solution.fixed_points`).
 
     Methods
     -------
@@ -90,7 +92,7 @@ def solve(
     ----------
     system : LoopedSystem
     h0 : torch.Tensor
-        Starts, ``(N, *state_shape)``; converted to the system's dtype.
+        Starts, ``(N, *state_shape)``, on the system's device; converted to the system's dtype.
     method : str
         One of the methods above.
     tol, atol : float, optional
@@ -99,9 +101,11 @@ def solve(
     max_steps : int
         Iterations per start (>= 1).
     x : torch.Tensor, optional
-        Input to use instead of the system's own (batch N or 1).
+        Input to use instead of the system's own (batch N or 1, the same per-example shape and
+        device; converted to the system's dtype).
     divergence : float
-        Divergence factor (> 1).
+        Largest RMS entry ``‖h‖₂/√n`` of a live iterate (> 1, default 1e6); the starts must lie
+        below it.
     throw : bool
         Raise :class:`~dynamo.errors.ConvergenceError` (holding the Solution) when any start did not
         converge; with False the failures are returned inside the Solution.
@@ -170,7 +174,19 @@ def solve(
     check_state_shape(call, "h0", h0, system.state_shape)
     check_solvable_dtype(call, "h0", h0.dtype)
     check_solvable_dtype(call, "the system", system.dtype)
+    if h0.device != system.device:
+        raise InvalidArgumentError(
+            f"{call}: h0 is on {h0.device} but the system is on {system.device}; pass "
+            "h0.to(system.device)"
+        )
     check_finite_tensor(call, "h0", h0)
+    rms = row_norm(system.flatten(h0.detach()).double()) / math.sqrt(system.state_dim)
+    if bool((rms > divergence).any()):
+        raise InvalidArgumentError(
+            f"{call}: h0 has states with RMS entry up to {float(rms.max()):.3g}, beyond the "
+            f"divergence threshold {divergence:g} (an iterate that large counts as diverged); "
+            "rescale the starts or raise divergence="
+        )
     dtype = system.dtype
     rtol = default_tolerance(dtype) if tol is None else check_positive_float(call, "tol", tol)
     if atol is None:
@@ -184,22 +200,15 @@ def solve(
             raise InvalidArgumentError(f"{call}: atol must be finite and >= 0, got {atol!r}")
         a_tol = float(atol)
     n = h0.shape[0]
-    xx = x if x is not None else system.x
     if x is not None:
         if not isinstance(x, torch.Tensor):
             raise InvalidArgumentError(f"{call}: x must be a torch.Tensor, got {type(x).__name__}")
-        check_finite_tensor(call, "x", x)
         if x.is_floating_point():
             check_solvable_dtype(call, "x", x.dtype)
-    if system.driven:
-        if xx is None:
-            raise InvalidArgumentError(f"{call}: the system is driven but has no input x")
-        matched = system._input_for(call, n, xx)
-        assert matched is not None  # driven systems always have an input
-        xx = matched.to(dtype) if matched.is_floating_point() else matched
-    else:
-        xx = None
-    z0 = system.flatten(h0.to(dtype=dtype, device=system.device))
+    xx = system._input_for(call, n, x, check_values=True) if system.driven else None
+    if system.driven and xx is None:
+        raise InvalidArgumentError(f"{call}: the system is driven but has no input x")
+    z0 = system.flatten(h0.to(dtype=dtype))
 
     def fmap(z: torch.Tensor, xs: torch.Tensor | None) -> torch.Tensor:
         return system.flatten(system._step_unchecked(system.unflatten(z), xs))

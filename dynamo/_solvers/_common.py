@@ -30,7 +30,7 @@ class Settings:
     tol: float
     atol: float
     max_steps: int
-    divergence: float  # a start diverges when ‖h‖ exceeds divergence · max(‖h0‖, √n)
+    divergence: float  # a start diverges when its RMS entry ‖h‖/√n exceeds this
 
 
 @dataclass(frozen=True)
@@ -228,6 +228,14 @@ class Method:
         raise NotImplementedError
 
 
+def row_norm(z: torch.Tensor) -> torch.Tensor:
+    """2-norm of each row, scaled so that finite rows never overflow (``‖z‖² > max float``)."""
+    big = z.abs().amax(dim=1)
+    safe = torch.where((big > 0) & torch.isfinite(big), big, torch.ones_like(big))
+    out = safe * (z / safe[:, None]).norm(dim=1)
+    return torch.where(torch.isfinite(big), out, big)
+
+
 def run(
     method: Method,
     fmap: FlatMap,
@@ -244,17 +252,16 @@ def run(
     steps = torch.zeros(n_starts, dtype=torch.long, device=dev)
     outcome = [Outcome.MAX_STEPS_REACHED] * n_starts
     trace: list[torch.Tensor] = []
-    limit = settings.divergence * torch.clamp(z0.norm(dim=1), min=math.sqrt(dim))
+    limit = settings.divergence * math.sqrt(dim)
 
     z = z0
     fz = ctx.f(z)
     st = method.start(z, fz, ctx)
-    active_limit = limit
     degenerate: torch.Tensor | None = None
     for k in range(settings.max_steps + 1):
         rows = ctx.rows
-        r = (fz - z).norm(dim=1)
-        zn = z.norm(dim=1)
+        r = row_norm(fz - z)
+        zn = row_norm(z)
         row_trace = torch.full((n_starts,), math.nan, dtype=z0.dtype, device=dev)
         row_trace[rows] = r
         trace.append(row_trace)
@@ -266,7 +273,7 @@ def run(
 
         # beyond the divergence limit nothing counts as converged: far out, a relative residual
         # is met trivially and h + c rounds to h, so the computed map has spurious fixed points
-        div = finite & (zn > active_limit)
+        div = finite & (zn > limit)
         conv = finite & ~div & (r <= settings.atol + settings.tol * zn)
         bad = ~finite
         deg = degenerate & finite & ~conv if degenerate is not None else torch.zeros_like(conv)
@@ -291,7 +298,6 @@ def run(
             keep = ~stop
             z, fz = z[keep], fz[keep]
             st = {key: val[keep] for key, val in st.items()}
-            active_limit = active_limit[keep]
             ctx.keep(keep)
         z_next, f_next, degenerate = method.propose(st, z, fz, ctx)
         z = z_next
@@ -302,7 +308,7 @@ def run(
     res = best_r.clone()
     if bool(unset.any()):
         res[unset] = math.nan
-    rel = res / best_z.norm(dim=1)
+    rel = res / row_norm(best_z)
     return {
         "state": best_z,
         "residual": res,

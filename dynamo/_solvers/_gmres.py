@@ -59,11 +59,9 @@ def gmres(
     r = b.clone()
     n_matvec = 0
     tiny = torch.finfo(dtype).tiny ** 0.5
-    for outer in range(max_restarts):
-        if outer > 0:
-            r = b - matvec(x)
-            n_matvec += 1
-        beta = r.norm(dim=1)
+    eps = torch.finfo(dtype).eps
+    beta = r.norm(dim=1)
+    for _ in range(max_restarts):
         if bool((beta <= target).all()):
             break
         basis = torch.zeros(n_rows, m + 1, dim, dtype=dtype, device=dev)
@@ -117,13 +115,21 @@ def gmres(
                 break
         Rk = R[:, :k, :k].clone()
         rhs = g[:, :k].clone()
-        diag = torch.diagonal(Rk, dim1=1, dim2=2)
-        empty = diag == 0  # columns a row never built: y = 0 there
-        Rk = Rk + torch.diag_embed(empty.to(dtype))
+        diag = torch.diagonal(Rk, dim1=1, dim2=2).abs()
+        scale = Rk.abs().amax(dim=(1, 2), keepdim=True)[:, :, 0]
+        # columns a row never built, and directions where R is numerically singular (a singular
+        # operator once the Krylov space fills the whole space): y = 0 there, whole row zeroed
+        empty = diag <= 100 * eps * scale
+        eye = torch.eye(k, dtype=dtype, device=dev).expand(n_rows, k, k)
+        Rk = torch.where(empty[:, :, None], eye, Rk)
         rhs = torch.where(empty, torch.zeros_like(rhs), rhs)
         y = torch.linalg.solve_triangular(Rk, rhs[:, :, None], upper=True)[:, :, 0]
-        x = x + torch.einsum("bjn,bj->bn", basis[:, :k], y)
-    r = b - matvec(x)
-    n_matvec += 1
-    res = r.norm(dim=1)
-    return GmresResult(x=x, residual=res, converged=res <= target * (1 + 1e-6), n_matvec=n_matvec)
+        x_new = x + torch.einsum("bjn,bj->bn", basis[:, :k], y)
+        r_new = b - matvec(x_new)
+        n_matvec += 1
+        beta_new = r_new.norm(dim=1)
+        better = beta_new <= beta  # never return a worse iterate than the one we had
+        x = torch.where(better[:, None], x_new, x)
+        r = torch.where(better[:, None], r_new, r)
+        beta = torch.where(better, beta_new, beta)
+    return GmresResult(x=x, residual=beta, converged=beta <= target * (1 + 1e-6), n_matvec=n_matvec)
