@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._compat import jvp
 from .._results import Outcome
 
 __all__ = ["Context", "Method", "Settings", "Solution", "run"]
@@ -184,14 +183,23 @@ class Context:
         self.f_evals[rows] += 1
         return self._fmap(z, self._x_for(idx))
 
-    def jvp(
-        self, z: torch.Tensor, v: torch.Tensor, idx: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``J(z) v`` per start, by forward-mode AD (the map acts per example)."""
-        rows = self.rows if idx is None else self.rows[idx]
-        self.jvp_evals[rows] += 1
-        xx = self._x_for(idx)
-        return jvp(lambda zz: self._fmap(zz, xx), (z,), (v,))[1]
+    def linearize(self, z: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``v ↦ J(z) v`` for all active starts (the map acts per example), counted per start.
+
+        Reverse mode twice (a ``vjp`` of the ``vjp``): after a set-up of about 4 forward passes
+        each product costs about 1.5, against 8-14 for forward-mode ``jvp`` through eager code.
+        """
+        from .._linearize import JacobianOperator
+
+        xx = self.x
+        op = JacobianOperator(lambda zz: self._fmap(zz, xx), z)
+        rows = self.rows
+
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            self.jvp_evals[rows] += 1
+            return op.matvec(v)
+
+        return matvec
 
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the finished starts from the active list."""

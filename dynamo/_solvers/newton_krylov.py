@@ -1,11 +1,11 @@
 """Inexact Newton–Krylov on ``g(h) = f(h) − h`` with a backtracking line search.
 
 Each step solves ``(I − J) s = g`` (``J = ∂f/∂h``) by batched GMRES on Jacobian-vector products
-(forward-mode AD; no Jacobian is ever formed) to the relative accuracy ``η_k``
-(Eisenstat–Walker choice 2: ``η_k = 0.9 (‖g_k‖/‖g_{k−1}‖)²``, capped at ``eta_max``), then
-backtracks ``h + t s`` until ``‖g‖`` drops by the Armijo factor ``1 − 1e-4 t``. A start whose line
-search fails ``max_backtracks`` times stops as DEGENERATE: at a local minimum of ``‖f(h) − h‖`` that
-is not a fixed point, or where ``I − J`` is singular.
+(reverse mode twice, see :func:`dynamo.jacobian_operator`; no Jacobian is ever formed) to the
+relative accuracy ``η_k`` (Eisenstat–Walker choice 2: ``η_k = 0.9 (‖g_k‖/‖g_{k−1}‖)²``, capped at
+``eta_max``), then backtracks ``h + t s`` until ``‖g‖`` drops by the Armijo factor
+``1 − 1e-4 t``. A start whose line search fails ``max_backtracks`` times stops as DEGENERATE: at a
+local minimum of ``‖f(h) − h‖`` that is not a fixed point, or where ``I − J`` is singular.
 
 References
 ----------
@@ -55,8 +55,10 @@ class NewtonKrylov(Method):
         eta = torch.maximum(eta, torch.where(0.9 * st["eta"] ** 2 > 0.1, 0.9 * st["eta"] ** 2, 0))
         eta = torch.clamp(eta, min=10 * eps, max=eta_max)
 
+        jac = ctx.linearize(z)
+
         def matvec(v: torch.Tensor) -> torch.Tensor:
-            return v - ctx.jvp(z, v)
+            return v - jac(v)
 
         sol = gmres(
             matvec,
