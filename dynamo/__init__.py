@@ -14,11 +14,26 @@ verbs that return frozen results saying what is proven and what is estimated.
 
 from . import errors as errors
 from . import models as models
+from ._linearize import JacobianOperator as JacobianOperator
+from ._linearize import input_jacobian as input_jacobian
+from ._linearize import jacobian as jacobian
+from ._linearize import jacobian_operator as jacobian_operator
+from ._lipschitz import Bound as Bound
+from ._lipschitz import BoundStep as BoundStep
+from ._lipschitz import Domain as Domain
+from ._lipschitz import lipschitz_lower_bound as lipschitz_lower_bound
+from ._lipschitz import lipschitz_upper_bound as lipschitz_upper_bound
 from ._results import Outcome as Outcome
 from ._solvers import METHODS as METHODS
 from ._solvers import Solution as Solution
 from ._solvers import default_tolerance as default_tolerance
 from ._solvers import solve as solve
+from ._spectral import SpectralEstimate as SpectralEstimate
+from ._spectral import eigenvalues as eigenvalues
+from ._spectral import log_norm as log_norm
+from ._spectral import singular_values as singular_values
+from ._spectral import spectral_norm as spectral_norm
+from ._spectral import spectral_radius as spectral_radius
 from ._system import LoopedSystem as LoopedSystem
 from ._system import Trajectory as Trajectory
 
@@ -26,12 +41,27 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "Bound",
+    "BoundStep",
+    "Domain",
+    "JacobianOperator",
     "LoopedSystem",
     "Outcome",
     "Solution",
+    "SpectralEstimate",
     "Trajectory",
     "default_tolerance",
+    "eigenvalues",
     "errors",
+    "input_jacobian",
+    "jacobian",
+    "jacobian_operator",
+    "lipschitz_lower_bound",
+    "lipschitz_upper_bound",
+    "log_norm",
     "models",
+    "singular_values",
     "solve",
+    "spectral_norm",
+    "spectral_radius",
 ]

@@ -1,0 +1,712 @@
+"""Matrix-free spectra of Jacobians: batched Krylov methods in torch.
+
+* :func:`spectral_norm`, :func:`singular_values`: Golub–Kahan–Lanczos bidiagonalization with full
+  reorthogonalization. Ritz values of the bidiagonal compression never exceed the true singular
+  values (in exact arithmetic), so each estimate is a lower bound; the residual
+  ``‖Jᵀy − σx‖`` bounds its distance to a true singular value.
+* :func:`eigenvalues`, :func:`spectral_radius`: Arnoldi with full reorthogonalization. The top
+  eigenvalues of a Jacobian are often a complex pair, which power iteration cannot resolve; Arnoldi
+  can. The residual ``‖Jx − θx‖`` is a backward error (θ is an exact eigenvalue of ``J + E`` with
+  ``‖E‖`` = residual); for non-normal ``J`` the forward error can be larger.
+* :func:`log_norm`: the logarithmic norm ``μ₂(J) = λ_max((J + Jᵀ)/2)`` by symmetric Lanczos; Ritz
+  values are lower bounds and the residual bounds the error.
+
+All run on a batch of N states at once, on the system's device, and return a
+:class:`SpectralEstimate`: an estimate, never a certificate.
+
+References
+----------
+G. Golub, W. Kahan, "Calculating the singular values and pseudo-inverse of a matrix", SIAM J.
+Numer. Anal. 2(2), 1965. Y. Saad, *Numerical Methods for Large Eigenvalue Problems*, 2nd ed.,
+SIAM 2011 (Arnoldi, Lanczos, residual bounds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._linearize import JacobianOperator, _flat, _prepare
+from ._results import Outcome
+from ._system import LoopedSystem
+from ._validate import call_form, check_positive_float, check_positive_int
+from .errors import ConvergenceError, InvalidArgumentError
+
+__all__ = [
+    "SpectralEstimate",
+    "eigenvalues",
+    "log_norm",
+    "singular_values",
+    "spectral_norm",
+    "spectral_radius",
+]
+
+Op = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SpectralEstimate:
+    """A sampled spectral quantity of ``J = ∂f/∂h`` at each of N states, with its evidence.
+
+    Attributes
+    ----------
+    quantity : str
+        ``"spectral_norm"``, ``"singular_values"``, ``"eigenvalues"``, ``"spectral_radius"`` or
+        ``"log_norm"``.
+    values : torch.Tensor
+        ``(N,)`` for a scalar quantity, ``(N, k)`` for the top-k values (eigenvalues are complex,
+        sorted by decreasing modulus).
+    residuals : torch.Tensor
+        Same shape, real: ``‖A x − θ x‖`` of each Ritz pair (an error bound for singular values and
+        the log norm, a backward error for eigenvalues).
+    steps : torch.Tensor
+        ``(N,)`` Krylov steps taken.
+    outcomes : tuple of Outcome
+        Per state: CONVERGED when the residuals of the requested values fell below
+        ``tol · scale``; MAX_STEPS_REACHED otherwise (the values are still the best estimates).
+    lower_bound : bool
+        True when each value is, in exact arithmetic, a lower bound of the true one (singular
+        values, log norm); False for eigenvalues (Ritz values of a non-normal matrix can lie
+        outside the spectrum).
+    vectors : dict
+        Ritz vectors of the top value (``"right"``, ``"left"`` for singular values), ``(N, n)``.
+    products : dict
+        Jacobian products spent: ``{"matvec": .., "rmatvec": ..}`` (per batch; each acts on all
+        N states at once).
+    tol : float
+    method : str
+    seed : int
+    dtype, device : str
+    """
+
+    quantity: str
+    values: torch.Tensor
+    residuals: torch.Tensor
+    steps: torch.Tensor
+    outcomes: tuple[Outcome, ...]
+    lower_bound: bool
+    vectors: dict[str, torch.Tensor]
+    products: dict[str, int]
+    tol: float
+    method: str
+    seed: int
+    dtype: str
+    device: str
+    guaranteed: bool = field(default=False, init=False)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """``(N,)`` bool."""
+        return torch.tensor([o is Outcome.CONVERGED for o in self.outcomes], dtype=torch.bool)
+
+    @property
+    def all_converged(self) -> bool:
+        """True when every state converged."""
+        return all(o is Outcome.CONVERGED for o in self.outcomes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: values as floats (complex as ``[re, im]``), residuals, steps, outcomes."""
+
+        def plain(t: torch.Tensor) -> Any:
+            if t.is_complex():
+                return torch.view_as_real(t.detach().cpu()).tolist()
+            return t.detach().cpu().tolist()
+
+        return {
+            "quantity": self.quantity,
+            "kind": "estimate",
+            "lower_bound": self.lower_bound,
+            "values": plain(self.values),
+            "residuals": plain(self.residuals),
+            "steps": [int(s) for s in self.steps.tolist()],
+            "outcomes": [o.label for o in self.outcomes],
+            "products": dict(self.products),
+            "tol": self.tol,
+            "method": self.method,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "device": self.device,
+        }
+
+    def __str__(self) -> str:
+        vals = self.values if self.values.ndim == 1 else self.values[:, 0]
+        mags = vals.abs() if vals.is_complex() else vals
+        n_ok = sum(o.ok for o in self.outcomes)
+        bound = "lower-bound estimate" if self.lower_bound else "estimate"
+        return (
+            f"SpectralEstimate({self.quantity}, {self.method}: {len(self.outcomes)} states, "
+            f"{n_ok} converged; top value {float(mags.min()):.6g}..{float(mags.max()):.6g} "
+            f"({bound}); max residual {float(self.residuals.max()):.1e}; steps max "
+            f"{int(self.steps.max())})"
+        )
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+# ---------------------------------------------------------------------- Krylov kernels
+def _orth(w: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classical Gram–Schmidt twice against the rows of ``basis`` (N, j, n)."""
+    if basis.shape[1] == 0:
+        return w, torch.zeros(w.shape[0], 0, dtype=w.dtype, device=w.device)
+    c1 = torch.einsum("bjn,bn->bj", basis, w)
+    w = w - torch.einsum("bjn,bj->bn", basis, c1)
+    c2 = torch.einsum("bjn,bn->bj", basis, w)
+    w = w - torch.einsum("bjn,bj->bn", basis, c2)
+    return w, c1 + c2
+
+
+def _unit(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    nrm = w.norm(dim=1)
+    tiny = torch.finfo(w.dtype).tiny ** 0.5
+    return w / torch.clamp(nrm, min=tiny)[:, None], nrm
+
+
+def _start(
+    n_rows: int, dim: int, dtype: torch.dtype, device: torch.device, seed: int
+) -> torch.Tensor:
+    gen = torch.Generator(device=device).manual_seed(seed)
+    v = torch.randn(n_rows, dim, generator=gen, dtype=dtype, device=device)
+    return _unit(v)[0]
+
+
+@dataclass(frozen=True)
+class _Krylov:
+    values: torch.Tensor
+    residuals: torch.Tensor
+    steps: torch.Tensor
+    converged: torch.Tensor
+    vectors: dict[str, torch.Tensor]
+
+
+def _golub_kahan(
+    mv: Op,
+    rmv: Op,
+    n_rows: int,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    k: int,
+    tol: float,
+    max_steps: int,
+    seed: int,
+) -> _Krylov:
+    """Top-k singular triplets by Golub–Kahan–Lanczos with full reorthogonalization.
+
+    With ``J V = U B`` and ``Jᵀ U = V Bᵀ + β v e_lastᵀ``, a Ritz triplet ``(σ, Up, Vq)`` of the
+    bidiagonal ``B`` satisfies ``J Vq = σ Up`` exactly and ``‖Jᵀ Up − σ Vq‖ = |β p_last|``.
+    """
+    m = min(max_steps, dim)
+    V = torch.zeros(n_rows, m + 1, dim, dtype=dtype, device=device)
+    U = torch.zeros(n_rows, m, dim, dtype=dtype, device=device)
+    alpha = torch.zeros(n_rows, m, dtype=dtype, device=device)
+    beta = torch.zeros(n_rows, m, dtype=dtype, device=device)
+    V[:, 0] = _start(n_rows, dim, dtype, device, seed)
+    done = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    steps = torch.zeros(n_rows, dtype=torch.long, device=device)
+    vals = torch.zeros(n_rows, k, dtype=dtype, device=device)
+    resid = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
+    right = torch.zeros(n_rows, dim, dtype=dtype, device=device)
+    left = torch.zeros(n_rows, dim, dtype=dtype, device=device)
+    for j in range(m):
+        u = mv(V[:, j])
+        if j > 0:
+            u = u - beta[:, j - 1, None] * U[:, j - 1]
+        u, _ = _orth(u, U[:, :j])
+        u, a = _unit(u)
+        U[:, j], alpha[:, j] = u, a
+        w = rmv(u) - a[:, None] * V[:, j]
+        w, _ = _orth(w, V[:, : j + 1])
+        w, b = _unit(w)
+        V[:, j + 1], beta[:, j] = w, b
+        kk = j + 1
+        B = torch.diag_embed(alpha[:, :kk]) + torch.diag_embed(beta[:, : kk - 1], offset=1)
+        P, S, Qh = torch.linalg.svd(B)
+        top = min(k, kk)
+        res = b[:, None].abs() * P[:, kk - 1, :top].abs()
+        scale = torch.clamp(S[:, :1], min=torch.finfo(dtype).tiny)
+        conv_now = ((kk >= k) & (res <= tol * scale).all(dim=1)) | (kk == dim)
+        new_vals = torch.zeros(n_rows, k, dtype=dtype, device=device)
+        new_res = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
+        new_vals[:, :top], new_res[:, :top] = S[:, :top], res
+        new_right = torch.einsum("bjn,bj->bn", V[:, :kk], Qh[:, 0, :kk])
+        new_left = torch.einsum("bjn,bj->bn", U[:, :kk], P[:, :kk, 0])
+        vals = torch.where(done[:, None], vals, new_vals)
+        resid = torch.where(done[:, None], resid, new_res)
+        right = torch.where(done[:, None], right, new_right)
+        left = torch.where(done[:, None], left, new_left)
+        steps = torch.where(~done, torch.full_like(steps, kk), steps)
+        done = done | conv_now
+        if bool(done.all()):
+            break
+    return _Krylov(vals, resid, steps.cpu(), done.cpu(), {"right": right, "left": left})
+
+
+def _arnoldi(
+    mv: Op,
+    n_rows: int,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    k: int,
+    tol: float,
+    max_steps: int,
+    seed: int,
+) -> _Krylov:
+    """Top-k eigenvalues by modulus, Arnoldi with full reorthogonalization."""
+    m = min(max_steps, dim)
+    Q = torch.zeros(n_rows, m + 1, dim, dtype=dtype, device=device)
+    H = torch.zeros(n_rows, m + 1, m, dtype=dtype, device=device)
+    Q[:, 0] = _start(n_rows, dim, dtype, device, seed)
+    ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    done = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    steps = torch.zeros(n_rows, dtype=torch.long, device=device)
+    vals = torch.zeros(n_rows, k, dtype=ctype, device=device)
+    resid = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
+    vec = torch.zeros(n_rows, dim, dtype=ctype, device=device)
+    for j in range(m):
+        w = mv(Q[:, j])
+        w, c = _orth(w, Q[:, : j + 1])
+        w, hn = _unit(w)
+        H[:, : j + 1, j] = c
+        H[:, j + 1, j] = hn
+        Q[:, j + 1] = w
+        kk = j + 1
+        # the small eigenproblem costs O(kk³): past 40 steps, test convergence every 4th step
+        if kk < k or (kk > 40 and kk % 4 and kk < m):
+            continue
+        theta, Y = torch.linalg.eig(H[:, :kk, :kk])
+        order = torch.argsort(theta.abs(), dim=1, descending=True)
+        top = min(k, kk)
+        idx = order[:, :top]
+        th = torch.gather(theta, 1, idx)
+        Ysel = torch.gather(Y, 2, idx[:, None, :].expand(-1, kk, -1))
+        Ysel = Ysel / torch.clamp(Ysel.abs().pow(2).sum(dim=1, keepdim=True).sqrt(), min=1e-300)
+        res = hn[:, None] * Ysel[:, kk - 1, :].abs()
+        scale = torch.clamp(th.abs()[:, :1], min=torch.finfo(dtype).tiny)
+        conv_now = ((kk >= k) & (res <= tol * scale).all(dim=1)) | (kk == dim)
+        newly_vals = torch.zeros(n_rows, k, dtype=ctype, device=device)
+        newly_res = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
+        newly_vals[:, :top], newly_res[:, :top] = th, res
+        v0 = torch.einsum("bjn,bj->bn", Q[:, :kk].to(ctype), Ysel[:, :, 0])
+        vals = torch.where(done[:, None], vals, newly_vals)
+        resid = torch.where(done[:, None], resid, newly_res)
+        vec = torch.where(done[:, None], vec, v0)
+        steps = torch.where(~done, torch.full_like(steps, kk), steps)
+        done = done | conv_now
+        if bool(done.all()):
+            break
+    return _Krylov(vals, resid, steps.cpu(), done.cpu(), {"right": vec})
+
+
+def _lanczos_sym(
+    mv: Op,
+    n_rows: int,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    tol: float,
+    max_steps: int,
+    seed: int,
+) -> _Krylov:
+    """Largest eigenvalue of a symmetric operator, Lanczos with full reorthogonalization."""
+    m = min(max_steps, dim)
+    Q = torch.zeros(n_rows, m + 1, dim, dtype=dtype, device=device)
+    T = torch.zeros(n_rows, m, m, dtype=dtype, device=device)
+    Q[:, 0] = _start(n_rows, dim, dtype, device, seed)
+    done = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    steps = torch.zeros(n_rows, dtype=torch.long, device=device)
+    val = torch.zeros(n_rows, 1, dtype=dtype, device=device)
+    resid = torch.full((n_rows, 1), math.inf, dtype=dtype, device=device)
+    vec = torch.zeros(n_rows, dim, dtype=dtype, device=device)
+    for j in range(m):
+        w = mv(Q[:, j])
+        w, c = _orth(w, Q[:, : j + 1])
+        w, b = _unit(w)
+        T[:, j, : j + 1] = c
+        T[:, : j + 1, j] = c
+        if j + 1 < m:
+            T[:, j + 1, j] = b
+            T[:, j, j + 1] = b
+        Q[:, j + 1] = w
+        kk = j + 1
+        lam, Y = torch.linalg.eigh(T[:, :kk, :kk])
+        th, y = lam[:, -1:], Y[:, :, -1]
+        res = b[:, None] * y[:, -1:].abs()
+        scale = torch.clamp(lam.abs().amax(dim=1, keepdim=True), min=torch.finfo(dtype).tiny)
+        conv_now = (res <= tol * scale).all(dim=1) | (kk == dim)
+        v0 = torch.einsum("bjn,bj->bn", Q[:, :kk], y)
+        val = torch.where(done[:, None], val, th)
+        resid = torch.where(done[:, None], resid, res)
+        vec = torch.where(done[:, None], vec, v0)
+        steps = torch.where(~done, torch.full_like(steps, kk), steps)
+        done = done | conv_now
+        if bool(done.all()):
+            break
+    return _Krylov(val, resid, steps.cpu(), done.cpu(), {"right": vec})
+
+
+# ---------------------------------------------------------------------- verbs
+def _setup(
+    name: str,
+    system: Any,
+    h: Any,
+    x: torch.Tensor | None,
+    tol: float | None,
+    max_steps: int | None,
+    seed: int,
+    k: int | None,
+    mode: str,
+) -> tuple[JacobianOperator, float, int, str]:
+    shown: dict[str, Any] = {}
+    if k is not None:
+        shown["k"] = k
+    if tol is not None:
+        shown["tol"] = tol
+    call = call_form(name, ["system", "h"], **shown)
+    system, z, xx = _prepare(call, system, h, x)
+    if k is not None:
+        check_positive_int(call, "k", k)
+        if k > z.shape[1]:
+            raise InvalidArgumentError(f"{call}: k={k} exceeds the state dimension {z.shape[1]}")
+    eps = torch.finfo(system.dtype).eps
+    rtol = math.sqrt(eps) if tol is None else check_positive_float(call, "tol", tol, upper=1.0)
+    steps = (
+        min(z.shape[1], 300)
+        if max_steps is None
+        else check_positive_int(call, "max_steps", max_steps)
+    )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidArgumentError(f"{call}: seed must be an int, got {seed!r}")
+    if mode not in ("reverse", "forward"):
+        raise InvalidArgumentError(f"{call}: unknown mode {mode!r}; choose 'reverse' or 'forward'")
+    return JacobianOperator(_flat(system, xx), z, mode=mode), rtol, steps, call
+
+
+def _finish(
+    name: str,
+    call: str,
+    op: JacobianOperator,
+    kr: _Krylov,
+    *,
+    scalar: bool,
+    lower: bool,
+    tol: float,
+    method: str,
+    seed: int,
+    throw: bool,
+) -> SpectralEstimate:
+    outcomes = tuple(
+        Outcome.CONVERGED if bool(c) else Outcome.MAX_STEPS_REACHED for c in kr.converged
+    )
+    est = SpectralEstimate(
+        quantity=name,
+        values=kr.values[:, 0] if scalar else kr.values,
+        residuals=kr.residuals[:, 0] if scalar else kr.residuals,
+        steps=kr.steps,
+        outcomes=outcomes,
+        lower_bound=lower,
+        vectors=kr.vectors,
+        products=op.counts,
+        tol=tol,
+        method=method,
+        seed=seed,
+        dtype=str(op.dtype).replace("torch.", ""),
+        device=str(op.device),
+    )
+    if throw and not est.all_converged:
+        n_bad = sum(not o.ok for o in outcomes)
+        raise ConvergenceError(
+            f"{call}: {n_bad} of {len(outcomes)} states did not reach residual <= tol·scale within "
+            f"{int(kr.steps.max())} Krylov steps; raise max_steps, loosen tol, or pass throw=False "
+            "to take the (still valid) estimate",
+            est,
+        )
+    return est
+
+
+def spectral_norm(
+    system: LoopedSystem,
+    h: torch.Tensor,
+    *,
+    x: torch.Tensor | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+    mode: str = "reverse",
+    throw: bool = True,
+) -> SpectralEstimate:
+    """``‖J‖₂ = σ_max(∂f/∂h)`` at each state, matrix-free (Golub–Kahan–Lanczos).
+
+    Each value is a lower bound of the true ``‖J‖₂`` in exact arithmetic (a Ritz value of a
+    compression), within its residual of a true singular value. Converged when the residual is
+    at most ``tol · σ``; ``tol`` defaults to ``√eps`` of the dtype (1.5e-8 in float64).
+
+    Parameters
+    ----------
+    system : LoopedSystem
+    h : torch.Tensor
+        States ``(N, *state_shape)``.
+    x : torch.Tensor, optional
+        Input instead of the system's own.
+    tol : float, optional
+        Relative residual tolerance in (0, 1].
+    max_steps : int, optional
+        Krylov steps (default ``min(n, 300)``); each costs one ``J v`` and one ``Jᵀ u``.
+    seed : int
+        Seed of the random start vector.
+    mode : {"reverse", "forward"}
+        How ``J v`` is formed (see :func:`jacobian_operator`).
+    throw : bool
+        Raise :class:`~dynamo.errors.ConvergenceError` when a state did not converge.
+
+    Examples
+    --------
+    >>> import torch, dynamo as dy
+    >>> f = dy.models.ContractiveTanh(n=32, lipschitz=0.9, seed=0)
+    >>> system = dy.LoopedSystem.from_module(f, torch.zeros(1, 32))
+    >>> est = dy.spectral_norm(system, torch.zeros(1, 32, dtype=torch.float64))
+    >>> round(float(est.values[0]), 8)  # at h = 0, J = diag(tanh′(b)) W
+    0.89216605
+    >>> est.lower_bound, est.guaranteed
+    (True, False)
+    """
+    op, rtol, steps, call = _setup("spectral_norm", system, h, x, tol, max_steps, seed, None, mode)
+    kr = _golub_kahan(
+        op.matvec,
+        op.rmatvec,
+        op.shape[0],
+        op.shape[1],
+        op.dtype,
+        op.device,
+        k=1,
+        tol=rtol,
+        max_steps=steps,
+        seed=seed,
+    )
+    return _finish(
+        "spectral_norm",
+        call,
+        op,
+        kr,
+        scalar=True,
+        lower=True,
+        tol=rtol,
+        method="golub_kahan_lanczos",
+        seed=seed,
+        throw=throw,
+    )
+
+
+def singular_values(
+    system: LoopedSystem,
+    h: torch.Tensor,
+    k: int = 6,
+    *,
+    x: torch.Tensor | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+    mode: str = "reverse",
+    throw: bool = True,
+) -> SpectralEstimate:
+    """The ``k`` largest singular values of ``∂f/∂h`` at each state, ``(N, k)``, descending.
+
+    Same method and guarantees as :func:`spectral_norm` (each is a lower bound of the true one).
+
+    Examples
+    --------
+    >>> import torch, dynamo as dy
+    >>> lin = dy.models.LinearMap(n=20, spectral_radius=0.9, seed=1)
+    >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 20))
+    >>> est = dy.singular_values(system, torch.zeros(1, 20, dtype=torch.float64), k=3)
+    >>> dense = torch.linalg.svdvals(lin.A.detach())[:3]
+    >>> bool(torch.allclose(est.values[0], dense, rtol=1e-8))
+    True
+    """
+    op, rtol, steps, call = _setup("singular_values", system, h, x, tol, max_steps, seed, k, mode)
+    kr = _golub_kahan(
+        op.matvec,
+        op.rmatvec,
+        op.shape[0],
+        op.shape[1],
+        op.dtype,
+        op.device,
+        k=k,
+        tol=rtol,
+        max_steps=steps,
+        seed=seed,
+    )
+    return _finish(
+        "singular_values",
+        call,
+        op,
+        kr,
+        scalar=False,
+        lower=True,
+        tol=rtol,
+        method="golub_kahan_lanczos",
+        seed=seed,
+        throw=throw,
+    )
+
+
+def eigenvalues(
+    system: LoopedSystem,
+    h: torch.Tensor,
+    k: int = 6,
+    *,
+    x: torch.Tensor | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+    mode: str = "reverse",
+    throw: bool = True,
+) -> SpectralEstimate:
+    """The ``k`` eigenvalues of ``∂f/∂h`` of largest modulus at each state, complex ``(N, k)``.
+
+    Arnoldi with full reorthogonalization; complex-conjugate pairs are resolved. Converged when
+    every requested Ritz pair has residual ``‖Jx − θx‖ <= tol·|θ₁|``.
+
+    Examples
+    --------
+    >>> import torch, dynamo as dy
+    >>> lin = dy.models.LinearMap(n=12, spectral_radius=0.9, seed=0)
+    >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 12))
+    >>> est = dy.eigenvalues(system, torch.zeros(1, 12, dtype=torch.float64), k=2)
+    >>> [round(v, 6) for v in est.values[0].abs().tolist()]  # a complex pair
+    [0.9, 0.9]
+    """
+    op, rtol, steps, call = _setup("eigenvalues", system, h, x, tol, max_steps, seed, k, mode)
+    kr = _arnoldi(
+        op.matvec,
+        op.shape[0],
+        op.shape[1],
+        op.dtype,
+        op.device,
+        k=k,
+        tol=rtol,
+        max_steps=steps,
+        seed=seed,
+    )
+    return _finish(
+        "eigenvalues",
+        call,
+        op,
+        kr,
+        scalar=False,
+        lower=False,
+        tol=rtol,
+        method="arnoldi",
+        seed=seed,
+        throw=throw,
+    )
+
+
+def spectral_radius(
+    system: LoopedSystem,
+    h: torch.Tensor,
+    *,
+    k: int = 2,
+    x: torch.Tensor | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+    mode: str = "reverse",
+    throw: bool = True,
+) -> SpectralEstimate:
+    """``ρ(∂f/∂h) = max |λ|`` at each state, ``(N,)`` (Arnoldi on the top ``k`` eigenvalues).
+
+    ``k = 2`` by default so that a complex-conjugate top pair converges as a pair. The local
+    convergence rate of iteration near a fixed point is ρ (Ostrowski).
+
+    Examples
+    --------
+    >>> import torch, dynamo as dy
+    >>> lin = dy.models.LinearMap(n=12, spectral_radius=0.9, seed=0)
+    >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 12))
+    >>> rho = dy.spectral_radius(system, torch.zeros(1, 12, dtype=torch.float64))
+    >>> round(float(rho.values[0]), 8)
+    0.9
+    """
+    op, rtol, steps, call = _setup("spectral_radius", system, h, x, tol, max_steps, seed, k, mode)
+    kr = _arnoldi(
+        op.matvec,
+        op.shape[0],
+        op.shape[1],
+        op.dtype,
+        op.device,
+        k=k,
+        tol=rtol,
+        max_steps=steps,
+        seed=seed,
+    )
+    rho = _Krylov(kr.values[:, :1].abs(), kr.residuals[:, :1], kr.steps, kr.converged, kr.vectors)
+    return _finish(
+        "spectral_radius",
+        call,
+        op,
+        rho,
+        scalar=True,
+        lower=False,
+        tol=rtol,
+        method="arnoldi",
+        seed=seed,
+        throw=throw,
+    )
+
+
+def log_norm(
+    system: LoopedSystem,
+    h: torch.Tensor,
+    *,
+    x: torch.Tensor | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+    mode: str = "reverse",
+    throw: bool = True,
+) -> SpectralEstimate:
+    """The logarithmic norm ``μ₂(J) = λ_max((J + Jᵀ)/2)`` of ``J = ∂f/∂h`` at each state.
+
+    ``μ₂(J) < 0`` means the flow ``ḣ = F(h)`` with Jacobian ``J`` contracts in the Euclidean norm;
+    a residual step ``h + ηF(h)`` contracts only if ``μ₂(DF) < 0`` and η is small enough. Symmetric
+    Lanczos on ``v ↦ (Jv + Jᵀv)/2``: the value is a lower bound of μ₂, within its residual.
+
+    Examples
+    --------
+    >>> import torch, dynamo as dy
+    >>> lin = dy.models.LinearMap(n=10, spectral_radius=0.5, seed=0)
+    >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 10))
+    >>> est = dy.log_norm(system, torch.zeros(1, 10, dtype=torch.float64))
+    >>> A = lin.A.detach()
+    >>> bool(abs(est.values[0] - torch.linalg.eigvalsh((A + A.T) / 2)[-1]) < 1e-8)
+    True
+    """
+    op, rtol, steps, call = _setup("log_norm", system, h, x, tol, max_steps, seed, None, mode)
+
+    def sym(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (op.matvec(v) + op.rmatvec(v))
+
+    kr = _lanczos_sym(
+        sym, op.shape[0], op.shape[1], op.dtype, op.device, tol=rtol, max_steps=steps, seed=seed
+    )
+    return _finish(
+        "log_norm",
+        call,
+        op,
+        kr,
+        scalar=True,
+        lower=True,
+        tol=rtol,
+        method="lanczos",
+        seed=seed,
+        throw=throw,
+    )

@@ -1,0 +1,120 @@
+"""Matrix-free spectra agree with dense SVD/eig; estimates carry their evidence."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import dynamo as dy
+from dynamo.errors import ConvergenceError, InvalidArgumentError, ShapeError
+
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def transformer_1024(recall: str, norm: str) -> tuple[dy.LoopedSystem, torch.Tensor]:
+    """A reference block at state dimension 1024 (T = 32, d = 32), two states."""
+    m = dy.models.LoopedTransformer(d_model=32, n_heads=4, recall=recall, norm=norm, seed=0)
+    system = dy.LoopedSystem.from_module(m, torch.randn(2, 32, 32, generator=gen(0)))
+    return system, system.initial_states("normal", 1, seed=3)
+
+
+ARCHS = [("outer", "outer"), ("none", "pre"), ("internal", "sandwich")]
+
+
+@pytest.mark.parametrize(("recall", "norm"), ARCHS)
+def test_norm_and_top_six_agree_with_dense_at_dimension_1024(recall: str, norm: str) -> None:
+    system, h = transformer_1024(recall, norm)
+    J = dy.jacobian(system, h)
+    dense_sv = torch.linalg.svdvals(J)[:, :6]
+    dense_eig = torch.linalg.eigvals(J).abs().sort(dim=1, descending=True).values[:, :6]
+    sn = dy.spectral_norm(system, h)
+    sv = dy.singular_values(system, h, k=6)
+    ev = dy.eigenvalues(system, h, k=6)
+    assert float(((sn.values - dense_sv[:, 0]) / dense_sv[:, 0]).abs().max()) <= 1e-6
+    assert float(((sv.values - dense_sv) / dense_sv).abs().max()) <= 1e-6
+    assert float(((ev.values.abs() - dense_eig) / dense_eig).abs().max()) <= 1e-6
+    # a Ritz value of the compression never exceeds the true norm (beyond rounding)
+    assert bool((sn.values <= dense_sv[:, 0] * (1 + 1e-12)).all())
+
+
+def test_complex_top_pair_is_resolved() -> None:
+    lin = dy.models.LinearMap(n=200, spectral_radius=0.9, seed=0)
+    A = lin.A.detach()
+    top = torch.linalg.eigvals(A)
+    top = top[top.abs().argsort(descending=True)][:6]
+    assert abs(float(top[0].imag)) > 1e-3  # the draw has a complex top pair
+    system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 200))
+    h = torch.zeros(1, 200, dtype=F64)
+    ev = dy.eigenvalues(system, h, k=6)
+    got = ev.values[0]
+    for lam in top:
+        assert float((got - lam).abs().min()) <= 1e-6 * float(top[0].abs())
+    rho = dy.spectral_radius(system, h)
+    assert float(rho.values[0]) == pytest.approx(0.9, rel=1e-8)
+
+
+def test_log_norm_and_its_sign() -> None:
+    system, h = transformer_1024("outer", "outer")
+    J = dy.jacobian(system, h)
+    dense = torch.linalg.eigvalsh((J + J.transpose(1, 2)) / 2)[:, -1]
+    est = dy.log_norm(system, h)
+    torch.testing.assert_close(est.values, dense, rtol=1e-8, atol=1e-10)
+    assert est.lower_bound
+
+
+def test_batched_results_equal_one_state_at_a_time() -> None:
+    system, h = transformer_1024("outer", "outer")
+    both = dy.spectral_norm(system, h, seed=5)
+    for i in range(2):
+        one = dy.spectral_norm(system.with_input(system.x[i : i + 1]), h[i : i + 1], seed=5)  # type: ignore[index]
+        assert float(one.values[0]) == pytest.approx(float(both.values[i]), rel=1e-10)
+
+
+def test_estimate_reports_evidence_and_is_json_safe() -> None:
+    system, h = transformer_1024("outer", "outer")
+    est = dy.spectral_norm(system, h)
+    assert est.all_converged and not est.guaranteed and est.lower_bound
+    assert bool((est.residuals <= est.tol * est.values).all())
+    assert est.products["matvec"] == est.products["rmatvec"] == int(est.steps.max())
+    right, left = est.vectors["right"], est.vectors["left"]
+    op = dy.jacobian_operator(system, h)
+    # J v = σ u for the returned Ritz vectors
+    torch.testing.assert_close(op.matvec(right), est.values[:, None] * left, rtol=0, atol=1e-8)
+    d = est.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["kind"] == "estimate"
+    ev = dy.eigenvalues(system, h, k=2, max_steps=200, throw=False)
+    json.dumps(ev.to_dict(), allow_nan=False)
+    assert "lower-bound estimate" in str(est)
+
+
+def test_not_converged_is_reported_and_raises_with_throw() -> None:
+    system, h = transformer_1024("outer", "outer")
+    est = dy.eigenvalues(system, h, k=6, max_steps=5, throw=False)
+    assert all(o is dy.Outcome.MAX_STEPS_REACHED for o in est.outcomes)
+    assert torch.isfinite(est.values.abs()).all()
+    with pytest.raises(ConvergenceError, match="did not reach residual"):
+        dy.eigenvalues(system, h, k=6, max_steps=5)
+
+
+def test_bad_arguments() -> None:
+    system, h = transformer_1024("outer", "outer")
+    with pytest.raises(ShapeError, match="h has shape"):
+        dy.spectral_norm(system, h[:, :, :5])
+    bad = h.clone()
+    bad[0, 0, 0] = math.inf
+    with pytest.raises(InvalidArgumentError, match="h contains NaN or inf"):
+        dy.spectral_norm(system, bad)
+    with pytest.raises(InvalidArgumentError, match="tol must be finite and > 0"):
+        dy.spectral_norm(system, h, tol=0.0)
+    with pytest.raises(InvalidArgumentError, match="tol must be finite and > 0"):
+        dy.log_norm(system, h, tol=-1e-3)
+    with pytest.raises(InvalidArgumentError, match="k=2000 exceeds the state dimension 1024"):
+        dy.eigenvalues(system, h, k=2000)
