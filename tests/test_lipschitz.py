@@ -1,0 +1,210 @@
+"""Certified upper bounds are sound; sampled lower bounds are honest; rules are tight where they
+should be."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+import dynamo as dy
+from dynamo._lipschitz import _attention_rule, _mlp_rule
+from dynamo.errors import InvalidArgumentError
+
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def difference_quotients(system: dy.LoopedSystem, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        num = system.flatten(system.step(a) - system.step(b)).norm(dim=1)
+    return num / system.flatten(a - b).norm(dim=1)
+
+
+@given(
+    recall=st.sampled_from(["none", "outer", "internal"]),
+    norm=st.sampled_from(["none", "pre", "post", "sandwich", "outer"]),
+    norm_type=st.sampled_from(["rms", "layer"]),
+    pos=st.sampled_from(["rope", "none", "absolute"]),
+    seed=st.integers(0, 1000),
+    r_min=st.floats(0.5, 3.0),
+    width=st.floats(0.0, 4.0),
+    x_max=st.floats(0.5, 4.0),
+)
+def test_certified_bound_is_never_below_a_sampled_value(
+    recall: str,
+    norm: str,
+    norm_type: str,
+    pos: str,
+    seed: int,
+    r_min: float,
+    width: float,
+    x_max: float,
+) -> None:
+    """Soundness over random reference architectures, seeds and domains (issue 3)."""
+    model = dy.models.LoopedTransformer(
+        d_model=8,
+        n_heads=2,
+        recall=recall,
+        norm=norm,
+        norm_type=norm_type,
+        pos=pos,
+        seed=seed,
+        norm_eps=1e-3,
+    )
+    T = 4
+    x = torch.randn(1, T, 8, generator=gen(seed), dtype=F64)
+    x = (
+        x
+        / x.norm(dim=-1, keepdim=True)
+        * x_max
+        * torch.rand(1, T, 1, generator=gen(seed + 1), dtype=F64)
+    )
+    system = dy.LoopedSystem.from_module(model, x)
+    domain = dy.Domain.shell(r_min, r_min + width, x_max=x_max if recall != "none" else None)
+    bound = dy.lipschitz_upper_bound(system, domain)
+    assert bound.certified and bound.kind == "upper"
+    h = domain.sample(system, 6, seed=seed)
+    local = dy.lipschitz_lower_bound(system, h, method="ascent", steps=5, domain=domain)
+    assert local.value <= bound.value
+    a, b = domain.sample(system, 8, seed=seed + 2), domain.sample(system, 8, seed=seed + 3)
+    assert float(difference_quotients(system, a, b).max()) <= bound.value
+
+
+def test_rmsnorm_rule_is_attained_on_the_inner_sphere() -> None:
+    """√d / r_min is the exact constant of h ↦ √d h/‖h‖ on {‖h‖ ≥ r_min}: the bound is tight."""
+    system = dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=6))
+    domain = dy.Domain.shell(1.5, 4.0)
+    up = dy.lipschitz_upper_bound(system, domain)
+    assert up.value == pytest.approx(math.sqrt(6) / 1.5, rel=1e-15)
+    h = dy.Domain.sphere(1.5).sample(system, 4)
+    low = dy.lipschitz_lower_bound(system, h)
+    assert low.value == pytest.approx(up.value, rel=1e-10)
+
+
+def test_attention_rule_is_sound_on_its_ball() -> None:
+    torch.manual_seed(0)
+    for pos, causal in [("none", False), ("rope", False), ("absolute", True)]:
+        model = dy.models.LoopedTransformer(
+            d_model=8, n_heads=2, pos=pos, causal=causal, seed=3, dtype=F64
+        )
+        att = model.layers[0].attn.branch
+        T, R = 5, 2.5
+        lip, out_hi, _ = _attention_rule(att, T, R + (3.0 if pos == "absolute" else 0.0))
+
+        def f(z: torch.Tensor, att: nn.Module = att, T: int = T) -> torch.Tensor:
+            return att(z.reshape(1, T, 8)).reshape(-1)
+
+        worst, worst_out = 0.0, 0.0
+        for s in range(30):
+            X = torch.randn(T, 8, generator=gen(s), dtype=F64)
+            X = X / X.norm(dim=-1, keepdim=True) * R  # the worst case sits on the boundary
+            with torch.no_grad():
+                J = torch.func.jacfwd(f)(X.reshape(-1))
+                worst = max(worst, float(torch.linalg.matrix_norm(J, ord=2)))
+                worst_out = max(worst_out, float(f(X.reshape(-1)).reshape(T, 8).norm(dim=-1).max()))
+        assert worst <= lip
+        assert worst_out <= out_hi
+
+
+def test_mlp_rule_is_sound() -> None:
+    model = dy.models.LoopedTransformer(d_model=8, n_heads=2, seed=4, dtype=F64)
+    mlp = model.layers[0].mlp.branch
+    lip, out_hi = _mlp_rule(mlp, 0.0, 3.0)
+    for s in range(20):
+        X = torch.randn(1, 8, generator=gen(s), dtype=F64)
+        X = X / X.norm() * 3.0
+        with torch.no_grad():
+            J = torch.func.jacfwd(lambda z: mlp(z[None])[0])(X[0])
+            out = mlp(X)
+        assert float(torch.linalg.matrix_norm(J, ord=2)) <= lip
+        assert float(out.norm()) <= out_hi
+
+
+def test_canonical_bounds() -> None:
+    f = dy.models.ContractiveTanh(n=16, lipschitz=0.9, seed=0)
+    assert dy.lipschitz_upper_bound(f, dy.Domain()).value == pytest.approx(0.9, rel=1e-12)
+    lin = dy.models.LinearMap(n=5, spectral_radius=0.5, seed=1)
+    assert dy.lipschitz_upper_bound(lin, dy.Domain()).value == pytest.approx(
+        float(torch.linalg.matrix_norm(lin.A.detach(), ord=2))
+    )
+    henon = dy.models.Henon()
+    up = dy.lipschitz_upper_bound(henon, dy.Domain.ball(1.5))
+    system = dy.LoopedSystem.from_module(henon)
+    low = dy.lipschitz_lower_bound(
+        system,
+        dy.Domain.ball(1.5).sample(system, 64),
+        method="ascent",
+        domain=dy.Domain.ball(1.5),
+        steps=10,
+    )
+    assert low.value <= up.value
+    with pytest.raises(InvalidArgumentError, match="polynomial, not globally Lipschitz"):
+        dy.lipschitz_upper_bound(henon, dy.Domain())
+
+
+def test_sequential_and_generic_layers() -> None:
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(6, 10), nn.GELU(), nn.Linear(10, 6), nn.Tanh()).double()
+    up = dy.lipschitz_upper_bound(block, dy.Domain())
+    w1, w2 = block[0].weight.detach(), block[2].weight.detach()
+    expected = float(
+        torch.linalg.matrix_norm(w1, ord=2) * 1.129 * torch.linalg.matrix_norm(w2, ord=2)
+    )
+    assert up.value == pytest.approx(expected, rel=1e-12)
+    assert [s.rule for s in up.steps] == [
+        "linear",
+        "elementwise GELU",
+        "linear",
+        "elementwise Tanh",
+    ]
+    system = dy.LoopedSystem.from_module(block, state_shape=(6,))
+    low = dy.lipschitz_lower_bound(
+        system, torch.randn(32, 6, generator=gen(0), dtype=F64), method="ascent", steps=10
+    )
+    assert low.value <= up.value
+    json.dumps(up.to_dict(), allow_nan=False)
+    assert "certified" in str(up)
+
+
+def test_a_module_without_a_rule_is_named() -> None:
+    block = nn.Sequential(nn.Linear(4, 4), nn.Softmax(dim=-1))
+    with pytest.raises(InvalidArgumentError, match="no Lipschitz rule for Softmax at '1'"):
+        dy.lipschitz_upper_bound(block, dy.Domain())
+
+
+def test_norm_whose_input_can_vanish_has_no_bound() -> None:
+    norm = dy.models.ZeroBranchRMSNorm(d=4)  # eps = 0
+    with pytest.raises(InvalidArgumentError, match="the bound does not exist there"):
+        dy.lipschitz_upper_bound(norm, dy.Domain.ball(2.0))
+    # with eps > 0 the bound exists everywhere: max|γ|/√ε
+    layer = nn.LayerNorm(4, eps=1e-4).double()
+    assert dy.lipschitz_upper_bound(layer, dy.Domain()).value == pytest.approx(100.0)
+
+
+def test_domain_and_argument_errors() -> None:
+    with pytest.raises(InvalidArgumentError, match="r_min must be a finite number >= 0"):
+        dy.Domain(r_min=-1.0)
+    with pytest.raises(InvalidArgumentError, match="r_max must be >= r_min"):
+        dy.Domain(r_min=2.0, r_max=1.0)
+    model = dy.models.LoopedTransformer(d_model=8, n_heads=2, recall="outer")
+    system = dy.LoopedSystem.from_module(model, torch.randn(1, 4, 8))
+    with pytest.raises(
+        InvalidArgumentError, match=r"give the input's, Domain\(\.\.\., x_max=\.\.\.\)"
+    ):
+        dy.lipschitz_upper_bound(system, dy.Domain.sphere(1.0))
+    with pytest.raises(InvalidArgumentError, match="depends on the sequence length"):
+        dy.lipschitz_upper_bound(model, dy.Domain.sphere(1.0, x_max=1.0))
+    unnormed = dy.models.LoopedTransformer(d_model=8, n_heads=2, recall="none", norm="none")
+    with pytest.raises(InvalidArgumentError, match="unbounded token norms"):
+        dy.lipschitz_upper_bound(unnormed, dy.Domain(n_tokens=4))
+    with pytest.raises(InvalidArgumentError, match="unknown method 'grid'"):
+        dy.lipschitz_lower_bound(system, torch.zeros(1, 4, 8, dtype=F64), method="grid")
