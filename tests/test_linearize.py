@@ -116,3 +116,16 @@ def test_bad_states_are_refused() -> None:
         dy.jacobian(system, torch.zeros(2, 4, 8, dtype=F64), mode="central")
     with pytest.raises(InvalidArgumentError, match="chunk_size must be >= 1"):
         dy.jacobian(system, torch.zeros(2, 4, 8, dtype=F64), chunk_size=0)
+
+
+@pytest.mark.parametrize("recall", ["none", "outer", "internal"])
+@pytest.mark.parametrize("norm", ["none", "pre", "post", "sandwich", "outer"])
+def test_every_architecture_works_under_torch_func(recall: str, norm: str) -> None:
+    """Issue 3: dense, matrix-free and spectral paths agree on every recall × norm combination."""
+    system = transformer(recall=recall, norm=norm)
+    h = torch.randn(2, 4, 8, generator=gen(5), dtype=F64)
+    J = dy.jacobian(system, h)
+    op = dy.jacobian_operator(system, h)
+    torch.testing.assert_close(op.dense(), J, rtol=0, atol=1e-12)
+    est = dy.spectral_norm(system, h)
+    torch.testing.assert_close(est.values, torch.linalg.matrix_norm(J, ord=2), rtol=1e-10, atol=0)
