@@ -39,7 +39,7 @@ from .models._canonical import (
     MonDEQ,
     ZeroBranchRMSNorm,
 )
-from .models._transformer import _MLP, LoopedTransformer, _Attention, _Sublayer
+from .models._transformer import _MLP, LoopedTransformer, _Attention, _Layer, _Sublayer
 
 __all__ = [
     "ACTIVATION_SLOPES",
@@ -208,8 +208,9 @@ class Bound:
     kind : {"upper", "lower"}
     value : float
     certified : bool
-        True only for upper bounds composed from the written rules on ``domain``; a lower bound is
-        attained (up to rounding) at ``witness`` and is an estimate of the constant.
+        True only for upper bounds composed from the written rules on ``domain``. A lower bound is
+        ``‖J‖₂`` at ``witness`` (up to rounding): an estimate of the constant, and a lower bound of
+        it on any set with the witness in the closure of its interior.
     method : str
         ``"rules"``, ``"sampled"`` or ``"ascent"``.
     domain : Domain or None
@@ -308,6 +309,12 @@ def _norm_rule(
     ``x ↦ x − mean(x)``, whose image can vanish whatever ``‖x‖`` is, so ``lo`` drops to 0:
     ``Lip ≤ max|γ| / √ε``.
     """
+    axes = tuple(norm.normalized_shape)  # type: ignore[arg-type]
+    if len(axes) != 1:
+        raise InvalidArgumentError(
+            f"{call}: {type(norm).__name__} at '{where}' normalizes over the axes {axes}; the "
+            "rules bound per-token norms and cover normalization over the last axis only"
+        )
     if isinstance(norm, nn.RMSNorm):
         d = int(norm.normalized_shape[-1])
         # eps=None means the dtype's machine epsilon at run time: float64's is the smallest, so
@@ -380,11 +387,16 @@ def _attention_rule(att: _Attention, n_tokens: int, r_hi: float) -> tuple[float,
     return lip, out_hi, f"T={n_tokens}, R={r_hi:.4g}, {H} heads, pos={att.pos}"
 
 
+def _mul(a: float, b: float) -> float:
+    """Product of nonnegative bounds with ``0 · inf = 0`` (a zero map sends everything to 0)."""
+    return 0.0 if a == 0 or b == 0 else a * b
+
+
 def _linear_interval(
     w: torch.Tensor, b: torch.Tensor | None, lo: float, hi: float
 ) -> tuple[float, float]:
     s, smin, bn = _sigma(w), _sigma_min(w), _vnorm(b)
-    return max(0.0, smin * lo - bn), s * hi + bn
+    return max(0.0, _mul(smin, lo) - bn), _mul(s, hi) + bn
 
 
 def _mlp_rule(mlp: _MLP, lo: float, hi: float) -> tuple[float, float]:
@@ -392,8 +404,55 @@ def _mlp_rule(mlp: _MLP, lo: float, hi: float) -> tuple[float, float]:
     w1, w2 = mlp.up.weight, mlp.down.weight
     lip = _sigma(w2) * ACTIVATION_SLOPES[nn.GELU] * _sigma(w1)
     _, hi1 = _linear_interval(w1, mlp.up.bias, lo, hi)
-    out_hi = _sigma(w2) * hi1 + _vnorm(mlp.down.bias)
+    out_hi = _mul(_sigma(w2), hi1) + _vnorm(mlp.down.bias)
     return lip, out_hi
+
+
+_TRANSFORMER_PARTS = (
+    LoopedTransformer,
+    nn.ModuleList,
+    _Layer,
+    _Sublayer,
+    _Attention,
+    _MLP,
+    nn.Linear,
+    nn.RMSNorm,
+    nn.LayerNorm,
+    nn.Embedding,
+)
+
+
+def _check_plain(call: str, module: nn.Module) -> None:
+    """Rules read weights, not ``forward``: refuse what would make them describe another map."""
+    hooks = [
+        getattr(torch.nn.modules.module, name, {})
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+    ]
+    if any(hooks):
+        raise InvalidArgumentError(
+            f"{call}: global forward hooks are registered; they change what modules compute and no "
+            "rule covers them"
+        )
+    for name, sub in module.named_modules():
+        if sub._forward_hooks or sub._forward_pre_hooks:
+            raise InvalidArgumentError(
+                f"{call}: {type(sub).__name__} at '{name or '<root>'}' has a forward hook, which "
+                "changes what it computes; no rule covers it"
+            )
+    if type(module) is LoopedTransformer:
+        for name, sub in module.named_modules():
+            if type(sub) not in _TRANSFORMER_PARTS:
+                raise InvalidArgumentError(
+                    f"{call}: no Lipschitz rule for {type(sub).__name__} at '{name}' inside the "
+                    "LoopedTransformer (its rules cover the reference parts only)"
+                )
+            if type(sub) is _Attention:
+                for proj in ("q", "k", "v", "o"):
+                    if getattr(sub, proj).bias is not None:
+                        raise InvalidArgumentError(
+                            f"{call}: the attention projection '{name}.{proj}' has a bias; the "
+                            "attention rule covers bias-free projections only"
+                        )
 
 
 def _transformer_rule(
@@ -413,14 +472,13 @@ def _transformer_rule(
         d = model.d_model
         if model.recall_mode == "concat":
             ws, we = w[:, :d], w[:, d:]
-            tr.lo = max(
-                0.0, _sigma_min(ws) * tr.lo - _sigma(we) * e_hi_f - _vnorm(model.adapter.bias)
-            )
-            tr.hi = _sigma(ws) * tr.hi + _sigma(we) * e_hi_f + _vnorm(model.adapter.bias)
+            bn = _vnorm(model.adapter.bias)
+            tr.lo = max(0.0, _mul(_sigma_min(ws), tr.lo) - _mul(_sigma(we), e_hi_f) - bn)
+            tr.hi = _mul(_sigma(ws), tr.hi) + _mul(_sigma(we), e_hi_f) + bn
             tr.add("adapter (outer recall)", "linear [h; e]", _sigma(ws), "σ_max(W_s)")
         else:
-            tr.lo = max(0.0, tr.lo - _sigma(w) * e_hi_f)
-            tr.hi = tr.hi + _sigma(w) * e_hi_f
+            tr.lo = max(0.0, tr.lo - _mul(_sigma(w), e_hi_f))
+            tr.hi = tr.hi + _mul(_sigma(w), e_hi_f)
             tr.add("adapter (outer recall)", "h + P e", 1.0)
     for li, layer in enumerate(model.layers):
         for name in ("attn", "mlp"):
@@ -446,8 +504,8 @@ def _sublayer_rule(
         d = w.shape[0]
         ws, we = w[:, :d], w[:, d:]
         bn = _vnorm(sub.rec.bias)
-        r_lo = max(0.0, _sigma_min(ws) * u_lo - _sigma(we) * e_hi - bn)
-        r_hi = _sigma(ws) * u_hi + _sigma(we) * e_hi + bn
+        r_lo = max(0.0, _mul(_sigma_min(ws), u_lo) - _mul(_sigma(we), e_hi) - bn)
+        r_hi = _mul(_sigma(ws), u_hi) + _mul(_sigma(we), e_hi) + bn
         branch *= _sigma(ws)
         notes.append(f"recall σ(W_rec,h)={_sigma(ws):.4g}")
     if sub.n_in is not None:
@@ -486,68 +544,69 @@ def _sublayer_rule(
 def _module_rule(call: str, where: str, module: nn.Module, tr: _Trace, domain: Domain) -> None:
     """Rules for generic torch modules (Linear, activations, norms, Sequential) and the canonical
     maps; anything else is an error naming its type."""
-    if isinstance(module, nn.Sequential):
-        for i, child in enumerate(module):
+    kind = type(module)
+    m: Any = module  # exact-type dispatch below; attributes read through an untyped alias
+    if kind is nn.Sequential:
+        for i, child in enumerate(m):
             _module_rule(call, f"{where}.{i}" if where else str(i), child, tr, domain)
         return
-    if isinstance(module, nn.Linear):
-        tr.lo, tr.hi = _linear_interval(module.weight, module.bias, tr.lo, tr.hi)
-        tr.add(where or "linear", "linear", _sigma(module.weight), "σ_max(W)")
+    if kind is nn.Linear:
+        tr.lo, tr.hi = _linear_interval(m.weight, m.bias, tr.lo, tr.hi)
+        tr.add(where or "linear", "linear", _sigma(m.weight), "σ_max(W)")
         return
-    for kind, slope in ACTIVATION_SLOPES.items():
-        if type(module) is kind:
-            if kind is nn.GELU and getattr(module, "approximate", "none") not in ("none", "tanh"):
-                break
-            # |φ(t)| <= |t| for ReLU, tanh, GELU, SiLU (and identity); not for sigmoid/softplus
-            if kind in (nn.Sigmoid, nn.Softplus):
-                tr.lo, tr.hi = 0.0, math.inf
-            else:
-                tr.lo = 0.0
-            tr.add(where or kind.__name__, f"elementwise {kind.__name__}", slope, "sup |φ′|")
-            return
-    if isinstance(module, nn.LeakyReLU):
-        tr.lo = 0.0
-        tr.add(where or "leaky_relu", "elementwise LeakyReLU", max(1.0, abs(module.negative_slope)))
+    if kind in ACTIVATION_SLOPES:
+        slope = ACTIVATION_SLOPES[kind]
+        # |φ(t)| <= |t| for ReLU, tanh, GELU, SiLU (and identity); not for sigmoid/softplus
+        if kind in (nn.Sigmoid, nn.Softplus):
+            tr.lo, tr.hi = 0.0, math.inf
+        else:
+            tr.lo = 0.0
+        tr.add(where or kind.__name__, f"elementwise {kind.__name__}", slope, "sup |φ′|")
         return
-    if isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+    if kind is nn.LeakyReLU:
+        slope = max(1.0, abs(m.negative_slope))
+        tr.lo, tr.hi = 0.0, _mul(slope, tr.hi)  # |φ(t)| <= max(1, |a|) |t|
+        tr.add(where or "leaky_relu", "elementwise LeakyReLU", slope)
+        return
+    if kind in (nn.RMSNorm, nn.LayerNorm):
         lip, lo, hi, note = _norm_rule(call, where or "norm", module, tr.lo, tr.hi)
         tr.lo, tr.hi = lo, hi
         tr.add(where or "norm", type(module).__name__, lip, note)
         return
-    if isinstance(module, ZeroBranchRMSNorm):
-        _module_rule(call, (where + "." if where else "") + "norm", module.norm, tr, domain)
+    if kind is ZeroBranchRMSNorm:
+        _module_rule(call, (where + "." if where else "") + "norm", m.norm, tr, domain)
         return
-    if isinstance(module, ContractiveTanh):
-        tr.lo, tr.hi = 0.0, math.sqrt(module.state_shape[0])
-        tr.add(where or "ContractiveTanh", "tanh(W h + ...)", _sigma(module.W), "σ_max(W) · 1")
+    if kind is ContractiveTanh:
+        tr.lo, tr.hi = 0.0, math.sqrt(m.state_shape[0])
+        tr.add(where or "ContractiveTanh", "tanh(W h + ...)", _sigma(m.W), "σ_max(W) · 1")
         return
-    if isinstance(module, LinearMap):
+    if kind is LinearMap:
         tr.lo, tr.hi = 0.0, math.inf
-        tr.add(where or "LinearMap", "A h + ...", _sigma(module.A), "σ_max(A)")
+        tr.add(where or "LinearMap", "A h + ...", _sigma(m.A), "σ_max(A)")
         return
-    if isinstance(module, MonDEQ):
+    if kind is MonDEQ:
         tr.lo, tr.hi = 0.0, math.inf
-        tr.add(where or "MonDEQ", "relu(W z + ...)", _sigma(module.W), "σ_max(W) · 1")
+        tr.add(where or "MonDEQ", "relu(W z + ...)", _sigma(m.W), "σ_max(W) · 1")
         return
-    if isinstance(module, Hopfield):
-        tr.lo, tr.hi = 0.0, math.sqrt(module.state_shape[0])
-        tr.add(where or "Hopfield", "tanh(β W h)", module.beta * _sigma(module.W), "β σ_max(W)")
+    if kind is Hopfield:
+        tr.lo, tr.hi = 0.0, math.sqrt(m.state_shape[0])
+        tr.add(where or "Hopfield", "tanh(β W h)", m.beta * _sigma(m.W), "β σ_max(W)")
         return
-    if isinstance(module, (Logistic, Henon, Bistable)):
+    if kind in (Logistic, Henon, Bistable):
         if math.isinf(tr.hi):
             raise InvalidArgumentError(
                 f"{call}: {type(module).__name__} is polynomial, not globally Lipschitz; bound the "
                 "domain (r_max < inf)"
             )
         R = tr.hi  # the domain lies in the ball of radius R, which is convex
-        if isinstance(module, Logistic):
-            r = float(module.r)
+        if kind is Logistic:
+            r = float(m.r)
             lip, note = r * (1 + 2 * R), "sup |r(1 − 2h)| on |h| <= R"
-        elif isinstance(module, Henon):
-            a, b = float(module.a), float(module.b)
+        elif kind is Henon:
+            a, b = float(m.a), float(m.b)
             lip, note = math.sqrt(4 * a * a * R * R + 1 + b * b), "Frobenius of [[−2ax, 1], [b, 0]]"
         else:
-            eta = float(module.eta)
+            eta = float(m.eta)
             lip, note = max(abs(1 + eta), abs(1 + eta - 3 * eta * R * R)), "sup |1 + η(1 − 3h²)|"
         tr.lo, tr.hi = 0.0, math.inf
         tr.add(where or type(module).__name__, "polynomial on a ball", lip, note)
@@ -621,14 +680,31 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
                 f"{call}: the system wraps a plain function, which has no rules; build it from a "
                 "module, or use lipschitz_lower_bound for an estimate"
             )
-        if n_tokens is None and len(model.state_shape) >= 2:
-            n_tokens = int(model.state_shape[-2])
+        if len(model.state_shape) >= 2:
+            own = int(model.state_shape[-2])
+            if n_tokens is not None and n_tokens != own:
+                raise InvalidArgumentError(
+                    f"{call}: domain.n_tokens={n_tokens} but the system's states have {own} tokens"
+                )
+            n_tokens = own
+        x = model.x
+        if model.driven and x is not None and domain.x_max is not None:
+            tok = x.detach().double().norm(dim=-1)
+            lo_x, hi_x = float(tok.min()), float(tok.max())
+            slack = 1e-9 * max(1.0, hi_x)
+            if lo_x < domain.x_min - slack or hi_x > domain.x_max + slack:
+                raise InvalidArgumentError(
+                    f"{call}: the system's own input has token norms in [{lo_x:.4g}, {hi_x:.4g}], "
+                    f"outside the domain's input range [{domain.x_min:g}, {domain.x_max:g}]: the "
+                    "bound would not cover this system; widen the range or pass the module"
+                )
     else:
         module = model
     if not isinstance(module, nn.Module):
         raise InvalidArgumentError(f"{call}: model must be an nn.Module or a LoopedSystem")
+    _check_plain(call, module)
     tr = _Trace(domain.r_min, domain.r_max)
-    if isinstance(module, LoopedTransformer):
+    if type(module) is LoopedTransformer:
         if n_tokens is None:
             raise InvalidArgumentError(
                 f"{call}: attention's bound depends on the sequence length; pass a LoopedSystem "
@@ -637,6 +713,8 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
         _transformer_rule(call, module, domain, n_tokens, tr)
     else:
         _module_rule(call, "", module, tr, domain)
+    if math.isnan(tr.lip):  # every rule returns a number or inf; NaN would be a bug, not a bound
+        raise RuntimeError(f"{call}: the composed bound is NaN (steps: {tr.steps}); please report")
     return Bound(
         kind="upper",
         value=tr.lip,
@@ -667,8 +745,12 @@ def lipschitz_lower_bound(
     singular vectors, so the gradient is ``∇_h (uᵀ J(h) v)``), each of relative size
     ``step_size``, projecting every token back into ``domain`` when one is given.
 
-    The Lipschitz constant on any set holding the witness is at least ``value`` (up to rounding),
-    so the result bounds the truth from below, but it is an estimate of the constant itself.
+    ``value`` is ``‖J‖₂`` at the witness (up to rounding), so the Lipschitz constant on any set that
+    contains a neighbourhood of the witness, or has it on the boundary of its interior (a shell
+    with ``r_min < r_max``, all of space), is at least ``value``: a lower bound on those, and an
+    estimate of the constant itself. On a set without interior, such as a sphere
+    (``r_min == r_max``), ``‖J‖₂`` also counts directions that leave the set and can exceed the
+    constant restricted to it.
 
     Parameters
     ----------

@@ -166,6 +166,39 @@ def _unit(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return w / torch.clamp(nrm, min=tiny)[:, None], nrm
 
 
+def _extend(
+    w: torch.Tensor, basis: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Orthogonalize ``w`` against ``basis`` and normalize: ``(vector, norm, projections)``.
+
+    Where ``w`` lies in the span already (an invariant subspace: "breakdown"), the coefficient is
+    set to 0 and the vector is a fresh random one orthogonal to the basis, so the recurrence goes
+    on in a new block instead of producing zero columns and spurious zero Ritz values.
+    """
+    pre = w.norm(dim=1)
+    w, coef = _orth(w, basis)
+    nrm = w.norm(dim=1)
+    eps = torch.finfo(w.dtype).eps
+    broke = nrm <= 64 * eps * torch.clamp(pre, min=torch.finfo(w.dtype).tiny)
+    if bool(broke.any()):
+        fresh = torch.randn(w.shape, generator=gen, dtype=w.dtype, device=w.device)
+        fresh, _ = _orth(fresh, basis)
+        w = torch.where(broke[:, None], fresh, w)
+        nrm = torch.where(broke, torch.zeros_like(nrm), nrm)
+    unit = w / torch.clamp(w.norm(dim=1), min=torch.finfo(w.dtype).tiny)[:, None]
+    return unit, nrm, coef
+
+
+def _min_steps(k: int, dim: int) -> int:
+    """Krylov steps before a top-k answer may count as converged.
+
+    A single-vector Krylov space holds one copy of each eigenvalue; copies of an exactly repeated
+    one enter only through fresh blocks after breakdowns. Waiting for ``max(2k, k + 10)`` steps
+    lets several blocks in before the top k are trusted.
+    """
+    return min(dim, max(2 * k, k + 10))
+
+
 def _start(
     n_rows: int, dim: int, dtype: torch.dtype, device: torch.device, seed: int
 ) -> torch.Tensor:
@@ -213,16 +246,16 @@ def _golub_kahan(
     resid = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
     right = torch.zeros(n_rows, dim, dtype=dtype, device=device)
     left = torch.zeros(n_rows, dim, dtype=dtype, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    first = _min_steps(k, dim)
     for j in range(m):
         u = mv(V[:, j])
         if j > 0:
             u = u - beta[:, j - 1, None] * U[:, j - 1]
-        u, _ = _orth(u, U[:, :j])
-        u, a = _unit(u)
+        u, a, _ = _extend(u, U[:, :j], gen)
         U[:, j], alpha[:, j] = u, a
         w = rmv(u) - a[:, None] * V[:, j]
-        w, _ = _orth(w, V[:, : j + 1])
-        w, b = _unit(w)
+        w, b, _ = _extend(w, V[:, : j + 1], gen)
         V[:, j + 1], beta[:, j] = w, b
         kk = j + 1
         B = torch.diag_embed(alpha[:, :kk]) + torch.diag_embed(beta[:, : kk - 1], offset=1)
@@ -230,7 +263,7 @@ def _golub_kahan(
         top = min(k, kk)
         res = b[:, None].abs() * P[:, kk - 1, :top].abs()
         scale = torch.clamp(S[:, :1], min=torch.finfo(dtype).tiny)
-        conv_now = ((kk >= k) & (res <= tol * scale).all(dim=1)) | (kk == dim)
+        conv_now = ((kk >= first) & (res <= tol * scale).all(dim=1)) | (kk == dim)
         new_vals = torch.zeros(n_rows, k, dtype=dtype, device=device)
         new_res = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
         new_vals[:, :top], new_res[:, :top] = S[:, :top], res
@@ -270,16 +303,16 @@ def _arnoldi(
     vals = torch.zeros(n_rows, k, dtype=ctype, device=device)
     resid = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
     vec = torch.zeros(n_rows, dim, dtype=ctype, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    first = _min_steps(k, dim)
     for j in range(m):
-        w = mv(Q[:, j])
-        w, c = _orth(w, Q[:, : j + 1])
-        w, hn = _unit(w)
+        w, hn, c = _extend(mv(Q[:, j]), Q[:, : j + 1], gen)
         H[:, : j + 1, j] = c
         H[:, j + 1, j] = hn
         Q[:, j + 1] = w
         kk = j + 1
         # the small eigenproblem costs O(kk³): past 40 steps, test convergence every 4th step
-        if kk < k or (kk > 40 and kk % 4 and kk < m):
+        if kk < m and (kk < first or (kk > 40 and kk % 4)):
             continue
         theta, Y = torch.linalg.eig(H[:, :kk, :kk])
         order = torch.argsort(theta.abs(), dim=1, descending=True)
@@ -290,7 +323,7 @@ def _arnoldi(
         Ysel = Ysel / torch.clamp(Ysel.abs().pow(2).sum(dim=1, keepdim=True).sqrt(), min=1e-300)
         res = hn[:, None] * Ysel[:, kk - 1, :].abs()
         scale = torch.clamp(th.abs()[:, :1], min=torch.finfo(dtype).tiny)
-        conv_now = ((kk >= k) & (res <= tol * scale).all(dim=1)) | (kk == dim)
+        conv_now = ((kk >= first) & (res <= tol * scale).all(dim=1)) | (kk == dim)
         newly_vals = torch.zeros(n_rows, k, dtype=ctype, device=device)
         newly_res = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
         newly_vals[:, :top], newly_res[:, :top] = th, res
@@ -326,10 +359,10 @@ def _lanczos_sym(
     val = torch.zeros(n_rows, 1, dtype=dtype, device=device)
     resid = torch.full((n_rows, 1), math.inf, dtype=dtype, device=device)
     vec = torch.zeros(n_rows, dim, dtype=dtype, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    first = _min_steps(1, dim)
     for j in range(m):
-        w = mv(Q[:, j])
-        w, c = _orth(w, Q[:, : j + 1])
-        w, b = _unit(w)
+        w, b, c = _extend(mv(Q[:, j]), Q[:, : j + 1], gen)
         T[:, j, : j + 1] = c
         T[:, : j + 1, j] = c
         if j + 1 < m:
@@ -341,7 +374,7 @@ def _lanczos_sym(
         th, y = lam[:, -1:], Y[:, :, -1]
         res = b[:, None] * y[:, -1:].abs()
         scale = torch.clamp(lam.abs().amax(dim=1, keepdim=True), min=torch.finfo(dtype).tiny)
-        conv_now = (res <= tol * scale).all(dim=1) | (kk == dim)
+        conv_now = ((kk >= first) & (res <= tol * scale).all(dim=1)) | (kk == dim)
         v0 = torch.einsum("bjn,bj->bn", Q[:, :kk], y)
         val = torch.where(done[:, None], val, th)
         resid = torch.where(done[:, None], resid, res)
@@ -383,6 +416,8 @@ def _setup(
         if max_steps is None
         else check_positive_int(call, "max_steps", max_steps)
     )
+    if k is not None and steps < k:
+        raise InvalidArgumentError(f"{call}: max_steps={steps} must be >= k={k}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidArgumentError(f"{call}: seed must be an int, got {seed!r}")
     if mode not in ("reverse", "forward"):

@@ -208,3 +208,61 @@ def test_domain_and_argument_errors() -> None:
         dy.lipschitz_upper_bound(unnormed, dy.Domain(n_tokens=4))
     with pytest.raises(InvalidArgumentError, match="unknown method 'grid'"):
         dy.lipschitz_lower_bound(system, torch.zeros(1, 4, 8, dtype=F64), method="grid")
+
+
+# ---------------------------------------------------------------------- found in review
+def test_leaky_relu_with_a_steep_slope_widens_the_norm_range() -> None:
+    block = nn.Sequential(nn.LeakyReLU(3.0), dy.models.Bistable(n=2))
+    up = dy.lipschitz_upper_bound(block, dy.Domain.ball(1.0))
+    a = torch.tensor([[-1.0, 0.0]], dtype=F64)
+    b = torch.tensor([[-0.999, 0.0]], dtype=F64)
+    with torch.no_grad():
+        quotient = float((block(a) - block(b)).norm() / (a - b).norm())
+    assert quotient > 12
+    assert up.value >= quotient
+
+
+def test_norm_over_several_axes_is_refused() -> None:
+    block = nn.Sequential(nn.RMSNorm((2, 4), eps=0.0), nn.Linear(4, 4))
+    with pytest.raises(InvalidArgumentError, match=r"normalizes over the axes \(2, 4\)"):
+        dy.lipschitz_upper_bound(block, dy.Domain.shell(0.5, 1.0))
+
+
+def test_modules_whose_forward_differs_from_their_weights_are_refused() -> None:
+    class Tripled(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 3 * super().forward(x)
+
+    with pytest.raises(InvalidArgumentError, match="no Lipschitz rule for Tripled"):
+        dy.lipschitz_upper_bound(Tripled(3, 3), dy.Domain())
+    hooked = nn.Linear(3, 3)
+    hooked.register_forward_hook(lambda mod, inp, out: 10 * out)
+    with pytest.raises(InvalidArgumentError, match="has a forward hook"):
+        dy.lipschitz_upper_bound(hooked, dy.Domain())
+    model = dy.models.LoopedTransformer(d_model=8, n_heads=2, recall="none", norm="pre")
+    model.layers[0].attn.branch.q = nn.Linear(8, 8, bias=True)
+    with pytest.raises(
+        InvalidArgumentError, match=r"projection 'layers\.0\.attn\.branch\.q' has a bias"
+    ):
+        dy.lipschitz_upper_bound(model, dy.Domain.ball(1.0, n_tokens=4))
+
+
+def test_domain_must_match_the_system() -> None:
+    model = dy.models.LoopedTransformer(
+        d_model=8, n_heads=2, recall="outer", norm="outer", causal=True
+    )
+    x = torch.randn(1, 16, 8, generator=gen(0), dtype=F64)
+    system = dy.LoopedSystem.from_module(model, x)
+    with pytest.raises(InvalidArgumentError, match="n_tokens=1 but the system's states have 16"):
+        dy.lipschitz_upper_bound(system, dy.Domain.ball(1.0, x_max=10.0, n_tokens=1))
+    with pytest.raises(InvalidArgumentError, match="outside the domain's input range"):
+        dy.lipschitz_upper_bound(system, dy.Domain.ball(1.0, x_max=0.5))
+
+
+def test_a_zero_state_block_is_not_nan() -> None:
+    # W_s = 0: 0 · inf must not turn the bound into NaN
+    model = dy.models.LoopedTransformer(d_model=8, n_heads=2, recall="outer", norm="pre")
+    with torch.no_grad():
+        model.adapter.weight[:, :8] = 0
+    bound = dy.lipschitz_upper_bound(model, dy.Domain(x_max=1.0, n_tokens=4))
+    assert math.isfinite(bound.value)

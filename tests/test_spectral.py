@@ -97,11 +97,11 @@ def test_estimate_reports_evidence_and_is_json_safe() -> None:
 
 def test_not_converged_is_reported_and_raises_with_throw() -> None:
     system, h = transformer_1024("outer", "outer")
-    est = dy.eigenvalues(system, h, k=6, max_steps=5, throw=False)
+    est = dy.eigenvalues(system, h, k=6, max_steps=8, throw=False)
     assert all(o is dy.Outcome.MAX_STEPS_REACHED for o in est.outcomes)
     assert torch.isfinite(est.values.abs()).all()
     with pytest.raises(ConvergenceError, match="did not reach residual"):
-        dy.eigenvalues(system, h, k=6, max_steps=5)
+        dy.eigenvalues(system, h, k=6, max_steps=8)
 
 
 def test_bad_arguments() -> None:
@@ -118,3 +118,40 @@ def test_bad_arguments() -> None:
         dy.log_norm(system, h, tol=-1e-3)
     with pytest.raises(InvalidArgumentError, match="k=2000 exceeds the state dimension 1024"):
         dy.eigenvalues(system, h, k=2000)
+
+
+# ---------------------------------------------------------------------- found in review
+def test_breakdown_restarts_instead_of_reporting_zero_columns() -> None:
+    """J = 0.5 I breaks down at once: every singular value is 0.5, not [0.5, 0, 0]."""
+    system = dy.LoopedSystem.from_function(lambda h: 0.5 * h, state_shape=(6,))
+    h = torch.randn(2, 6, generator=gen(0), dtype=F64)
+    sv = dy.singular_values(system, h, k=3)
+    torch.testing.assert_close(sv.values, torch.full((2, 3), 0.5, dtype=F64))
+    ev = dy.eigenvalues(system, h, k=3)
+    torch.testing.assert_close(ev.values.real, torch.full((2, 3), 0.5, dtype=F64))
+
+
+def test_repeated_eigenvalues_of_a_projection_are_all_found() -> None:
+    # the zero-branch RMSNorm Jacobian on its sphere: eigenvalue 1 six times, 0 twice
+    system = dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=4, n_tokens=2))
+    h = system.step(torch.randn(1, 2, 4, generator=gen(1), dtype=F64))
+    ev = dy.eigenvalues(system, h, k=4)
+    torch.testing.assert_close(ev.values.real, torch.ones(1, 4, dtype=F64))
+    sv = dy.singular_values(system, h, k=6)
+    torch.testing.assert_close(sv.values, torch.ones(1, 6, dtype=F64))
+
+
+def test_rotation_block_has_no_spurious_zero() -> None:
+    R = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.3]], dtype=F64)
+    system = dy.LoopedSystem.from_function(lambda h: h @ R.T, state_shape=(3,))
+    ev = dy.eigenvalues(system, torch.randn(1, 3, generator=gen(2), dtype=F64), k=3)
+    got = sorted(ev.values[0].tolist(), key=lambda z: (round(z.real, 6), round(z.imag, 6)))
+    want = [complex(0, -1), complex(0, 1), complex(0.3, 0)]
+    for g, w in zip(got, sorted(want, key=lambda z: (z.real, z.imag)), strict=True):
+        assert abs(g - w) < 1e-12
+
+
+def test_max_steps_below_k_is_refused() -> None:
+    system = dy.LoopedSystem.from_function(lambda h: 0.5 * h, state_shape=(6,))
+    with pytest.raises(InvalidArgumentError, match="max_steps=1 must be >= k=2"):
+        dy.eigenvalues(system, torch.ones(1, 6, dtype=F64), k=2, max_steps=1)
