@@ -14,6 +14,16 @@ verbs that return frozen results saying what is proven and what is estimated.
 
 from . import errors as errors
 from . import models as models
+from ._fixed_points import Continuum as Continuum
+from ._fixed_points import Cycle as Cycle
+from ._fixed_points import FixedPoint as FixedPoint
+from ._fixed_points import FixedPointSet as FixedPointSet
+from ._fixed_points import find_fixed_points as find_fixed_points
+from ._halting import HALTING_RULES as HALTING_RULES
+from ._halting import HaltingReport as HaltingReport
+from ._halting import halting as halting
+from ._layers import LayerCycle as LayerCycle
+from ._layers import layer_cycle as layer_cycle
 from ._linearize import JacobianOperator as JacobianOperator
 from ._linearize import input_jacobian as input_jacobian
 from ._linearize import jacobian as jacobian
@@ -34,28 +44,44 @@ from ._spectral import log_norm as log_norm
 from ._spectral import singular_values as singular_values
 from ._spectral import spectral_norm as spectral_norm
 from ._spectral import spectral_radius as spectral_radius
+from ._stats import UnseenEstimate as UnseenEstimate
+from ._stats import chao1 as chao1
+from ._stats import clopper_pearson as clopper_pearson
 from ._system import LoopedSystem as LoopedSystem
 from ._system import Trajectory as Trajectory
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "HALTING_RULES",
     "METHODS",
     "Bound",
     "BoundStep",
+    "Continuum",
+    "Cycle",
     "Domain",
+    "FixedPoint",
+    "FixedPointSet",
+    "HaltingReport",
     "JacobianOperator",
+    "LayerCycle",
     "LoopedSystem",
     "Outcome",
     "Solution",
     "SpectralEstimate",
     "Trajectory",
+    "UnseenEstimate",
+    "chao1",
+    "clopper_pearson",
     "default_tolerance",
     "eigenvalues",
     "errors",
+    "find_fixed_points",
+    "halting",
     "input_jacobian",
     "jacobian",
     "jacobian_operator",
+    "layer_cycle",
     "lipschitz_lower_bound",
     "lipschitz_upper_bound",
     "log_norm",

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from scipy import stats
 
 import dynamo as dy
+from dynamo._stats import clopper_pearson
 from dynamo._validate import call_form, check_positive_float, check_positive_int
 from dynamo.errors import InvalidArgumentError
 
@@ -34,21 +34,6 @@ DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "pos": "rope",
     "seed": 0,
 }
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) two-sided interval for a binomial proportion ``k / n``.
-
-    >>> lo, hi = clopper_pearson(32, 32)
-    >>> round(lo, 4), hi
-    (0.8911, 1.0)
-    """
-    if n < 1 or not 0 <= k <= n:
-        raise InvalidArgumentError(f"clopper_pearson(k={k}, n={n}): need 0 <= k <= n and n >= 1")
-    alpha = 1 - confidence
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
 
 
 def default_model(**overrides: Any) -> dy.models.LoopedTransformer:
