@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,6 +67,7 @@ class _Attention(nn.Module):
         if pos == "absolute":
             self._tables["abs"] = _sinusoidal(max_len, d)
         self._cast: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._capture: list[torch.Tensor] | None = None  # set by LoopedTransformer.attention_maps
 
     def _table(self, name: str, like: torch.Tensor, n: int) -> torch.Tensor:
         key = (name, like.dtype, like.device)
@@ -98,6 +100,8 @@ class _Attention(nn.Module):
             mask = torch.ones(n, n, dtype=torch.bool, device=r.device).triu(1)
             scores = scores.masked_fill(mask, float("-inf"))
         att = torch.softmax(scores, dim=-1)
+        if self._capture is not None:
+            self._capture.append(att.detach())
         out = (att @ v).transpose(1, 2).reshape(bsz, n, d)
         return self.o(out)
 
@@ -409,6 +413,27 @@ class LoopedTransformer(nn.Module):
             return f
 
         return [make(i) for i in range(k)]
+
+    @torch.no_grad()
+    def attention_maps(self, h: torch.Tensor, x: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The attention probabilities of every layer during one step, ``(B, H, T, T)`` each.
+
+        >>> import torch, dynamo as dy
+        >>> m = dy.models.LoopedTransformer(d_model=8, n_heads=2, n_layers=2)
+        >>> maps = m.attention_maps(torch.randn(1, 5, 8), torch.randn(1, 5, 8))
+        >>> len(maps), tuple(maps[0].shape)
+        (2, (1, 2, 5, 5))
+        """
+        atts: list[Any] = [layer.attn.branch for layer in self.layers]  # type: ignore[union-attr]
+        store: list[torch.Tensor] = []
+        for a in atts:
+            a._capture = store
+        try:
+            self(h, x)
+        finally:
+            for a in atts:
+                a._capture = None
+        return store
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embed token ids ``(B, T)`` into the encoded input ``e`` ``(B, T, d_model)``."""
