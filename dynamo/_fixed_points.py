@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ._linearize import JacobianOperator, jacobian
@@ -297,19 +299,30 @@ class _UnionFind:
 
 
 def _clusters(points: np.ndarray, groups: np.ndarray, radius: float) -> list[list[int]]:
-    """Connected components of "within ``radius``" (KD-tree pairs), within each group."""
-    uf = _UnionFind(len(points))
+    """Connected components of "within ``radius``" (KD-tree pairs), within each group.
+
+    The pairs go to ``scipy.sparse.csgraph.connected_components``: at coarse tolerances almost
+    every pair is close, and a Python union-find over millions of pairs took seconds.
+    """
+    n = len(points)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         if len(idx) < 2:
             continue
-        tree = cKDTree(points[idx])
-        for a, b in tree.query_pairs(radius):
-            uf.union(int(idx[a]), int(idx[b]))
-    comps: dict[int, list[int]] = {}
-    for i in range(len(points)):
-        comps.setdefault(uf.find(i), []).append(i)
-    return sorted(comps.values(), key=lambda c: c[0])
+        pairs = cKDTree(points[idx]).query_pairs(radius, output_type="ndarray")
+        if len(pairs):
+            rows.append(idx[pairs[:, 0]])
+            cols.append(idx[pairs[:, 1]])
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    out: dict[int, list[int]] = {}
+    for i, k in enumerate(comp.tolist()):
+        out.setdefault(k, []).append(i)
+    return sorted(out.values(), key=lambda members: members[0])
 
 
 def _classify(mods: torch.Tensor, delta: float, exact: bool) -> tuple[str, int]:
@@ -702,7 +715,7 @@ def find_fixed_points(
     neutral_band: float = 1e-4,
     max_period: int = 8,
     n_newton: int | None = None,
-    perturb: float = 0.1,
+    perturb: float = 0.5,
     qmin_steps: int = 200,
     k_eigenvalues: int = 6,
     dense_limit: int = 512,
@@ -756,7 +769,8 @@ def find_fixed_points(
     n_newton : int, optional
         Root-finding starts per input in mode "all" (default: the number of starts).
     perturb : float
-        Noise on trajectory states for mode "all", relative to their RMS entry.
+        Noise on trajectory states for mode "all", relative to their RMS entry (0.5, as
+        FixedPointFinder's examples use: diverse starts reach more saddles).
     qmin_steps : int
         Adam steps on ``q`` in mode "all" (0: no q-minimisation).
     k_eigenvalues : int
@@ -935,9 +949,11 @@ def find_fixed_points(
         radius = dedup_tol if dedup_tol is not None else 1e3 * rtol * scale_states
         groups = index[rows_c].numpy()
         clusters = _clusters(flat, groups, radius)
+        floor = len(np.unique(groups))  # once everything has merged, coarser tolerances agree
         for e in range(-3, 7):
             t = radius * 10.0**e
-            dedup_curve.append((float(t), len(_clusters(flat, groups, t))))
+            done = bool(dedup_curve) and dedup_curve[-1][1] == floor
+            dedup_curve.append((float(t), floor if done else len(_clusters(flat, groups, t))))
     else:
         radius = dedup_tol if dedup_tol is not None else 1e3 * rtol
     raw: list[dict[str, Any]] = []
