@@ -467,6 +467,55 @@ def _finish(
     return est
 
 
+def _estimate(
+    name: str,
+    system: LoopedSystem,
+    h: torch.Tensor,
+    *,
+    k: int | None,
+    x: torch.Tensor | None,
+    tol: float | None,
+    max_steps: int | None,
+    seed: int,
+    mode: str,
+    throw: bool,
+) -> SpectralEstimate:
+    """Shared body of the five verbs: validate, build the operator, run the kernel, package."""
+    op, rtol, steps, call = _setup(name, system, h, x, tol, max_steps, seed, k, mode)
+    dims = (op.shape[0], op.shape[1], op.dtype, op.device)
+    kk = 1 if k is None else k
+    if name in ("spectral_norm", "singular_values"):
+        kr = _golub_kahan(op.matvec, op.rmatvec, *dims, k=kk, tol=rtol, max_steps=steps, seed=seed)
+        method, lower = "golub_kahan_lanczos", True
+    elif name in ("eigenvalues", "spectral_radius"):
+        kr = _arnoldi(op.matvec, *dims, k=kk, tol=rtol, max_steps=steps, seed=seed)
+        method, lower = "arnoldi", False
+        if name == "spectral_radius":
+            kr = _Krylov(
+                kr.values[:, :1].abs(), kr.residuals[:, :1], kr.steps, kr.converged, kr.vectors
+            )
+    else:
+
+        def sym(v: torch.Tensor) -> torch.Tensor:
+            return 0.5 * (op.matvec(v) + op.rmatvec(v))
+
+        kr = _lanczos_sym(sym, *dims, tol=rtol, max_steps=steps, seed=seed)
+        method, lower = "lanczos", True
+    scalar = name in ("spectral_norm", "spectral_radius", "log_norm")
+    return _finish(
+        name,
+        call,
+        op,
+        kr,
+        scalar=scalar,
+        lower=lower,
+        tol=rtol,
+        method=method,
+        seed=seed,
+        throw=throw,
+    )
+
+
 def spectral_norm(
     system: LoopedSystem,
     h: torch.Tensor,
@@ -513,29 +562,16 @@ def spectral_norm(
     >>> est.lower_bound, est.guaranteed
     (True, False)
     """
-    op, rtol, steps, call = _setup("spectral_norm", system, h, x, tol, max_steps, seed, None, mode)
-    kr = _golub_kahan(
-        op.matvec,
-        op.rmatvec,
-        op.shape[0],
-        op.shape[1],
-        op.dtype,
-        op.device,
-        k=1,
-        tol=rtol,
-        max_steps=steps,
-        seed=seed,
-    )
-    return _finish(
+    return _estimate(
         "spectral_norm",
-        call,
-        op,
-        kr,
-        scalar=True,
-        lower=True,
-        tol=rtol,
-        method="golub_kahan_lanczos",
+        system,
+        h,
+        k=None,
+        x=x,
+        tol=tol,
+        max_steps=max_steps,
         seed=seed,
+        mode=mode,
         throw=throw,
     )
 
@@ -566,29 +602,16 @@ def singular_values(
     >>> bool(torch.allclose(est.values[0], dense, rtol=1e-8))
     True
     """
-    op, rtol, steps, call = _setup("singular_values", system, h, x, tol, max_steps, seed, k, mode)
-    kr = _golub_kahan(
-        op.matvec,
-        op.rmatvec,
-        op.shape[0],
-        op.shape[1],
-        op.dtype,
-        op.device,
-        k=k,
-        tol=rtol,
-        max_steps=steps,
-        seed=seed,
-    )
-    return _finish(
+    return _estimate(
         "singular_values",
-        call,
-        op,
-        kr,
-        scalar=False,
-        lower=True,
-        tol=rtol,
-        method="golub_kahan_lanczos",
+        system,
+        h,
+        k=k,
+        x=x,
+        tol=tol,
+        max_steps=max_steps,
         seed=seed,
+        mode=mode,
         throw=throw,
     )
 
@@ -619,28 +642,16 @@ def eigenvalues(
     >>> [round(v, 6) for v in est.values[0].abs().tolist()]  # a complex pair
     [0.9, 0.9]
     """
-    op, rtol, steps, call = _setup("eigenvalues", system, h, x, tol, max_steps, seed, k, mode)
-    kr = _arnoldi(
-        op.matvec,
-        op.shape[0],
-        op.shape[1],
-        op.dtype,
-        op.device,
-        k=k,
-        tol=rtol,
-        max_steps=steps,
-        seed=seed,
-    )
-    return _finish(
+    return _estimate(
         "eigenvalues",
-        call,
-        op,
-        kr,
-        scalar=False,
-        lower=False,
-        tol=rtol,
-        method="arnoldi",
+        system,
+        h,
+        k=k,
+        x=x,
+        tol=tol,
+        max_steps=max_steps,
         seed=seed,
+        mode=mode,
         throw=throw,
     )
 
@@ -671,29 +682,16 @@ def spectral_radius(
     >>> round(float(rho.values[0]), 8)
     0.9
     """
-    op, rtol, steps, call = _setup("spectral_radius", system, h, x, tol, max_steps, seed, k, mode)
-    kr = _arnoldi(
-        op.matvec,
-        op.shape[0],
-        op.shape[1],
-        op.dtype,
-        op.device,
-        k=k,
-        tol=rtol,
-        max_steps=steps,
-        seed=seed,
-    )
-    rho = _Krylov(kr.values[:, :1].abs(), kr.residuals[:, :1], kr.steps, kr.converged, kr.vectors)
-    return _finish(
+    return _estimate(
         "spectral_radius",
-        call,
-        op,
-        rho,
-        scalar=True,
-        lower=False,
-        tol=rtol,
-        method="arnoldi",
+        system,
+        h,
+        k=k,
+        x=x,
+        tol=tol,
+        max_steps=max_steps,
         seed=seed,
+        mode=mode,
         throw=throw,
     )
 
@@ -725,23 +723,15 @@ def log_norm(
     >>> bool(abs(est.values[0] - torch.linalg.eigvalsh((A + A.T) / 2)[-1]) < 1e-8)
     True
     """
-    op, rtol, steps, call = _setup("log_norm", system, h, x, tol, max_steps, seed, None, mode)
-
-    def sym(v: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (op.matvec(v) + op.rmatvec(v))
-
-    kr = _lanczos_sym(
-        sym, op.shape[0], op.shape[1], op.dtype, op.device, tol=rtol, max_steps=steps, seed=seed
-    )
-    return _finish(
+    return _estimate(
         "log_norm",
-        call,
-        op,
-        kr,
-        scalar=True,
-        lower=True,
-        tol=rtol,
-        method="lanczos",
+        system,
+        h,
+        k=None,
+        x=x,
+        tol=tol,
+        max_steps=max_steps,
         seed=seed,
+        mode=mode,
         throw=throw,
     )
