@@ -14,6 +14,20 @@ verbs that return frozen results saying what is proven and what is estimated.
 
 from . import errors as errors
 from . import models as models
+from ._axes import AxesReport as AxesReport
+from ._axes import Geometry as Geometry
+from ._axes import InputDependence as InputDependence
+from ._axes import Reachability as Reachability
+from ._axes import geometry as geometry
+from ._axes import ift_sensitivity as ift_sensitivity
+from ._axes import input_dependence as input_dependence
+from ._axes import reachability as reachability
+from ._axes import stability_axes as stability_axes
+from ._contraction import ContractionVerdict as ContractionVerdict
+from ._contraction import Evidence as Evidence
+from ._contraction import Verdict as Verdict
+from ._contraction import check_contraction as check_contraction
+from ._contraction import lyapunov_certificate as lyapunov_certificate
 from ._fixed_points import Continuum as Continuum
 from ._fixed_points import Cycle as Cycle
 from ._fixed_points import FixedPoint as FixedPoint
@@ -55,29 +69,40 @@ __version__ = "0.1.0"
 __all__ = [
     "HALTING_RULES",
     "METHODS",
+    "AxesReport",
     "Bound",
     "BoundStep",
     "Continuum",
+    "ContractionVerdict",
     "Cycle",
     "Domain",
+    "Evidence",
     "FixedPoint",
     "FixedPointSet",
+    "Geometry",
     "HaltingReport",
+    "InputDependence",
     "JacobianOperator",
     "LayerCycle",
     "LoopedSystem",
     "Outcome",
+    "Reachability",
     "Solution",
     "SpectralEstimate",
     "Trajectory",
     "UnseenEstimate",
+    "Verdict",
     "chao1",
+    "check_contraction",
     "clopper_pearson",
     "default_tolerance",
     "eigenvalues",
     "errors",
     "find_fixed_points",
+    "geometry",
     "halting",
+    "ift_sensitivity",
+    "input_dependence",
     "input_jacobian",
     "jacobian",
     "jacobian_operator",
@@ -85,9 +110,12 @@ __all__ = [
     "lipschitz_lower_bound",
     "lipschitz_upper_bound",
     "log_norm",
+    "lyapunov_certificate",
     "models",
+    "reachability",
     "singular_values",
     "solve",
     "spectral_norm",
     "spectral_radius",
+    "stability_axes",
 ]

@@ -189,6 +189,9 @@ class FixedPointSet:
     dedup_curve : tuple of (float, int)
         Distinct points at other dedup tolerances: a count that moves a lot with the tolerance
         signals points that are not isolated.
+    steps : torch.Tensor
+        ``(n_inputs · starts_per_input,)``: iterations each start took (until it converged or
+        stopped).
     mode, tol, neutral_band, seed, dtype, device :
         Settings.
     """
@@ -210,6 +213,7 @@ class FixedPointSet:
     seed: int
     dtype: str
     device: str
+    steps: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     guaranteed: bool = field(default=False, init=False)
 
     def stable(self) -> tuple[FixedPoint, ...]:
@@ -717,6 +721,7 @@ def find_fixed_points(
     n_newton: int | None = None,
     perturb: float = 0.5,
     qmin_steps: int = 200,
+    newton_steps: int = 50,
     k_eigenvalues: int = 6,
     dense_limit: int = 512,
     seed: int = 0,
@@ -773,6 +778,8 @@ def find_fixed_points(
         FixedPointFinder's examples use: diverse starts reach more saddles).
     qmin_steps : int
         Adam steps on ``q`` in mode "all" (0: no q-minimisation).
+    newton_steps : int
+        Newton–Krylov steps per root-finding start in mode "all".
     k_eigenvalues : int
         Eigenvalues kept per point when the spectrum comes from Arnoldi.
     dense_limit : int
@@ -812,6 +819,7 @@ def find_fixed_points(
     check_positive_int(call, "max_period", max_period)
     check_positive_float(call, "perturb", perturb)
     check_positive_int(call, "qmin_steps", qmin_steps, minimum=0)
+    check_positive_int(call, "newton_steps", newton_steps)
     check_positive_int(call, "k_eigenvalues", k_eigenvalues)
     check_positive_int(call, "dense_limit", dense_limit, minimum=0)
     if n_newton is not None:
@@ -905,7 +913,13 @@ def find_fixed_points(
         pert = base + perturb * rms * noise
         sub = inputs.sub(pick_s)
         nk = solve(
-            sub, pert, method="newton_krylov", tol=rtol, atol=rtol, max_steps=50, throw=False
+            sub,
+            pert,
+            method="newton_krylov",
+            tol=rtol,
+            atol=rtol,
+            max_steps=newton_steps,
+            throw=False,
         )
         found = [
             (nk.state[j], int(pick_s[j]), "newton")
@@ -1105,6 +1119,7 @@ def find_fixed_points(
         n_inputs=n_inputs,
         starts_per_input=per,
         start_outcomes=outcomes,
+        steps=reach.steps,
         labels=label,
         discovery=tuple(discovery),
         unseen=chao1(attractor_counts, total, draws=per),

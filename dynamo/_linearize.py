@@ -48,6 +48,8 @@ def _prepare(
         )
     check_finite_tensor(call, "h", h)
     xx = system._input_for(call, h.shape[0], x, check_values=x is not None)
+    if not system.driven:
+        xx = None  # an autonomous map ignores its input: nothing to map over
     z = system.flatten(h.detach().to(system.dtype))
     return system, z, xx
 
@@ -182,20 +184,20 @@ class JacobianOperator:
     Attributes
     ----------
     shape : tuple
-        ``(N, n, n)``.
+        ``(N, n_out, n_in)`` (square for ``∂f/∂h``).
     """
 
     def __init__(self, fn: FlatFn, z: torch.Tensor, *, mode: str = "reverse") -> None:
         self._fn = fn
         self.z = z
         self.mode = mode
-        self.shape = (int(z.shape[0]), int(z.shape[1]), int(z.shape[1]))
         self.dtype = z.dtype
         self.device = z.device
         self._counts = _Counts()
         with torch.no_grad():
             primal = vjp(fn, z)
         self.value, vjp_fn = primal[0], primal[1]
+        self.shape = (int(z.shape[0]), int(self.value.shape[1]), int(z.shape[1]))
         self._vjp = vjp_fn
         self._jvp_rev: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
         if mode == "reverse":
@@ -226,8 +228,8 @@ class JacobianOperator:
             return self._vjp(u)[0]
 
     def dense(self) -> torch.Tensor:
-        """The dense ``(N, n, n)`` Jacobian, column by column from ``matvec`` (for checks)."""
-        n_rows, n = self.shape[0], self.shape[1]
+        """The dense ``(N, n_out, n_in)`` Jacobian, column by column from ``matvec`` (checks)."""
+        n_rows, n = self.shape[0], self.shape[2]
         cols = []
         for j in range(n):
             e = torch.zeros(n_rows, n, dtype=self.dtype, device=self.device)
@@ -241,24 +243,24 @@ class JacobianOperator:
         The other states of the batch ride along with zero vectors; build the operator on a single
         state for efficiency when you only need scipy.
         """
-        n_rows, n = self.shape[0], self.shape[1]
+        n_rows, n_out, n_in = self.shape
         if not 0 <= index < n_rows:
             raise InvalidArgumentError(
                 f"JacobianOperator.scipy(index={index}): index must be in [0, {n_rows})"
             )
 
-        def lift(v: np.ndarray) -> torch.Tensor:
+        def lift(v: np.ndarray, n: int) -> torch.Tensor:
             full = torch.zeros(n_rows, n, dtype=self.dtype, device=self.device)
             full[index] = torch.as_tensor(np.ravel(v), dtype=self.dtype, device=self.device)
             return full
 
         def mv(v: np.ndarray) -> np.ndarray:
-            return self.matvec(lift(v))[index].cpu().double().numpy()
+            return self.matvec(lift(v, n_in))[index].cpu().double().numpy()
 
         def rmv(v: np.ndarray) -> np.ndarray:
-            return self.rmatvec(lift(v))[index].cpu().double().numpy()
+            return self.rmatvec(lift(v, n_out))[index].cpu().double().numpy()
 
-        return sla.LinearOperator((n, n), matvec=mv, rmatvec=rmv, dtype=np.float64)
+        return sla.LinearOperator((n_out, n_in), matvec=mv, rmatvec=rmv, dtype=np.float64)
 
     def __repr__(self) -> str:
         return f"JacobianOperator(N={self.shape[0]}, n={self.shape[1]}, mode={self.mode!r})"

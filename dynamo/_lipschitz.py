@@ -221,6 +221,11 @@ class Bound:
         The state of largest ``‖J‖₂`` (lower bounds), ``(1, *state_shape)``.
     n_evaluated : int
         States at which ``‖J‖₂`` was evaluated (lower bounds).
+    local_values : torch.Tensor or None
+        The local ``‖J‖₂`` at each final state (lower bounds).
+    out_norms : (float, float) or None
+        A sound interval for every output token's norm over the domain (upper bounds): the map
+        sends the domain into itself when this lies inside ``[r_min, r_max]``.
     """
 
     kind: str
@@ -232,6 +237,7 @@ class Bound:
     witness: torch.Tensor | None = None
     n_evaluated: int = 0
     local_values: torch.Tensor | None = field(default=None, repr=False)
+    out_norms: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (the witness state is left out; its norm is kept)."""
@@ -722,6 +728,7 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
         method="rules",
         domain=domain,
         steps=tuple(tr.steps),
+        out_norms=(tr.lo, tr.hi),
     )
 
 

@@ -3,8 +3,8 @@
 scipy's GMRES solves one system at a time on NumPy arrays; Newton-Krylov here needs one solve per
 start, all at once, on whatever device the map lives on. This is the textbook algorithm (Saad &
 Schultz 1986): Arnoldi with classical Gram-Schmidt applied twice, Givens rotations for the small
-least-squares problem, restarts. Rows that break down ("happy breakdown") stop growing their Krylov
-space and solve exactly there.
+least-squares problem, restarts (stopped early once a restart gains less than 10% on every row).
+Rows that break down ("happy breakdown") stop growing their Krylov space and solve exactly there.
 """
 
 from __future__ import annotations
@@ -129,7 +129,10 @@ def gmres(
         n_matvec += 1
         beta_new = r_new.norm(dim=1)
         better = beta_new <= beta  # never return a worse iterate than the one we had
+        stalled = bool((beta_new > 0.9 * beta).all())
         x = torch.where(better[:, None], x_new, x)
         r = torch.where(better[:, None], r_new, r)
         beta = torch.where(better, beta_new, beta)
+        if stalled:  # a restart that gained less than 10% everywhere will not gain much more
+            break
     return GmresResult(x=x, residual=beta, converged=beta <= target * (1 + 1e-6), n_matvec=n_matvec)
