@@ -14,6 +14,7 @@ verbs that return frozen results saying what is proven and what is estimated.
 
 from . import errors as errors
 from . import models as models
+from . import plots as plots
 from ._axes import AxesReport as AxesReport
 from ._axes import Geometry as Geometry
 from ._axes import InputDependence as InputDependence
@@ -23,6 +24,13 @@ from ._axes import ift_sensitivity as ift_sensitivity
 from ._axes import input_dependence as input_dependence
 from ._axes import reachability as reachability
 from ._axes import stability_axes as stability_axes
+from ._basins import BasinGraph as BasinGraph
+from ._basins import CellMap as CellMap
+from ._basins import Plane as Plane
+from ._basins import basin_entropy as basin_entropy
+from ._basins import basin_graph as basin_graph
+from ._basins import cell_mapping as cell_mapping
+from ._basins import label_states as label_states
 from ._contraction import ContractionVerdict as ContractionVerdict
 from ._contraction import Evidence as Evidence
 from ._contraction import Verdict as Verdict
@@ -70,8 +78,10 @@ __all__ = [
     "HALTING_RULES",
     "METHODS",
     "AxesReport",
+    "BasinGraph",
     "Bound",
     "BoundStep",
+    "CellMap",
     "Continuum",
     "ContractionVerdict",
     "Cycle",
@@ -86,12 +96,16 @@ __all__ = [
     "LayerCycle",
     "LoopedSystem",
     "Outcome",
+    "Plane",
     "Reachability",
     "Solution",
     "SpectralEstimate",
     "Trajectory",
     "UnseenEstimate",
     "Verdict",
+    "basin_entropy",
+    "basin_graph",
+    "cell_mapping",
     "chao1",
     "check_contraction",
     "clopper_pearson",
@@ -106,12 +120,14 @@ __all__ = [
     "input_jacobian",
     "jacobian",
     "jacobian_operator",
+    "label_states",
     "layer_cycle",
     "lipschitz_lower_bound",
     "lipschitz_upper_bound",
     "log_norm",
     "lyapunov_certificate",
     "models",
+    "plots",
     "reachability",
     "singular_values",
     "solve",
