@@ -498,28 +498,32 @@ def basin_graph(
     if saddles:
         counters: dict[str, int] = {}
         rtol = default_tolerance(system.dtype) if tol is None else tol
+        unstable_nodes: list[tuple[str, Any]] = []
         for p in found.points:
             if p.basin_count:
                 continue
-            kind = p.stability
-            idx = counters.get(kind, 0)
-            counters[kind] = idx + 1
-            node = f"{kind}:{idx}"
+            idx = counters.get(p.stability, 0)
+            counters[p.stability] = idx + 1
+            node = f"{p.stability}:{idx}"
             g.add_node(
                 node,
                 **_node_attrs(
-                    kind=kind,
+                    kind=p.stability,
                     attractor=False,
                     input_index=p.input_index,
                     residual=p.residual,
                     spectral_radius=p.spectral_radius,
                     n_unstable=p.n_unstable,
                     state_norm=float(p.state.norm()),
-                    label=(
-                        f"{kind}, {p.n_unstable} unstable direction(s), ρ = {p.spectral_radius:.3g}"
-                    ),
+                    label=f"{p.stability}, {p.n_unstable} unstable direction(s), "
+                    f"ρ = {p.spectral_radius:.3g}",
                 ),
             )
+            unstable_nodes.append((node, p))
+        # an unstable manifold may end on another unstable point (a heteroclinic connection
+        # along an invariant set), so the skeleton matches against every fixed point
+        every = targets + [(node, p.state[None], p.input_index) for node, p in unstable_nodes]
+        for node, p in unstable_nodes:
             sub = (
                 system.with_input(system.x[p.input_index : p.input_index + 1])
                 if (system.driven and system.x is not None)
@@ -548,7 +552,7 @@ def basin_graph(
                     system,
                     sol.state[j],
                     sol.outcomes[j].ok,
-                    targets,
+                    every,
                     p.input_index,
                     found.dedup_tol,
                     sol.outcomes[j].label,
