@@ -180,19 +180,22 @@ class Domain:
 
 @dataclass(frozen=True)
 class BoundStep:
-    """One rule applied: where, which rule, its factor, and the token-norm interval after it."""
+    """One rule applied: where, which rule, its factor, the token-norm interval after it, and the
+    claims (``dynamo prove R1`` …) whose checked derivations the factor rests on."""
 
     where: str
     rule: str
     factor: float
     norms: tuple[float, float]
     note: str = ""
+    claims: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe."""
         return {
             "where": self.where,
             "rule": self.rule,
+            "claims": self.claims,
             "factor": _num(self.factor),
             "norms": [_num(self.norms[0]), _num(self.norms[1])],
             "note": self.note,
@@ -262,6 +265,7 @@ class Bound:
         lines = [head]
         for s in self.steps:
             note = f"  [{s.note}]" if s.note else ""
+            note += f"  (claims {s.claims})" if s.claims else ""
             lines.append(
                 f"  {s.where:<28s} {s.rule:<22s} × {s.factor:<10.4g} norms [{s.norms[0]:.4g}, "
                 f"{s.norms[1]:.4g}]{note}"
@@ -301,7 +305,34 @@ class _Trace:
 
     def add(self, where: str, rule: str, factor: float, note: str = "") -> None:
         self.lip *= factor
-        self.steps.append(BoundStep(where, rule, factor, (self.lo, self.hi), note))
+        self.steps.append(
+            BoundStep(where, rule, factor, (self.lo, self.hi), note, _claims_for(f"{rule} {note}"))
+        )
+
+
+def _claims_for(rule: str) -> str:
+    """The checked derivations (``dynamo prove R…``) a rule's factor rests on; every factor
+    multiplies into the bound by R8 (composition)."""
+    r = rule.lower()
+    parts = []
+    for key, name in (
+        ("linear", "R1"),
+        ("a h", "R1"),
+        ("elementwise", "R2"),
+        ("tanh", "R2"),
+        ("relu", "R2"),
+        ("residual", "R3"),
+        ("[h; e]", "R4"),
+        ("h + p e", "R4"),
+        ("rmsnorm", "R5"),
+        ("layernorm", "R6"),
+        ("attention", "R7"),
+        ("mlp", "R1, R2"),
+        ("polynomial", "R8"),
+    ):
+        if key in r and name not in parts:
+            parts.append(name)
+    return ", ".join([*parts, "R8"])
 
 
 def _norm_rule(
@@ -517,7 +548,7 @@ def _sublayer_rule(
     if sub.n_in is not None:
         lip, r_lo, r_hi, note = _norm_rule(call, where + ".n_in", sub.n_in, r_lo, r_hi)
         branch *= lip
-        notes.append(f"N_in ×{lip:.4g} ({note})")
+        notes.append(f"N_in {type(sub.n_in).__name__} ×{lip:.4g} ({note})")
     if isinstance(sub.branch, _Attention):
         att = sub.branch
         if att.pos == "absolute":

@@ -106,6 +106,68 @@ def certify(
     raise typer.Exit(EXIT_PASS if report.passed else EXIT_FAIL)
 
 
+@app.command()
+def prove(
+    name: Annotated[
+        str | None, typer.Argument(help="A claim (C1–C14, R1–R8); omit with --all.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Prove every registered claim.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Also run each claim's numeric check through dynamo.")
+    ] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the proofs (and checks) as JSON here.")
+    ] = None,
+) -> None:
+    """Print sympy-checked proofs of dynamo's claims; exit 1 if any step (or check) fails.
+
+    Each step shows what it says, the expression sympy examined, and sympy's answer. The claims
+    C1–C14 are the field's and dynamo's (see the theory pages of the docs); R1–R8 are the
+    per-layer Lipschitz rules behind every certified bound.
+    """
+    if (name is None) == (not all_):
+        raise _UsageError("prove: give a claim name (e.g. `dynamo prove C4`) or --all, not both")
+    if json_out is not None and not json_out.parent.is_dir():
+        raise _UsageError(f"prove --json {json_out}: the folder {json_out.parent} does not exist")
+    import theory
+
+    if all_:
+        claims = list(theory.registry())
+    else:
+        assert name is not None
+        try:
+            claims = [theory.get(name)]
+        except KeyError as err:
+            raise _UsageError(f"prove {name}: {err.args[0]}") from err
+    failed = []
+    payload = []
+    for c in claims:
+        proof = c.prove()
+        typer.echo(f"{c.name} — {c.title}")
+        typer.echo("  hypotheses: " + ("; ".join(c.hypotheses) or "none"))
+        typer.echo("  " + str(proof).replace("\n", "\n  "))
+        entry = {"claim": c.to_dict(), "proof": proof.to_dict()}
+        if not proof.ok:
+            failed.append(c.name)
+        if check:
+            result = c.check()
+            typer.echo(f"  {result}")
+            entry["check"] = result.to_dict()
+            if not result.ok:
+                failed.append(f"{c.name} (check)")
+        typer.echo("")
+        payload.append(entry)
+    n_steps = sum(len(e["proof"]["steps"]) for e in payload)
+    typer.echo(
+        f"{len(claims)} claims, {n_steps} steps: "
+        + ("all proved" if not failed else f"FAILED: {', '.join(failed)}")
+        + (" (numeric checks run)" if check else "")
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    raise typer.Exit(EXIT_FAIL if failed else EXIT_PASS)
+
+
 class _UsageError(Exception):
     pass
 
