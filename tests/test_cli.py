@@ -1,4 +1,4 @@
-"""The `dynamo` command line and the reachability report behind `dynamo certify`."""
+"""The `dynamo` command line (certify, analyze, basins) and the reachability report."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def test_certify_default_passes_and_says_what_it_means(capsys: pytest.CaptureFix
     assert main(["certify"]) == 0
     out = capsys.readouterr().out
     assert "recall='outer', norm='outer'" in out
-    assert "converged       32/32 (100.0%; 95% CI 89.1%-100.0%)" in out
-    assert "same limit      8/8 inputs" in out
-    assert "PASS" in out
-    assert "sampled estimate, not a proof" in out
+    assert "8 input(s) x 16 tokens" in out and "seeds 0" in out
+    assert "PASS reachability.converged_fraction >= 1: 1/1 draws" in out
+    assert "reachability.converged           32" in out
+    assert "PASSED: 1/1 requirement(s) hold over 1 draw(s)" in out
+    assert "sampled estimate" in out
 
 
 def test_certify_fails_with_exit_1_and_never_claims_zero_fixed_points(
@@ -32,26 +33,33 @@ def test_certify_fails_with_exit_1_and_never_claims_zero_fixed_points(
 ) -> None:
     assert main(["certify", *FAST, "--max-steps", "3"]) == 1
     out = capsys.readouterr().out
-    assert "converged       0/6" in out
-    assert "6 max_steps_reached" in out
-    assert "FAIL" in out and "No start converged, so no fixed point is reported" in out
-    assert "0 fixed points" not in out
+    assert "FAIL reachability.converged_fraction >= 1: 0/1 draws" in out
+    assert "no start converged, so no fixed point is reported" in out
+    assert "geometry.spectral_radius         n/a" in out
+    assert "0 fixed points" not in out.replace("'0 fixed points'", "")
 
 
 def test_certify_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "report.json"
     assert main(["certify", *FAST, "--json", str(target)]) == 0
     data = json.loads(target.read_text())
-    report = data["report"]
-    assert data["architecture"] == verify.DEFAULT_ARCHITECTURE
-    assert report["passed"] is True
-    assert report["n_starts"] == 6 and report["converged"] == 6
-    assert report["solution"]["outcomes"] == ["converged"] * 6
-    assert report["kind"] == "reachability (sampled estimate)"
-    # the same seed gives the same numbers
+    assert data["schema_version"] == 1 and data["kind"] == "dynamo.certificate"
+    assert data["passed"] is True
+    assert data["spec"]["architecture"]["recall"] == verify.DEFAULT_ARCHITECTURE["recall"]
+    assert (
+        data["spec"]["inputs"]["count"] == 3 and data["spec"]["analysis"]["starts_per_input"] == 2
+    )
+    metrics = data["draws"][0]["metrics"]
+    assert metrics["reachability.starts"] == 6 and metrics["reachability.converged"] == 6
+    assert data["requirements"][0]["basis"] == "sampled estimate"
+    assert data["environment"]["timestamp"] is not None
+    # the same spec and seed give the same JSON, apart from when it was made
     again = tmp_path / "again.json"
     assert main(["certify", *FAST, "--json", str(again)]) == 0
-    assert json.loads(again.read_text())["report"] == report
+    second = json.loads(again.read_text())
+    for d in (data, second):
+        d["environment"]["timestamp"] = d["environment"]["elapsed_s"] = None
+    assert second == data
 
 
 @pytest.mark.parametrize(
@@ -60,8 +68,13 @@ def test_certify_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         (["certify", "--inputs", "0"], "Invalid value for '--inputs'"),
         (["certify", "--bogus"], "No such option"),
         (["certify", "--dtype", "bfloat16"], "Invalid value for '--dtype'"),
-        (["certify", "--min-converged", "1.5"], "must be in (0, 1]"),
+        (["certify", "--seeds", "0"], "Invalid value for '--seeds'"),
         (["certify", "--json", "/nonexistent/dir/r.json"], "does not exist"),
+        (["certify", "--junit", "/nonexistent/dir/r.xml"], "certify --junit"),
+        (["certify", "--device", "quantum"], "certify --device quantum"),
+        (["certify", "no/such/spec.toml"], "no such spec file"),
+        (["analyze", "--markdown", "/nonexistent/x.md"], "analyze --markdown"),
+        (["basins", "--n-starts", "0"], "Invalid value for '--n-starts'"),
         (["frobnicate"], "No such command"),
     ],
 )
@@ -75,13 +88,35 @@ def test_bad_usage_exits_2_without_a_traceback(
     assert "Traceback" not in text
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
+def test_unavailable_device_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["certify", "--device", "cuda"]) == 2
+    assert "CUDA is not available here; use cpu" in capsys.readouterr().err
+
+
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "certify" in out and "Exit codes" in out
+    for command in ["certify", "analyze", "basins", "prove", "Exit codes"]:
+        assert command in out
     assert main(["certify", "--help"]) == 0
     out = capsys.readouterr().out
-    for option in ["--inputs", "--starts", "--seq-len", "--seed", "--max-steps", "--json"]:
+    for option in [
+        "--seeds",
+        "--device",
+        "--json",
+        "--markdown",
+        "--junit",
+        "--html",
+        "--inputs",
+        "--starts",
+        "--seq-len",
+        "--seed",
+        "--max-steps",
+        "--progress",
+    ]:
         assert option in out
 
 
@@ -91,7 +126,7 @@ def test_internal_errors_exit_3_in_one_line(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("verify._reach.reachability_report", broken)
+    monkeypatch.setattr("verify._certify.certify", broken)
     assert main(["certify", *FAST]) == 3
     err = capsys.readouterr().err
     assert "internal error (RuntimeError: simulated bug)" in err
@@ -106,7 +141,8 @@ def test_console_entry_point_runs_as_a_module() -> None:
         check=False,
     )
     assert done.returncode == 1, done.stderr
-    assert "FAIL" in done.stdout
+    assert "FAILED" in done.stdout
+    assert "dynamo certify" not in done.stderr  # no progress bar when stderr is not a terminal
 
 
 # ---------------------------------------------------------------------- the report itself

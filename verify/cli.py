@@ -11,7 +11,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -40,70 +40,410 @@ def _root() -> None:
     """Dynamical-systems analysis of looped (weight-tied) transformer blocks."""
 
 
+_SPEC_HELP = "A TOML spec (see the docs' spec reference); omit for the built-in default."
+SpecArg = Annotated[Path | None, typer.Argument(help=_SPEC_HELP, show_default=False)]
+SeedsOpt = Annotated[
+    int | None, typer.Option("--seeds", min=1, help="Initialisation draws (overrides the spec).")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="Where to run: cpu, cuda, cuda:1, mps (default cpu).")
+]
+InputsOpt = Annotated[int | None, typer.Option("--inputs", min=1, help="Random inputs per draw.")]
+SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1, help="Tokens per input.")]
+StartsOpt = Annotated[int | None, typer.Option("--starts", min=1, help="Starts per input.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of the inputs and starts.")]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option("--max-steps", min=1, help="Iterations per start.")
+]
+DTypeOpt = Annotated[DType | None, typer.Option("--dtype", help="Analysis dtype.")]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress", help="Progress bar on stderr (default: if a terminal)."
+    ),
+]
+
+
+def _out(flag: str) -> object:
+    return typer.Option(flag, help=f"Write the {flag[2:].upper()} report here.", show_default=False)
+
+
+JsonOpt = Annotated[Path | None, _out("--json")]
+MarkdownOpt = Annotated[Path | None, _out("--markdown")]
+JunitOpt = Annotated[Path | None, _out("--junit")]
+HtmlOpt = Annotated[Path | None, _out("--html")]
+
+
 @app.command()
 def certify(
-    inputs: Annotated[int, typer.Option(min=1, help="Random encoded inputs e ~ N(0, 1).")] = 8,
-    starts: Annotated[
-        int, typer.Option(min=1, help="Starts per input (h0 = e, then e + noise).")
-    ] = 4,
-    seq_len: Annotated[int, typer.Option(min=1, help="Tokens per input (T).")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed of the inputs and start noise.")] = 0,
-    max_steps: Annotated[int, typer.Option(min=1, help="Iterations per start.")] = 1000,
-    min_converged: Annotated[
-        float, typer.Option(help="Required converged fraction, in (0, 1].")
-    ] = 1.0,
-    dtype: Annotated[DType, typer.Option(help="Analysis dtype.")] = DType.float64,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the full report as JSON here.")
-    ] = None,
+    spec: SpecArg = None,
+    seeds: SeedsOpt = None,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = None,
+    markdown: MarkdownOpt = None,
+    junit: JunitOpt = None,
+    html: HtmlOpt = None,
+    inputs: InputsOpt = None,
+    seq_len: SeqLenOpt = None,
+    starts: StartsOpt = None,
+    seed: SeedOpt = None,
+    max_steps: MaxStepsOpt = None,
+    dtype: DTypeOpt = None,
+    progress: ProgressOpt = None,
 ) -> None:
-    """Certify the built-in default architecture: does plain iteration reach a fixed point?
+    """Certify an architecture over its initialisation draws; exit 0 if every requirement holds.
 
-    Builds LoopedTransformer(d_model=64, n_heads=4, n_layers=1, recall='outer', norm='outer',
-    norm_type='rms', pos='rope', seed=0), iterates h <- f(h, e) from several starts on random
-    inputs and reports the converged fraction (with its exact 95% interval), steps, final
-    residuals, whether the starts of each input agree, and what that means. Exit 0 when the
-    converged fraction meets --min-converged, else 1.
+    Without SPEC: the built-in default (LoopedTransformer d_model=64, n_heads=4, one layer,
+    recall='outer', norm='outer', RMS, RoPE; 8 inputs of 16 tokens, 4 starts each, seed 0) must
+    reach a fixed point from every start. Each requirement reports the share of draws that
+    satisfy it with its exact 95% interval. Everything measured is a sampled estimate unless the
+    report marks it certified.
     """
     t0 = time.perf_counter()
-    if not 0.0 < min_converged <= 1.0:
-        raise _UsageError(f"certify --min-converged {min_converged}: must be in (0, 1]")
-    if json_out is not None and not json_out.parent.is_dir():
+    outputs = _check_outputs("certify", json=json_out, markdown=markdown, junit=junit, html=html)
+    s = _spec("certify", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype)
+    if not s.requirements:
         raise _UsageError(
-            f"certify --json {json_out}: the folder {json_out.parent} does not exist; create it "
-            "or choose another path"
+            f"certify {spec}: the spec has no requirements: add some, or run `dynamo analyze "
+            f"{spec}` to measure without judging"
         )
+    dev = _device("certify", device)
+    from ._certify import certify as run
+
+    cert = run(s, device=dev, progress=_progress(progress))
+    typer.echo(_describe_run(s, cert))
+    typer.echo("")
+    typer.echo(_requirement_text(cert, spec))
+    typer.echo(f"\n({time.perf_counter() - t0:.1f} s)")
+    _write_reports(cert, outputs)
+    raise typer.Exit(EXIT_PASS if cert.passed else EXIT_FAIL)
+
+
+@app.command()
+def analyze(
+    spec: SpecArg = None,
+    seeds: SeedsOpt = None,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = None,
+    markdown: MarkdownOpt = None,
+    html: HtmlOpt = None,
+    inputs: InputsOpt = None,
+    seq_len: SeqLenOpt = None,
+    starts: StartsOpt = None,
+    seed: SeedOpt = None,
+    max_steps: MaxStepsOpt = None,
+    dtype: DTypeOpt = None,
+    quick: Annotated[
+        bool, typer.Option(help="Skip the costly metrics (‖dh*/dx‖₂, σ_min(I − J)).")
+    ] = False,
+    progress: ProgressOpt = None,
+) -> None:
+    """Measure every metric of a spec's analyses, without judging: exit 0 unless the input is bad.
+
+    For ad-hoc runs: a spec's requirements (if any) are ignored, and every metric is computed,
+    including the costly ones unless --quick.
+    """
+    t0 = time.perf_counter()
+    outputs = _check_outputs("analyze", json=json_out, markdown=markdown, html=html)
+    s = _spec("analyze", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype)
+    ignored = len(s.requirements)
+    s = s.model_copy(
+        update={
+            "requirements": [],
+            "analysis": s.analysis.model_copy(update={"all_metrics": not quick}),
+        }
+    )
+    dev = _device("analyze", device)
+    from ._certify import certify as run
+
+    cert = run(s, device=dev, progress=_progress(progress))
+    typer.echo(_describe_run(s, cert))
+    if ignored:
+        typer.echo(
+            f"  ({ignored} requirement(s) in the spec ignored: `dynamo certify` judges them)"
+        )
+    typer.echo("")
+    typer.echo(_metric_table(cert))
+    typer.echo(f"\n({time.perf_counter() - t0:.1f} s)")
+    _write_reports(cert, outputs)
+    raise typer.Exit(EXIT_PASS)
+
+
+@app.command()
+def basins(
+    spec: SpecArg = None,
+    draw: Annotated[
+        int | None,
+        typer.Option(help="Initialisation seed of the block (default: the spec's first)."),
+    ] = None,
+    n_starts: Annotated[int, typer.Option("--n-starts", min=1, help="Starts per input.")] = 16,
+    inputs: InputsOpt = None,
+    seq_len: SeqLenOpt = None,
+    seed: SeedOpt = None,
+    max_steps: MaxStepsOpt = None,
+    dtype: DTypeOpt = None,
+    saddles: Annotated[
+        bool, typer.Option(help="Also find saddles (Newton–Krylov) and their unstable manifolds.")
+    ] = False,
+    device: DeviceOpt = None,
+    json_out: Annotated[Path | None, _out("--json")] = None,
+    graphml: Annotated[
+        Path | None, typer.Option(help="Write the graph as GraphML here.", show_default=False)
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the input → attractor graph (PNG/SVG/PDF) here.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Basin graph of one draw of a spec's block: which starts, on which inputs, reach which
+    attractor (fixed points, cycles) and how many never settle. Sampled estimates."""
+    t0 = time.perf_counter()
+    outputs = _check_outputs("basins", json=json_out, graphml=graphml, plot=plot)
+    s = _spec("basins", spec, None, inputs, seq_len, None, seed, max_steps, dtype)
+    dev = _device("basins", device)
     import torch
 
-    from ._reach import DEFAULT_ARCHITECTURE, default_system, reachability_report
+    import dynamo as dy
 
-    torch_dtype = torch.float64 if dtype is DType.float64 else torch.float32
-    system = default_system(inputs, seq_len, seed=seed, dtype=torch_dtype)
-    report = reachability_report(
-        system, starts, max_steps=max_steps, min_converged=min_converged, seed=seed
+    from ._certify import build_model, draw_inputs
+
+    the_seed = s.draws.resolved()[0] if draw is None else draw
+    torch_dtype = torch.float64 if s.analysis.dtype == "float64" else torch.float32
+    model = build_model(s, the_seed).to(dtype=torch_dtype, device=dev).requires_grad_(False)
+    x = draw_inputs(s, model, torch_dtype).to(dev)
+    system = dy.LoopedSystem.from_module(model, x, dtype=None)
+    graph = dy.basin_graph(
+        system,
+        n_starts=n_starts,
+        scale=s.analysis.start_noise,
+        max_steps=s.analysis.max_steps,
+        saddles=saddles,
+        seed=s.inputs.seed,
     )
-    arch = ", ".join(f"{k}={v!r}" for k, v in DEFAULT_ARCHITECTURE.items())
-    typer.echo("dynamo certify: the built-in default architecture")
-    typer.echo(f"  LoopedTransformer({arch})")
     typer.echo(
-        f"  state {tuple(system.state_shape)} ({system.state_dim} numbers per start), "
-        f"{report.context['dtype']} on {report.context['device']}, input seed {seed}"
+        f"dynamo basins: {s.name}, draw seed {the_seed}, {x.shape[0]} input(s) x "
+        f"{n_starts} starts (sampled estimates)"
     )
+    typer.echo(f"  {graph}")
     typer.echo("")
-    typer.echo(str(report))
-    typer.echo(f"\n({time.perf_counter() - t0:.1f} s)")
-    if json_out is not None:
-        payload = {
-            "command": "certify",
-            "architecture": dict(DEFAULT_ARCHITECTURE),
-            "seq_len": seq_len,
-            "report": report.to_dict(),
-        }
+    typer.echo(f"  {'target':<14} {'starts':>7} {'share':>7}  95% interval     median steps")
+    for node, st in sorted(graph.statistics().items(), key=lambda kv: -kv[1]["count"]):
+        lo, hi = st["interval"]
+        label = graph.graph.nodes[node].get("label", node)
+        typer.echo(
+            f"  {node:<14} {st['count']:>7} {st['fraction']:>7.1%}  [{lo:.2f}, {hi:.2f}]"
+            f"     {st['steps_median']:>6.0f}   {label}"
+        )
+    if "unconverged" in graph.graph and graph.graph.in_degree("unconverged"):
+        typer.echo(
+            "  'unconverged': bounded but no fixed point or short cycle was reached "
+            f"within {s.analysis.max_steps} steps; no fixed point is reported for them"
+        )
+    if outputs.get("json"):
+        graph.to_json(outputs["json"])
+    if outputs.get("graphml"):
+        graph.write_graphml(outputs["graphml"])
+    if outputs.get("plot"):
         try:
-            json_out.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+            from dynamo import plots
+        except ImportError as err:  # pragma: no cover - matplotlib missing
+            raise _UsageError(
+                f"basins --plot needs matplotlib ({err}); pip install 'looped-dynamo[plots]'"
+            ) from err
+        ax = plots.basin_graph(graph)
+        fig: Any = ax.figure
+        fig.savefig(outputs["plot"], dpi=120, bbox_inches="tight")
+    typer.echo(f"\n({time.perf_counter() - t0:.1f} s)")
+    raise typer.Exit(EXIT_PASS)
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_outputs(command: str, **paths: Path | None) -> dict[str, Path]:
+    """Every output path must be writable before any work starts."""
+    out = {}
+    for key, path in paths.items():
+        if path is None:
+            continue
+        if not path.parent.is_dir():
+            raise _UsageError(
+                f"{command} --{key} {path}: the folder {path.parent} does not exist; create it or "
+                "choose another path"
+            )
+        if path.is_dir():
+            raise _UsageError(f"{command} --{key} {path}: is a folder; give a file name")
+        out[key] = path
+    return out
+
+
+def _spec(
+    command: str,
+    path: Path | None,
+    seeds: int | None,
+    inputs: int | None,
+    seq_len: int | None,
+    starts: int | None,
+    seed: int | None,
+    max_steps: int | None,
+    dtype: DType | None,
+) -> Any:
+    from ._spec import Spec, SpecError, default_spec, load_spec, validate
+
+    spec: Spec = default_spec() if path is None else load_spec(path)
+    data = spec.model_dump(mode="json")
+    changes = {
+        ("draws", "count"): seeds,
+        ("inputs", "count"): inputs,
+        ("inputs", "seq_len"): seq_len,
+        ("inputs", "seed"): seed,
+        ("analysis", "starts_per_input"): starts,
+        ("analysis", "max_steps"): max_steps,
+        ("analysis", "dtype"): None if dtype is None else dtype.value,
+    }
+    if seeds is not None:
+        data["draws"]["seeds"] = None
+    for (section, key), value in changes.items():
+        if value is not None:
+            data[section][key] = value
+    try:
+        return validate(data, f"{command} {path or '(default spec)'} with the given options")
+    except SpecError:
+        raise
+    except Exception as err:  # pragma: no cover - defensive
+        raise _UsageError(f"{command}: {err}") from err
+
+
+def _device(command: str, device: str | None) -> str | None:
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise _UsageError(
+            f"{command} --device {device}: not a device ({err}); use cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise _UsageError(f"{command} --device {device}: CUDA is not available here; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise _UsageError(
+            f"{command} --device {device}: only {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise _UsageError(f"{command} --device {device}: MPS is not available here; use cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise _UsageError(f"{command} --device {device}: unsupported; use cpu, cuda or mps")
+    return device
+
+
+def _progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def _describe_run(spec: Any, cert: Any) -> str:
+    a, i, e = spec.architecture, spec.inputs, cert.environment
+    if a.kind == "factory":
+        arch = f"{a.factory}(seed=..., " + ", ".join(f"{k}={v!r}" for k, v in a.kwargs.items())
+        arch = arch.rstrip(", ") + ")"
+    else:
+        keys = ("d_model", "n_heads", "n_layers", "recall", "norm", "norm_type", "pos")
+        arch = "LoopedTransformer(" + ", ".join(f"{k}={getattr(a, k)!r}" for k in keys) + ")"
+    what = f"embeddings ~ N(0, {i.scale:g}²)" if i.kind == "embeddings" else "random tokens"
+    return "\n".join(
+        [
+            f"dynamo {('certify' if spec.requirements else 'analyze')}: {spec.name}",
+            f"  {arch}",
+            f"  {i.count} input(s) x {i.seq_len} tokens ({what}, seed {i.seed}), "
+            f"{spec.analysis.starts_per_input} start(s) each, {e.dtype} on {e.device}",
+            f"  {len(cert.draws)} initialisation draw(s): seeds {_seeds(e.seeds)}"
+            + (" (reachability vmapped over stacked parameters)" if e.reach_path == "vmap" else ""),
+        ]
+    )
+
+
+def _seeds(seeds: list[int]) -> str:
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}..{seeds[-1]}"
+    return ", ".join(str(s) for s in seeds)
+
+
+def _requirement_text(cert: Any, spec_path: Path | None) -> str:
+    n, failed = len(cert.requirements), len(cert.failed)
+    lines = ["requirements (share of draws satisfying each, exact 95% interval):"]
+    lines += [f"  {r.summary()}" for r in cert.requirements] or ["  (none)"]
+    lines += ["", _metric_table(cert)]
+    for d in cert.draws:
+        if d.metrics.get("reachability.converged") == 0:
+            lines.append(
+                f"  draw {d.seed}: no start converged, so no fixed point is reported and its "
+                "geometry is n/a (nothing converged; this is not '0 fixed points')"
+            )
+    bad = [
+        d.seed
+        for d in cert.draws
+        if isinstance(d.metrics.get("reachability.converged_fraction"), float)
+        and d.metrics["reachability.converged_fraction"] < 1.0
+    ]
+    if bad:
+        lines.append(
+            f"  draws where some start did not converge: {_seeds(bad)}; see where those starts "
+            f"go with `dynamo basins {spec_path or ''} --draw {bad[0]}`".replace("  ", " ")
+        )
+    lines += [
+        "",
+        ("PASSED" if cert.passed else "FAILED")
+        + f": {n - failed}/{n} requirement(s) hold over {len(cert.draws)} draw(s)"
+        + ("" if cert.passed else " (failed: " + "; ".join(r.text for r in cert.failed) + ")"),
+    ]
+    return "\n".join(lines)
+
+
+def _metric_table(cert: Any) -> str:
+    import statistics
+
+    names: list[str] = []
+    for d in cert.draws:
+        names += [m for m in d.metrics if m not in names]
+    if not names:
+        return "  (no metrics)"
+    width = max(len(n) for n in names)
+    single = len(cert.draws) == 1
+    head = "value" if single else "median      [min, max]"
+    lines = [f"  {'metric (sampled estimate)':<{width}}  {head}"]
+    for name in names:
+        values = [d.metrics.get(name) for d in cert.draws]
+        nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        texts = [v for v in values if isinstance(v, str)]
+        missing = sum(v is None for v in values)
+        if texts:
+            counts = {t: texts.count(t) for t in dict.fromkeys(texts)}
+            shown = ", ".join(f"{t} x{c}" if not single else t for t, c in counts.items())
+        elif nums:
+            med = statistics.median(nums)
+            shown = f"{med:.4g}" if single else f"{med:<10.4g}  [{min(nums):.4g}, {max(nums):.4g}]"
+        else:
+            shown = "n/a"
+        if missing and not single and (nums or texts):
+            shown += f"  ({missing} n/a)"
+        lines.append(f"  {name:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def _write_reports(cert: Any, outputs: dict[str, Path]) -> None:
+    render = {
+        "json": cert.to_json,
+        "markdown": cert.to_markdown,
+        "junit": cert.to_junit,
+        "html": cert.to_html,
+    }
+    for key, path in outputs.items():
+        try:
+            path.write_text(render[key]())
         except OSError as err:
-            raise _UsageError(f"certify --json {json_out}: cannot write the file: {err}") from err
-    raise typer.Exit(EXIT_PASS if report.passed else EXIT_FAIL)
+            raise _UsageError(f"--{key} {path}: cannot write the file: {err}") from err
+        typer.echo(f"wrote {key} report: {path}")
 
 
 @app.command()

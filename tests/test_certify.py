@@ -1,0 +1,423 @@
+"""Certification: specs, `verify.certify`, the four reports, and the examples' exit codes."""
+
+from __future__ import annotations
+
+import json
+import operator
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import torch
+from junitparser import Failure, JUnitXml
+
+import dynamo as dy
+import verify
+from verify.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+SMALL = """
+[architecture]
+d_model = 16
+n_heads = 2
+
+[inputs]
+seq_len = 4
+count = 3
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# ---------------------------------------------------------------------- specs
+@pytest.mark.parametrize(
+    ("text", "metric", "op", "value"),
+    [
+        ("reachability.converged_fraction >= 0.99", "reachability.converged_fraction", ">=", 0.99),
+        ("geometry.spectral_radius<1", "geometry.spectral_radius", "<", 1.0),
+        ('input_dependence.verdict == "strong"', "input_dependence.verdict", "==", "strong"),
+        ("contraction.verdict != 'REFUTED'", "contraction.verdict", "!=", "REFUTED"),
+    ],
+)
+def test_requirements_parse(text: str, metric: str, op: str, value: object) -> None:
+    r = verify.parse_requirement(text)
+    assert (r.metric, r.op, r.value) == (metric, op, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("geometry.spectral_radius ~ 1", "must read 'metric op value'"),
+        ("geometry.spectral_radius < one", "neither a number nor a quoted string"),
+        ("geometry.radius < 1", "unknown metric 'geometry.radius'"),
+        ("input_dependence.verdict < 'strong'", "use == or !="),
+        ("geometry.spectral_radius == 'small'", "compare it with a number"),
+    ],
+)
+def test_bad_requirements_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        verify.parse_requirement(text)
+
+
+def test_requirement_semantics_and_quorum() -> None:
+    r = verify.parse_requirement("geometry.spectral_radius < 1", quorum=0.5)
+    assert r.holds(0.5) and not r.holds(1.0) and not r.holds(None) and not r.holds(float("nan"))
+    assert r.text() == "geometry.spectral_radius < 1 (in >= 50% of draws)"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[architecture]\nd_modle = 64\n", "architecture.d_modle: unknown key"),
+        (
+            "[inputs]\ncount = 'many'\n",
+            "inputs.count: Input should be a valid integer (got 'many')",
+        ),
+        ("[draws]\ncount = 0\n", "draws.count: Input should be greater than or equal to 1"),
+        ("[architecture]\nkind = 'factory'\n", "needs factory = 'package.module:function'"),
+        (
+            "[architecture]\nkind = 'factory'\nfactory = 'no_such_module_xyz:make'\n",
+            "architecture.factory: cannot import 'no_such_module_xyz'",
+        ),
+        (
+            "[architecture]\nkind = 'factory'\nfactory = 'json:no_such_function'\n",
+            "'json' has no function 'no_such_function'",
+        ),
+        ("[architecture]\nn_heads = 5\n", "n_heads=5 must divide d_model=64"),
+        ("[analysis]\nrequirements = []\n", "'requirements' is a top-level key"),
+        (
+            "requirements = ['geometry.sigma_min > 0.1']\n[analysis]\ngeometry = false\n",
+            "needs analysis.geometry = true",
+        ),
+        ("requirements = ['lipschitz.upper_bound < 1']\n", "needs analysis.lipschitz = true"),
+        ("[inputs]\nkind = 'tokens'\n", "needs architecture.vocab_size"),
+        ("name = \n", "not valid TOML"),
+    ],
+)
+def test_malformed_specs_exit_2_naming_the_key(
+    tmp_path: Path, body: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, body)
+    with pytest.raises(verify.SpecError):
+        verify.load_spec(path)
+    assert main(["certify", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+def test_certify_refuses_a_spec_without_requirements(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "name = 'nothing to check'\n")
+    assert main(["certify", str(path)]) == 2
+    assert "has no requirements: add some, or run `dynamo analyze" in capsys.readouterr().err
+
+
+def test_every_bad_key_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "[architecture]\nd_modle = 1\n[inputs]\ncount = -1\n")
+    with pytest.raises(verify.SpecError) as info:
+        verify.load_spec(path)
+    assert "architecture.d_modle" in str(info.value) and "inputs.count" in str(info.value)
+
+
+def test_factory_errors_are_spec_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "blocks_for_test.py").write_text(
+        "def not_a_module(seed):\n    return 42\n"
+        "def strict(seed, width):\n    raise AssertionError('unreachable')\n"
+    )
+    bad_kwargs = write(
+        tmp_path,
+        """
+        requirements = ["reachability.converged_fraction >= 1"]
+        [architecture]
+        kind = "factory"
+        factory = "blocks_for_test:strict"
+        kwargs = { depth = 3 }
+        """,
+        "kwargs.toml",
+    )
+    assert main(["certify", str(bad_kwargs)]) == 2
+    err = capsys.readouterr().err
+    assert "blocks_for_test:strict(seed=0, depth=3) failed" in err
+    assert "check architecture.kwargs" in err
+    not_module = write(
+        tmp_path,
+        "requirements = ['reachability.converged_fraction >= 1']\n"
+        '[architecture]\nkind = "factory"\nfactory = "blocks_for_test:not_a_module"\n',
+        "notmodule.toml",
+    )
+    assert main(["certify", str(not_module)]) == 2
+    assert "returned int, not a torch.nn.Module" in capsys.readouterr().err
+
+
+def test_spec_schema_is_published_and_checks_specs() -> None:
+    schema = verify.spec_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    good = verify.default_spec().model_dump(mode="json")
+    jsonschema.validate(good, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**good, "draws": {"count": "three"}}, schema)
+
+
+# ---------------------------------------------------------------------- certify
+def test_certify_reports_share_interval_and_environment(tmp_path: Path) -> None:
+    spec = verify.load_spec(
+        write(
+            tmp_path,
+            "requirements = ['geometry.spectral_radius < 1', "
+            "{ require = 'reachability.steps_max <= 10', quorum = 0.5 }]\n"
+            + SMALL
+            + "[draws]\ncount = 3\n",
+        )
+    )
+    cert = verify.certify(spec)
+    assert len(cert.draws) == 3 and [d.seed for d in cert.draws] == [0, 1, 2]
+    radius, steps = cert.requirements
+    for r in cert.requirements:
+        k = sum(r.passes)
+        assert r.proportion == k / 3
+        assert r.interval == pytest.approx(verify.clopper_pearson(k, 3))
+        assert r.passes == [_holds(r.op, v, r.value) for v in r.values]
+    assert radius.values == [d.metrics["geometry.spectral_radius"] for d in cert.draws]
+    # draw 1 of this small concatenated-recall block reaches nothing (oscillates), so it has no
+    # fixed point to measure: n/a, which fails the requirement, and is never counted as 0
+    assert radius.passes == [True, False, True] and radius.values[1] is None
+    assert cert.draws[1].metrics["input_dependence.n_distinct"] is None
+    assert not steps.passed  # no draw settles in 10 steps
+    assert not cert.passed and cert.failed == [radius, steps]
+    env = cert.environment
+    assert env.torch == torch.__version__ and env.dynamo == dy.__version__
+    assert env.dtype == "float64" and env.device == "cpu" and env.seeds == [0, 1, 2]
+    assert env.reach_path == "vmap" and env.timestamp is not None
+
+
+def _holds(op: str, a: Any, b: Any) -> bool:
+    ops = {
+        "<": operator.lt,
+        "<=": operator.le,
+        ">": operator.gt,
+        ">=": operator.ge,
+        "==": operator.eq,
+        "!=": operator.ne,
+    }
+    return a is not None and bool(ops[op](a, b))
+
+
+def test_same_spec_gives_byte_identical_json_without_timestamp(tmp_path: Path) -> None:
+    spec = verify.load_spec(write(tmp_path, SMALL + "[draws]\ncount = 2\n"))
+    one = verify.certify(spec, timestamp=False).to_json()
+    two = verify.certify(spec, timestamp=False).to_json()
+    assert one == two
+    assert json.loads(one)["environment"]["timestamp"] is None
+
+
+def test_vmapped_path_matches_the_loop_over_draws(tmp_path: Path) -> None:
+    spec = verify.load_spec(write(tmp_path, SMALL + "[draws]\ncount = 4\n"))
+    stacked = verify.certify(spec, timestamp=False)
+    looped = verify.certify(spec, timestamp=False, vectorize=False)
+    assert stacked.environment.reach_path == "vmap" and looped.environment.reach_path == "loop"
+    assert [d.metrics for d in stacked.draws] == [d.metrics for d in looped.draws]
+
+
+def test_stacked_reach_counts_divergence_and_freezes_converged_starts() -> None:
+    class Scaled(torch.nn.Module):
+        def __init__(self, a: float) -> None:
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.tensor(a, dtype=torch.float64))
+
+        def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return self.a * h + x
+
+    models = [Scaled(0.5), Scaled(3.0)]  # a contraction (h* = 2x) and an expansion
+    x = torch.ones(2, 3, dtype=torch.float64)
+    h0 = torch.zeros(2, 3, dtype=torch.float64)
+    out = verify.stacked_reach(models, x, h0, tol=1e-12, max_steps=500)
+    assert out["converged"].tolist() == [[True, True], [False, False]]
+    assert out["diverged"].tolist() == [[False, False], [True, True]]
+    assert torch.allclose(out["state"][0], 2 * x, atol=1e-10)
+    for model in models:  # the same outcome as dynamo.solve
+        system = dy.LoopedSystem.from_module(model, x)
+        sol = dy.solve(
+            system, h0, method="picard", tol=1e-12, atol=1e-12, max_steps=500, throw=False
+        )
+        i = models.index(model)
+        assert sol.converged.tolist() == out["converged"][i].tolist()
+        if bool(sol.converged.all()):
+            assert sol.steps.tolist() == out["steps"][i].tolist()
+
+
+def test_nothing_converged_is_never_zero_fixed_points(tmp_path: Path) -> None:
+    spec = verify.load_spec(
+        write(
+            tmp_path,
+            "requirements = ['reachability.converged_fraction > 0']\n"
+            + SMALL
+            + "[analysis]\nmax_steps = 2\n",
+        )
+    )
+    cert = verify.certify(spec)
+    m = cert.draws[0].metrics
+    assert m["reachability.converged"] == 0
+    assert m["geometry.spectral_radius"] is None and m["reachability.steps_median"] is None
+    assert "no fixed point is reported" in cert.draws[0].notes["reachability.converged"]
+    assert not cert.passed
+    assert "n/a" in cert.to_markdown()
+
+
+def test_costly_metrics_only_when_asked(tmp_path: Path) -> None:
+    cheap = verify.certify(verify.load_spec(write(tmp_path, SMALL)))
+    assert "geometry.sigma_min" not in cheap.draws[0].metrics
+    asked = verify.load_spec(
+        write(tmp_path, "requirements = ['geometry.sigma_min > 0']\n" + SMALL, "asked.toml")
+    )
+    metrics = verify.certify(asked).draws[0].metrics
+    sigma, rho = metrics["geometry.sigma_min"], metrics["geometry.spectral_radius"]
+    # σ_min(I − J) <= |1 − λ| for every eigenvalue λ of J, so it is at most 1 + ρ(J)
+    assert isinstance(sigma, float) and isinstance(rho, float)
+    assert 0 < sigma <= 1 + rho
+
+
+def test_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = verify.load_spec(write(tmp_path, SMALL + "[analysis]\ngeometry = false\n"))
+    verify.certify(spec, progress=True)
+    err = capsys.readouterr().err
+    assert "dynamo certify" in err and "draw" in err
+
+
+def test_certificate_round_trips_through_json(tmp_path: Path) -> None:
+    cert = verify.certify(verify.load_spec(write(tmp_path, SMALL)), timestamp=False)
+    again = verify.Certificate.model_validate_json(cert.to_json())
+    assert again == cert
+
+
+# ---------------------------------------------------------------------- the examples
+def test_passing_example_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cert.json"
+    assert main(["certify", str(EXAMPLES / "passing.toml"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PASSED: 5/5 requirement(s) hold over 8 draw(s)" in text
+    data = json.loads(out.read_text())
+    assert data["passed"] and all(r["passed"] for r in data["requirements"])
+
+
+def test_failing_example_names_the_failed_requirement_in_all_four_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = {k: tmp_path / f"report.{k}" for k in ("json", "md", "xml", "html")}
+    code = main(
+        [
+            "certify",
+            str(EXAMPLES / "failing.toml"),
+            "--json",
+            str(paths["json"]),
+            "--markdown",
+            str(paths["md"]),
+            "--junit",
+            str(paths["xml"]),
+            "--html",
+            str(paths["html"]),
+        ]
+    )
+    assert code == 1
+    failed = "input_dependence.verdict == 'strong'"
+    out = capsys.readouterr().out
+    assert f"FAILED: 1/2 requirement(s) hold over 4 draw(s) (failed: {failed})" in out
+    data = json.loads(paths["json"].read_text())
+    assert [r["text"] for r in data["requirements"] if not r["passed"]] == [failed]
+    md = paths["md"].read_text()
+    assert md.startswith("## ❌ dynamo certify") and f"**Failed:** `{failed}`" in md
+    html = paths["html"].read_text()
+    assert "FAILED" in html and failed.replace("'", "&#x27;") in html
+    assert "data:image/png;base64," in html
+    # JUnit: read back with junitparser, one case per requirement, the failure names it
+    xml = JUnitXml.fromfile(str(paths["xml"]))
+    suites = list(xml)
+    assert len(suites) == 1 and suites[0].tests == 2 and suites[0].failures == 1
+    cases = list(suites[0])
+    assert [c.name for c in cases] == [r["text"] for r in data["requirements"]]
+    bad = [c for c in cases if not c.is_passed]
+    assert len(bad) == 1 and bad[0].name == failed
+    result = bad[0].result[0]
+    assert isinstance(result, Failure) and failed in (result.message or "")
+    assert "0/4 draws" in (result.text or "")
+
+
+def test_user_factory_example_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["certify", str(EXAMPLES / "user_factory.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "my_blocks:gated_tanh" in out
+    assert "PASS contraction.local_verdict == 'PROVEN': 4/4 draws" in out
+
+
+def test_json_report_validates_against_the_published_schema(tmp_path: Path) -> None:
+    cert = verify.certify(
+        verify.load_spec(
+            write(tmp_path, "requirements = ['geometry.spectral_radius < 1']\n" + SMALL)
+        )
+    )
+    schema = verify.certificate_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    data = json.loads(cert.to_json())
+    jsonschema.validate(data, schema)
+    for broken in (
+        {**data, "passed": "yes"},
+        {**data, "schema_version": 2},
+        {k: v for k, v in data.items() if k != "environment"},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+
+
+def test_published_schemas_match_the_docs() -> None:
+    for name, schema in (
+        ("spec.schema.json", verify.spec_schema()),
+        ("certificate.schema.json", verify.certificate_schema()),
+    ):
+        published = json.loads((ROOT / "docs" / "schemas" / name).read_text())
+        assert published == schema, f"docs/schemas/{name} is stale: run docs/scripts/schemas.py"
+
+
+def test_analyze_measures_without_judging(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write(
+        tmp_path, "requirements = ['reachability.steps_max < 1']\n" + SMALL + "[draws]\ncount = 2\n"
+    )
+    md = tmp_path / "a.md"
+    assert main(["analyze", str(spec), "--quick", "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "1 requirement(s) in the spec ignored" in out
+    assert "geometry.spectral_radius" in out
+    assert md.read_text().startswith("## dynamo analyze")
+
+
+def test_analyze_computes_the_costly_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write(tmp_path, SMALL)
+    target = tmp_path / "a.json"
+    assert main(["analyze", str(spec), "--json", str(target)]) == 0
+    metrics = json.loads(target.read_text())["draws"][0]["metrics"]
+    assert metrics["geometry.sigma_min"] > 0
+    assert metrics["input_dependence.sensitivity_norm"] > 0
+
+
+def test_basins_command_maps_starts_to_attractors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write(tmp_path, SMALL)
+    graph = tmp_path / "g.json"
+    assert main(["basins", str(spec), "--n-starts", "4", "--json", str(graph)]) == 0
+    out = capsys.readouterr().out
+    assert "BasinGraph:" in out and "fp:" in out
+    data = json.loads(graph.read_text())
+    assert {n["id"] for n in data["nodes"]} >= {"input:0", "input:1", "input:2"}

@@ -1,0 +1,469 @@
+"""Certification over initialisation draws: run the analyses, judge the requirements."""
+
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+import dynamo as dy
+from dynamo._stats import clopper_pearson
+
+from ._report import Certificate, DrawResult, Environment, RequirementResult, basis
+from ._spec import Spec, SpecError, resolve_factory
+
+__all__ = ["build_model", "certify", "draw_inputs", "stacked_reach"]
+
+
+def build_model(spec: Spec, seed: int) -> nn.Module:
+    """The spec's block for one initialisation seed (in eval mode)."""
+    a = spec.architecture
+    if a.kind == "factory":
+        fn = resolve_factory(spec)
+        call = f"{a.factory}(seed={seed}" + "".join(f", {k}={v!r}" for k, v in a.kwargs.items())
+        try:
+            model = fn(seed=seed, **a.kwargs)
+        except TypeError as err:
+            raise SpecError(
+                f"architecture.factory: {call}) failed: {err}; check "
+                "architecture.kwargs against the factory's parameters (it must "
+                "also accept seed=)"
+            ) from None
+        except Exception as err:
+            raise SpecError(
+                f"architecture.factory: {call}) raised {type(err).__name__}: {err}"
+            ) from None
+        if not isinstance(model, nn.Module):
+            raise SpecError(
+                f"architecture.factory: {call}) returned "
+                f"{type(model).__name__}, not a torch.nn.Module"
+            )
+        return model.eval()
+    kw = a.model_dump(exclude={"kind", "factory", "kwargs"})
+    if kw["init_gain"] is None:
+        kw.pop("init_gain")
+    return dy.models.LoopedTransformer(**kw, seed=seed).eval()
+
+
+def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """The spec's encoded inputs ``(count, seq_len, d_model)`` (embedded per model for tokens)."""
+    i, a = spec.inputs, spec.architecture
+    gen = torch.Generator().manual_seed(i.seed)
+    if i.kind == "tokens":
+        assert a.vocab_size is not None
+        tokens = torch.randint(0, a.vocab_size, (i.count, i.seq_len), generator=gen)
+        enc: Any = model
+        with torch.no_grad():
+            return enc.encode(tokens).to(dtype) * i.scale
+    return i.scale * torch.randn(i.count, i.seq_len, a.d_model, generator=gen, dtype=dtype)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path.cwd(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def stacked_reach(
+    models: list[nn.Module],
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    *,
+    tol: float,
+    max_steps: int,
+    divergence: float = 1e6,
+) -> dict[str, torch.Tensor]:
+    """Plain iteration of every draw at once: parameters stacked, the step ``vmap``-ed over draws.
+
+    ``x`` and ``h0`` are ``(N, *state)`` (the same inputs and starts for every draw). Semantics
+    match :func:`dynamo.solve` with ``method="picard"``: a start converges when
+    ``‖f(h) − h‖ <= tol (1 + ‖h‖)``, stops (frozen) there, diverges past an RMS entry of
+    ``divergence``. Each step evaluates only the draws with a start still running, and in them
+    only the running starts (padded to the longest such list), so slow draws do not make the fast
+    ones pay. Returns ``converged``, ``diverged``, ``nonfinite`` (bool, ``(D, N)``), ``steps`` and
+    ``state`` (``(D, N, *state)``).
+    """
+    base = models[0]
+    params, buffers = stack_module_state(models)
+
+    def one(
+        p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], h: torch.Tensor, xx: torch.Tensor
+    ) -> torch.Tensor:
+        return functional_call(base, (p, b), (h, xx))
+
+    step = vmap(one, in_dims=(0, 0, 0, 0))
+    n_draws, n_starts = len(models), h0.shape[0]
+    h = h0.unsqueeze(0).expand(n_draws, *h0.shape).clone()
+    n = h0[0].numel()
+    done = torch.zeros(n_draws, n_starts, dtype=torch.bool, device=h0.device)
+    conv = torch.zeros_like(done)
+    div = torch.zeros_like(done)
+    bad = torch.zeros_like(done)
+    steps = torch.full(done.shape, max_steps, dtype=torch.long, device=h0.device)
+    limit = divergence * math.sqrt(n)
+    live_draws: torch.Tensor | None = None
+    with torch.no_grad():
+        for k in range(max_steps + 1):
+            running = ~done
+            draws = torch.nonzero(running.any(dim=1)).flatten()
+            if draws.numel() == 0:
+                break
+            count = running[draws].sum(dim=1)
+            width = int(count.max())
+            # running starts first (stable), then the first `width` columns of each draw
+            order = torch.argsort((~running[draws]).to(torch.int8), dim=1, stable=True)
+            idx = order[:, :width]
+            valid = torch.arange(width, device=h0.device)[None, :] < count[:, None]
+            if live_draws is None or not torch.equal(draws, live_draws):
+                live_draws = draws
+                p_sub = {name: v[draws] for name, v in params.items()}
+                b_sub = {name: v[draws] for name, v in buffers.items()}
+            rows = draws[:, None].expand_as(idx)
+            hs = h[rows, idx]
+            fh = step(p_sub, b_sub, hs, x[idx])
+            r = (fh - hs).reshape(*idx.shape, -1).norm(dim=2)
+            hn = hs.reshape(*idx.shape, -1).norm(dim=2)
+            finite = torch.isfinite(r) & torch.isfinite(hn)
+            new_div = valid & finite & (hn > limit)
+            new_conv = valid & finite & ~new_div & (r <= tol * (1 + hn))
+            new_bad = valid & ~finite
+            stop = new_conv | new_div | new_bad
+            rs, cs = rows[stop], idx[stop]
+            steps[rs, cs] = k
+            conv[rows[new_conv], idx[new_conv]] = True
+            div[rows[new_div], idx[new_div]] = True
+            bad[rows[new_bad], idx[new_bad]] = True
+            done[rs, cs] = True
+            if k == max_steps:
+                break
+            move = valid & ~stop
+            h[rows[move], idx[move]] = fh[move]
+    return {"converged": conv, "diverged": div, "nonfinite": bad, "steps": steps, "state": h}
+
+
+def certify(
+    spec: Spec,
+    *,
+    seeds: list[int] | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    vectorize: bool = True,
+    timestamp: bool = True,
+) -> Certificate:
+    """Run the spec's analyses over its initialisation draws and judge each requirement.
+
+    Reachability runs for all draws at once (parameters stacked with
+    ``torch.func.stack_module_state``, the step ``vmap``-ed over draws) when the draws share one
+    structure, else draw by draw. Input-dependence, geometry, contraction and Lipschitz bounds run
+    draw by draw. Each requirement gets the share of draws that satisfy it with its exact 95%
+    Clopper–Pearson interval, and passes when that share reaches its quorum (all draws by
+    default). The certificate records versions, seeds, dtype, device and the git commit; the
+    same spec gives the same JSON apart from the timestamp.
+
+    Parameters
+    ----------
+    spec : Spec
+    seeds : list of int, optional
+        Override the spec's draws.
+    device : str, optional
+        Where to run (default: the CPU).
+    progress : bool
+        Show a tqdm progress bar (on stderr).
+    vectorize : bool
+        Use the stacked, vmapped path for reachability when possible.
+    timestamp : bool
+        Record the time (False gives byte-identical JSON across runs).
+
+    Examples
+    --------
+    >>> import verify
+    >>> small = verify.Inputs(count=2, seq_len=4)
+    >>> spec = verify.default_spec().model_copy(update={"inputs": small})
+    >>> cert = verify.certify(spec, timestamp=False)
+    >>> cert.passed, [r.text for r in cert.requirements]
+    (True, ['reachability.converged_fraction >= 1'])
+    """
+    t0 = time.perf_counter()
+    a = spec.analysis
+    dtype = torch.float64 if a.dtype == "float64" else torch.float32
+    dev = torch.device(device or "cpu")
+    draw_seeds = seeds if seeds is not None else spec.draws.resolved()
+    models = [
+        build_model(spec, s).to(dtype=dtype, device=dev).requires_grad_(False) for s in draw_seeds
+    ]
+    x = draw_inputs(spec, models[0], dtype).to(dev)
+    per = a.starts_per_input
+    tol = dy.default_tolerance(dtype)
+    systems = [dy.LoopedSystem.from_module(m, x, dtype=None) for m in models]
+    s0 = systems[0]
+    same_shape = tuple(x.shape[1:]) == s0.state_shape
+    rep0 = s0.repeat_input(per) if s0.x is not None else s0
+    h0 = s0.initial_states(
+        "input" if same_shape else "normal", per, scale=a.start_noise, seed=spec.inputs.seed
+    )
+    xr = rep0.x if rep0.x is not None else None
+    bar = _progress(len(models), progress)
+    reach: dict[str, torch.Tensor] | None = None
+    path: Literal["vmap", "loop"] = "loop"
+    if a.reachability and vectorize and len(models) > 1 and s0.driven and xr is not None:
+        try:
+            reach = stacked_reach(models, xr, h0, tol=tol, max_steps=a.max_steps)
+            path = "vmap"
+        except Exception:  # different structures or a non-vmappable module: loop instead
+            reach = None
+    needed = {r.metric for r in spec.requirements}
+    full = a.all_metrics
+    draws: list[DrawResult] = []
+    for d, (seed, system) in enumerate(zip(draw_seeds, systems, strict=True)):
+        metrics: dict[str, Any] = {}
+        notes: dict[str, str] = {}
+        if a.reachability:
+            if reach is not None:
+                conv, steps, state = reach["converged"][d], reach["steps"][d], reach["state"][d]
+                outcomes = {
+                    "converged": int(conv.sum()),
+                    "diverged": int(reach["diverged"][d].sum()),
+                    "nonfinite": int(reach["nonfinite"][d].sum()),
+                }
+            else:
+                rep = system.repeat_input(per) if system.x is not None else system
+                sol = dy.solve(
+                    rep, h0, method="picard", tol=tol, atol=tol, max_steps=a.max_steps, throw=False
+                )
+                conv, steps, state = sol.converged, sol.steps, sol.state
+                oc = sol.outcome_counts()
+                outcomes = {
+                    "converged": oc.get("converged", 0),
+                    "diverged": oc.get("diverged", 0),
+                    "nonfinite": oc.get("nonfinite", 0),
+                }
+            metrics.update(_reach_metrics(conv, steps, state, per, outcomes))
+        if a.input_dependence:
+            # the verdict needs only ‖dh*/dx‖ > 0, which one Golub–Kahan step (a lower estimate)
+            # shows; the norm itself is reported when asked for (40 steps, two GMRES each)
+            want_norm = full or "input_dependence.sensitivity_norm" in needed
+            dep = dy.input_dependence(
+                system,
+                x,
+                max_steps=a.max_steps,
+                probes=4 if want_norm else 1,
+                sensitivity_steps=40 if want_norm else 1,
+            )
+            metrics["input_dependence.verdict"] = dep.verdict
+            if bool(dep.converged.any()):
+                metrics["input_dependence.n_distinct"] = dep.n_distinct
+            else:  # nothing converged: the count of distinct fixed points is unknown, not 0
+                metrics["input_dependence.n_distinct"] = None
+                notes["input_dependence.n_distinct"] = (
+                    "no input's iteration from h0 = x converged: no fixed point to count"
+                )
+            metrics["input_dependence.distance_ratio"] = dep.distance_ratio
+            if want_norm:
+                sn = dep.sensitivity_norm[dep.converged] if bool(dep.converged.any()) else None
+                metrics["input_dependence.sensitivity_norm"] = (
+                    None if sn is None or not bool(torch.isfinite(sn).all()) else float(sn.max())
+                )
+            fixed = dep.fixed_points[dep.converged]
+            conv_in = torch.nonzero(dep.converged).flatten()
+        else:
+            fixed, conv_in = None, None
+        if a.geometry:
+            want_smin = full or "geometry.sigma_min" in needed
+            metrics.update(
+                _geometry_metrics(system, x, fixed, conv_in, tol, a.max_steps, want_smin)
+            )
+        if a.contraction:
+            dom = _domain(spec)
+            cv = dy.check_contraction(
+                system, dom, n_samples=8, ascent_steps=8, n_starts=4, max_steps=a.max_steps
+            )
+            metrics["contraction.verdict"] = str(cv.verdict)
+            metrics["contraction.local_verdict"] = str(cv.local_verdict)
+            notes["contraction.verdict"] = (
+                f"{cv.verdict.message} ("
+                + "; ".join(
+                    f"{e.kind}: "
+                    + ("none" if e.value is None else f"{e.value:.4g}")
+                    + (" (certified)" if e.certified and e.value is not None else "")
+                    for e in cv.evidence
+                )
+                + ")"
+            )
+        if a.lipschitz:
+            dom = _domain(spec)
+            assert dom is not None
+            try:
+                metrics["lipschitz.upper_bound"] = dy.lipschitz_upper_bound(system, dom).value
+            except dy.errors.InvalidArgumentError as err:
+                metrics["lipschitz.upper_bound"] = None
+                notes["lipschitz.upper_bound"] = f"no certified bound: {err}"
+        if metrics.get("reachability.converged") == 0:
+            notes["reachability.converged"] = (
+                "no start converged: no fixed point is reported (this is not '0 fixed points')"
+            )
+        draws.append(
+            DrawResult(seed=seed, metrics={k: _plain(v) for k, v in metrics.items()}, notes=notes)
+        )
+        bar(d + 1)
+    bar(None)
+    results = []
+    for req in spec.requirements:
+        values = [dr.metrics.get(req.metric) for dr in draws]
+        passes = [req.holds(v) for v in values]
+        k = sum(passes)
+        lo, hi = clopper_pearson(k, len(passes))
+        results.append(
+            RequirementResult(
+                text=req.text(),
+                metric=req.metric,
+                op=req.op,
+                value=req.value,
+                quorum=req.quorum,
+                basis=basis(req.metric),
+                values=values,
+                passes=passes,
+                proportion=k / len(passes),
+                interval=(lo, hi),
+                passed=k / len(passes) >= req.quorum,
+            )
+        )
+    env = Environment(
+        dynamo=dy.__version__,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        git_commit=_git_commit(),
+        device=str(dev),
+        dtype=a.dtype,
+        seeds=list(draw_seeds),
+        input_seed=spec.inputs.seed,
+        reach_path=path,
+        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds") if timestamp else None,
+        elapsed_s=round(time.perf_counter() - t0, 3) if timestamp else None,
+    )
+    return Certificate(
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        environment=env,
+        draws=draws,
+        requirements=results,
+        passed=all(r.passed for r in results),
+    )
+
+
+def _domain(spec: Spec) -> dy.Domain | None:
+    d = spec.analysis.domain
+    if d is None:
+        return None
+    return dy.Domain(
+        r_min=d.r_min, r_max=math.inf if d.r_max is None else d.r_max, x_min=d.x_min, x_max=d.x_max
+    )
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _reach_metrics(
+    conv: torch.Tensor, steps: torch.Tensor, state: torch.Tensor, per: int, outcomes: dict[str, int]
+) -> dict[str, Any]:
+    n = conv.numel()
+    out: dict[str, Any] = {
+        "reachability.converged_fraction": float(conv.double().mean()),
+        "reachability.converged": int(conv.sum()),
+        "reachability.starts": n,
+        "reachability.diverged": outcomes["diverged"],
+        "reachability.nonfinite": outcomes["nonfinite"],
+    }
+    st = steps[conv].double()
+    out["reachability.steps_median"] = float(st.median()) if st.numel() else None
+    out["reachability.steps_max"] = float(st.max()) if st.numel() else None
+    flat = state.reshape(n // per, per, -1).double()
+    cv = conv.reshape(n // per, per)
+    cos = []
+    for b in range(flat.shape[0]):
+        pts = flat[b][cv[b]]
+        for i in range(pts.shape[0]):
+            for j in range(i + 1, pts.shape[0]):
+                den = float(pts[i].norm() * pts[j].norm())
+                cos.append(float(pts[i] @ pts[j]) / den if den > 0 else 1.0)
+    out["reachability.path_independence"] = sum(cos) / len(cos) if cos else None
+    return out
+
+
+def _geometry_metrics(
+    system: dy.LoopedSystem,
+    x: torch.Tensor,
+    fixed: torch.Tensor | None,
+    conv_in: torch.Tensor | None,
+    tol: float,
+    max_steps: int,
+    want_smin: bool,
+) -> dict[str, Any]:
+    if fixed is None:
+        same = tuple(x.shape[1:]) == system.state_shape
+        h0 = x.clone() if same else system.initial_states("normal", 1)
+        sol = dy.solve(
+            system, h0, method="picard", tol=tol, atol=tol, max_steps=max_steps, throw=False
+        )
+        conv_in = torch.nonzero(sol.converged).flatten()
+        fixed = sol.state[sol.converged]
+    if fixed.shape[0] == 0 or conv_in is None:
+        none: dict[str, Any] = {"geometry.spectral_radius": None, "geometry.spectral_norm": None}
+        if want_smin:
+            none["geometry.sigma_min"] = None
+        return none
+    sub = system.with_input(x[conv_in]) if system.driven else system
+    # 6 digits are plenty for a threshold and cost half the Krylov steps of the default 8
+    rho = dy.spectral_radius(sub, fixed, tol=1e-6, throw=False).values
+    nrm = dy.spectral_norm(sub, fixed, tol=1e-6, throw=False).values
+    out = {"geometry.spectral_radius": float(rho.max()), "geometry.spectral_norm": float(nrm.max())}
+    if not want_smin:
+        return out
+    if system.state_dim <= 512:
+        J = dy.jacobian(sub, fixed)
+        eye = torch.eye(system.state_dim, dtype=J.dtype)
+        out["geometry.sigma_min"] = float(torch.linalg.svdvals(eye - J)[:, -1].min())
+    else:
+        g = dy.geometry(sub, fixed, basin_samples=1, radii=(1e-3,), transient_steps=1, max_steps=50)
+        out["geometry.sigma_min"] = float(g.sigma_min.min())
+    return out
+
+
+def _progress(total: int, enabled: bool) -> Callable[[int | None], None]:
+    if not enabled:
+        return lambda _: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="dynamo certify", unit="draw", file=sys.stderr, leave=False)
+
+    def update(done: int | None) -> None:
+        if done is None:
+            bar.close()
+        else:
+            bar.update(done - bar.n)
+
+    return update

@@ -1,0 +1,495 @@
+"""The certificate: one pydantic model, four renderers (JSON, Markdown, JUnit XML, HTML)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BASIS",
+    "Certificate",
+    "DrawResult",
+    "Environment",
+    "RequirementResult",
+    "certificate_schema",
+]
+
+#: What each metric's value rests on. Everything sampled is an estimate; a certified Lipschitz
+#: bound is sound on the spec's domain (derivation: theory R1–R8); a contraction verdict is a proof
+#: only when it reads PROVEN (which rests on such a bound).
+BASIS: dict[str, str] = {
+    "lipschitz.upper_bound": "certified bound",
+    "contraction.verdict": "proof if PROVEN, else estimate",
+}
+
+
+#: Metrics plotted for an analysis (a certificate without requirements).
+_HEADLINE = (
+    "reachability.converged_fraction",
+    "reachability.steps_median",
+    "input_dependence.distance_ratio",
+    "geometry.spectral_radius",
+    "geometry.spectral_norm",
+)
+
+
+def basis(metric: str) -> str:
+    """``"sampled estimate"`` unless the metric rests on a certified bound (see :data:`BASIS`)."""
+    return BASIS.get(metric, "sampled estimate")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="null")
+
+
+class Environment(_Frozen):
+    """Where and with what the certificate was made."""
+
+    dynamo: str
+    torch: str
+    python: str
+    platform: str
+    git_commit: str | None = Field(description="HEAD of the working directory's git repository")
+    device: str
+    dtype: str
+    seeds: list[int] = Field(description="initialisation seeds, one per draw")
+    input_seed: int
+    reach_path: Literal["vmap", "loop"] = Field(
+        description="reachability for all draws at once (vmap over stacked parameters) or one "
+        "by one"
+    )
+    timestamp: str | None = Field(None, description="UTC, ISO 8601; null for reproducible output")
+    elapsed_s: float | None = Field(None, description="wall time; null for reproducible output")
+
+
+class DrawResult(_Frozen):
+    """One initialisation draw: its seed and every metric measured on it (null: not available,
+    e.g. no start converged so there is no fixed point to measure)."""
+
+    seed: int
+    metrics: dict[str, float | int | str | None]
+    notes: dict[str, str] = Field(
+        default_factory=dict, description="metric -> why it is null, or what its verdict rests on"
+    )
+
+
+class RequirementResult(_Frozen):
+    """One requirement judged over the draws."""
+
+    text: str = Field(description="the requirement as written")
+    metric: str
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float | str
+    quorum: float = Field(description="share of draws that must satisfy it")
+    basis: str = Field(description="'sampled estimate', 'certified bound', ...")
+    values: list[float | int | str | None] = Field(description="the metric in each draw")
+    passes: list[bool] = Field(description="whether each draw satisfies it")
+    proportion: float = Field(description="share of draws that satisfy it")
+    interval: tuple[float, float] = Field(
+        description="exact (Clopper-Pearson) 95% interval of the share over the draw distribution"
+    )
+    passed: bool
+
+    @property
+    def n_pass(self) -> int:
+        """Draws that satisfy the requirement."""
+        return sum(self.passes)
+
+    def summary(self) -> str:
+        """One line: ``PASS|FAIL text: k/n draws (95% CI [lo, hi]) ...``."""
+        n = len(self.passes)
+        need = "" if self.quorum == 1 else f", needs {100 * self.quorum:g}%"
+        word = "PASS" if self.passed else "FAIL"
+        lo, hi = self.interval
+        return (
+            f"{word} {self.text}: {self.n_pass}/{n} draws (95% CI [{lo:.2f}, {hi:.2f}]{need}); "
+            f"values {_values(self.values)}"
+        )
+
+
+class Certificate(_Frozen):
+    """The result of :func:`verify.certify`: each requirement over the initialisation draws.
+
+    Render it with :meth:`to_json`, :meth:`to_markdown`, :meth:`to_junit` or :meth:`to_html`;
+    its JSON Schema is :func:`certificate_schema`. Every per-draw metric is a sampled estimate
+    except those :data:`BASIS` lists.
+    """
+
+    schema_version: Literal[1] = 1
+    kind: Literal["dynamo.certificate"] = "dynamo.certificate"
+    name: str
+    passed: bool = Field(description="every requirement holds (true when there are none)")
+    requirements: list[RequirementResult]
+    draws: list[DrawResult]
+    environment: Environment
+    spec: dict[str, Any] = Field(description="the validated spec, every default filled in")
+
+    @property
+    def failed(self) -> list[RequirementResult]:
+        """The requirements that do not hold."""
+        return [r for r in self.requirements if not r.passed]
+
+    def assert_passed(self) -> None:
+        """Raise :class:`AssertionError` naming each failed requirement (for test suites).
+
+        >>> from verify import Certificate
+        >>> Certificate.model_validate_json(
+        ...     '{"name": "x", "passed": true, "requirements": [], "draws": [], "spec": {}, '
+        ...     '"environment": {"dynamo": "0", "torch": "0", "python": "3", "platform": "p", '
+        ...     '"git_commit": null, "device": "cpu", "dtype": "float64", "seeds": [0], '
+        ...     '"input_seed": 0, "reach_path": "loop"}}').assert_passed()
+        """
+        __tracebackhide__ = True  # pytest: show the test's line, not this one
+        if self.passed:
+            return
+        n = len(self.requirements)
+        lines = [
+            f"dynamo certificate {self.name!r}: {len(self.failed)} of {n} requirement(s) failed "
+            f"over {len(self.draws)} draw(s) (seeds {_seeds(self.environment.seeds)}):"
+        ]
+        lines += ["  " + r.summary() for r in self.failed]
+        raise AssertionError("\n".join(lines))
+
+    def __str__(self) -> str:
+        n = len(self.requirements)
+        if not n:
+            return (
+                f"dynamo analyze: {self.name}: {len(self.draws)} draw(s), "
+                f"{len(self._metric_names())} metrics (no requirements)"
+            )
+        head = (
+            f"dynamo certify: {self.name}: "
+            + ("PASSED" if self.passed else "FAILED")
+            + f" ({n - len(self.failed)}/{n} requirements hold over {len(self.draws)} draw(s))"
+        )
+        return "\n".join([head] + ["  " + r.summary() for r in self.requirements])
+
+    # ------------------------------------------------------------------ renderers
+    def to_json(self, indent: int | None = 2) -> str:
+        """The certificate as JSON (NaN and infinities as null), ending with a newline."""
+        return self.model_dump_json(indent=indent) + "\n"
+
+    def to_markdown(self) -> str:
+        """Markdown for a CI step summary: the verdict, a requirement table, per-draw metrics."""
+        n = len(self.requirements)
+        seeds = _seeds(self.environment.seeds)
+        if n:
+            mark = "✅" if self.passed else "❌"
+            out = [
+                f"## {mark} dynamo certify: {_md(self.name)} — "
+                + ("PASSED" if self.passed else "FAILED"),
+                "",
+                f"{n - len(self.failed)}/{n} requirements hold over {len(self.draws)} "
+                f"initialisation draw(s) (seeds {seeds}).",
+                "",
+            ]
+        else:
+            out = [
+                f"## dynamo analyze: {_md(self.name)}",
+                "",
+                f"{len(self.draws)} initialisation draw(s) (seeds {seeds}).",
+                "",
+            ]
+        for r in self.failed:
+            out.append(
+                f"- **Failed:** `{r.text}` holds in {r.n_pass}/{len(r.passes)} draws "
+                f"(values: {_values(r.values)})"
+            )
+        if self.failed:
+            out.append("")
+        if self.requirements:
+            out += [
+                "| | Requirement | Draws passing | 95% interval | Basis |",
+                "|---|---|---|---|---|",
+            ]
+            for r in self.requirements:
+                lo, hi = r.interval
+                out.append(
+                    f"| {'✅' if r.passed else '❌'} | `{r.text}` | {r.n_pass}/{len(r.passes)} "
+                    f"({100 * r.proportion:.0f}%) | [{lo:.2f}, {hi:.2f}] | {r.basis} |"
+                )
+            out.append("")
+        else:
+            out += ["No requirements: an analysis, not a certification.", ""]
+        header, rows = self._metric_rows()
+        if rows:
+            out += [
+                "<details><summary>Metrics per draw (sampled estimates unless marked)</summary>",
+                "",
+            ]
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|---" * len(header) + "|")
+            out += ["| " + " | ".join([f"`{r[0]}`", *r[1:]]) + " |" for r in rows]
+            out += ["", *self._note_lines(), "</details>", ""]
+        e = self.environment
+        commit = e.git_commit[:12] if e.git_commit else "n/a"
+        out.append(
+            f"<sub>dynamo {e.dynamo} · torch {e.torch} · Python {e.python} · {e.device} · "
+            f"{e.dtype} · reachability path {e.reach_path} · commit {commit}"
+            + (f" · {e.timestamp}" if e.timestamp else "")
+            + "</sub>"
+        )
+        return "\n".join(out) + "\n"
+
+    def to_junit(self) -> str:
+        """JUnit XML: one test suite, one test case per requirement (a failure names it).
+
+        Written and read with junitparser; CI systems show each requirement as a test.
+        """
+        from junitparser import Failure, JUnitXml, TestCase, TestSuite
+
+        suite = TestSuite(f"dynamo certify: {self.name}")
+        e = self.environment
+        for key in ("dynamo", "torch", "python", "device", "dtype", "git_commit", "reach_path"):
+            value = getattr(e, key)
+            if value is not None:
+                suite.add_property(key, str(value))
+        suite.add_property("seeds", ",".join(str(s) for s in e.seeds))
+        for r in self.requirements:
+            case = TestCase(r.text, classname=f"dynamo.certify.{_slug(self.name)}", time=0.0)
+            if not r.passed:
+                failure = Failure(f"requirement failed: {r.text}", "dynamo.RequirementFailed")
+                failure.text = r.summary()
+                case.result = [failure]
+            suite.add_testcase(case)
+        suite.update_statistics()
+        xml = JUnitXml("dynamo certify")
+        xml.add_testsuite(suite)
+        xml.update_statistics()
+        buf = io.BytesIO()
+        xml.write(buf, pretty=True)
+        return buf.getvalue().decode()
+
+    def to_html(self, plots: bool = True) -> str:
+        """A standalone HTML page: the Markdown's content plus plots embedded as PNG.
+
+        Each numeric requirement gets a panel of its per-draw values against the threshold.
+        Without matplotlib (``pip install looped-dynamo[plots]``) the page says so instead.
+        """
+        e = self.environment
+        n = len(self.requirements)
+        status = ("PASSED" if self.passed else "FAILED") if n else "analysis"
+        color = ("#1a7f37" if self.passed else "#cf222e") if n else "#57606a"
+        verb = "certify" if n else "analyze"
+        rows = []
+        for r in self.requirements:
+            lo, hi = r.interval
+            rows.append(
+                f"<tr class='{'pass' if r.passed else 'fail'}'><td>"
+                f"{'PASS' if r.passed else 'FAIL'}</td><td><code>{_h(r.text)}</code></td>"
+                f"<td>{r.n_pass}/{len(r.passes)}</td><td>[{lo:.2f}, {hi:.2f}]</td>"
+                f"<td>{_h(r.basis)}</td><td>{_h(_values(r.values))}</td></tr>"
+            )
+        header, table = self._metric_rows()
+        mrows = [
+            f"<tr><td><code>{_h(r[0])}</code></td>"
+            + "".join(f"<td>{_h(c)}</td>" for c in r[1:])
+            + "</tr>"
+            for r in table
+        ]
+        figure = ""
+        if plots:
+            png = self._plot_png()
+            figure = (
+                f"<h2>Per draw</h2><img alt='per-draw values against each "
+                f"requirement' src='data:image/png;base64,{png}'>"
+                if png
+                else "<p><em>Plots need matplotlib: pip install 'looped-dynamo[plots]'.</em></p>"
+            )
+        note_items = "".join(f"<li>{_h(line[2:])}</li>" for line in self._note_lines() if line)
+        notes = f"<ul>{note_items}</ul>" if note_items else ""
+        env_rows = "".join(
+            f"<tr><th>{_h(k)}</th><td>{_h(str(v))}</td></tr>" for k, v in e.model_dump().items()
+        )
+        return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>dynamo {verb}: {_h(self.name)} ({status})</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #d0d7de; padding: 0.3em 0.6em; text-align: left; }}
+tr.pass td:first-child {{ color: #1a7f37; font-weight: bold; }}
+tr.fail td:first-child {{ color: #cf222e; font-weight: bold; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>dynamo {verb}: {_h(self.name)} — <span style="color:{color}">{status}</span></h1>
+<p>{n - len(self.failed)}/{n} requirements hold over {len(self.draws)} initialisation draw(s)
+(seeds {_h(_seeds(e.seeds))}). Per-draw values are sampled estimates unless marked; intervals are
+exact 95% Clopper–Pearson intervals of the share of draws.</p>
+<table><tr><th></th><th>Requirement</th><th>Draws passing</th><th>95% interval</th>
+<th>Basis</th><th>Values</th></tr>
+{"".join(rows)}</table>
+{figure}
+<h2>Metrics per draw</h2>
+<table><tr>{"".join(f"<th>{_h(c)}</th>" for c in header)}</tr>
+{"".join(mrows)}</table>
+{notes}
+<h2>Environment</h2><table>{env_rows}</table>
+</body></html>
+"""
+
+    # ------------------------------------------------------------------ helpers
+    def _metric_names(self) -> list[str]:
+        names: list[str] = []
+        for d in self.draws:
+            names += [m for m in d.metrics if m not in names]
+        return names
+
+    def _note_lines(self) -> list[str]:
+        """``- metric (seed s): note`` for every note, identical notes merged over draws."""
+        merged: dict[tuple[str, str], list[int]] = {}
+        for d in self.draws:
+            for metric, note in d.notes.items():
+                merged.setdefault((metric, note), []).append(d.seed)
+        lines = [
+            f"- `{m}` (seeds {_seeds(seeds)}): {_md(note)}" for (m, note), seeds in merged.items()
+        ]
+        return [*lines, ""] if lines else []
+
+    def _metric_rows(self, max_columns: int = 8) -> tuple[list[str], list[list[str]]]:
+        """Rows per metric: one column per draw when there are few, else median/min/max."""
+        names = self._metric_names()
+        label = {m: m if basis(m) == "sampled estimate" else f"{m} ({basis(m)})" for m in names}
+        if len(self.draws) <= max_columns:
+            header = ["metric"] + [f"seed {d.seed}" for d in self.draws]
+            rows = [[label[m]] + [_fmt(d.metrics.get(m)) for d in self.draws] for m in names]
+            return header, rows
+        header = ["metric", "median", "min", "max", "n/a"]
+        rows = []
+        for m in names:
+            vals = [d.metrics.get(m) for d in self.draws]
+            nums = sorted(float(v) for v in vals if isinstance(v, (int, float)))
+            texts = [v for v in vals if isinstance(v, str)]
+            missing = str(sum(v is None for v in vals))
+            if texts:
+                counts = ", ".join(f"{t} ×{texts.count(t)}" for t in dict.fromkeys(texts))
+                rows.append([label[m], counts, "", "", missing])
+            elif nums:
+                mid = len(nums) // 2
+                med = nums[mid] if len(nums) % 2 else 0.5 * (nums[mid - 1] + nums[mid])
+                rows.append([label[m], _fmt(med), _fmt(nums[0]), _fmt(nums[-1]), missing])
+            else:
+                rows.append([label[m], "n/a", "", "", missing])
+        return header, rows
+
+    def _plot_png(self) -> str | None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        reqs = list(self.requirements)
+        if not reqs:  # an analysis: show the headline metrics per draw instead
+            reqs = [
+                RequirementResult(
+                    text=m,
+                    metric=m,
+                    op="==",
+                    value=math.nan,
+                    quorum=1.0,
+                    basis=basis(m),
+                    values=[d.metrics.get(m) for d in self.draws],
+                    passes=[d.metrics.get(m) is not None for d in self.draws],
+                    proportion=1.0,
+                    interval=(0.0, 1.0),
+                    passed=True,
+                )
+                for m in _HEADLINE
+                if any(d.metrics.get(m) is not None for d in self.draws)
+            ]
+        n = max(1, len(reqs))
+        fig, axes = plt.subplots(n, 1, figsize=(7, 1.6 * n + 0.6), squeeze=False)
+        seeds = [d.seed for d in self.draws]
+        if not reqs:
+            axes[0, 0].text(0.5, 0.5, "no metrics", ha="center", va="center")
+            axes[0, 0].set_axis_off()
+        for ax, r in zip(axes[:, 0], reqs, strict=False):
+            numeric = isinstance(r.value, (int, float)) and not isinstance(r.value, bool)
+            colors = (
+                ["#1a7f37" if p else "#cf222e" for p in r.passes]
+                if self.requirements
+                else ["#0969da"] * len(r.passes)
+            )
+            if numeric:
+                ys = [math.nan if v is None or isinstance(v, str) else float(v) for v in r.values]
+                ax.scatter(range(len(ys)), ys, c=colors, zorder=3)
+                assert isinstance(r.value, (int, float))
+                if not math.isnan(float(r.value)):
+                    ax.axhline(
+                        float(r.value), color="0.3", ls="--", lw=1, label=f"{r.op} {r.value:g}"
+                    )
+                    ax.legend(loc="best", fontsize=8, frameon=False)
+                missing = [i for i, y in enumerate(ys) if math.isnan(y)]
+                finite = [y for y in ys if not math.isnan(y)]
+                anchor = (
+                    float(r.value)
+                    if not math.isnan(float(r.value))
+                    else (finite[0] if finite else 0.0)
+                )
+                for i in missing:
+                    ax.annotate("n/a", (i, anchor), ha="center", color="#cf222e")
+            else:
+                labels = [str(v) for v in r.values]
+                cats = sorted(set(labels) | {str(r.value)})
+                ax.scatter(range(len(labels)), [cats.index(s) for s in labels], c=colors, zorder=3)
+                ax.set_yticks(range(len(cats)), cats)
+            title = f"{'PASS' if r.passed else 'FAIL'}: {r.text}" if self.requirements else r.text
+            ax.set_title(title, fontsize=9, loc="left")
+            ax.set_xticks(range(len(seeds)), [str(s) for s in seeds], fontsize=7)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("initialisation seed")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        return base64.b64encode(buf.getvalue()).decode()
+
+
+def certificate_schema() -> dict[str, Any]:
+    """The JSON Schema of a certificate's JSON (published in the docs; ``schema_version`` 1).
+
+    >>> from verify import certificate_schema
+    >>> certificate_schema()["properties"]["schema_version"]["const"]
+    1
+    """
+    schema = Certificate.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _values(values: list[Any], limit: int = 8) -> str:
+    shown = ", ".join(_fmt(v) for v in values[:limit])
+    return f"[{shown}{', …' if len(values) > limit else ''}]"
+
+
+def _seeds(seeds: list[int]) -> str:
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(str(s) for s in seeds)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
+def _h(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "spec"

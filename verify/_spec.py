@@ -1,0 +1,412 @@
+"""The certification spec: a TOML file validated by pydantic, with a published JSON Schema."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dynamo.errors import InvalidArgumentError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "METRICS",
+    "Analysis",
+    "Architecture",
+    "Draws",
+    "Inputs",
+    "Requirement",
+    "Spec",
+    "SpecError",
+    "default_spec",
+    "load_spec",
+    "parse_requirement",
+    "spec_schema",
+    "validate",
+]
+
+
+class SpecError(InvalidArgumentError):
+    """A spec that cannot be used: the message names the key and what to do."""
+
+
+#: Every metric a requirement may name: its type and what it measures (per draw).
+METRICS: dict[str, tuple[str, str]] = {
+    "reachability.converged_fraction": ("number", "share of starts whose iteration converged"),
+    "reachability.path_independence": (
+        "number",
+        "mean cosine of limits from different starts on one input (1: one limit per input)",
+    ),
+    "reachability.steps_median": ("number", "median iterations to tolerance"),
+    "reachability.steps_max": ("number", "largest iterations to tolerance"),
+    "input_dependence.verdict": ("string", "'none', 'weak', 'strong' or 'undetermined'"),
+    "input_dependence.n_distinct": ("number", "distinct fixed points across the inputs"),
+    "input_dependence.distance_ratio": (
+        "number",
+        "mean pairwise fixed-point distance over mean pairwise input distance",
+    ),
+    "input_dependence.sensitivity_norm": ("number", "largest ‖dh*/dx‖₂ over the inputs"),
+    "geometry.spectral_radius": ("number", "largest ρ(∂f/∂h) at a reached fixed point"),
+    "geometry.spectral_norm": ("number", "largest ‖∂f/∂h‖₂ at a reached fixed point"),
+    "geometry.sigma_min": ("number", "smallest σ_min(I − ∂f/∂h) at a reached fixed point"),
+    "contraction.verdict": ("string", "'PROVEN', 'SUPPORTED', 'REFUTED' or 'UNDETERMINED'"),
+    "contraction.local_verdict": ("string", "the local (Lyapunov) verdict at the fixed points"),
+    "lipschitz.upper_bound": ("number", "certified Lipschitz upper bound on the spec's domain"),
+}
+
+_OPS = ("<=", ">=", "==", "!=", "<", ">")
+_REQ = re.compile(r"^\s*([a-z_]+\.[a-z_0-9]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Architecture(_Strict):
+    """The block: the reference transformer's parameters, or a factory ``package.module:function``
+    returning an ``nn.Module`` whose ``forward(h, x)`` is one loop step."""
+
+    kind: Literal["looped_transformer", "factory"] = "looped_transformer"
+    d_model: int = Field(64, ge=1)
+    n_heads: int = Field(4, ge=1)
+    n_layers: int = Field(1, ge=1)
+    d_ff: int | None = Field(None, ge=1)
+    recall: Literal["none", "outer", "internal"] = "outer"
+    norm: Literal["none", "pre", "post", "sandwich", "outer"] = "outer"
+    norm_type: Literal["rms", "layer"] = "rms"
+    pos: Literal["rope", "none", "absolute"] = "rope"
+    causal: bool = False
+    recall_mode: Literal["concat", "add"] = "concat"
+    norm_eps: float = Field(1e-6, gt=0)
+    init_gain: float | None = Field(None, gt=0)
+    branch_gain: float = Field(1.0, gt=0)
+    vocab_size: int | None = Field(None, ge=1)
+    factory: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _factory(self) -> Architecture:
+        if self.kind == "factory" and not self.factory:
+            raise ValueError("kind = 'factory' needs factory = 'package.module:function'")
+        if self.factory and not re.match(r"^[\w.]+:\w+$", self.factory):
+            raise ValueError(f"factory {self.factory!r} must look like 'package.module:function'")
+        if self.kind == "looped_transformer" and self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        return self
+
+
+class Inputs(_Strict):
+    """Random inputs: encoded embeddings ``e ~ N(0, scale²)`` or random token ids."""
+
+    kind: Literal["embeddings", "tokens"] = "embeddings"
+    seq_len: int = Field(16, ge=1)
+    count: int = Field(8, ge=1)
+    scale: float = Field(1.0, gt=0)
+    seed: int = 0
+
+
+class Draws(_Strict):
+    """Initialisation draws: ``count`` seeds from ``first_seed``, or an explicit list."""
+
+    count: int = Field(1, ge=1)
+    first_seed: int = 0
+    seeds: list[int] | None = None
+
+    def resolved(self) -> list[int]:
+        """The seeds in order."""
+        return (
+            list(self.seeds)
+            if self.seeds
+            else list(range(self.first_seed, self.first_seed + self.count))
+        )
+
+
+class Domain(_Strict):
+    """Token-norm ranges for certified bounds (see ``dynamo.Domain``)."""
+
+    r_min: float = Field(0.0, ge=0)
+    r_max: float | None = None
+    x_min: float = Field(0.0, ge=0)
+    x_max: float | None = None
+
+
+class Analysis(_Strict):
+    """Which analyses run and how."""
+
+    dtype: Literal["float64", "float32"] = "float64"
+    starts_per_input: int = Field(4, ge=1)
+    start_noise: float = Field(1.0, gt=0)
+    max_steps: int = Field(1000, ge=1)
+    reachability: bool = True
+    input_dependence: bool = True
+    geometry: bool = True
+    contraction: bool = False
+    lipschitz: bool = False
+    all_metrics: bool = Field(
+        False,
+        description="also compute the costly metrics (input_dependence.sensitivity_norm, "
+        "geometry.sigma_min: tens of seconds per draw at d_model 64) when no requirement names "
+        "them",
+    )
+    domain: Domain | None = None
+
+
+class Requirement(_Strict):
+    """``metric op value``, e.g. ``reachability.converged_fraction >= 0.99``; it passes when at
+    least ``quorum`` of the draws satisfy it."""
+
+    metric: str
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float | str
+    quorum: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> Requirement:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; known metrics: {', '.join(METRICS)}")
+        kind = METRICS[self.metric][0]
+        if kind == "number" and not isinstance(self.value, (int, float)):
+            raise ValueError(
+                f"{self.metric} is a number; compare it with a number, not {self.value!r}"
+            )
+        if kind == "string":
+            if not isinstance(self.value, str):
+                raise ValueError(f"{self.metric} is a verdict; compare it with a quoted string")
+            if self.op not in ("==", "!="):
+                raise ValueError(f"{self.metric} is a verdict: use == or !=, not {self.op}")
+        return self
+
+    def text(self) -> str:
+        """The requirement as written, e.g. ``geometry.spectral_radius < 1``."""
+        v = f"'{self.value}'" if isinstance(self.value, str) else f"{self.value:g}"
+        q = "" if self.quorum == 1 else f" (in >= {100 * self.quorum:g}% of draws)"
+        return f"{self.metric} {self.op} {v}{q}"
+
+    def holds(self, observed: Any) -> bool:
+        """Whether one draw's value satisfies it (a missing or NaN value never does)."""
+        if observed is None or (isinstance(observed, float) and math.isnan(observed)):
+            return False
+        a, b = observed, self.value
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[
+            self.op
+        ]
+
+
+def parse_requirement(text: str, quorum: float = 1.0) -> Requirement:
+    """Parse ``"metric op value"``.
+
+    >>> from verify import parse_requirement
+    >>> parse_requirement("geometry.spectral_radius < 1").text()
+    'geometry.spectral_radius < 1'
+    >>> parse_requirement("input_dependence.verdict == 'strong'").value
+    'strong'
+    """
+    m = _REQ.match(text)
+    if not m:
+        raise ValueError(
+            f"requirement {text!r} must read 'metric op value' with op one of {', '.join(_OPS)}"
+        )
+    metric, op, raw = m.groups()
+    value: float | str
+    if raw[:1] in "'\"" and raw[-1:] == raw[:1] and len(raw) >= 2:
+        value = raw[1:-1]
+    else:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(
+                f"requirement {text!r}: the value {raw!r} is neither a number nor a quoted string"
+            ) from None
+    return Requirement(metric=metric, op=op, value=value, quorum=quorum)  # type: ignore[arg-type]
+
+
+class Spec(_Strict):
+    """A certification spec (TOML). Every key is checked; unknown keys are errors."""
+
+    schema_version: Literal[1] = 1
+    name: str = "spec"
+    architecture: Architecture = Field(default_factory=Architecture)  # type: ignore[arg-type]
+    inputs: Inputs = Field(default_factory=Inputs)  # type: ignore[arg-type]
+    draws: Draws = Field(default_factory=Draws)  # type: ignore[arg-type]
+    analysis: Analysis = Field(default_factory=Analysis)  # type: ignore[arg-type]
+    requirements: list[Requirement] = Field(default_factory=list)
+
+    @field_validator("requirements", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            if isinstance(item, str):
+                out.append(parse_requirement(item))
+            elif isinstance(item, dict) and "require" in item:
+                rest = {k: v for k, v in item.items() if k != "require"}
+                unknown = set(rest) - {"quorum"}
+                if unknown:
+                    raise ValueError(f"unknown key(s) {sorted(unknown)} next to 'require'")
+                out.append(parse_requirement(item["require"], rest.get("quorum", 1.0)))
+            else:
+                out.append(item)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        a = self.analysis
+        for r in self.requirements:
+            section = r.metric.split(".")[0]
+            if section in (
+                "reachability",
+                "input_dependence",
+                "geometry",
+                "contraction",
+            ) and not getattr(a, section):
+                raise ValueError(f"requirement {r.text()!r} needs analysis.{section} = true")
+            if section == "lipschitz" and not a.lipschitz:
+                raise ValueError(f"requirement {r.text()!r} needs analysis.lipschitz = true")
+        if a.lipschitz and a.domain is None:
+            raise ValueError("analysis.lipschitz = true needs an analysis.domain")
+        if self.inputs.kind == "tokens" and self.architecture.vocab_size is None:
+            raise ValueError("inputs.kind = 'tokens' needs architecture.vocab_size")
+        return self
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            hint = "check its spelling against the spec reference"
+            if len(e["loc"]) > 1 and e["loc"][-1] in Spec.model_fields:
+                hint = (
+                    f"'{e['loc'][-1]}' is a top-level key: in TOML, put it before the first "
+                    "[section] header"
+                )
+            lines.append(f"{loc}: unknown key; {hint}")
+        elif kind == "missing":
+            lines.append(f"{loc}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            given = e.get("input")
+            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+            lines.append(f"{loc}: {msg}{shown}")
+    return f"{source}: invalid spec:\n  " + "\n  ".join(lines)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a TOML spec; a bad one raises :class:`SpecError` naming every bad key.
+
+    A ``factory`` is imported here, so that a missing one is reported before any work starts.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from verify import load_spec
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "spec.toml"
+    >>> _ = path.write_text('requirements = ["geometry.spectral_radius < 1"]')
+    >>> load_spec(path).requirements[0].text()
+    'geometry.spectral_radius < 1'
+    >>> _ = path.write_text('[architecture]\\nd_modle = 64')
+    >>> load_spec(path)
+    Traceback (most recent call last):
+    ...
+    verify._spec.SpecError: ...: invalid spec:
+      architecture.d_modle: unknown key; check its spelling against the spec reference
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: no such spec file")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{p}: not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{p}: not a text file (TOML is UTF-8 text)") from None
+    return validate(data, str(p), base=p.resolve().parent)
+
+
+def validate(data: dict[str, Any], source: str = "spec", base: Path | None = None) -> Spec:
+    """Validate a spec given as a dict (e.g. parsed TOML), importing its factory.
+
+    Raises :class:`SpecError` naming every bad key.
+
+    >>> from verify._spec import validate
+    >>> validate({"draws": {"count": 3}}).draws.resolved()
+    [0, 1, 2]
+    """
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_describe(err, source)) from None
+    resolve_factory(spec, source, base)
+    return spec
+
+
+def resolve_factory(spec: Spec, source: str = "spec", base: Path | None = None) -> Any:
+    """Import ``architecture.factory``; a missing module or function is a :class:`SpecError`.
+
+    The module is looked up on ``sys.path`` and then in ``base`` (a spec file's folder), which
+    stays on ``sys.path`` so that the factory's own imports resolve too.
+    """
+    f = spec.architecture.factory
+    if spec.architecture.kind != "factory" or not f:
+        return None
+    module_name, func_name = f.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        folder = None if base is None else str(base)
+        if folder is None or err.name != module_name.split(".")[0] or folder in sys.path:
+            raise SpecError(
+                f"{source}: architecture.factory: cannot import {module_name!r} ({err}); put it "
+                "next to the spec, install it, or add its folder to PYTHONPATH"
+            ) from None
+        sys.path.insert(0, folder)
+        return resolve_factory(spec, source, None)
+    except Exception as err:
+        raise SpecError(
+            f"{source}: architecture.factory: importing {module_name!r} failed: "
+            f"{type(err).__name__}: {err}"
+        ) from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise SpecError(
+            f"{source}: architecture.factory: {module_name!r} has no function {func_name!r}"
+        )
+    return fn
+
+
+def default_spec() -> Spec:
+    """The built-in default: the reference architecture ``dynamo certify`` checks without a spec.
+
+    >>> from verify import default_spec
+    >>> [r.text() for r in default_spec().requirements]
+    ['reachability.converged_fraction >= 1']
+    """
+    return Spec(
+        name="default architecture (built in)",
+        requirements=[parse_requirement("reachability.converged_fraction >= 1")],
+        analysis=Analysis(geometry=True, input_dependence=True),  # type: ignore[call-arg]
+    )
+
+
+def spec_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec (published in the docs).
+
+    >>> from verify import spec_schema
+    >>> spec_schema()["title"]
+    'Spec'
+    """
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
