@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# pytester runs throwaway projects for the tests of dynamo's own pytest plugin
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _close_figures() -> Iterator[None]:

@@ -1,0 +1,144 @@
+"""The pytest plugin and dynamo.testing, in a throwaway project run by pytester."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+
+import pytest
+
+OK_SPEC = """
+name = "additive recall"
+requirements = ["reachability.converged_fraction >= 1", "input_dependence.verdict == 'strong'"]
+
+[architecture]
+d_model = 16
+n_heads = 2
+recall_mode = "add"
+
+[inputs]
+seq_len = 4
+count = 3
+
+[draws]
+count = 2
+
+[analysis]
+geometry = false
+"""
+
+BAD_SPEC = """
+name = "no recall"
+requirements = ["input_dependence.verdict == 'strong'"]
+
+[architecture]
+d_model = 16
+n_heads = 2
+recall = "none"
+
+[inputs]
+seq_len = 4
+count = 3
+
+[draws]
+count = 2
+
+[analysis]
+geometry = false
+"""
+
+TESTS = """
+import pytest
+import torch
+
+import dynamo as dy
+from dynamo.testing import assert_input_dependent, assert_reaches_fixed_point
+
+
+@pytest.mark.dynamo(spec="specs/ok.toml")
+def test_certified(dynamo_certificate):
+    dynamo_certificate.assert_passed()
+    assert dynamo_certificate.requirements[0].proportion == 1.0
+
+
+@pytest.mark.dynamo(spec="specs/bad.toml")
+def test_not_certified(dynamo_certificate):
+    dynamo_certificate.assert_passed()
+
+
+def test_same_spec_is_certified_once(dynamo_certify):
+    assert dynamo_certify("specs/ok.toml") is dynamo_certify("specs/ok.toml")
+
+
+def test_block_reaches_and_depends_on_input():
+    block = dy.models.ContractiveTanh(n=6, lipschitz=0.8, seed=0)
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert_reaches_fixed_point(block, x)
+    assert_input_dependent(block, x)
+
+
+def test_chaotic_map_does_not_reach():
+    chaotic = dy.LoopedSystem.from_module(dy.models.Logistic(r=3.9))
+    assert_reaches_fixed_point(chaotic, max_steps=100)
+
+
+def test_fixture_needs_the_marker(dynamo_certificate):
+    pass
+"""
+
+
+def test_plugin_is_registered_and_loads_without_torch() -> None:
+    names = {e.name: e.value for e in metadata.entry_points(group="pytest11")}
+    assert names.get("dynamo") == "verify.pytest_plugin"
+    code = "import sys, verify.pytest_plugin; print(sorted({'torch', 'dynamo'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_plugin_in_a_throwaway_project(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("specs")
+    (pytester.path / "specs" / "ok.toml").write_text(textwrap.dedent(OK_SPEC))
+    (pytester.path / "specs" / "bad.toml").write_text(textwrap.dedent(BAD_SPEC))
+    pytester.makepyfile(test_blocks=TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, failed=2, errors=1)
+    out = result.stdout.str()
+    # the failed certificate names its failed requirement, with the draws and values
+    assert (
+        "E       AssertionError: dynamo certificate 'no recall': 1 of 1 requirement(s) failed "
+        "over 2 draw(s) (seeds 0, 1):\n"
+        "E         FAIL input_dependence.verdict == 'strong': 0/2 draws (95% CI [0.00, 0.84]); "
+        "values [none, none]"
+    ) in out
+    # and the failure shows the test's line, not dynamo's internals
+    assert "def assert_passed" not in out and "def assert_reaches_fixed_point" not in out
+    # a dynamo.testing assertion says how many starts converged, and that none is a fixed point
+    assert "assert_reaches_fixed_point(model): 0/4 starts converged" in out
+    assert "No fixed point is reported for the starts that did not converge" in out
+    assert "needs @pytest.mark.dynamo(spec='path/to/spec.toml')" in out
+    # the session summary lists each certificate once
+    result.stdout.fnmatch_lines(
+        [
+            "*dynamo certificates*",
+            "additive recall: PASSED (2/2 requirements over 2 draw(s))",
+            "no recall: FAILED (0/1 requirements over 2 draw(s))",
+        ]
+    )
+
+
+def test_plugin_seeds_option_overrides_the_specs(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("specs")
+    (pytester.path / "specs" / "ok.toml").write_text(textwrap.dedent(OK_SPEC))
+    pytester.makepyfile(
+        test_one="""
+        import pytest
+
+        @pytest.mark.dynamo(spec="specs/ok.toml")
+        def test_certified(dynamo_certificate):
+            assert [d.seed for d in dynamo_certificate.draws] == [0, 1, 2]
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--dynamo-seeds", "3")
+    result.assert_outcomes(passed=1)

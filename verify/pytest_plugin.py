@@ -1,0 +1,138 @@
+"""The dynamo pytest plugin: certify specs inside a project's own test suite.
+
+Loaded automatically (``pytest11`` entry point ``dynamo``) when dynamo is installed. It is thin:
+loading it imports neither torch nor dynamo; they load when a test first asks for a certificate.
+
+What it adds:
+
+* the marker ``@pytest.mark.dynamo(spec="path/to/spec.toml", seeds=None)`` (a path relative to
+  the test file's folder);
+* the fixture ``dynamo_certificate``: the :class:`verify.Certificate` of the marked test's spec,
+  made once per session and shared by every test naming the same spec;
+* the fixture ``dynamo_certify``: a function ``(spec, seeds=None) -> Certificate`` for a path or a
+  :class:`verify.Spec`, cached the same way;
+* the options ``--dynamo-seeds N`` (initialisation draws for every spec) and ``--dynamo-device``;
+* a terminal summary line per certified spec.
+
+A test then asserts what it needs, e.g. ``dynamo_certificate.assert_passed()`` (a readable failure
+naming each failed requirement), or looks at single requirements and per-draw metrics. For
+single blocks without a spec, use the assertions in :mod:`dynamo.testing`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_KEY = pytest.StashKey[dict[Any, Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dynamo", "dynamo certification")
+    group.addoption(
+        "--dynamo-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="initialisation draws for every certified spec (overrides the specs)",
+    )
+    group.addoption(
+        "--dynamo-device",
+        default=None,
+        metavar="DEVICE",
+        help="device for certification (default cpu)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "dynamo(spec, seeds=None): certify a dynamo spec (path relative to the test file) and "
+        "give the test its certificate through the dynamo_certificate fixture",
+    )
+    config.stash[_KEY] = {}
+
+
+def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -> Any:
+    import verify
+
+    cache = config.stash[_KEY]
+    n = config.getoption("--dynamo-seeds") if seeds is None else seeds
+    device = config.getoption("--dynamo-device")
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        path = path if path.is_absolute() else (where / path)
+        key: Any = (str(path.resolve()), n, device)
+        if key not in cache:
+            loaded = verify.load_spec(path)
+            cache[key] = _run(verify, loaded, n, device)
+        return cache[key]
+    if isinstance(spec, verify.Spec):
+        key = (spec.model_dump_json(), n, device)
+        if key not in cache:
+            cache[key] = _run(verify, spec, n, device)
+        return cache[key]
+    raise TypeError(
+        f"dynamo_certify(spec): spec must be a path to a TOML spec or a verify.Spec, not "
+        f"{type(spec).__name__}"
+    )
+
+
+def _run(verify: Any, spec: Any, n: int | None, device: str | None) -> Any:
+    seeds = None
+    if n is not None:
+        first = spec.draws.seeds[0] if spec.draws.seeds else spec.draws.first_seed
+        seeds = list(range(first, first + n))
+    return verify.certify(spec, seeds=seeds, device=device, progress=False)
+
+
+@pytest.fixture
+def dynamo_certify(request: pytest.FixtureRequest) -> Any:
+    """``certify(spec, seeds=None)``: the certificate of a spec (path or ``verify.Spec``),
+    made once per session. Paths are relative to the test file's folder."""
+    where = Path(str(request.node.path)).parent
+
+    def certify(spec: Any, seeds: int | None = None) -> Any:
+        return _certify(request.config, spec, seeds, where)
+
+    return certify
+
+
+@pytest.fixture
+def dynamo_certificate(request: pytest.FixtureRequest) -> Any:
+    """The certificate of the spec named by the test's ``@pytest.mark.dynamo(spec=...)``."""
+    marker = request.node.get_closest_marker("dynamo")
+    if marker is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: the dynamo_certificate fixture needs "
+            "@pytest.mark.dynamo(spec='path/to/spec.toml') on the test"
+        )
+    spec = marker.kwargs.get("spec", marker.args[0] if marker.args else None)
+    if spec is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: @pytest.mark.dynamo needs spec='path/to/spec.toml'"
+        )
+    unknown = set(marker.kwargs) - {"spec", "seeds"}
+    if unknown:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: @pytest.mark.dynamo got unknown argument(s) "
+            f"{sorted(unknown)}; it takes spec= and seeds="
+        )
+    where = Path(str(request.node.path)).parent
+    return _certify(request.config, spec, marker.kwargs.get("seeds"), where)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    cache = config.stash.get(_KEY, {})
+    if not cache:
+        return
+    terminalreporter.section("dynamo certificates")
+    for cert in cache.values():
+        n = len(cert.requirements)
+        word = "PASSED" if cert.passed else "FAILED"
+        terminalreporter.write_line(
+            f"{cert.name}: {word} ({n - len(cert.failed)}/{n} requirements over "
+            f"{len(cert.draws)} draw(s))"
+        )
