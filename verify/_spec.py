@@ -71,6 +71,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+_TRANSFORMER_ONLY = frozenset(
+    {"n_heads", "n_layers", "d_ff", "recall", "norm", "norm_type", "pos", "causal", "recall_mode"}
+    | {"norm_eps", "init_gain", "branch_gain"}
+)
+
+
 class Architecture(_Strict):
     """The block: the reference transformer's parameters, or a factory ``package.module:function``
     returning an ``nn.Module`` whose ``forward(h, x)`` is one loop step."""
@@ -93,8 +99,36 @@ class Architecture(_Strict):
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        # ``factory = "m:f"`` alone means a factory block; never run the reference model instead
+        if isinstance(data, dict) and data.get("factory") and "kind" not in data:
+            return {**data, "kind": "factory"}
+        return data
+
     @model_validator(mode="after")
     def _factory(self) -> Architecture:
+        # compare with the defaults, not model_fields_set: a spec re-validated from its own dump
+        # (e.g. after --seeds) sets every field
+        fields = type(self).model_fields
+        given = {
+            k
+            for k in fields
+            if getattr(self, k) != fields[k].get_default(call_default_factory=True)
+        }
+        if self.kind == "looped_transformer" and given & {"factory", "kwargs"}:
+            keys = ", ".join(sorted(given & {"factory", "kwargs"}))
+            raise ValueError(
+                f"{keys} belong to kind = 'factory', but kind = 'looped_transformer'; drop them "
+                "or set kind = 'factory'"
+            )
+        ignored = sorted(given & _TRANSFORMER_ONLY)
+        if self.kind == "factory" and ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} configure the reference transformer and would be ignored "
+                "with kind = 'factory'; pass the factory's own arguments in kwargs = {...}"
+            )
         if self.kind == "factory" and not self.factory:
             raise ValueError("kind = 'factory' needs factory = 'package.module:function'")
         if self.factory and not re.match(r"^[\w.]+:\w+$", self.factory):
