@@ -91,6 +91,18 @@ def test_requirement_semantics_and_quorum() -> None:
             "[architecture]\nkind = 'factory'\nfactory = 'json:no_such_function'\n",
             "'json' has no function 'no_such_function'",
         ),
+        (  # a factory without kind is a factory block, not silently the reference model
+            "[architecture]\nfactory = 'no_such_module_xyz:make'\n",
+            "architecture.factory: cannot import 'no_such_module_xyz'",
+        ),
+        (
+            "[architecture]\nkind = 'looped_transformer'\nfactory = 'json:loads'\n",
+            "factory belong to kind = 'factory', but kind = 'looped_transformer'",
+        ),
+        (
+            "[architecture]\nfactory = 'json:loads'\nrecall = 'none'\n",
+            "recall configure the reference transformer and would be ignored",
+        ),
         ("[architecture]\nn_heads = 5\n", "n_heads=5 must divide d_model=64"),
         ("[analysis]\nrequirements = []\n", "'requirements' is a top-level key"),
         (
@@ -225,6 +237,24 @@ def test_vmapped_path_matches_the_loop_over_draws(tmp_path: Path) -> None:
     stacked = verify.certify(spec, timestamp=False)
     looped = verify.certify(spec, timestamp=False, vectorize=False)
     assert stacked.environment.reach_path == "vmap" and looped.environment.reach_path == "loop"
+    assert [d.metrics for d in stacked.draws] == [d.metrics for d in looped.draws]
+
+
+def test_token_inputs_are_embedded_by_each_draw(tmp_path: Path) -> None:
+    spec = verify.load_spec(
+        write(
+            tmp_path,
+            SMALL.replace("d_model = 16", "d_model = 16\nvocab_size = 50").replace(
+                "[inputs]", "[inputs]\nkind = 'tokens'"
+            )
+            + "[draws]\ncount = 3\n[analysis]\ninput_dependence = false\ngeometry = false\n",
+        )
+    )
+    e0, e1 = (verify.draw_inputs(spec, verify.build_model(spec, s), torch.float64) for s in (0, 1))
+    assert e0.shape == (3, 4, 16) and not torch.allclose(e0, e1)
+    stacked = verify.certify(spec, timestamp=False)
+    looped = verify.certify(spec, timestamp=False, vectorize=False)
+    assert stacked.environment.reach_path == "vmap"
     assert [d.metrics for d in stacked.draws] == [d.metrics for d in looped.draws]
 
 

@@ -63,6 +63,11 @@ def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tenso
         assert a.vocab_size is not None
         tokens = torch.randint(0, a.vocab_size, (i.count, i.seq_len), generator=gen)
         enc: Any = model
+        if not callable(getattr(enc, "encode", None)):
+            raise SpecError(
+                f"inputs.kind = 'tokens' needs a block with encode(tokens) -> embeddings; "
+                f"{type(model).__name__} has none: use inputs.kind = 'embeddings'"
+            )
         with torch.no_grad():
             return enc.encode(tokens).to(dtype) * i.scale
     return i.scale * torch.randn(i.count, i.seq_len, a.d_model, generator=gen, dtype=dtype)
@@ -91,16 +96,20 @@ def stacked_reach(
     tol: float,
     max_steps: int,
     divergence: float = 1e6,
+    per_draw: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Plain iteration of every draw at once: parameters stacked, the step ``vmap``-ed over draws.
 
-    ``x`` and ``h0`` are ``(N, *state)`` (the same inputs and starts for every draw). Semantics
+    ``x`` and ``h0`` are ``(N, *shape)``, the same inputs and starts for every draw, or with
+    ``per_draw=True`` ``(D, N, *shape)``, one set per draw (e.g. tokens embedded by each draw's own
+    embedding). Semantics
     match :func:`dynamo.solve` with ``method="picard"``: a start converges when
     ``‖f(h) − h‖ <= tol (1 + ‖h‖)``, stops (frozen) there, diverges past an RMS entry of
     ``divergence``. Each step evaluates only the draws with a start still running, and in them
     only the running starts (padded to the longest such list), so slow draws do not make the fast
     ones pay. Returns ``converged``, ``diverged``, ``nonfinite`` (bool, ``(D, N)``), ``steps`` and
-    ``state`` (``(D, N, *state)``).
+    ``state`` (``(D, N, *state)``). ``on_step(k, running)`` is called every 25 steps.
     """
     base = models[0]
     params, buffers = stack_module_state(models)
@@ -111,9 +120,18 @@ def stacked_reach(
         return functional_call(base, (p, b), (h, xx))
 
     step = vmap(one, in_dims=(0, 0, 0, 0))
-    n_draws, n_starts = len(models), h0.shape[0]
-    h = h0.unsqueeze(0).expand(n_draws, *h0.shape).clone()
-    n = h0[0].numel()
+    n_draws = len(models)
+    if per_draw:
+        if h0.shape[0] != n_draws or x.shape[0] != n_draws:
+            raise ValueError(
+                f"stacked_reach(per_draw=True): x and h0 need a leading dimension of {n_draws} "
+                f"draws, got {tuple(x.shape)} and {tuple(h0.shape)}"
+            )
+        h = h0.clone()
+    else:
+        h = h0.unsqueeze(0).expand(n_draws, *h0.shape).clone()
+    n_starts = h.shape[1]
+    n = h[0, 0].numel()
     done = torch.zeros(n_draws, n_starts, dtype=torch.bool, device=h0.device)
     conv = torch.zeros_like(done)
     div = torch.zeros_like(done)
@@ -129,6 +147,8 @@ def stacked_reach(
                 break
             count = running[draws].sum(dim=1)
             width = int(count.max())
+            if on_step is not None and k % 25 == 0:
+                on_step(k, int(count.sum()))
             # running starts first (stable), then the first `width` columns of each draw
             order = torch.argsort((~running[draws]).to(torch.int8), dim=1, stable=True)
             idx = order[:, :width]
@@ -139,7 +159,7 @@ def stacked_reach(
                 b_sub = {name: v[draws] for name, v in buffers.items()}
             rows = draws[:, None].expand_as(idx)
             hs = h[rows, idx]
-            fh = step(p_sub, b_sub, hs, x[idx])
+            fh = step(p_sub, b_sub, hs, x[rows, idx] if per_draw else x[idx])
             r = (fh - hs).reshape(*idx.shape, -1).norm(dim=2)
             hn = hs.reshape(*idx.shape, -1).norm(dim=2)
             finite = torch.isfinite(r) & torch.isfinite(hn)
@@ -210,30 +230,60 @@ def certify(
     models = [
         build_model(spec, s).to(dtype=dtype, device=dev).requires_grad_(False) for s in draw_seeds
     ]
-    x = draw_inputs(spec, models[0], dtype).to(dev)
+    # random embeddings are the same for every draw; random tokens are embedded by each draw's
+    # own embedding table, so their encoded inputs (and the starts h0 = e) differ per draw
+    shared = spec.inputs.kind == "embeddings"
+    if shared:
+        xs = [draw_inputs(spec, models[0], dtype).to(dev)] * len(models)
+    else:
+        xs = [draw_inputs(spec, m, dtype).to(dev) for m in models]
     per = a.starts_per_input
     tol = dy.default_tolerance(dtype)
-    systems = [dy.LoopedSystem.from_module(m, x, dtype=None) for m in models]
-    s0 = systems[0]
-    same_shape = tuple(x.shape[1:]) == s0.state_shape
-    rep0 = s0.repeat_input(per) if s0.x is not None else s0
-    h0 = s0.initial_states(
-        "input" if same_shape else "normal", per, scale=a.start_noise, seed=spec.inputs.seed
-    )
-    xr = rep0.x if rep0.x is not None else None
-    bar = _progress(len(models), progress)
+    systems = [
+        dy.LoopedSystem.from_module(m, x, dtype=None) for m, x in zip(models, xs, strict=True)
+    ]
+    same_shape = tuple(xs[0].shape[1:]) == systems[0].state_shape
+    h0s = [
+        s.initial_states(
+            "input" if same_shape else "normal", per, scale=a.start_noise, seed=spec.inputs.seed
+        )
+        for s in (systems[:1] if shared else systems)
+    ]
+    if shared:
+        h0s = h0s * len(models)
+    bar = _Bar(len(models), progress)
     reach: dict[str, torch.Tensor] | None = None
     path: Literal["vmap", "loop"] = "loop"
-    if a.reachability and vectorize and len(models) > 1 and s0.driven and xr is not None:
+    if a.reachability and vectorize and len(models) > 1 and systems[0].driven:
+        reps: list[torch.Tensor] = []
+        for s in systems[:1] if shared else systems:
+            rx = s.repeat_input(per).x
+            assert rx is not None  # driven systems carry their input
+            reps.append(rx)
         try:
-            reach = stacked_reach(models, xr, h0, tol=tol, max_steps=a.max_steps)
+            bar.phase(f"reachability, {len(models)} draws at once (vmap)")
+            if shared:
+                reach = stacked_reach(
+                    models, reps[0], h0s[0], tol=tol, max_steps=a.max_steps, on_step=bar.step
+                )
+            else:
+                reach = stacked_reach(
+                    models,
+                    torch.stack(reps),
+                    torch.stack(h0s),
+                    tol=tol,
+                    max_steps=a.max_steps,
+                    per_draw=True,
+                    on_step=bar.step,
+                )
             path = "vmap"
         except Exception:  # different structures or a non-vmappable module: loop instead
             reach = None
+    bar.phase("analyses per draw")
     needed = {r.metric for r in spec.requirements}
     full = a.all_metrics
     draws: list[DrawResult] = []
-    for d, (seed, system) in enumerate(zip(draw_seeds, systems, strict=True)):
+    for d, (seed, system, x, h0) in enumerate(zip(draw_seeds, systems, xs, h0s, strict=True)):
         metrics: dict[str, Any] = {}
         notes: dict[str, str] = {}
         if a.reachability:
@@ -323,8 +373,8 @@ def certify(
         draws.append(
             DrawResult(seed=seed, metrics={k: _plain(v) for k, v in metrics.items()}, notes=notes)
         )
-        bar(d + 1)
-    bar(None)
+        bar.draw(d + 1)
+    bar.close()
     results = []
     for req in spec.requirements:
         values = [dr.metrics.get(req.metric) for dr in draws]
@@ -453,17 +503,32 @@ def _geometry_metrics(
     return out
 
 
-def _progress(total: int, enabled: bool) -> Callable[[int | None], None]:
-    if not enabled:
-        return lambda _: None
-    from tqdm.auto import tqdm
+class _Bar:
+    """A tqdm bar over the draws on stderr (nothing when disabled); the reachability phase, which
+    runs all draws at once, shows its step and the starts still running."""
 
-    bar = tqdm(total=total, desc="dynamo certify", unit="draw", file=sys.stderr, leave=False)
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled:
+            from tqdm.auto import tqdm
 
-    def update(done: int | None) -> None:
-        if done is None:
-            bar.close()
-        else:
-            bar.update(done - bar.n)
+            self.bar = tqdm(
+                total=total, desc="dynamo certify", unit="draw", file=sys.stderr, leave=False
+            )
 
-    return update
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"dynamo certify: {text}")
+            self.bar.set_postfix_str("")
+
+    def step(self, k: int, running: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"step {k}, {running} starts running", refresh=True)
+
+    def draw(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
