@@ -20,6 +20,7 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "METRICS",
+    "VERDICT_VALUES",
     "Analysis",
     "Architecture",
     "Draws",
@@ -63,12 +64,27 @@ METRICS: dict[str, tuple[str, str]] = {
     "lipschitz.upper_bound": ("number", "certified Lipschitz upper bound on the spec's domain"),
 }
 
+#: The values a verdict metric can take (as reported in a certificate).
+VERDICT_VALUES: dict[str, tuple[str, ...]] = {
+    "input_dependence.verdict": ("none", "weak", "strong", "undetermined"),
+    "contraction.verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
+    "contraction.local_verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
+}
+#: Numeric metrics confined to a range: a threshold outside it can never (or always) hold.
+_RANGES: dict[str, tuple[float, float]] = {
+    "reachability.converged_fraction": (0.0, 1.0),
+    "reachability.path_independence": (-1.0, 1.0),
+}
+#: Upper limit on counts and sizes: beyond it a spec is a typo, not a plan.
+_MAX_COUNT = 1_000_000
+
 _OPS = ("<=", ">=", "==", "!=", "<", ">")
 _REQ = re.compile(r"^\s*([a-z_]+\.[a-z_0-9]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # inf and nan are TOML floats; no key of a spec means anything with them
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 _TRANSFORMER_ONLY = frozenset(
@@ -82,10 +98,10 @@ class Architecture(_Strict):
     returning an ``nn.Module`` whose ``forward(h, x)`` is one loop step."""
 
     kind: Literal["looped_transformer", "factory"] = "looped_transformer"
-    d_model: int = Field(64, ge=1)
-    n_heads: int = Field(4, ge=1)
-    n_layers: int = Field(1, ge=1)
-    d_ff: int | None = Field(None, ge=1)
+    d_model: int = Field(64, ge=1, le=65536)
+    n_heads: int = Field(4, ge=1, le=4096)
+    n_layers: int = Field(1, ge=1, le=1024)
+    d_ff: int | None = Field(None, ge=1, le=1_048_576)
     recall: Literal["none", "outer", "internal"] = "outer"
     norm: Literal["none", "pre", "post", "sandwich", "outer"] = "outer"
     norm_type: Literal["rms", "layer"] = "rms"
@@ -95,7 +111,7 @@ class Architecture(_Strict):
     norm_eps: float = Field(1e-6, gt=0)
     init_gain: float | None = Field(None, gt=0)
     branch_gain: float = Field(1.0, gt=0)
-    vocab_size: int | None = Field(None, ge=1)
+    vocab_size: int | None = Field(None, ge=1, le=10_000_000)
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -142,8 +158,8 @@ class Inputs(_Strict):
     """Random inputs: encoded embeddings ``e ~ N(0, scale²)`` or random token ids."""
 
     kind: Literal["embeddings", "tokens"] = "embeddings"
-    seq_len: int = Field(16, ge=1)
-    count: int = Field(8, ge=1)
+    seq_len: int = Field(16, ge=1, le=_MAX_COUNT)
+    count: int = Field(8, ge=1, le=_MAX_COUNT)
     scale: float = Field(1.0, gt=0)
     seed: int = 0
 
@@ -151,35 +167,76 @@ class Inputs(_Strict):
 class Draws(_Strict):
     """Initialisation draws: ``count`` seeds from ``first_seed``, or an explicit list."""
 
-    count: int = Field(1, ge=1)
-    first_seed: int = 0
-    seeds: list[int] | None = None
+    count: int = Field(1, ge=1, le=_MAX_COUNT)
+    first_seed: int = Field(0, ge=0)
+    seeds: list[int] | None = Field(
+        None, description="explicit seeds (distinct); then count, if given, must equal their number"
+    )
 
-    def resolved(self) -> list[int]:
-        """The seeds in order."""
-        return (
-            list(self.seeds)
-            if self.seeds
-            else list(range(self.first_seed, self.first_seed + self.count))
-        )
+    @model_validator(mode="after")
+    def _one_way(self) -> Draws:
+        if self.seeds is None:
+            return self
+        if not self.seeds:
+            raise ValueError("seeds = [] gives no draws: list at least one seed, or drop seeds")
+        dup = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if dup:
+            raise ValueError(
+                f"seeds repeat {dup}: a repeated seed is the same draw, not more evidence"
+            )
+        if self.count != 1 and self.count != len(self.seeds):
+            raise ValueError(
+                f"count = {self.count} disagrees with the {len(self.seeds)} listed seeds; give one"
+            )
+        if self.first_seed != 0:
+            raise ValueError("first_seed and seeds both given; give one")
+        return self
+
+    def resolved(self, count: int | None = None) -> list[int]:
+        """The seeds in order; ``count`` overrides how many (from the first seed on).
+
+        Examples
+        --------
+        >>> from verify import Draws
+        >>> Draws(count=3, first_seed=10).resolved()
+        [10, 11, 12]
+        >>> Draws(seeds=[7, 3]).resolved(), Draws(seeds=[7, 3]).resolved(count=3)
+        ([7, 3], [7, 8, 9])
+        """
+        if count is None:
+            return (
+                list(self.seeds)
+                if self.seeds
+                else list(range(self.first_seed, self.first_seed + self.count))
+            )
+        start = self.seeds[0] if self.seeds else self.first_seed
+        return list(range(start, start + count))
 
 
 class Domain(_Strict):
     """Token-norm ranges for certified bounds (see ``dynamo.Domain``)."""
 
     r_min: float = Field(0.0, ge=0)
-    r_max: float | None = None
+    r_max: float | None = Field(None, gt=0, description="omit for no upper limit")
     x_min: float = Field(0.0, ge=0)
-    x_max: float | None = None
+    x_max: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Domain:
+        for lo, hi in (("r_min", "r_max"), ("x_min", "x_max")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if b is not None and b < a:
+                raise ValueError(f"{hi} = {b:g} is below {lo} = {a:g}")
+        return self
 
 
 class Analysis(_Strict):
     """Which analyses run and how."""
 
     dtype: Literal["float64", "float32"] = "float64"
-    starts_per_input: int = Field(4, ge=1)
+    starts_per_input: int = Field(4, ge=1, le=_MAX_COUNT)
     start_noise: float = Field(1.0, gt=0)
-    max_steps: int = Field(1000, ge=1)
+    max_steps: int = Field(1000, ge=1, le=_MAX_COUNT)
     reachability: bool = True
     input_dependence: bool = True
     geometry: bool = True
@@ -217,6 +274,21 @@ class Requirement(_Strict):
                 raise ValueError(f"{self.metric} is a verdict; compare it with a quoted string")
             if self.op not in ("==", "!="):
                 raise ValueError(f"{self.metric} is a verdict: use == or !=, not {self.op}")
+            allowed = VERDICT_VALUES[self.metric]
+            if self.value not in allowed:
+                raise ValueError(
+                    f"{self.metric} is never {self.value!r}; its values are "
+                    + ", ".join(repr(v) for v in allowed)
+                )
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise ValueError(f"{self.metric} compared with {self.value}: use a finite threshold")
+        if isinstance(self.value, (int, float)) and self.metric in _RANGES:
+            lo, hi = _RANGES[self.metric]
+            if not lo <= self.value <= hi:
+                raise ValueError(
+                    f"{self.metric} lies in [{lo:g}, {hi:g}]; a threshold of {self.value:g} "
+                    "is always or never met"
+                )
         return self
 
     def text(self) -> str:
@@ -260,19 +332,37 @@ def parse_requirement(text: str, quorum: float = 1.0) -> Requirement:
             raise ValueError(
                 f"requirement {text!r}: the value {raw!r} is neither a number nor a quoted string"
             ) from None
-    return Requirement(metric=metric, op=op, value=value, quorum=quorum)  # type: ignore[arg-type]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"requirement {text!r} compares with {raw}: use a finite threshold")
+    try:
+        return Requirement(metric=metric, op=op, value=value, quorum=quorum)  # type: ignore[arg-type]
+    except ValidationError as err:
+        msgs = "; ".join(
+            ("".join(f"{p}: " for p in e["loc"][:1])) + e["msg"].removeprefix("Value error, ")
+            for e in err.errors()
+        )
+        raise ValueError(f"{text!r}: {msgs}") from None
 
 
 class Spec(_Strict):
     """A certification spec (TOML). Every key is checked; unknown keys are errors."""
 
     schema_version: Literal[1] = 1
-    name: str = "spec"
+    name: str = Field("spec", min_length=1, max_length=200)
     architecture: Architecture = Field(default_factory=Architecture)  # type: ignore[arg-type]
     inputs: Inputs = Field(default_factory=Inputs)  # type: ignore[arg-type]
     draws: Draws = Field(default_factory=Draws)  # type: ignore[arg-type]
     analysis: Analysis = Field(default_factory=Analysis)  # type: ignore[arg-type]
     requirements: list[Requirement] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(
+                "control characters (tabs, newlines, \\u0001...) cannot appear in name"
+            )
+        return value
 
     @field_validator("requirements", mode="before")
     @classmethod
@@ -280,17 +370,20 @@ class Spec(_Strict):
         if not isinstance(value, list):
             return value
         out = []
-        for item in value:
-            if isinstance(item, str):
-                out.append(parse_requirement(item))
-            elif isinstance(item, dict) and "require" in item:
-                rest = {k: v for k, v in item.items() if k != "require"}
-                unknown = set(rest) - {"quorum"}
-                if unknown:
-                    raise ValueError(f"unknown key(s) {sorted(unknown)} next to 'require'")
-                out.append(parse_requirement(item["require"], rest.get("quorum", 1.0)))
-            else:
-                out.append(item)
+        for i, item in enumerate(value):
+            try:
+                if isinstance(item, str):
+                    out.append(parse_requirement(item))
+                elif isinstance(item, dict) and "require" in item:
+                    rest = {k: v for k, v in item.items() if k != "require"}
+                    unknown = set(rest) - {"quorum"}
+                    if unknown:
+                        raise ValueError(f"unknown key(s) {sorted(unknown)} next to 'require'")
+                    out.append(parse_requirement(item["require"], rest.get("quorum", 1.0)))
+                else:
+                    out.append(item)
+            except ValueError as err:
+                raise ValueError(f"requirement {i + 1}: {err}") from None
         return out
 
     @model_validator(mode="after")
@@ -309,6 +402,16 @@ class Spec(_Strict):
                 raise ValueError(f"requirement {r.text()!r} needs analysis.lipschitz = true")
         if a.lipschitz and a.domain is None:
             raise ValueError("analysis.lipschitz = true needs an analysis.domain")
+        texts = [r.text() for r in self.requirements]
+        dup = sorted({t for t in texts if texts.count(t) > 1})
+        if dup:
+            raise ValueError(f"requirement(s) given twice: {dup}")
+        for r in self.requirements:
+            if r.metric == "input_dependence.verdict" and self.inputs.count < 2:
+                raise ValueError(
+                    f"requirement {r.text()!r} needs inputs.count >= 2: one input cannot show "
+                    "that the fixed point depends on it"
+                )
         if self.inputs.kind == "tokens" and self.architecture.vocab_size is None:
             raise ValueError("inputs.kind = 'tokens' needs architecture.vocab_size")
         return self
@@ -358,6 +461,8 @@ def load_spec(path: str | Path) -> Spec:
       architecture.d_modle: unknown key; check its spelling against the spec reference
     """
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{p} is a folder; give the spec file (a .toml) inside it")
     if not p.is_file():
         raise SpecError(f"{p}: no such spec file")
     try:
