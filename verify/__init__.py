@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "DrawResult": "._report",
     "Environment": "._report",
     "RequirementResult": "._report",
+    "Timestamp": "._report",
+    "basis": "._report",
     "certificate_schema": "._report",
     "METRICS": "._spec",
     "Analysis": "._spec",
@@ -41,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "Requirement": "._spec",
     "Spec": "._spec",
     "SpecError": "._spec",
+    "VERDICT_VALUES": "._spec",
     "default_spec": "._spec",
     "load_spec": "._spec",
     "parse_requirement": "._spec",
@@ -82,8 +85,11 @@ if TYPE_CHECKING:
     from ._report import DrawResult as DrawResult
     from ._report import Environment as Environment
     from ._report import RequirementResult as RequirementResult
+    from ._report import Timestamp as Timestamp
+    from ._report import basis as basis
     from ._report import certificate_schema as certificate_schema
     from ._spec import METRICS as METRICS
+    from ._spec import VERDICT_VALUES as VERDICT_VALUES
     from ._spec import Analysis as Analysis
     from ._spec import Architecture as Architecture
     from ._spec import Draws as Draws

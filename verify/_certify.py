@@ -19,14 +19,37 @@ from torch.func import functional_call, stack_module_state, vmap
 import dynamo as dy
 from dynamo._stats import clopper_pearson
 
-from ._report import Certificate, DrawResult, Environment, RequirementResult, basis
+from ._report import Certificate, DrawResult, Environment, RequirementResult, Timestamp, basis
 from ._spec import Spec, SpecError, resolve_factory
 
 __all__ = ["build_model", "certify", "draw_inputs", "stacked_reach"]
 
 
 def build_model(spec: Spec, seed: int) -> nn.Module:
-    """The spec's block for one initialisation seed (in eval mode)."""
+    """The spec's block for one initialisation seed, in eval mode.
+
+    The reference :class:`dynamo.models.LoopedTransformer` with the spec's parameters, or the
+    user's ``factory(seed=seed, **kwargs)``; a factory that fails or returns something other than
+    an ``nn.Module`` is a :class:`SpecError`.
+
+    Parameters
+    ----------
+    spec : Spec
+    seed : int
+        The initialisation seed (one draw).
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Examples
+    --------
+    >>> import verify
+    >>> spec = verify.Spec(architecture=verify.Architecture(d_model=16, n_heads=2))
+    >>> block = verify.build_model(spec, seed=3)
+    >>> type(block).__name__, block.training
+    ('LoopedTransformer', False)
+    """
     a = spec.architecture
     if a.kind == "factory":
         fn = resolve_factory(spec)
@@ -56,7 +79,30 @@ def build_model(spec: Spec, seed: int) -> nn.Module:
 
 
 def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
-    """The spec's encoded inputs ``(count, seq_len, d_model)`` (embedded per model for tokens)."""
+    """The spec's encoded inputs ``(count, seq_len, d_model)``.
+
+    Random embeddings ``scale · N(0, 1)`` are the same for every draw (they depend on
+    ``inputs.seed`` only); random token ids are the same too, but are embedded by ``model.encode``,
+    so each draw sees its own embeddings.
+
+    Parameters
+    ----------
+    spec : Spec
+    model : torch.nn.Module
+        The draw's block (used only for tokens).
+    dtype : torch.dtype
+
+    Returns
+    -------
+    torch.Tensor
+
+    Examples
+    --------
+    >>> import torch, verify
+    >>> spec = verify.Spec(inputs=verify.Inputs(count=3, seq_len=5))
+    >>> verify.draw_inputs(spec, verify.build_model(spec, 0), torch.float64).shape
+    torch.Size([3, 5, 64])
+    """
     i, a = spec.inputs, spec.architecture
     gen = torch.Generator().manual_seed(i.seed)
     if i.kind == "tokens":
@@ -88,6 +134,45 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _git_dirty() -> bool | None:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path.cwd(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def _resolve_device(device: str | None, where: str) -> torch.device:
+    """``torch.device(device)`` (default CPU) if it exists here; else an
+    :class:`~dynamo.errors.InvalidArgumentError` that begins with ``where``."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise dy.errors.InvalidArgumentError(
+            f"{where}: not a device ({err}); use cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise dy.errors.InvalidArgumentError(f"{where}: unsupported; use cpu, cuda or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise dy.errors.InvalidArgumentError(f"{where}: CUDA is not available here; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise dy.errors.InvalidArgumentError(
+            f"{where}: only {torch.cuda.device_count()} CUDA device(s) here"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise dy.errors.InvalidArgumentError(f"{where}: MPS is not available here; use cpu")
+    return dev
+
+
 def stacked_reach(
     models: list[nn.Module],
     x: torch.Tensor,
@@ -110,6 +195,16 @@ def stacked_reach(
     only the running starts (padded to the longest such list), so slow draws do not make the fast
     ones pay. Returns ``converged``, ``diverged``, ``nonfinite`` (bool, ``(D, N)``), ``steps`` and
     ``state`` (``(D, N, *state)``). ``on_step(k, running)`` is called every 25 steps.
+
+    Examples
+    --------
+    >>> import torch, verify
+    >>> spec = verify.Spec(architecture=verify.Architecture(d_model=16, n_heads=2))
+    >>> models = [verify.build_model(spec, s).double() for s in range(3)]
+    >>> x = torch.randn(2, 4, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> out = verify.stacked_reach(models, x, x.clone(), tol=1e-8, max_steps=500)
+    >>> out["converged"].shape, out["state"].shape
+    (torch.Size([3, 2]), torch.Size([3, 2, 4, 16]))
     """
     base = models[0]
     params, buffers = stack_module_state(models)
@@ -203,7 +298,7 @@ def certify(
     ----------
     spec : Spec
     seeds : list of int, optional
-        Override the spec's draws.
+        Override the spec's draws (distinct integers, at least one).
     device : str, optional
         Where to run (default: the CPU).
     progress : bool
@@ -223,10 +318,20 @@ def certify(
     (True, ['reachability.converged_fraction >= 1'])
     """
     t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
     a = spec.analysis
     dtype = torch.float64 if a.dtype == "float64" else torch.float32
-    dev = torch.device(device or "cpu")
-    draw_seeds = seeds if seeds is not None else spec.draws.resolved()
+    dev = _resolve_device(device, f"certify(spec, device={device!r})")
+    if seeds is not None:
+        if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+            raise dy.errors.InvalidArgumentError(
+                f"certify(spec, seeds={seeds!r}): give at least one non-negative integer seed"
+            )
+        if len(set(seeds)) != len(seeds):
+            raise dy.errors.InvalidArgumentError(
+                f"certify(spec, seeds={seeds!r}): seeds repeat; a repeated seed is the same draw"
+            )
+    draw_seeds = list(seeds) if seeds is not None else spec.draws.resolved()
     models = [
         build_model(spec, s).to(dtype=dtype, device=dev).requires_grad_(False) for s in draw_seeds
     ]
@@ -254,6 +359,7 @@ def certify(
     bar = _Bar(len(models), progress)
     reach: dict[str, torch.Tensor] | None = None
     path: Literal["vmap", "loop"] = "loop"
+    reach_note: str | None = None
     if a.reachability and vectorize and len(models) > 1 and systems[0].driven:
         reps: list[torch.Tensor] = []
         for s in systems[:1] if shared else systems:
@@ -277,8 +383,10 @@ def certify(
                     on_step=bar.step,
                 )
             path = "vmap"
-        except Exception:  # different structures or a non-vmappable module: loop instead
+        except Exception as err:  # different structures or a non-vmappable module: loop instead
             reach = None
+            reach_note = f"vmap over draws failed ({type(err).__name__}: {err}); looped instead"
+            reach_note = reach_note[:300]
     bar.phase("analyses per draw")
     needed = {r.metric for r in spec.requirements}
     full = a.all_metrics
@@ -388,7 +496,7 @@ def certify(
                 op=req.op,
                 value=req.value,
                 quorum=req.quorum,
-                basis=basis(req.metric),
+                basis=basis(req.metric, values),
                 values=values,
                 passes=passes,
                 proportion=k / len(passes),
@@ -407,8 +515,14 @@ def certify(
         seeds=list(draw_seeds),
         input_seed=spec.inputs.seed,
         reach_path=path,
-        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds") if timestamp else None,
-        elapsed_s=round(time.perf_counter() - t0, 3) if timestamp else None,
+        reach_note=reach_note,
+        git_dirty=_git_dirty(),
+        timestamp=Timestamp(
+            started=started.isoformat(timespec="seconds"),
+            elapsed_s=round(time.perf_counter() - t0, 3),
+        )
+        if timestamp
+        else None,
     )
     return Certificate(
         name=spec.name,

@@ -16,15 +16,16 @@ __all__ = [
     "DrawResult",
     "Environment",
     "RequirementResult",
+    "Timestamp",
+    "basis",
     "certificate_schema",
 ]
 
-#: What each metric's value rests on. Everything sampled is an estimate; a certified Lipschitz
-#: bound is sound on the spec's domain (derivation: theory R1–R8); a contraction verdict is a proof
-#: only when it reads PROVEN (which rests on such a bound).
+#: What each metric's value rests on, whatever it reads. Everything sampled is an estimate; a
+#: certified Lipschitz bound is sound on the spec's domain (derivation: theory R1–R8). The
+#: contraction verdicts depend on their values: see :func:`basis`.
 BASIS: dict[str, str] = {
     "lipschitz.upper_bound": "certified bound",
-    "contraction.verdict": "proof if PROVEN, else estimate",
 }
 
 
@@ -38,13 +39,57 @@ _HEADLINE = (
 )
 
 
-def basis(metric: str) -> str:
-    """``"sampled estimate"`` unless the metric rests on a certified bound (see :data:`BASIS`)."""
-    return BASIS.get(metric, "sampled estimate")
+def basis(metric: str, values: list[Any] | None = None) -> str:
+    """What a metric's values rest on: ``"sampled estimate"`` unless they rest on a proof.
+
+    ``lipschitz.upper_bound`` is a certified bound. ``contraction.verdict`` is a proof when it
+    reads PROVEN in every draw (a certified bound below 1) and a checked witness when REFUTED in
+    every draw; ``contraction.local_verdict`` PROVEN is a Lyapunov certificate at each fixed point
+    found, itself found by sampling. Mixed or other values are sampled estimates.
+
+    Parameters
+    ----------
+    metric : str
+        A metric name (see ``verify.METRICS``).
+    values : list, optional
+        Its value in each draw; without them only value-independent bases are known.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from verify import basis
+    >>> basis("geometry.spectral_radius"), basis("lipschitz.upper_bound")
+    ('sampled estimate', 'certified bound')
+    >>> basis("contraction.verdict", ["PROVEN", "PROVEN"])
+    'proof (PROVEN in every draw)'
+    >>> basis("contraction.verdict", ["PROVEN", "SUPPORTED"])
+    'sampled estimate'
+    """
+    if metric in BASIS:
+        return BASIS[metric]
+    vals = [v for v in (values or []) if v is not None]
+    if values and len(vals) == len(values):
+        if metric == "contraction.verdict" and all(v == "PROVEN" for v in vals):
+            return "proof (PROVEN in every draw)"
+        if metric == "contraction.verdict" and all(v == "REFUTED" for v in vals):
+            return "checked witness (REFUTED in every draw)"
+        if metric == "contraction.local_verdict" and all(v == "PROVEN" for v in vals):
+            return "local proof (Lyapunov certificate at each sampled fixed point)"
+    return "sampled estimate"
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="null")
+
+
+class Timestamp(_Frozen):
+    """When a certification ran and for how long."""
+
+    started: str = Field(description="UTC, ISO 8601")
+    elapsed_s: float = Field(description="wall time in seconds")
 
 
 class Environment(_Frozen):
@@ -63,8 +108,17 @@ class Environment(_Frozen):
         description="reachability for all draws at once (vmap over stacked parameters) or one "
         "by one"
     )
-    timestamp: str | None = Field(None, description="UTC, ISO 8601; null for reproducible output")
-    elapsed_s: float | None = Field(None, description="wall time; null for reproducible output")
+    reach_note: str | None = Field(
+        None, description="why reachability ran one draw at a time, when vmap was possible"
+    )
+    git_dirty: bool | None = Field(
+        None, description="the working tree had uncommitted changes (null: not a git repository)"
+    )
+    timestamp: Timestamp | None = Field(
+        None,
+        description="when and for how long it ran: the only part that differs between runs of "
+        "the same spec; null for reproducible output",
+    )
 
 
 class DrawResult(_Frozen):
@@ -171,11 +225,26 @@ class Certificate(_Frozen):
 
     # ------------------------------------------------------------------ renderers
     def to_json(self, indent: int | None = 2) -> str:
-        """The certificate as JSON (NaN and infinities as null), ending with a newline."""
+        """The certificate as JSON (NaN and infinities as null), ending with a newline.
+
+        It validates against :func:`certificate_schema`, and reads back with
+        ``Certificate.model_validate_json``.
+
+        >>> import json
+        >>> from verify import Certificate
+        >>> cert = Certificate.model_validate_json(_EXAMPLE)
+        >>> json.loads(cert.to_json())["requirements"][0]["text"]
+        'geometry.spectral_radius < 1'
+        """
         return self.model_dump_json(indent=indent) + "\n"
 
     def to_markdown(self) -> str:
-        """Markdown for a CI step summary: the verdict, a requirement table, per-draw metrics."""
+        """Markdown for a CI step summary: the verdict, a requirement table, per-draw metrics.
+
+        >>> from verify import Certificate
+        >>> print(Certificate.model_validate_json(_EXAMPLE).to_markdown().splitlines()[0])
+        ## ❌ dynamo certify: example — FAILED
+        """
         n = len(self.requirements)
         seeds = _seeds(self.environment.seeds)
         if n:
@@ -231,7 +300,8 @@ class Certificate(_Frozen):
         out.append(
             f"<sub>dynamo {e.dynamo} · torch {e.torch} · Python {e.python} · {e.device} · "
             f"{e.dtype} · reachability path {e.reach_path} · commit {commit}"
-            + (f" · {e.timestamp}" if e.timestamp else "")
+            + (" (uncommitted changes)" if e.git_dirty else "")
+            + (f" · {e.timestamp.started}" if e.timestamp else "")
             + "</sub>"
         )
         return "\n".join(out) + "\n"
@@ -240,12 +310,18 @@ class Certificate(_Frozen):
         """JUnit XML: one test suite, one test case per requirement (a failure names it).
 
         Written and read with junitparser; CI systems show each requirement as a test.
+
+        >>> from verify import Certificate
+        >>> xml = Certificate.model_validate_json(_EXAMPLE).to_junit()
+        >>> 'failures="1"' in xml and "requirement failed: geometry.spectral_radius" in xml
+        True
         """
         from junitparser import Failure, JUnitXml, TestCase, TestSuite
 
         suite = TestSuite(f"dynamo certify: {self.name}")
         e = self.environment
-        for key in ("dynamo", "torch", "python", "device", "dtype", "git_commit", "reach_path"):
+        keys = ("dynamo", "torch", "python", "device", "dtype", "git_commit", "git_dirty")
+        for key in (*keys, "reach_path"):
             value = getattr(e, key)
             if value is not None:
                 suite.add_property(key, str(value))
@@ -270,6 +346,11 @@ class Certificate(_Frozen):
 
         Each numeric requirement gets a panel of its per-draw values against the threshold.
         Without matplotlib (``pip install looped-dynamo[plots]``) the page says so instead.
+
+        >>> from verify import Certificate
+        >>> page = Certificate.model_validate_json(_EXAMPLE).to_html(plots=False)
+        >>> page.startswith("<!DOCTYPE html>") and "FAILED" in page
+        True
         """
         e = self.environment
         n = len(self.requirements)
@@ -354,7 +435,8 @@ exact 95% Clopper–Pearson intervals of the share of draws.</p>
     def _metric_rows(self, max_columns: int = 8) -> tuple[list[str], list[list[str]]]:
         """Rows per metric: one column per draw when there are few, else median/min/max."""
         names = self._metric_names()
-        label = {m: m if basis(m) == "sampled estimate" else f"{m} ({basis(m)})" for m in names}
+        based = {m: basis(m, [d.metrics.get(m) for d in self.draws]) for m in names}
+        label = {m: m if based[m] == "sampled estimate" else f"{m} ({based[m]})" for m in names}
         if len(self.draws) <= max_columns:
             header = ["metric"] + [f"seed {d.seed}" for d in self.draws]
             rows = [[label[m]] + [_fmt(d.metrics.get(m)) for d in self.draws] for m in names]
@@ -450,6 +532,18 @@ exact 95% Clopper–Pearson intervals of the share of draws.</p>
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
         return base64.b64encode(buf.getvalue()).decode()
+
+
+#: A small certificate for the docstring examples: one requirement failing in one of two draws.
+_EXAMPLE = """{"name": "example", "passed": false, "spec": {},
+ "requirements": [{"text": "geometry.spectral_radius < 1", "metric": "geometry.spectral_radius",
+  "op": "<", "value": 1.0, "quorum": 1.0, "basis": "sampled estimate", "values": [0.8, 1.2],
+  "passes": [true, false], "proportion": 0.5, "interval": [0.0126, 0.9874], "passed": false}],
+ "draws": [{"seed": 0, "metrics": {"geometry.spectral_radius": 0.8}},
+           {"seed": 1, "metrics": {"geometry.spectral_radius": 1.2}}],
+ "environment": {"dynamo": "0.1.0", "torch": "2.13.0", "python": "3.11", "platform": "linux",
+  "git_commit": null, "device": "cpu", "dtype": "float64", "seeds": [0, 1], "input_seed": 0,
+  "reach_path": "vmap"}}"""
 
 
 def certificate_schema() -> dict[str, Any]:
