@@ -262,9 +262,10 @@ class BasinGraph:
             d = self.graph.nodes[n]
             parts.append(f"{n} ({d['label']})")
         sinks = [n for n in (DIVERGED, UNCONVERGED) if self.graph.in_degree(n)]
+        k, ns = len(parts), len(self.nodes("saddle"))
         return (
-            f"BasinGraph: {len(self.attractors())} attractors [{', '.join(parts)}], "
-            f"{len(self.nodes('saddle'))} saddles, {len(self.nodes('unstable'))} unstable, "
+            f"BasinGraph: {k} attractor{'' if k == 1 else 's'} [{', '.join(parts)}], "
+            f"{ns} saddle{'' if ns == 1 else 's'}, {len(self.nodes('unstable'))} unstable, "
             f"sinks: {', '.join(sinks) or 'none'}; {self.graph.number_of_edges()} edges"
         )
 

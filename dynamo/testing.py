@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -125,6 +126,13 @@ def assert_reaches_fixed_point(
     )
     if not 0.0 < min_fraction <= 1.0:
         raise InvalidArgumentError(f"{call}: min_fraction={min_fraction} must be in (0, 1]")
+    for name, value in (("starts", starts), ("max_steps", max_steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidArgumentError(f"{call}: {name}={value!r} must be a positive integer")
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):
+        raise InvalidArgumentError(f"{call}: noise={noise!r} must be a finite positive number")
+    if tol is not None and not (math.isfinite(tol) and tol > 0):
+        raise InvalidArgumentError(f"{call}: tol={tol!r} must be a finite positive number")
     system = _system(call, model, inputs, dtype)
     rtol = default_tolerance(system.dtype) if tol is None else tol
     same = system.x is not None and tuple(system.x.shape[1:]) == system.state_shape
@@ -207,6 +215,13 @@ def assert_contractive(
     """
     __tracebackhide__ = True  # pytest: failures point at the test, not here
     call = call_form("assert_contractive", ["model"] + ([] if inputs is None else ["inputs"]))
+    for name, value in (("n_samples", n_samples), ("n_starts", n_starts)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidArgumentError(f"{call}: {name}={value!r} must be a positive integer")
+    if not isinstance(ascent_steps, int) or isinstance(ascent_steps, bool) or ascent_steps < 0:
+        raise InvalidArgumentError(
+            f"{call}: ascent_steps={ascent_steps!r} must be a non-negative integer"
+        )
     system = _system(call, model, inputs, dtype)
     v = check_contraction(
         system,

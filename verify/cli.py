@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
 )
 
 
@@ -41,7 +42,9 @@ def _root() -> None:
 
 
 _SPEC_HELP = "A TOML spec (see the docs' spec reference); omit for the built-in default."
-SpecArg = Annotated[Path | None, typer.Argument(help=_SPEC_HELP, show_default=False)]
+SpecArg = Annotated[
+    Path | None, typer.Argument(help=_SPEC_HELP, show_default=False, metavar="SPEC")
+]
 SeedsOpt = Annotated[
     int | None, typer.Option("--seeds", min=1, help="Initialisation draws (overrides the spec).")
 ]
@@ -64,8 +67,18 @@ ProgressOpt = Annotated[
 ]
 
 
+_REPORT_NAMES = {
+    "--json": "JSON",
+    "--markdown": "Markdown",
+    "--junit": "JUnit XML",
+    "--html": "HTML",
+}
+
+
 def _out(flag: str) -> object:
-    return typer.Option(flag, help=f"Write the {flag[2:].upper()} report here.", show_default=False)
+    return typer.Option(
+        flag, help=f"Write the {_REPORT_NAMES[flag]} report here.", show_default=False
+    )
 
 
 JsonOpt = Annotated[Path | None, _out("--json")]
@@ -176,7 +189,9 @@ def basins(
         int | None,
         typer.Option(help="Initialisation seed of the block (default: the spec's first)."),
     ] = None,
-    n_starts: Annotated[int, typer.Option("--n-starts", min=1, help="Starts per input.")] = 16,
+    n_starts: Annotated[
+        int, typer.Option("--starts", "--n-starts", min=1, help="Starts per input.")
+    ] = 16,
     inputs: InputsOpt = None,
     seq_len: SeqLenOpt = None,
     seed: SeedOpt = None,
@@ -231,10 +246,12 @@ def basins(
     typer.echo(f"  {'target':<14} {'starts':>7} {'share':>7}  95% interval     median steps")
     for node, st in sorted(graph.statistics().items(), key=lambda kv: -kv[1]["count"]):
         lo, hi = st["interval"]
+        # an unconverged start ran to the step cap: that is not a time to reach anything
+        steps = "n/a" if node == "unconverged" else f"{st['steps_median']:.0f}"
         label = graph.graph.nodes[node].get("label", node)
         typer.echo(
             f"  {node:<14} {st['count']:>7} {st['fraction']:>7.1%}  [{lo:.2f}, {hi:.2f}]"
-            f"     {st['steps_median']:>6.0f}   {label}"
+            f"     {steps:>6}   {label}"
         )
     if "unconverged" in graph.graph and graph.graph.in_degree("unconverged"):
         typer.echo(
@@ -262,10 +279,16 @@ def basins(
 # ---------------------------------------------------------------------- helpers
 def _check_outputs(command: str, **paths: Path | None) -> dict[str, Path]:
     """Every output path must be writable before any work starts."""
-    out = {}
+    out: dict[str, Path] = {}
     for key, path in paths.items():
         if path is None:
             continue
+        same = [k for k, p in out.items() if p.resolve() == path.resolve()]
+        if same:
+            raise _UsageError(
+                f"{command} --{key} {path}: --{same[0]} writes there too; give each report its "
+                "own file"
+            )
         if not path.parent.is_dir():
             raise _UsageError(
                 f"{command} --{key} {path}: the folder {path.parent} does not exist; create it or "
@@ -301,7 +324,8 @@ def _spec(
         ("analysis", "max_steps"): max_steps,
         ("analysis", "dtype"): None if dtype is None else dtype.value,
     }
-    if seeds is not None:
+    if seeds is not None:  # N draws from the spec's first seed on
+        data["draws"]["first_seed"] = spec.draws.resolved()[0]
         data["draws"]["seeds"] = None
     for (section, key), value in changes.items():
         if value is not None:
@@ -317,24 +341,9 @@ def _spec(
 def _device(command: str, device: str | None) -> str | None:
     if device is None:
         return None
-    import torch
+    from ._certify import _resolve_device
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise _UsageError(
-            f"{command} --device {device}: not a device ({err}); use cpu, cuda, cuda:N or mps"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise _UsageError(f"{command} --device {device}: CUDA is not available here; use cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise _UsageError(
-            f"{command} --device {device}: only {torch.cuda.device_count()} CUDA device(s)"
-        )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise _UsageError(f"{command} --device {device}: MPS is not available here; use cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise _UsageError(f"{command} --device {device}: unsupported; use cpu, cuda or mps")
+    _resolve_device(device, f"{command} --device {device}")
     return device
 
 
@@ -389,7 +398,11 @@ def _requirement_text(cert: Any, spec_path: Path | None) -> str:
     if bad:
         lines.append(
             f"  draws where some start did not converge: {_seeds(bad)}; see where those starts "
-            f"go with `dynamo basins {spec_path or ''} --draw {bad[0]}`".replace("  ", " ")
+            "go with `"
+            + " ".join(
+                ["dynamo basins", *([str(spec_path)] if spec_path else []), "--draw", str(bad[0])]
+            )
+            + "`"
         )
     lines += [
         "",
@@ -411,9 +424,14 @@ def _metric_table(cert: Any) -> str:
     width = max(len(n) for n in names)
     single = len(cert.draws) == 1
     head = "value" if single else "median      [min, max]"
-    lines = [f"  {'metric (sampled estimate)':<{width}}  {head}"]
+    from ._report import basis
+
+    title = "metric (sampled estimate unless marked)"
+    width = max(width, len(title))
+    lines = [f"  {title:<{width}}  {head}"]
     for name in names:
         values = [d.metrics.get(name) for d in cert.draws]
+        based = basis(name, values)
         nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         texts = [v for v in values if isinstance(v, str)]
         missing = sum(v is None for v in values)
@@ -427,6 +445,8 @@ def _metric_table(cert: Any) -> str:
             shown = "n/a"
         if missing and not single and (nums or texts):
             shown += f"  ({missing} n/a)"
+        if based != "sampled estimate":
+            shown += f"  [{based}]"
         lines.append(f"  {name:<{width}}  {shown}")
     return "\n".join(lines)
 
@@ -438,9 +458,10 @@ def _write_reports(cert: Any, outputs: dict[str, Path]) -> None:
         "junit": cert.to_junit,
         "html": cert.to_html,
     }
+    texts = {key: render[key]() for key in outputs}  # render all before writing any
     for key, path in outputs.items():
         try:
-            path.write_text(render[key]())
+            path.write_text(texts[key])
         except OSError as err:
             raise _UsageError(f"--{key} {path}: cannot write the file: {err}") from err
         typer.echo(f"wrote {key} report: {path}")
@@ -465,8 +486,10 @@ def prove(
     C1–C14 are the field's and dynamo's (see the theory pages of the docs); R1–R8 are the
     per-layer Lipschitz rules behind every certified bound.
     """
-    if (name is None) == (not all_):
-        raise _UsageError("prove: give a claim name (e.g. `dynamo prove C4`) or --all, not both")
+    if name is None and not all_:
+        raise _UsageError("prove: give a claim name (e.g. `dynamo prove C4`) or --all")
+    if name is not None and all_:
+        raise _UsageError(f"prove {name} --all: give a claim name or --all, not both")
     if json_out is not None and not json_out.parent.is_dir():
         raise _UsageError(f"prove --json {json_out}: the folder {json_out.parent} does not exist")
     import theory
@@ -528,14 +551,37 @@ def main(argv: list[str] | None = None) -> int:
     except (DynamoError, _UsageError) as err:
         typer.echo(f"dynamo: error: {err}", err=True)
         return EXIT_USAGE
+    except MemoryError as err:
+        typer.echo(f"dynamo: error: out of memory ({err}); {_SMALLER}", err=True)
+        return EXIT_USAGE
+    except RuntimeError as err:
+        if not _out_of_memory(err):
+            return _internal(err)
+        typer.echo(f"dynamo: error: out of memory ({str(err)[:200]}); {_SMALLER}", err=True)
+        return EXIT_USAGE
     except Exception as err:
-        typer.echo(
-            f"dynamo: internal error ({type(err).__name__}: {err}). This is a bug in dynamo; "
-            "please report it with the command you ran.",
-            err=True,
-        )
-        return EXIT_INTERNAL
+        return _internal(err)
     return EXIT_PASS
+
+
+_SMALLER = (
+    "make the problem smaller: fewer inputs.count, draws.count or analysis.starts_per_input, a "
+    "shorter inputs.seq_len, or a smaller architecture"
+)
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def _internal(err: BaseException) -> int:
+    typer.echo(
+        f"dynamo: internal error ({type(err).__name__}: {err}). This is a bug in dynamo; "
+        "please report it with the command you ran.",
+        err=True,
+    )
+    return EXIT_INTERNAL
 
 
 def _entry() -> None:  # pragma: no cover - exercised through the console script

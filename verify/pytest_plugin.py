@@ -53,6 +53,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "give the test its certificate through the dynamo_certificate fixture",
     )
     config.stash[_KEY] = {}
+    n = config.getoption("--dynamo-seeds")
+    if n is not None and n < 1:
+        raise pytest.UsageError(f"--dynamo-seeds {n}: give at least 1 initialisation draw")
+    device = config.getoption("--dynamo-device")
+    if device is not None:  # torch is imported only when a device is named
+        from dynamo.errors import InvalidArgumentError
+
+        from ._certify import _resolve_device
+
+        try:
+            _resolve_device(device, f"--dynamo-device {device}")
+        except InvalidArgumentError as err:
+            raise pytest.UsageError(str(err)) from None
 
 
 def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -> Any:
@@ -60,6 +73,8 @@ def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -
 
     cache = config.stash[_KEY]
     n = config.getoption("--dynamo-seeds") if seeds is None else seeds
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"dynamo(seeds={n!r}): give a number of draws, at least 1")
     device = config.getoption("--dynamo-device")
     if isinstance(spec, (str, Path)):
         path = Path(spec)
@@ -81,10 +96,7 @@ def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -
 
 
 def _run(verify: Any, spec: Any, n: int | None, device: str | None) -> Any:
-    seeds = None
-    if n is not None:
-        first = spec.draws.seeds[0] if spec.draws.seeds else spec.draws.first_seed
-        seeds = list(range(first, first + n))
+    seeds = None if n is None else spec.draws.resolved(count=n)
     return verify.certify(spec, seeds=seeds, device=device, progress=False)
 
 
