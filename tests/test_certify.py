@@ -104,6 +104,45 @@ def test_requirement_semantics_and_quorum() -> None:
             "recall configure the reference transformer and would be ignored",
         ),
         ("[architecture]\nn_heads = 5\n", "n_heads=5 must divide d_model=64"),
+        (
+            "requirements = [\"input_dependence.verdict == 'stronk'\"]\n",
+            "input_dependence.verdict is never 'stronk'; its values are 'none', 'weak', 'strong'",
+        ),
+        (
+            "requirements = ['contraction.verdict == \"proven\"']\n"
+            "[analysis]\ncontraction = true\n",
+            "contraction.verdict is never 'proven'; its values are 'PROVEN'",
+        ),
+        ("requirements = ['geometry.spectral_radius < nan']\n", "use a finite threshold"),
+        ("requirements = ['geometry.spectral_radius < inf']\n", "use a finite threshold"),
+        (
+            "requirements = ['reachability.converged_fraction >= 1.5']\n",
+            "lies in [0, 1]; a threshold of 1.5 is always or never met",
+        ),
+        (
+            "requirements = ['geometry.spectral_radius < 1', 'geometry.spectral_radius < 1']\n",
+            "requirement(s) given twice: ['geometry.spectral_radius < 1']",
+        ),
+        (
+            "requirements = [\"input_dependence.verdict == 'strong'\"]\n[inputs]\ncount = 1\n",
+            "needs inputs.count >= 2",
+        ),
+        (
+            "requirements = [{ require = 'geometry.spectral_radius < 1', quorum = 2 }]\n",
+            "requirement 1: 'geometry.spectral_radius < 1': quorum: Input should be less than",
+        ),
+        ("[inputs]\nscale = inf\n", "inputs.scale: Input should be a finite number"),
+        ("[analysis]\nstart_noise = nan\n", "analysis.start_noise: Input should be a finite"),
+        ("[draws]\ncount = 99999999999999999999\n", "draws.count: Input should be less than"),
+        ("[draws]\nseeds = []\n", "seeds = [] gives no draws"),
+        ("[draws]\nseeds = [1, 1]\n", "seeds repeat [1]"),
+        ("[draws]\nseeds = [5, 6]\ncount = 3\n", "count = 3 disagrees with the 2 listed seeds"),
+        (
+            "[analysis.domain]\nx_min = 5.0\nx_max = 1.0\n",
+            "analysis.domain: x_max = 1 is below x_min = 5",
+        ),
+        ("[analysis.domain]\nr_max = -5.0\n", "analysis.domain.r_max: Input should be greater"),
+        ('name = "a\\u0001b"\n', "name: control characters"),
         ("[analysis]\nrequirements = []\n", "'requirements' is a top-level key"),
         (
             "requirements = ['geometry.sigma_min > 0.1']\n[analysis]\ngeometry = false\n",
@@ -132,6 +171,65 @@ def test_certify_refuses_a_spec_without_requirements(
     path = write(tmp_path, "name = 'nothing to check'\n")
     assert main(["certify", str(path)]) == 2
     assert "has no requirements: add some, or run `dynamo analyze" in capsys.readouterr().err
+
+
+def test_a_folder_is_not_a_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["certify", str(tmp_path)]) == 2
+    assert "is a folder; give the spec file" in capsys.readouterr().err
+
+
+def test_certify_checks_its_own_arguments_before_any_work() -> None:
+    spec = verify.load_spec(EXAMPLES / "passing.toml")
+    with pytest.raises(dy.errors.InvalidArgumentError, match=r"certify\(spec, seeds=\[\]\)"):
+        verify.certify(spec, seeds=[])
+    with pytest.raises(dy.errors.InvalidArgumentError, match="seeds repeat"):
+        verify.certify(spec, seeds=[2, 2])
+    with pytest.raises(
+        dy.errors.InvalidArgumentError, match=r"certify\(spec, device='meta'\): unsupported"
+    ):
+        verify.certify(spec, device="meta")
+    with pytest.raises(dy.errors.InvalidArgumentError, match="not a device"):
+        verify.certify(spec, device="tpu")
+
+
+def test_seeds_override_counts_from_the_specs_first_seed(tmp_path: Path) -> None:
+    path = write(tmp_path, SMALL + "[draws]\nseeds = [7, 3]\n")
+    out = tmp_path / "c.json"
+    assert main(["analyze", str(path), "--quick", "--seeds", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["environment"]["seeds"] == [7, 8]
+
+
+def test_basis_follows_the_values_of_a_verdict() -> None:
+    assert verify.basis("geometry.spectral_radius", [0.5, 0.7]) == "sampled estimate"
+    assert verify.basis("lipschitz.upper_bound") == "certified bound"
+    assert verify.basis("contraction.verdict", ["PROVEN"] * 3).startswith("proof")
+    assert verify.basis("contraction.verdict", ["REFUTED"] * 2).startswith("checked witness")
+    for mixed in (["PROVEN", "SUPPORTED"], ["SUPPORTED"], ["PROVEN", None], []):
+        assert verify.basis("contraction.verdict", mixed) == "sampled estimate"
+    assert verify.basis("contraction.local_verdict", ["PROVEN"]).startswith("local proof")
+    assert verify.basis("contraction.local_verdict", ["SUPPORTED"]) == "sampled estimate"
+
+
+def test_two_reports_cannot_share_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    same = str(tmp_path / "r.txt")
+    assert main(["certify", "--json", same, "--markdown", same]) == 2
+    assert "--json writes there too; give each report its own file" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def oom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"
+        )
+
+    monkeypatch.setattr("verify._certify.certify", oom)
+    assert main(["certify"]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "make the problem smaller: fewer inputs.count" in err
 
 
 def test_every_bad_key_is_reported_at_once(tmp_path: Path) -> None:
@@ -385,6 +483,8 @@ def test_user_factory_example_exits_0(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["certify", str(EXAMPLES / "user_factory.toml")]) == 0
     out = capsys.readouterr().out
     assert "my_blocks:gated_tanh" in out
+    # the verdict read SUPPORTED (an estimate); the local one PROVEN (a certificate per point)
+    assert "SUPPORTED x4" in out and "[local proof (Lyapunov certificate" in out
     assert "PASS contraction.local_verdict == 'PROVEN': 4/4 draws" in out
 
 
@@ -446,7 +546,7 @@ def test_basins_command_maps_starts_to_attractors(
 ) -> None:
     spec = write(tmp_path, SMALL)
     graph = tmp_path / "g.json"
-    assert main(["basins", str(spec), "--n-starts", "4", "--json", str(graph)]) == 0
+    assert main(["basins", str(spec), "--starts", "4", "--json", str(graph)]) == 0
     out = capsys.readouterr().out
     assert "BasinGraph:" in out and "fp:" in out
     data = json.loads(graph.read_text())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from importlib import metadata
+from typing import Any
 
 import pytest
 
@@ -97,12 +98,15 @@ def test_plugin_is_registered_and_loads_without_torch() -> None:
     assert done.stdout.strip() == "[]"
 
 
+# Projects that run dynamo's analyses run in a subprocess: an in-process run drops the modules it
+# imported (torch.func imports torch._dynamo lazily), and torch cannot register their operators
+# a second time when this process imports them again.
 def test_plugin_in_a_throwaway_project(pytester: pytest.Pytester) -> None:
     pytester.mkdir("specs")
     (pytester.path / "specs" / "ok.toml").write_text(textwrap.dedent(OK_SPEC))
     (pytester.path / "specs" / "bad.toml").write_text(textwrap.dedent(BAD_SPEC))
     pytester.makepyfile(test_blocks=TESTS)
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=2, errors=1)
     out = result.stdout.str()
     # the failed certificate names its failed requirement, with the draws and values
@@ -140,5 +144,56 @@ def test_plugin_seeds_option_overrides_the_specs(pytester: pytest.Pytester) -> N
             assert [d.seed for d in dynamo_certificate.draws] == [0, 1, 2]
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--dynamo-seeds", "3")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dynamo-seeds", "3")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dynamo-seeds", "0"], "--dynamo-seeds 0: give at least 1 initialisation draw"),
+        (["--dynamo-device", "tpu"], "--dynamo-device tpu: not a device"),
+    ],
+)
+def test_plugin_rejects_bad_options_before_any_test(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile(test_one="def test_nothing():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", *args)  # nothing lazy is imported
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda m, x: _testing().assert_reaches_fixed_point(m, x, starts=0),
+            "assert_reaches_fixed_point(model, inputs): starts=0 must be a positive integer",
+        ),
+        (
+            lambda m, x: _testing().assert_reaches_fixed_point(m, x, noise=float("nan")),
+            "noise=nan must be a finite positive number",
+        ),
+        (
+            lambda m, x: _testing().assert_contractive(m, x, n_samples=0),
+            "assert_contractive(model, inputs): n_samples=0 must be a positive integer",
+        ),
+    ],
+)
+def test_assertions_name_their_own_bad_arguments(call: Any, message: str) -> None:
+    import torch
+
+    import dynamo as dy
+
+    model = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+    x = torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(dy.errors.InvalidArgumentError) as info:
+        call(model, x)
+    assert message in str(info.value)
+
+
+def _testing() -> Any:
+    import dynamo.testing
+
+    return dynamo.testing
