@@ -16,6 +16,26 @@ __all__ = ["UnseenEstimate", "chao1", "clopper_pearson"]
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper–Pearson) two-sided interval for a binomial proportion ``k / n``.
 
+    The interval inverts two one-sided binomial tests, so its coverage is at least ``confidence``
+    for every true proportion (conservative, never below). Clopper & Pearson, Biometrika 26
+    (1934); computed from beta quantiles with scipy.
+
+    Parameters
+    ----------
+    k : int
+        Successes, ``0 <= k <= n``.
+    n : int
+        Trials, at least 1.
+    confidence : float
+        In ``(0, 1)``.
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper end; 0 when ``k = 0`` and 1 when ``k = n``.
+
+    Examples
+    --------
     >>> from dynamo import clopper_pearson
     >>> lo, hi = clopper_pearson(32, 32)
     >>> round(lo, 4), hi

@@ -39,6 +39,18 @@ DEFAULT_ARCHITECTURE: dict[str, Any] = {
 def default_model(**overrides: Any) -> dy.models.LoopedTransformer:
     """The built-in default architecture (``DEFAULT_ARCHITECTURE``), with optional overrides.
 
+    Parameters
+    ----------
+    **overrides
+        Any :class:`dynamo.models.LoopedTransformer` argument, e.g. ``recall_mode="add"``.
+
+    Returns
+    -------
+    dynamo.models.LoopedTransformer
+
+    Examples
+    --------
+    >>> from verify import default_model
     >>> default_model().config["recall"], default_model().config["norm"]
     ('outer', 'outer')
     """
@@ -50,6 +62,23 @@ def default_system(
 ) -> dy.LoopedSystem:
     """The default model on ``n_inputs`` random encoded inputs ``e ~ N(0, 1)``, ``seq_len`` long.
 
+    Parameters
+    ----------
+    n_inputs, seq_len : int
+        How many inputs, and tokens per input.
+    seed : int
+        Seed of the inputs (the model's own seed is the default's).
+    dtype : torch.dtype
+        Analysis dtype (float64 or float32).
+
+    Returns
+    -------
+    dynamo.LoopedSystem
+        Driven: ``h ← f(h, x)`` with ``x`` the inputs.
+
+    Examples
+    --------
+    >>> from verify import default_system
     >>> system = default_system(n_inputs=2, seq_len=4)
     >>> system.x.shape, system.driven
     (torch.Size([2, 4, 64]), True)

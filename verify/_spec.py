@@ -292,13 +292,24 @@ class Requirement(_Strict):
         return self
 
     def text(self) -> str:
-        """The requirement as written, e.g. ``geometry.spectral_radius < 1``."""
+        """The requirement as written, e.g. ``geometry.spectral_radius < 1``.
+
+        >>> from verify import parse_requirement
+        >>> parse_requirement("geometry.spectral_radius < 1", quorum=0.9).text()
+        'geometry.spectral_radius < 1 (in >= 90% of draws)'
+        """
         v = f"'{self.value}'" if isinstance(self.value, str) else f"{self.value:g}"
         q = "" if self.quorum == 1 else f" (in >= {100 * self.quorum:g}% of draws)"
         return f"{self.metric} {self.op} {v}{q}"
 
     def holds(self, observed: Any) -> bool:
-        """Whether one draw's value satisfies it (a missing or NaN value never does)."""
+        """Whether one draw's value satisfies it (a missing or NaN value never does).
+
+        >>> from verify import parse_requirement
+        >>> r = parse_requirement("geometry.spectral_radius < 1")
+        >>> r.holds(0.9), r.holds(1.2), r.holds(None)
+        (True, False, False)
+        """
         if observed is None or (isinstance(observed, float) and math.isnan(observed)):
             return False
         a, b = observed, self.value
@@ -310,6 +321,26 @@ class Requirement(_Strict):
 def parse_requirement(text: str, quorum: float = 1.0) -> Requirement:
     """Parse ``"metric op value"``.
 
+    Parameters
+    ----------
+    text : str
+        E.g. ``"geometry.spectral_radius < 1"`` or ``"input_dependence.verdict == 'strong'"``;
+        ``op`` is one of ``< <= > >= == !=``, a verdict's value is quoted.
+    quorum : float
+        Share of draws that must satisfy it, in ``(0, 1]``.
+
+    Returns
+    -------
+    Requirement
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: the form, an unknown metric, a verdict value it never takes, a
+        non-finite or out-of-range threshold.
+
+    Examples
+    --------
     >>> from verify import parse_requirement
     >>> parse_requirement("geometry.spectral_radius < 1").text()
     'geometry.spectral_radius < 1'
@@ -444,6 +475,20 @@ def load_spec(path: str | Path) -> Spec:
     """Read and validate a TOML spec; a bad one raises :class:`SpecError` naming every bad key.
 
     A ``factory`` is imported here, so that a missing one is reported before any work starts.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A TOML file; a factory module is looked up next to it too.
+
+    Returns
+    -------
+    Spec
+
+    Raises
+    ------
+    SpecError
+        A missing file, a folder, bad TOML, or every bad key with what to do.
 
     Examples
     --------
