@@ -121,6 +121,13 @@ class ReachabilityReport:
         ``converged / n_starts >= min_converged``.
     solution : dynamo.Solution
         The Picard run behind the numbers.
+
+    Examples
+    --------
+    >>> from verify import default_system, reachability_report
+    >>> report = reachability_report(default_system(n_inputs=2, seq_len=4), starts_per_input=2)
+    >>> report.converged, report.n_starts, report.passed
+    (4, 4, True)
     """
 
     converged: int
@@ -147,7 +154,14 @@ class ReachabilityReport:
         return self.converged / self.n_starts
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every number in the report (the per-start solution included)."""
+        """JSON-safe dict of every number in the report (the per-start solution included).
+
+        >>> from verify import default_system, reachability_report
+        >>> report = reachability_report(default_system(n_inputs=2, seq_len=4), starts_per_input=2)
+        >>> d = report.to_dict()
+        >>> d["kind"], d["n_starts"], d["converged"]
+        ('reachability (sampled estimate)', 4, 4)
+        """
 
         def num(v: float) -> float | None:  # JSON has no NaN or inf
             return v if math.isfinite(v) else None
@@ -203,7 +217,13 @@ class ReachabilityReport:
         return "\n".join(lines)
 
     def meaning(self) -> str:
-        """One paragraph saying what the numbers mean."""
+        """One paragraph saying what the numbers mean.
+
+        >>> from verify import default_system, reachability_report
+        >>> report = reachability_report(default_system(n_inputs=2, seq_len=4), starts_per_input=2)
+        >>> report.meaning().split(".")[0]
+        'PASS (requirement: converged fraction >= 1)'
+        """
         verdict = "PASS" if self.passed else "FAIL"
         req = f"requirement: converged fraction >= {self.min_converged:g}"
         if self.converged == 0:

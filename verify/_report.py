@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import inspect
 import io
 import math
 from typing import Any, Literal
@@ -81,19 +82,40 @@ def basis(metric: str, values: list[Any] | None = None) -> str:
     return "sampled estimate"
 
 
+def _summary_only(schema: dict[str, Any], cls: type[Any]) -> None:
+    """JSON Schema descriptions carry a model's prose, not its docstring examples."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    text = doc.split("\n\n>>>")[0].split("\nExamples\n--------")[0].strip()
+    if text:
+        schema["description"] = text
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="null")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_inf_nan="null", json_schema_extra=_summary_only
+    )
 
 
 class Timestamp(_Frozen):
-    """When a certification ran and for how long."""
+    """When a certification ran and for how long.
+
+    >>> from verify import Timestamp
+    >>> Timestamp(started="2026-11-22T09:00:00+00:00", elapsed_s=4.2).elapsed_s
+    4.2
+    """
 
     started: str = Field(description="UTC, ISO 8601")
     elapsed_s: float = Field(description="wall time in seconds")
 
 
 class Environment(_Frozen):
-    """Where and with what the certificate was made."""
+    """Where and with what the certificate was made.
+
+    >>> from verify import Certificate
+    >>> env = Certificate.model_validate_json(_EXAMPLE).environment
+    >>> env.device, env.dtype, env.seeds, env.reach_path
+    ('cpu', 'float64', [0, 1], 'vmap')
+    """
 
     dynamo: str
     torch: str
@@ -123,7 +145,13 @@ class Environment(_Frozen):
 
 class DrawResult(_Frozen):
     """One initialisation draw: its seed and every metric measured on it (null: not available,
-    e.g. no start converged so there is no fixed point to measure)."""
+    e.g. no start converged so there is no fixed point to measure).
+
+    >>> from verify import Certificate
+    >>> draw = Certificate.model_validate_json(_EXAMPLE).draws[1]
+    >>> draw.seed, draw.metrics["geometry.spectral_radius"]
+    (1, 1.2)
+    """
 
     seed: int
     metrics: dict[str, float | int | str | None]
@@ -133,7 +161,13 @@ class DrawResult(_Frozen):
 
 
 class RequirementResult(_Frozen):
-    """One requirement judged over the draws."""
+    """One requirement judged over the draws.
+
+    >>> from verify import Certificate
+    >>> r = Certificate.model_validate_json(_EXAMPLE).requirements[0]
+    >>> r.passed, r.n_pass, r.interval
+    (False, 1, (0.0126, 0.9874))
+    """
 
     text: str = Field(description="the requirement as written")
     metric: str
@@ -155,7 +189,12 @@ class RequirementResult(_Frozen):
         return sum(self.passes)
 
     def summary(self) -> str:
-        """One line: ``PASS|FAIL text: k/n draws (95% CI [lo, hi]) ...``."""
+        """One line: ``PASS|FAIL text: k/n draws (95% CI [lo, hi]) ...``.
+
+        >>> from verify import Certificate
+        >>> print(Certificate.model_validate_json(_EXAMPLE).requirements[0].summary())
+        FAIL geometry.spectral_radius < 1: 1/2 draws (95% CI [0.01, 0.99]); values [0.8, 1.2]
+        """
         n = len(self.passes)
         need = "" if self.quorum == 1 else f", needs {100 * self.quorum:g}%"
         word = "PASS" if self.passed else "FAIL"
@@ -171,7 +210,12 @@ class Certificate(_Frozen):
 
     Render it with :meth:`to_json`, :meth:`to_markdown`, :meth:`to_junit` or :meth:`to_html`;
     its JSON Schema is :func:`certificate_schema`. Every per-draw metric is a sampled estimate
-    except those :data:`BASIS` lists.
+    unless :func:`basis` says otherwise.
+
+    >>> from verify import Certificate
+    >>> cert = Certificate.model_validate_json(_EXAMPLE)
+    >>> cert.passed, [r.text for r in cert.failed]
+    (False, ['geometry.spectral_radius < 1'])
     """
 
     schema_version: Literal[1] = 1

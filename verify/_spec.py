@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import re
 import sys
@@ -37,7 +38,16 @@ __all__ = [
 
 
 class SpecError(InvalidArgumentError):
-    """A spec that cannot be used: the message names the key and what to do."""
+    """A spec that cannot be used: the message names the key and what to do.
+
+    >>> import verify
+    >>> try:
+    ...     verify._spec.validate({"draws": {"count": 0}})
+    ... except verify.SpecError as err:
+    ...     print(err)
+    spec: invalid spec:
+      draws.count: Input should be greater than or equal to 1 (got 0)
+    """
 
 
 #: Every metric a requirement may name: its type and what it measures (per draw).
@@ -79,12 +89,28 @@ _RANGES: dict[str, tuple[float, float]] = {
 _MAX_COUNT = 1_000_000
 
 _OPS = ("<=", ">=", "==", "!=", "<", ">")
+
+
+def _summary_only(schema: dict[str, Any], cls: type[Any]) -> None:
+    """JSON Schema descriptions carry a model's prose, not its docstring examples."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    text = doc.split("\n\n>>>")[0].split("\nExamples\n--------")[0].strip()
+    if text:
+        schema["description"] = text
+
+
 _REQ = re.compile(r"^\s*([a-z_]+\.[a-z_0-9]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
 
 
 class _Strict(BaseModel):
     # inf and nan are TOML floats; no key of a spec means anything with them
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra=_summary_only,
+    )
 
 
 _TRANSFORMER_ONLY = frozenset(
@@ -95,7 +121,12 @@ _TRANSFORMER_ONLY = frozenset(
 
 class Architecture(_Strict):
     """The block: the reference transformer's parameters, or a factory ``package.module:function``
-    returning an ``nn.Module`` whose ``forward(h, x)`` is one loop step."""
+    returning an ``nn.Module`` whose ``forward(h, x)`` is one loop step.
+
+    >>> from verify import Architecture
+    >>> Architecture(recall_mode="add").d_model, Architecture(factory="my_blocks:make").kind
+    (64, 'factory')
+    """
 
     kind: Literal["looped_transformer", "factory"] = "looped_transformer"
     d_model: int = Field(64, ge=1, le=65536)
@@ -155,7 +186,12 @@ class Architecture(_Strict):
 
 
 class Inputs(_Strict):
-    """Random inputs: encoded embeddings ``e ~ N(0, scale²)`` or random token ids."""
+    """Random inputs: encoded embeddings ``e ~ N(0, scale²)`` or random token ids.
+
+    >>> from verify import Inputs
+    >>> Inputs(count=4, seq_len=8).kind
+    'embeddings'
+    """
 
     kind: Literal["embeddings", "tokens"] = "embeddings"
     seq_len: int = Field(16, ge=1, le=_MAX_COUNT)
@@ -214,7 +250,12 @@ class Draws(_Strict):
 
 
 class Domain(_Strict):
-    """Token-norm ranges for certified bounds (see ``dynamo.Domain``)."""
+    """Token-norm ranges for certified bounds (see ``dynamo.Domain``).
+
+    >>> from verify._spec import Domain
+    >>> Domain(x_max=10.0).r_max is None
+    True
+    """
 
     r_min: float = Field(0.0, ge=0)
     r_max: float | None = Field(None, gt=0, description="omit for no upper limit")
@@ -231,7 +272,13 @@ class Domain(_Strict):
 
 
 class Analysis(_Strict):
-    """Which analyses run and how."""
+    """Which analyses run and how.
+
+    >>> from verify import Analysis
+    >>> a = Analysis(contraction=True, max_steps=500)
+    >>> a.reachability, a.contraction, a.dtype
+    (True, True, 'float64')
+    """
 
     dtype: Literal["float64", "float32"] = "float64"
     starts_per_input: int = Field(4, ge=1, le=_MAX_COUNT)
@@ -253,7 +300,12 @@ class Analysis(_Strict):
 
 class Requirement(_Strict):
     """``metric op value``, e.g. ``reachability.converged_fraction >= 0.99``; it passes when at
-    least ``quorum`` of the draws satisfy it."""
+    least ``quorum`` of the draws satisfy it.
+
+    >>> from verify import Requirement
+    >>> Requirement(metric="geometry.spectral_radius", op="<", value=1.0).text()
+    'geometry.spectral_radius < 1'
+    """
 
     metric: str
     op: Literal["<", "<=", ">", ">=", "==", "!="]
@@ -376,7 +428,13 @@ def parse_requirement(text: str, quorum: float = 1.0) -> Requirement:
 
 
 class Spec(_Strict):
-    """A certification spec (TOML). Every key is checked; unknown keys are errors."""
+    """A certification spec (TOML). Every key is checked; unknown keys are errors.
+
+    >>> from verify import Spec
+    >>> spec = Spec(name="demo", requirements=["geometry.spectral_radius < 1"])
+    >>> spec.architecture.recall, spec.draws.resolved(), spec.requirements[0].op
+    ('outer', [0], '<')
+    """
 
     schema_version: Literal[1] = 1
     name: str = Field("spec", min_length=1, max_length=200)
