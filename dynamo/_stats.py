@@ -75,6 +75,12 @@ class UnseenEstimate:
         have been hit with probability 0.95 by ``n`` independent starts: ``1 − 0.05^(1/n)``.
     n : int
         Starts.
+
+    Examples
+    --------
+    >>> from dynamo import chao1
+    >>> print(chao1([50, 30, 1, 1, 2], n=84))  # doctest: +ELLIPSIS
+    5 found; estimated <= ... unseen at 95% (Chao1 ...); any attractor with basin >= ...
     """
 
     observed: int
@@ -87,7 +93,13 @@ class UnseenEstimate:
     n: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        >>> from dynamo import chao1
+        >>> d = chao1([50, 30, 1, 1, 2], n=84).to_dict()
+        >>> d["observed"], d["f1"], d["f2"], d["n"]
+        (5, 2, 1, 84)
+        """
         return {
             "observed": self.observed,
             "f1": self.f1,
