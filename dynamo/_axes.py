@@ -85,6 +85,18 @@ class Reachability:
         Largest ρ(∂f/∂h) at a reached point (< 1: every reached point attracts locally).
     fixed_points : FixedPointSet
         The search behind the numbers.
+
+    Examples
+    --------
+    :func:`reachability` returns one:
+
+    >>> import torch, dynamo as dy
+    >>> f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+    >>> xs = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> system = dy.LoopedSystem.from_module(f, xs)
+    >>> r = dy.reachability(system, n_starts=4)
+    >>> r.converged_fraction, r.basin_fractions, r.steps["median"]
+    (1.0, [1.0, 1.0], 16.0)
     """
 
     converged_fraction: float
@@ -98,7 +110,18 @@ class Reachability:
     kind: str = field(default="estimate", init=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+        >>> xs = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> system = dy.LoopedSystem.from_module(f, xs)
+        >>> d = dy.reachability(system, n_starts=4).to_dict()
+        >>> d["kind"], d["converged_fraction"], d["start_outcomes"]["converged"]
+        ('estimate', 1.0, 8)
+        """
         return {
             "kind": self.kind,
             "converged_fraction": self.converged_fraction,
@@ -357,6 +380,18 @@ class InputDependence:
     distance_ratio : float or None
         Mean pairwise fixed-point distance over mean pairwise input distance.
     driven : bool
+
+    Examples
+    --------
+    :func:`input_dependence` returns one:
+
+    >>> import torch, dynamo as dy
+    >>> f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+    >>> xs = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> system = dy.LoopedSystem.from_module(f, xs)
+    >>> dep = dy.input_dependence(system, xs)
+    >>> dep.verdict, dep.n_distinct, dep.converged.tolist()
+    ('strong', 2, [True, True])
     """
 
     verdict: str
@@ -371,7 +406,18 @@ class InputDependence:
     kind: str = field(default="estimate", init=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+        >>> xs = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> system = dy.LoopedSystem.from_module(f, xs)
+        >>> d = dy.input_dependence(system, xs).to_dict()
+        >>> d["verdict"], d["n_inputs"], d["sensitivity_rank"]
+        ('strong', 2, [4, 4])
+        """
         return {
             "kind": self.kind,
             "verdict": self.verdict,
@@ -632,6 +678,18 @@ class Geometry:
         ``(N, len(radii))``: fraction returning at each radius.
     exact : bool
         Dense linear algebra (True) or Krylov estimates (False).
+
+    Examples
+    --------
+    :func:`geometry` returns one:
+
+    >>> import torch, dynamo as dy
+    >>> lin = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+    >>> x = torch.ones(1, 3, dtype=torch.float64)
+    >>> system = dy.LoopedSystem.from_module(lin, x)
+    >>> g = dy.geometry(system, lin.fixed_point(x), basin_samples=4)
+    >>> round(float(g.spectral_radius[0]), 6), g.exact, g.basin_radius.tolist()
+    (0.5, True, [1.0])
     """
 
     eigenvalues: torch.Tensor
@@ -649,7 +707,19 @@ class Geometry:
     kind: str = field(default="estimate", init=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> lin = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+        >>> x = torch.ones(1, 3, dtype=torch.float64)
+        >>> system = dy.LoopedSystem.from_module(lin, x)
+        >>> g = dy.geometry(system, lin.fixed_point(x), basin_samples=4)
+        >>> d = g.to_dict()
+        >>> d["exact_linear_algebra"], d["basin_samples"], d["basin_radius"]
+        (True, 4, [1.0])
+        """
         return {
             "kind": self.kind,
             "exact_linear_algebra": self.exact,
@@ -858,7 +928,22 @@ def geometry(
 # ---------------------------------------------------------------------- all three
 @dataclass(frozen=True)
 class AxesReport:
-    """Reachability, input-dependence, geometry, and the contraction verdict, together."""
+    """Reachability, input-dependence, geometry, and the contraction verdict, together.
+
+    Examples
+    --------
+    :func:`stability_axes` returns one (``contraction=False`` skips the contraction check):
+
+    >>> import torch, dynamo as dy
+    >>> f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+    >>> xs = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> system = dy.LoopedSystem.from_module(f, xs)
+    >>> report = dy.stability_axes(system, n_starts=2, basin_samples=4, contraction=False)
+    >>> report.reachability.converged_fraction, report.input_dependence.verdict
+    (1.0, 'strong')
+    >>> report.contraction is None
+    True
+    """
 
     reachability: Reachability
     input_dependence: InputDependence
@@ -866,7 +951,19 @@ class AxesReport:
     contraction: Any | None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+        >>> xs = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> system = dy.LoopedSystem.from_module(f, xs)
+        >>> report = dy.stability_axes(system, n_starts=2, basin_samples=4, contraction=False)
+        >>> d = report.to_dict()
+        >>> sorted(d), d["contraction"]
+        (['contraction', 'geometry', 'input_dependence', 'reachability'], None)
+        """
         return {
             "reachability": self.reachability.to_dict(),
             "input_dependence": self.input_dependence.to_dict(),

@@ -41,6 +41,13 @@ class Plane:
 
     Build it with :meth:`through` (origin and two directions, orthonormalized) or :meth:`box`
     (the whole space of a 2-D map).
+
+    Examples
+    --------
+    >>> from dynamo import Plane
+    >>> p = Plane.box((-2, 2), (-1, 1))
+    >>> p.origin.tolist(), p.u.tolist(), p.v.tolist()
+    ([0.0, 0.0], [1.0, 0.0], [0.0, 1.0])
     """
 
     origin: torch.Tensor
@@ -101,7 +108,17 @@ class Plane:
         )
 
     def grid(self, resolution: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-        """Cell centres: coordinates ``a`` (res,), ``b`` (res,), and flat states (res², n)."""
+        """Cell centres: coordinates ``a`` (res,), ``b`` (res,), and flat states (res², n).
+
+        Examples
+        --------
+        >>> from dynamo import Plane
+        >>> a, b, states = Plane.box((-1, 1), (-1, 1)).grid(2)
+        >>> a.tolist(), b.tolist()
+        ([-0.5, 0.5], [-0.5, 0.5])
+        >>> states.tolist()
+        [[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]]
+        """
         (a0, a1), (b0, b1) = self.extent
         a = a0 + (np.arange(resolution) + 0.5) * (a1 - a0) / resolution
         b = b0 + (np.arange(resolution) + 0.5) * (b1 - b0) / resolution
@@ -114,7 +131,16 @@ class Plane:
         return a, b, pts
 
     def coordinates(self, flat: torch.Tensor) -> torch.Tensor:
-        """Project flat states onto the plane: ``(N, 2)`` coordinates."""
+        """Project flat states onto the plane: ``(N, 2)`` coordinates.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from dynamo import Plane
+        >>> p = Plane.through(torch.zeros(3), torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0]))
+        >>> p.coordinates(torch.tensor([[2.0, 3.0, 5.0]]))  # the third coordinate drops out
+        tensor([[2., 3.]], dtype=torch.float64)
+        """
         d = flat.double() - self.origin[None]
         return torch.stack([d @ self.u, d @ self.v], dim=1)
 
@@ -146,6 +172,18 @@ class BasinGraph:
         Attractor label (as in ``fixed_points.labels``) → node id.
     targets : list
         ``(node, points, input_index)`` of every attractor, for matching states to nodes.
+
+    Examples
+    --------
+    :func:`basin_graph` returns one:
+
+    >>> import dynamo as dy
+    >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+    >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+    >>> g.graph.number_of_edges(), g.fixed_points.counts()["stable"]
+    (4, 4)
+    >>> g.graph.nodes["fp:0"]["label"]
+    'stable fixed point, ρ = 0.6'
     """
 
     graph: nx.DiGraph
@@ -154,7 +192,16 @@ class BasinGraph:
     targets: list[tuple[str, torch.Tensor, int]] = field(default_factory=list, repr=False)
 
     def node_of_point(self, point: Any, input_index: int = 0) -> str:
-        """The attractor node nearest to a state, e.g. ``g.node_of_point([1, 1])``."""
+        """The attractor node nearest to a state, e.g. ``g.node_of_point([1, 1])``.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+        >>> g.node_of_point([1, 1]), g.node_of_point([0.9, -1.2])
+        ('fp:3', 'fp:2')
+        """
         z = torch.as_tensor(point, dtype=torch.float64).reshape(1, -1)
         best, best_d = UNCONVERGED, math.inf
         for node, pts, inp in self.targets:
@@ -166,11 +213,29 @@ class BasinGraph:
         return best
 
     def attractors(self) -> list[str]:
-        """Attractor node ids (fixed points, cycles, continua)."""
+        """Attractor node ids (fixed points, cycles, continua).
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+        >>> g.attractors()
+        ['fp:0', 'fp:1', 'fp:2', 'fp:3']
+        """
         return [n for n, d in self.graph.nodes(data=True) if d.get("attractor")]
 
     def nodes(self, kind: str) -> list[str]:
-        """Node ids of one kind (``"fixed_point"``, ``"saddle"``, ``"cycle"``, …)."""
+        """Node ids of one kind (``"fixed_point"``, ``"saddle"``, ``"cycle"``, …).
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+        >>> g.nodes("fixed_point"), g.nodes("saddle")  # no root-finding: no saddles
+        (['fp:0', 'fp:1', 'fp:2', 'fp:3'], [])
+        """
         return [n for n, d in self.graph.nodes(data=True) if d.get("kind") == kind]
 
     def basin_fractions(self, source: str = "start") -> dict[str, tuple[float, float, float]]:
@@ -229,7 +294,16 @@ class BasinGraph:
         return out
 
     def input_view(self) -> nx.DiGraph:
-        """The bipartite input → attractor graph (one source node per input)."""
+        """The bipartite input → attractor graph (one source node per input).
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+        >>> sorted(g.input_view().edges)
+        [('start', 'fp:0'), ('start', 'fp:1'), ('start', 'fp:2'), ('start', 'fp:3')]
+        """
         keep = [
             n
             for n, d in self.graph.nodes(data=True)
@@ -242,18 +316,54 @@ class BasinGraph:
         return view
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: ``{"nodes": [...], "edges": [...]}`` (networkx node-link form)."""
+        """JSON-safe: ``{"nodes": [...], "edges": [...]}`` (networkx node-link form).
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+        >>> d = g.to_dict()
+        >>> sorted(d), d["nodes"][0]["id"], len(d["edges"])
+        (['directed', 'edges', 'graph', 'multigraph', 'nodes'], 'start', 4)
+        """
         return nx.node_link_data(self.graph, edges="edges")
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """The graph as JSON (written to ``path`` when given)."""
+        """The graph as JSON (written to ``path`` when given).
+
+        Examples
+        --------
+        >>> import json
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+        >>> data = json.loads(g.to_json())
+        >>> data["directed"], len(data["nodes"])
+        (True, 7)
+        """
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         if path is not None:
             Path(path).write_text(text)
         return text
 
     def write_graphml(self, path: str | Path) -> None:
-        """The graph as GraphML (every attribute is a plain number or string)."""
+        """The graph as GraphML (every attribute is a plain number or string).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> import networkx as nx
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> g = dy.basin_graph(system, n_starts=16, saddles=False)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "basins.graphml"
+        ...     g.write_graphml(path)
+        ...     back = nx.read_graphml(path)
+        >>> back.number_of_nodes(), back.number_of_edges()
+        (7, 4)
+        """
         nx.write_graphml(self.graph, str(path))
 
     def __str__(self) -> str:
@@ -679,6 +789,16 @@ class CellMap:
         escape.
     plane : Plane
     resolution : int
+
+    Examples
+    --------
+    :func:`cell_mapping` returns one:
+
+    >>> import dynamo as dy
+    >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+    >>> cm = dy.cell_mapping(system, dy.Plane.box((-2, 2), (-2, 2)), resolution=10)
+    >>> len(cm.attractors), cm.labels.shape, cm.resolution
+    (4, (10, 10), 10)
     """
 
     graph: nx.DiGraph
@@ -689,7 +809,16 @@ class CellMap:
     resolution: int
 
     def fractions(self) -> dict[int, float]:
-        """Share of cells flowing to each attractor (-1: escape)."""
+        """Share of cells flowing to each attractor (-1: escape).
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> cm = dy.cell_mapping(system, dy.Plane.box((-2, 2), (-2, 2)), resolution=10)
+        >>> cm.fractions()  # four quadrant basins, nothing escapes
+        {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.25}
+        """
         vals, counts = np.unique(self.labels, return_counts=True)
         return {int(v): float(c) / self.labels.size for v, c in zip(vals, counts, strict=True)}
 

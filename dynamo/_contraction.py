@@ -25,6 +25,14 @@ class Verdict(enum.Enum):
     """What is known about contraction, from strongest to weakest evidence.
 
     Each member carries its meaning.
+
+    Examples
+    --------
+    >>> from dynamo import Verdict
+    >>> [str(v) for v in Verdict]
+    ['PROVEN', 'REFUTED', 'SUPPORTED', 'UNDETERMINED']
+    >>> Verdict.SUPPORTED.label, Verdict.SUPPORTED.message
+    ('supported', 'sampled evidence only: no witness against, no proof for')
     """
 
     PROVEN = ("proven", "a certified bound or certificate shows contraction")
@@ -42,7 +50,20 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Evidence:
-    """One piece of evidence: what was checked, the numbers, and whether it is certified."""
+    """One piece of evidence: what was checked, the numbers, and whether it is certified.
+
+    Examples
+    --------
+    :func:`check_contraction` returns them in :attr:`ContractionVerdict.evidence`:
+
+    >>> import torch, dynamo as dy
+    >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
+    >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
+    >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
+    >>> e = v.evidence[0]
+    >>> e.kind, round(e.value, 6), e.certified
+    ('certified Lipschitz upper bound', 0.5, True)
+    """
 
     kind: str
     claim: str
@@ -51,7 +72,18 @@ class Evidence:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
+        >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
+        >>> d = v.evidence[1].to_dict()
+        >>> sorted(d), d["certified"]
+        (['certified', 'claim', 'details', 'kind', 'value'], False)
+        """
         v = self.value
         return {
             "kind": self.kind,
@@ -91,6 +123,19 @@ class ContractionVerdict:
         The refuting witness (``"a"``, ``"b"`` states with their images' distance, or a fixed
         point), re-checkable by evaluating the map.
     domain : Domain or None
+
+    Examples
+    --------
+    :func:`check_contraction` returns one:
+
+    >>> import dynamo as dy
+    >>> henon = dy.LoopedSystem.from_module(dy.models.Henon())
+    >>> ball = dy.Domain.ball(1.0)
+    >>> v = dy.check_contraction(henon, ball, n_samples=4, ascent_steps=2, n_starts=2)
+    >>> str(v.verdict), str(v.local_verdict), len(v.evidence)
+    ('REFUTED', 'REFUTED', 5)
+    >>> round(v.witness["ratio"], 4)  # two states whose images are farther apart
+    2.3950
     """
 
     verdict: Verdict
@@ -100,7 +145,18 @@ class ContractionVerdict:
     domain: Domain | None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
+        >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
+        >>> d = v.to_dict()
+        >>> d["verdict"], d["local_verdict"], d["witness"], d["domain"]
+        ('PROVEN', 'PROVEN', {}, None)
+        """
         wit = {}
         for k, v in self.witness.items():
             wit[k] = float(v.norm()) if isinstance(v, torch.Tensor) and v.numel() > 1 else _plain(v)

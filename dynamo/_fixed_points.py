@@ -69,6 +69,19 @@ class FixedPoint:
     stability : {"stable", "marginal", "saddle", "unstable"}
         Stable: every ``|λ| < 1 − δ``; marginal: some ``|λ|`` within ``δ`` of 1; saddle: some
         inside and some outside; unstable: every computed ``|λ| > 1 + δ``.
+
+    Examples
+    --------
+    :func:`find_fixed_points` returns them in :attr:`FixedPointSet.points`:
+
+    >>> import dynamo as dy
+    >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+    >>> found = dy.find_fixed_points(system, 16, mode="all")
+    >>> p = found.points[0]
+    >>> p.state, p.stability, round(p.spectral_radius, 6)
+    (tensor([-1., -1.], dtype=torch.float64), 'stable', 0.6)
+    >>> p.found_by, p.basin_count
+    (('iteration', 'newton', 'qmin'), 6)
     """
 
     state: torch.Tensor
@@ -86,7 +99,17 @@ class FixedPoint:
     stability: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe (the state as its norm; eigenvalues as ``[re, im]`` pairs)."""
+        """JSON-safe (the state as its norm; eigenvalues as ``[re, im]`` pairs).
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> found = dy.find_fixed_points(system, 16, mode="all")
+        >>> d = found.with_stability("unstable")[0].to_dict()
+        >>> d["stability"], d["eigenvalues"], d["n_unstable"]
+        ('unstable', [[1.2, 0.0], [1.2, 0.0]], 2)
+        """
         return {
             "input_index": self.input_index,
             "state_norm": float(self.state.norm()),
@@ -107,7 +130,23 @@ class FixedPoint:
 @dataclass(frozen=True)
 class Cycle:
     """A period-``p`` orbit ``h₀ → h₁ → … → h₀`` (``p ≥ 2``), classified by the spectrum of
-    ``∂f^p/∂h`` at ``h₀`` (its multipliers; the same at every point of the orbit, claim C10)."""
+    ``∂f^p/∂h`` at ``h₀`` (its multipliers; the same at every point of the orbit, claim C10).
+
+    Examples
+    --------
+    :func:`find_fixed_points` returns them in :attr:`FixedPointSet.cycles`; the logistic map at
+    ``r = 3.2`` has a stable 2-cycle:
+
+    >>> import torch, dynamo as dy
+    >>> system = dy.LoopedSystem.from_module(dy.models.Logistic(r=3.2))
+    >>> starts = torch.linspace(0.1, 0.9, 4, dtype=torch.float64).reshape(4, 1)
+    >>> found = dy.find_fixed_points(system, starts=starts, max_steps=200)
+    >>> c = found.cycles[0]
+    >>> c.period, c.stability, [round(v, 4) for v in c.points.flatten().tolist()]
+    (2, 'stable', [0.513, 0.7995])
+    >>> round(c.spectral_radius, 6), c.basin_fraction
+    (0.16, 1.0)
+    """
 
     period: int
     points: torch.Tensor
@@ -121,7 +160,18 @@ class Cycle:
     basin_interval: tuple[float, float]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Logistic(r=3.2))
+        >>> starts = torch.linspace(0.1, 0.9, 4, dtype=torch.float64).reshape(4, 1)
+        >>> found = dy.find_fixed_points(system, starts=starts, max_steps=200)
+        >>> d = found.cycles[0].to_dict()
+        >>> d["period"], d["stability"], [round(v, 4) for v in d["point_norms"]]
+        (2, 'stable', [0.513, 0.7995])
+        """
         return {
             "period": self.period,
             "input_index": self.input_index,
@@ -142,6 +192,18 @@ class Continuum:
 
     Reported instead of a count: its points are not isolated, so "how many" has no answer (a
     dedup tolerance would only decide how finely it gets chopped up).
+
+    Examples
+    --------
+    :func:`find_fixed_points` returns them in :attr:`FixedPointSet.continua`; every point of the
+    sphere ``‖h‖ = √3`` is fixed by :class:`~dynamo.models.ZeroBranchRMSNorm` with ``d = 3``:
+
+    >>> import dynamo as dy
+    >>> system = dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=3))
+    >>> found = dy.find_fixed_points(system, 8)
+    >>> c = found.continua[0]
+    >>> c.dimension, c.samples.shape, len(found.points)
+    (2, torch.Size([8, 3]), 0)
     """
 
     dimension: int
@@ -152,7 +214,17 @@ class Continuum:
     evidence: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=3))
+        >>> found = dy.find_fixed_points(system, 8)
+        >>> d = found.continua[0].to_dict()
+        >>> d["dimension"], d["n_samples"], d["basin_fraction"]
+        (2, 8, 1.0)
+        """
         return {
             "dimension": self.dimension,
             "input_index": self.input_index,
@@ -194,6 +266,16 @@ class FixedPointSet:
         stopped).
     mode, tol, neutral_band, seed, dtype, device :
         Settings.
+
+    Examples
+    --------
+    :func:`find_fixed_points` returns one:
+
+    >>> import dynamo as dy
+    >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+    >>> found = dy.find_fixed_points(system, 16, mode="all")
+    >>> len(found.points), found.start_outcomes["converged"], found.guaranteed
+    (9, 16, False)
     """
 
     points: tuple[FixedPoint, ...]
@@ -217,27 +299,75 @@ class FixedPointSet:
     guaranteed: bool = field(default=False, init=False)
 
     def stable(self) -> tuple[FixedPoint, ...]:
-        """The stable points."""
+        """The stable points.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> found = dy.find_fixed_points(system, 16, mode="all")
+        >>> sorted([round(v) for v in p.state.tolist()] for p in found.stable())
+        [[-1, -1], [-1, 1], [1, -1], [1, 1]]
+        """
         return tuple(p for p in self.points if p.stability == "stable")
 
     def with_stability(self, kind: str) -> tuple[FixedPoint, ...]:
-        """Points of one stability class."""
+        """Points of one stability class.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> found = dy.find_fixed_points(system, 16, mode="all")
+        >>> len(found.with_stability("saddle"))
+        4
+        >>> [round(v, 6) for v in found.with_stability("unstable")[0].state.tolist()]
+        [0.0, 0.0]
+        """
         check_choice("FixedPointSet.with_stability(kind)", "kind", kind, STABILITY)
         return tuple(p for p in self.points if p.stability == kind)
 
     def for_input(self, index: int) -> tuple[FixedPoint, ...]:
-        """Points of one input."""
+        """Points of one input.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> found = dy.find_fixed_points(system, 16, mode="all")
+        >>> len(found.for_input(0))  # an autonomous map has one input, index 0
+        9
+        """
         return tuple(p for p in self.points if p.input_index == index)
 
     def counts(self) -> dict[str, int]:
-        """Points per stability class, cycles, continua."""
+        """Points per stability class, cycles, continua.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> found = dy.find_fixed_points(system, 16, mode="all")
+        >>> found.counts()
+        {'stable': 4, 'marginal': 0, 'saddle': 4, 'unstable': 1, 'cycles': 0, 'continua': 0}
+        """
         out = {k: len(self.with_stability(k)) for k in STABILITY}
         out["cycles"] = len(self.cycles)
         out["continua"] = len(self.continua)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+        >>> found = dy.find_fixed_points(system, 16, mode="all")
+        >>> d = found.to_dict()
+        >>> d["kind"], len(d["points"]), d["counts"]["stable"]
+        ('estimate', 9, 4)
+        """
         return {
             "kind": "estimate",
             "mode": self.mode,

@@ -42,6 +42,24 @@ class LayerCycle:
     attention_change : torch.Tensor or None
         ``(n_steps, N, k)`` for the reference transformer: the largest change of any attention
         probability from one iteration to the next, per layer.
+
+    Examples
+    --------
+    :func:`layer_cycle` returns one; here for a two-layer block whose layers settle on
+    different points:
+
+    >>> import torch, dynamo as dy
+    >>> layers = [lambda h, x: torch.tanh(0.5 * h + x), lambda h, x: -0.5 * h]
+    >>> x = torch.ones(1, 2, dtype=torch.float64)
+    >>> system = dy.LoopedSystem.from_function(
+    ...     lambda h, x: layers[1](layers[0](h, x), x), state_shape=(2,), x=x, layers=layers
+    ... )
+    >>> h = dy.solve(system, torch.zeros(1, 2, dtype=torch.float64)).state
+    >>> lc = dy.layer_cycle(system, h, n_steps=10)
+    >>> lc.n_layers, lc.states.shape, bool(lc.closure.max() < 1e-8)
+    (2, torch.Size([2, 1, 2]), True)
+    >>> round(float(lc.distinctness[0, 0, 1]), 6)  # ‖h_1* − h_0*‖ / ‖h_0*‖
+    3.0
     """
 
     states: torch.Tensor
@@ -58,7 +76,22 @@ class LayerCycle:
         return int(self.states.shape[0])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary."""
+        """JSON-safe summary.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> layers = [lambda h, x: torch.tanh(0.5 * h + x), lambda h, x: -0.5 * h]
+        >>> x = torch.ones(1, 2, dtype=torch.float64)
+        >>> system = dy.LoopedSystem.from_function(
+        ...     lambda h, x: layers[1](layers[0](h, x), x), state_shape=(2,), x=x, layers=layers
+        ... )
+        >>> h = dy.solve(system, torch.zeros(1, 2, dtype=torch.float64)).state
+        >>> lc = dy.layer_cycle(system, h, n_steps=10)
+        >>> d = lc.to_dict()
+        >>> d["n_layers"], d["attention_change_last"], sorted(d)[:3]
+        (2, None, ['attention_change_last', 'closure', 'distinctness'])
+        """
         return {
             "n_layers": self.n_layers,
             "closure": self.closure.tolist(),

@@ -185,6 +185,19 @@ class JacobianOperator:
     ----------
     shape : tuple
         ``(N, n_out, n_in)`` (square for ``∂f/∂h``).
+
+    Examples
+    --------
+    :func:`jacobian_operator` returns one:
+
+    >>> import torch, dynamo as dy
+    >>> lin = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+    >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 3))
+    >>> op = dy.jacobian_operator(system, torch.zeros(2, 3, dtype=torch.float64))
+    >>> op
+    JacobianOperator(N=2, n=3, mode='reverse')
+    >>> op.shape, op.counts
+    ((2, 3, 3), {'matvec': 0, 'rmatvec': 0})
     """
 
     def __init__(self, fn: FlatFn, z: torch.Tensor, *, mode: str = "reverse") -> None:
@@ -214,7 +227,18 @@ class JacobianOperator:
         return {"matvec": self._counts.matvec, "rmatvec": self._counts.rmatvec}
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``J v`` for each state: ``v`` and the result are ``(N, n)``."""
+        """``J v`` for each state: ``v`` and the result are ``(N, n)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> lin = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 3))
+        >>> op = dy.jacobian_operator(system, torch.zeros(2, 3, dtype=torch.float64))
+        >>> v = torch.eye(3, dtype=torch.float64)[:2]  # e_1 for state 0, e_2 for state 1
+        >>> bool(torch.allclose(op.matvec(v), v @ lin.A.detach().T))  # columns of A
+        True
+        """
         self._counts.matvec += 1
         with torch.no_grad():
             if self._jvp_rev is not None:
@@ -222,13 +246,35 @@ class JacobianOperator:
             return jvp(self._fn, (self.z,), (v,))[1]
 
     def rmatvec(self, u: torch.Tensor) -> torch.Tensor:
-        """``Jᵀ u`` for each state: ``u`` and the result are ``(N, n)``."""
+        """``Jᵀ u`` for each state: ``u`` and the result are ``(N, n)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> lin = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 3))
+        >>> op = dy.jacobian_operator(system, torch.zeros(2, 3, dtype=torch.float64))
+        >>> u = torch.eye(3, dtype=torch.float64)[:2]
+        >>> bool(torch.allclose(op.rmatvec(u), u @ lin.A.detach()))  # rows of A
+        True
+        """
         self._counts.rmatvec += 1
         with torch.no_grad():
             return self._vjp(u)[0]
 
     def dense(self) -> torch.Tensor:
-        """The dense ``(N, n_out, n_in)`` Jacobian, column by column from ``matvec`` (checks)."""
+        """The dense ``(N, n_out, n_in)`` Jacobian, column by column from ``matvec`` (checks).
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> lin = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 3))
+        >>> op = dy.jacobian_operator(system, torch.zeros(2, 3, dtype=torch.float64))
+        >>> J = op.dense()
+        >>> J.shape, bool(torch.allclose(J[0], lin.A.detach())), op.counts["matvec"]
+        (torch.Size([2, 3, 3]), True, 3)
+        """
         n_rows, n = self.shape[0], self.shape[2]
         cols = []
         for j in range(n):
@@ -242,6 +288,17 @@ class JacobianOperator:
 
         The other states of the batch ride along with zero vectors; build the operator on a single
         state for efficiency when you only need scipy.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import torch, dynamo as dy
+        >>> lin = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 3))
+        >>> op = dy.jacobian_operator(system, torch.zeros(2, 3, dtype=torch.float64))
+        >>> L = op.scipy(1)
+        >>> L.shape, bool(np.allclose(L @ np.ones(3), lin.A.detach().numpy() @ np.ones(3)))
+        ((3, 3), True)
         """
         n_rows, n_out, n_in = self.shape
         if not 0 <= index < n_rows:

@@ -160,7 +160,16 @@ class Domain:
         return h / h.norm(dim=-1, keepdim=True) * radius
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe (an infinite ``r_max`` becomes None)."""
+        """JSON-safe (an infinite ``r_max`` becomes None).
+
+        Examples
+        --------
+        >>> from dynamo import Domain
+        >>> Domain.shell(1.0, 3.0).to_dict()
+        {'r_min': 1.0, 'r_max': 3.0, 'x_min': 0.0, 'x_max': None, 'n_tokens': None}
+        >>> Domain().to_dict()["r_max"] is None  # unbounded
+        True
+        """
         return {
             "r_min": self.r_min,
             "r_max": None if math.isinf(self.r_max) else self.r_max,
@@ -181,7 +190,19 @@ class Domain:
 @dataclass(frozen=True)
 class BoundStep:
     """One rule applied: where, which rule, its factor, the token-norm interval after it, and the
-    claims (``dynamo prove R1`` …) whose checked derivations the factor rests on."""
+    claims (``dynamo prove R1`` …) whose checked derivations the factor rests on.
+
+    Examples
+    --------
+    :func:`lipschitz_upper_bound` returns them in :attr:`Bound.steps`:
+
+    >>> import dynamo as dy
+    >>> norm = dy.models.ZeroBranchRMSNorm(d=4)
+    >>> bound = dy.lipschitz_upper_bound(norm, dy.Domain.shell(1.0, 3.0))
+    >>> step = bound.steps[0]
+    >>> step.rule, step.factor, step.norms, step.claims
+    ('RMSNorm', 2.0, (2.0, 2.0), 'R5, R8')
+    """
 
     where: str
     rule: str
@@ -191,7 +212,19 @@ class BoundStep:
     claims: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> norm = dy.models.ZeroBranchRMSNorm(d=4)
+        >>> bound = dy.lipschitz_upper_bound(norm, dy.Domain.shell(1.0, 3.0))
+        >>> d = bound.steps[0].to_dict()
+        >>> sorted(d)
+        ['claims', 'factor', 'norms', 'note', 'rule', 'where']
+        >>> d["where"], d["norms"], d["note"]
+        ('norm', [2.0, 2.0], 'input token norm >= 1, d=4, eps=0')
+        """
         return {
             "where": self.where,
             "rule": self.rule,
@@ -229,6 +262,18 @@ class Bound:
     out_norms : (float, float) or None
         A sound interval for every output token's norm over the domain (upper bounds): the map
         sends the domain into itself when this lies inside ``[r_min, r_max]``.
+
+    Examples
+    --------
+    :func:`lipschitz_upper_bound` and :func:`lipschitz_lower_bound` return one:
+
+    >>> import dynamo as dy
+    >>> norm = dy.models.ZeroBranchRMSNorm(d=4)
+    >>> bound = dy.lipschitz_upper_bound(norm, dy.Domain.shell(1.0, 3.0))
+    >>> bound.kind, bound.value, bound.certified, bound.method
+    ('upper', 2.0, True, 'rules')
+    >>> str(bound).splitlines()[0]
+    'Lipschitz upper bound 2 (certified, rules) on Domain(token norm in [1, 3])'
     """
 
     kind: str
@@ -243,7 +288,17 @@ class Bound:
     out_norms: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (the witness state is left out; its norm is kept)."""
+        """JSON-safe summary (the witness state is left out; its norm is kept).
+
+        Examples
+        --------
+        >>> import dynamo as dy
+        >>> norm = dy.models.ZeroBranchRMSNorm(d=4)
+        >>> bound = dy.lipschitz_upper_bound(norm, dy.Domain.shell(1.0, 3.0))
+        >>> d = bound.to_dict()
+        >>> d["value"], d["domain"]["r_max"], len(d["steps"]), d["witness_norm"]
+        (2.0, 3.0, 1, None)
+        """
         return {
             "kind": self.kind,
             "value": _num(self.value),

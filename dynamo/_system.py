@@ -46,6 +46,18 @@ class Trajectory:
         ``(n_steps, N)``: ``‖f(h_t) − h_t‖₂ = ‖h_{t+1} − h_t‖₂`` over the flattened state.
     relative_residuals : torch.Tensor
         ``(n_steps, N)``: ``residuals / ‖h_t‖₂`` (inf where ``h_t = 0``).
+
+    Examples
+    --------
+    :meth:`LoopedSystem.iterate` returns one:
+
+    >>> import torch, dynamo as dy
+    >>> system = dy.LoopedSystem.from_module(dy.models.Logistic(r=2.5))
+    >>> traj = system.iterate(torch.full((1, 1), 0.5, dtype=torch.float64), n_steps=3)
+    >>> traj.n_steps, traj.states.flatten().tolist()
+    (3, [0.5, 0.625, 0.5859375, 0.606536865234375])
+    >>> traj.residuals.flatten().tolist()
+    [0.125, 0.0390625, 0.020599365234375]
     """
 
     states: torch.Tensor | None
@@ -59,7 +71,17 @@ class Trajectory:
         return int(self.residuals.shape[0])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary: the residual traces as lists of floats (one list per start)."""
+        """JSON-safe summary: the residual traces as lists of floats (one list per start).
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Logistic(r=2.5))
+        >>> traj = system.iterate(torch.full((1, 1), 0.5, dtype=torch.float64), n_steps=3)
+        >>> traj.to_dict()
+        {'n_steps': 3, 'n_starts': 1, 'residuals': [[0.125, 0.0390625, 0.020599365234375]],
+         'relative_residuals': [[0.25, 0.0625, 0.03515625]]}
+        """
         return {
             "n_steps": self.n_steps,
             "n_starts": int(self.final.shape[0]),
@@ -583,7 +605,13 @@ class LoopedSystem:
         return h.reshape(h.shape[0], self.state_dim)
 
     def unflatten(self, z: torch.Tensor) -> torch.Tensor:
-        """``(N, state_dim) -> (N, *state_shape)``."""
+        """``(N, state_dim) -> (N, *state_shape)``.
+
+        >>> import torch, dynamo as dy
+        >>> sys = dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=3, n_tokens=2))
+        >>> sys.unflatten(torch.ones(5, 6, dtype=torch.float64)).shape
+        torch.Size([5, 2, 3])
+        """
         return z.reshape(z.shape[0], *self._state_shape)
 
     def flat_step(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,7 +14,22 @@ __all__ = ["CheckResult", "Claim", "Proof", "Prover", "Step", "claim", "get", "r
 
 @dataclass(frozen=True)
 class Step:
-    """One checked step: what it says, the sympy expression examined, and sympy's answer."""
+    """One checked step: what it says, the sympy expression examined, and sympy's answer.
+
+    Examples
+    --------
+    Every :class:`Prover` method records one:
+
+    >>> import sympy as sp
+    >>> from theory import Prover
+    >>> x = sp.Symbol("x", real=True)
+    >>> pf = Prover("demo")
+    >>> pf.equal(x * (x + 1), x**2 + x, "expand")
+    True
+    >>> step = pf.steps[0]
+    >>> step.description, step.result, step.ok
+    ('expand', 'simplify(lhs - rhs) = 0', True)
+    """
 
     description: str
     expression: str
@@ -23,7 +38,15 @@ class Step:
     ok: bool
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import theory
+        >>> step = theory.get("R4").prove().steps[0]
+        >>> sorted(step.to_dict())
+        ['description', 'expression', 'ok', 'result']
+        """
         return {
             "description": self.description,
             "expression": self.expression,
@@ -34,7 +57,17 @@ class Step:
 
 @dataclass(frozen=True)
 class Proof:
-    """The steps of a claim's proof; it holds when every step does."""
+    """The steps of a claim's proof; it holds when every step does.
+
+    Examples
+    --------
+    :meth:`Claim.prove` returns one:
+
+    >>> import theory
+    >>> proof = theory.get("R4").prove()
+    >>> proof.claim, proof.ok, len(proof.steps)
+    ('R4', True, 1)
+    """
 
     claim: str
     steps: tuple[Step, ...]
@@ -45,11 +78,29 @@ class Proof:
         return bool(self.steps) and all(s.ok for s in self.steps)
 
     def failed(self) -> tuple[Step, ...]:
-        """The steps that did not check."""
+        """The steps that did not check.
+
+        Examples
+        --------
+        >>> import theory
+        >>> theory.get("C12").prove().failed()
+        ()
+        >>> bad = theory.get("C12").prove(value=2.5)  # a wrong constant
+        >>> [s.result for s in bad.failed()]
+        ['1.985 (target 2.5)']
+        """
         return tuple(s for s in self.steps if not s.ok)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import theory
+        >>> d = theory.get("R4").prove().to_dict()
+        >>> d["claim"], d["ok"], len(d["steps"])
+        ('R4', True, 1)
+        """
         return {"claim": self.claim, "ok": self.ok, "steps": [s.to_dict() for s in self.steps]}
 
     def __str__(self) -> str:
@@ -68,6 +119,17 @@ class CheckResult:
 
     ``violated`` names hypotheses the system does not satisfy: then the claim's conclusion is
     not asserted (and ``ok`` is False), rather than a number being reported as if it held.
+
+    Examples
+    --------
+    :meth:`Claim.check` returns one:
+
+    >>> import theory
+    >>> result = theory.get("R4").check()
+    >>> result.claim, result.ok, result.violated
+    ('R4', True, ())
+    >>> sorted(result.numbers)
+    ['factor', 'sigma_max_Ws']
     """
 
     claim: str
@@ -77,7 +139,17 @@ class CheckResult:
     violated: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe."""
+        """JSON-safe.
+
+        Examples
+        --------
+        >>> import theory
+        >>> d = theory.get("R4").check().to_dict()
+        >>> sorted(d)
+        ['claim', 'message', 'numbers', 'ok', 'violated']
+        >>> d["ok"], d["violated"]
+        (True, [])
+        """
         nums = {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in self.numbers.items()
@@ -123,7 +195,17 @@ class Prover:
         return bool(ok)
 
     def equal(self, lhs: Any, rhs: Any, description: str) -> bool:
-        """``simplify(lhs − rhs) == 0`` (matrices entrywise)."""
+        """``simplify(lhs − rhs) == 0`` (matrices entrywise).
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from theory import Prover
+        >>> x = sp.Symbol("x", real=True)
+        >>> pf = Prover("demo")
+        >>> pf.equal(x * (x + 1), x**2 + x, "expand"), pf.equal(x + 1, x, "off by one")
+        (True, False)
+        """
         diff = sp.simplify(sp.sympify(lhs) - sp.sympify(rhs))
         if isinstance(diff, sp.MatrixBase):
             diff = diff.applyfunc(sp.simplify)
@@ -140,12 +222,32 @@ class Prover:
         )
 
     def true(self, expr: Any, description: str) -> bool:
-        """A boolean sympy expression that must simplify to ``True``."""
+        """A boolean sympy expression that must simplify to ``True``.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from theory import Prover
+        >>> x = sp.Symbol("x", real=True)
+        >>> pf = Prover("demo")
+        >>> pf.true(sp.Eq(sp.sin(x) ** 2 + sp.cos(x) ** 2, 1), "Pythagoras")
+        True
+        """
         res = sp.simplify(expr)
         return self._add(description, expr, res, res is sp.true or res is True)
 
     def nonnegative(self, expr: Any, description: str, assumptions: Any = None) -> bool:
-        """``expr >= 0`` under the symbols' assumptions (sympy's ``is_nonnegative``)."""
+        """``expr >= 0`` under the symbols' assumptions (sympy's ``is_nonnegative``).
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from theory import Prover
+        >>> x = sp.Symbol("x", real=True)
+        >>> pf = Prover("demo")
+        >>> pf.nonnegative(x**2, "a real square"), pf.nonnegative(x, "a real number")
+        (True, False)
+        """
         e = sp.simplify(expr)
         return self._add(
             description,
@@ -155,17 +257,52 @@ class Prover:
         )
 
     def fact(self, description: str, expr: Any, result: Any, ok: bool) -> bool:
-        """Record a computed fact (e.g. a Gröbner basis, a solution set) and its verdict."""
+        """Record a computed fact (e.g. a Gröbner basis, a solution set) and its verdict.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from theory import Prover
+        >>> x = sp.Symbol("x", real=True)
+        >>> pf = Prover("demo")
+        >>> roots = sp.solve(x**2 - 1, x)
+        >>> pf.fact("x² = 1 has two real roots", x**2 - 1, roots, len(roots) == 2)
+        True
+        >>> pf.steps[0].result
+        '[-1, 1]'
+        """
         return self._add(description, expr, result, ok)
 
     def numeric(self, description: str, value: Any, target: float, *, rel: float = 1e-9) -> bool:
-        """A closed-form number evaluated by sympy equals ``target`` to ``rel``."""
+        """A closed-form number evaluated by sympy equals ``target`` to ``rel``.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from theory import Prover
+        >>> pf = Prover("demo")
+        >>> pf.numeric("√2", sp.sqrt(2), 1.41421356237), pf.numeric("√2", sp.sqrt(2), 1.5)
+        (True, False)
+        """
         v = float(sp.N(value, 30))
         ok = abs(v - target) <= rel * max(1.0, abs(target))
         return self._add(description, value, f"{v!r} (target {target!r})", ok)
 
     def proof(self) -> Proof:
-        """The steps so far."""
+        """The steps so far.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from theory import Prover
+        >>> x = sp.Symbol("x", real=True)
+        >>> pf = Prover("demo")
+        >>> pf.nonnegative(x**2, "a real square")
+        True
+        >>> proof = pf.proof()
+        >>> proof.claim, proof.ok, len(proof.steps)
+        ('demo', True, 1)
+        """
         return Proof(self.claim, tuple(self.steps))
 
 
@@ -176,6 +313,17 @@ class Claim:
     ``prove(**overrides)`` runs the derivation; overrides replace named quantities in it (a
     constant, a bound), so that tests can show that a wrong variant fails. ``check(**kw)`` runs
     the numeric counterpart through dynamo.
+
+    Examples
+    --------
+    :func:`get` returns a registered claim:
+
+    >>> import theory
+    >>> c = theory.get("R4")
+    >>> c.name, c.hypotheses
+    ('R4', ('the input is held fixed',))
+    >>> c.prove().ok, c.check().ok
+    (True, True)
     """
 
     name: str
@@ -188,15 +336,40 @@ class Claim:
     uses: tuple[str, ...] = ()
 
     def prove(self, **overrides: Any) -> Proof:
-        """Run the sympy derivation (every step recorded with sympy's answer)."""
+        """Run the sympy derivation (every step recorded with sympy's answer).
+
+        Examples
+        --------
+        >>> import theory
+        >>> c = theory.get("C12")
+        >>> c.prove().ok, c.prove(value=2.5).ok  # an override that breaks the derivation
+        (True, False)
+        """
         return self.proof_fn(**overrides)
 
     def check(self, *args: Any, **kwargs: Any) -> CheckResult:
-        """Run the numeric counterpart through dynamo."""
+        """Run the numeric counterpart through dynamo.
+
+        Examples
+        --------
+        >>> import theory
+        >>> print(theory.get("R4").check())
+        R4 check: OK: adapter factor 0.643507 = σ_max(W_s) 0.643507
+        """
         return self.check_fn(*args, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe description (no proof run)."""
+        """JSON-safe description (no proof run).
+
+        Examples
+        --------
+        >>> import theory
+        >>> d = theory.get("R4").to_dict()
+        >>> sorted(d)
+        ['hypotheses', 'name', 'references', 'statement', 'title']
+        >>> d["references"]
+        ['linear algebra']
+        """
         return {
             "name": self.name,
             "title": self.title,
@@ -231,12 +404,31 @@ def claim(
 
 
 def registry() -> Iterator[Claim]:
-    """Every registered claim, in registration order."""
+    """Every registered claim, in registration order.
+
+    Examples
+    --------
+    >>> import theory
+    >>> names = [c.name for c in theory.registry()]
+    >>> names[:2], names[-1], len(names)
+    (['C1', 'C2'], 'R8', 22)
+    """
     return iter(list(_REGISTRY.values()))
 
 
 def get(name: str) -> Claim:
-    """A claim by name (case-insensitive)."""
+    """A claim by name (case-insensitive).
+
+    Examples
+    --------
+    >>> import theory
+    >>> theory.get("r4").name
+    'R4'
+    >>> theory.get("C99")
+    Traceback (most recent call last):
+        ...
+    KeyError: "no claim named 'C99'; known claims: C1, C2, ...
+    """
     for key, c in _REGISTRY.items():
         if key.lower() == name.lower():
             return c

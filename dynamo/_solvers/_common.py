@@ -64,6 +64,19 @@ class Solution:
     dtype, device : str
     options : dict
         The method's options as used (damping, memory, ...).
+
+    Examples
+    --------
+    :func:`dynamo.solve` returns one:
+
+    >>> import torch, dynamo as dy
+    >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
+    >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
+    >>> sol = dy.solve(system, torch.zeros(2, 3, dtype=torch.float64), method="picard")
+    >>> sol.method, sol.n_converged, sol.steps.tolist()
+    ('picard', 2, [13, 13])
+    >>> sol.fixed_points.shape, sol.options
+    (torch.Size([2, 3]), {'damping': 1.0})
     """
 
     method: str
@@ -103,7 +116,17 @@ class Solution:
         return self.state[self.converged.to(self.state.device)]
 
     def outcome_counts(self) -> dict[str, int]:
-        """``{label: count}`` over the starts, in the enum's order."""
+        """``{label: count}`` over the starts, in the enum's order.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> henon = dy.LoopedSystem.from_module(dy.models.Henon())
+        >>> starts = torch.tensor([[0.0, 0.0], [5.0, 5.0]], dtype=torch.float64)
+        >>> sol = dy.solve(henon, starts, method="picard", max_steps=50, throw=False)
+        >>> sol.outcome_counts()  # the chaotic orbit never settles; the far start escapes
+        {'max_steps_reached': 1, 'diverged': 1}
+        """
         counts = Counter(self.outcomes)
         return {o.label: counts[o] for o in Outcome if counts[o]}
 
@@ -111,6 +134,16 @@ class Solution:
         """JSON-safe summary: per-start outcome, residual and steps, plus the settings.
 
         A residual that is NaN or inf (a start whose map was never finite) becomes ``None``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
+        >>> sol = dy.solve(system, torch.zeros(2, 3, dtype=torch.float64), method="picard")
+        >>> d = sol.to_dict()
+        >>> d["n_converged"], d["outcomes"], d["f_evals"]
+        (2, ['converged', 'converged'], [14, 14])
         """
         return {
             "method": self.method,

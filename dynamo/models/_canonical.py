@@ -108,11 +108,28 @@ class ContractiveTanh(nn.Module):
         self.lipschitz = float(lipschitz)
 
     def state_shape_for(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The state shape ``(n,)`` whatever the input."""
+        """The state shape ``(n,)`` whatever the input.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> dy.models.ContractiveTanh(n=3).state_shape_for(torch.zeros(2, 3))
+        (3,)
+        """
         return self.state_shape
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """One step."""
+        """One step.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=3, seed=0)
+        >>> h = x = torch.zeros(2, 3, dtype=torch.float64)
+        >>> out = f(h, x)
+        >>> out.shape, bool(out.abs().max() < 1)
+        (torch.Size([2, 3]), True)
+        """
         pre = h @ self.W.T + self.b
         if self.driven:
             if x is None:
@@ -168,11 +185,28 @@ class LinearMap(nn.Module):
         self.state_shape = (n,)
 
     def state_shape_for(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The state shape ``(n,)`` whatever the input."""
+        """The state shape ``(n,)`` whatever the input.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> dy.models.LinearMap(n=3).state_shape_for(torch.zeros(2, 3))
+        (3,)
+        """
         return self.state_shape
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """One step."""
+        """One step.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+        >>> h = torch.zeros(1, 3, dtype=torch.float64)
+        >>> x = torch.ones(1, 3, dtype=torch.float64)
+        >>> bool(torch.allclose(f(h, x), f.c + x @ f.B.T))  # A·0 vanishes
+        True
+        """
         out = h @ self.A.T + self.c
         if self.driven:
             if x is None:
@@ -181,7 +215,17 @@ class LinearMap(nn.Module):
         return out
 
     def fixed_point(self, x: torch.Tensor | None = None) -> torch.Tensor:
-        """The unique fixed point for each input, by a dense linear solve, ``(B, n)``."""
+        """The unique fixed point for each input, by a dense linear solve, ``(B, n)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.LinearMap(n=3, spectral_radius=0.5, seed=0)
+        >>> x = torch.ones(2, 3, dtype=torch.float64)
+        >>> h = f.fixed_point(x)
+        >>> h.shape, bool(torch.allclose(f(h, x), h))
+        (torch.Size([2, 3]), True)
+        """
         with torch.no_grad():
             rhs = self.c.unsqueeze(0)
             if self.driven:
@@ -234,7 +278,16 @@ class Hopfield(nn.Module):
         self.state_shape = (n,)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """One step."""
+        """One step.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.Hopfield(n=6, n_patterns=1, seed=0)
+        >>> p = f.patterns
+        >>> torch.equal(torch.sign(f(p)), p)  # a stored pattern keeps its signs
+        True
+        """
         return torch.tanh(self.beta * (h @ self.W.T))
 
 
@@ -285,11 +338,28 @@ class MonDEQ(nn.Module):
         self.state_shape = (n,)
 
     def state_shape_for(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The state shape ``(n,)`` whatever the input."""
+        """The state shape ``(n,)`` whatever the input.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> dy.models.MonDEQ(n=4).state_shape_for(torch.zeros(2, 4))
+        (4,)
+        """
         return self.state_shape
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """One step."""
+        """One step.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.MonDEQ(n=4, seed=0)
+        >>> z = x = torch.zeros(2, 4, dtype=torch.float64)
+        >>> out = f(z, x)
+        >>> out.shape, bool((out >= 0).all())  # ReLU output
+        (torch.Size([2, 4]), True)
+        """
         return torch.relu(z @ self.W.T + x @ self.U.T + self.bias)
 
 
@@ -321,16 +391,43 @@ class Logistic(nn.Module):
         self.state_shape = (1,)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """One step."""
+        """One step.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> dy.models.Logistic(r=3.2)(torch.tensor([[0.5]], dtype=torch.float64))
+        tensor([[0.8000]], dtype=torch.float64)
+        """
         return self.r * h * (1 - h)
 
     def fixed_points(self) -> torch.Tensor:
-        """Both fixed points, ``(2, 1)``: 0 and ``1 − 1/r``."""
+        """Both fixed points, ``(2, 1)``: 0 and ``1 − 1/r``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.Logistic(r=3.2)
+        >>> fp = f.fixed_points()
+        >>> fp.flatten().tolist(), bool(torch.allclose(f(fp), fp))
+        ([0.0, 0.6875], True)
+        """
         r = float(self.r)
         return torch.tensor([[0.0], [1 - 1 / r]], dtype=self.r.dtype)
 
     def two_cycle(self) -> torch.Tensor | None:
-        """The period-2 orbit ``(r + 1 ∓ √((r − 3)(r + 1))) / (2r)`` for ``r > 3``, else None."""
+        """The period-2 orbit ``(r + 1 ∓ √((r − 3)(r + 1))) / (2r)`` for ``r > 3``, else None.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.Logistic(r=3.2)
+        >>> c = f.two_cycle()
+        >>> [round(v, 4) for v in c.flatten().tolist()], bool(torch.allclose(f(c), c.flip(0)))
+        ([0.513, 0.7995], True)
+        >>> dy.models.Logistic(r=2.5).two_cycle() is None
+        True
+        """
         r = float(self.r)
         if r <= 3:
             return None
@@ -368,12 +465,28 @@ class Henon(nn.Module):
         self.state_shape = (2,)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """One step."""
+        """One step.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> dy.models.Henon()(torch.tensor([[0.0, 0.0]], dtype=torch.float64))
+        tensor([[1., 0.]], dtype=torch.float64)
+        """
         x, y = h[..., 0], h[..., 1]
         return torch.stack((1 - self.a * x * x + y, self.b * x), dim=-1)
 
     def fixed_points(self) -> torch.Tensor:
-        """``x = (−(1 − b) ± √((1 − b)² + 4a)) / (2a)``, ``y = b x``; ``(2, 2)`` (or fewer rows)."""
+        """``x = (−(1 − b) ± √((1 − b)² + 4a)) / (2a)``, ``y = b x``; ``(2, 2)`` (or fewer rows).
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.Henon()
+        >>> fp = f.fixed_points()
+        >>> fp.shape, bool(torch.allclose(f(fp), fp))
+        (torch.Size([2, 2]), True)
+        """
         a, b = float(self.a), float(self.b)
         if a == 0:
             x = 1 / (1 - b)
@@ -411,11 +524,27 @@ class Bistable(nn.Module):
         self.state_shape = (n,)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """One step."""
+        """One step.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> dy.models.Bistable(n=2)(torch.tensor([[0.5, -2.0]], dtype=torch.float64))
+        tensor([[ 0.5750, -0.8000]], dtype=torch.float64)
+        """
         return h + self.eta * (h - h**3)
 
     def fixed_points(self) -> torch.Tensor:
-        """All ``3ⁿ`` fixed points, ``(3ⁿ, n)``."""
+        """All ``3ⁿ`` fixed points, ``(3ⁿ, n)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.Bistable(n=2)
+        >>> fp = f.fixed_points()
+        >>> fp[:3].tolist(), torch.equal(f(fp), fp)
+        ([[-1.0, -1.0], [-1.0, 0.0], [-1.0, 1.0]], True)
+        """
         n = self.state_shape[0]
         vals = torch.tensor([-1.0, 0.0, 1.0], dtype=self.eta.dtype)
         return torch.cartesian_prod(*([vals] * n)).reshape(-1, n)
@@ -451,5 +580,15 @@ class ZeroBranchRMSNorm(nn.Module):
         self.register_buffer("_anchor", torch.zeros((), dtype=dtype))  # carries dtype/device
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """One step: ``RMSNorm(h + 0)``."""
+        """One step: ``RMSNorm(h + 0)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ZeroBranchRMSNorm(d=2)
+        >>> h = torch.tensor([[1.0, 1.0], [3.0, -3.0]], dtype=torch.float64)
+        >>> f(h)  # each row lands on the sphere of radius √2
+        tensor([[ 1.,  1.],
+                [ 1., -1.]], dtype=torch.float64)
+        """
         return self.norm(h)

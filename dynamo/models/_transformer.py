@@ -351,7 +351,15 @@ class LoopedTransformer(nn.Module):
 
     # ------------------------------------------------------------------ the map
     def state_shape_for(self, x: torch.Tensor) -> tuple[int, int]:
-        """The state shape ``(T, d_model)`` for an encoded input ``x`` of shape ``(B, T, d)``."""
+        """The state shape ``(T, d_model)`` for an encoded input ``x`` of shape ``(B, T, d)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> m = dy.models.LoopedTransformer(d_model=8, n_heads=2)
+        >>> m.state_shape_for(torch.zeros(2, 5, 8))
+        (5, 8)
+        """
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ShapeError(
                 f"LoopedTransformer.state_shape_for(x): x must have shape (B, T, {self.d_model}), "
@@ -379,7 +387,17 @@ class LoopedTransformer(nn.Module):
         return self.final_norm(h) if self.final_norm is not None else h
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """One loop step ``h ↦ f(h, x)``; ``x`` (the encoded input) is unused with no recall."""
+        """One loop step ``h ↦ f(h, x)``; ``x`` (the encoded input) is unused with no recall.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> m = dy.models.LoopedTransformer(d_model=8, n_heads=2, recall="outer", norm="outer")
+        >>> with torch.no_grad():
+        ...     out = m(torch.randn(1, 3, 8), torch.randn(1, 3, 8))
+        >>> out.shape
+        torch.Size([1, 3, 8])
+        """
         e = x if self.driven else None
         u = self._enter(h, e)
         for layer in self.layers:
@@ -436,7 +454,15 @@ class LoopedTransformer(nn.Module):
         return store
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Embed token ids ``(B, T)`` into the encoded input ``e`` ``(B, T, d_model)``."""
+        """Embed token ids ``(B, T)`` into the encoded input ``e`` ``(B, T, d_model)``.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> m = dy.models.LoopedTransformer(d_model=8, n_heads=2, vocab_size=10)
+        >>> m.encode(torch.tensor([[1, 2, 3]])).shape
+        torch.Size([1, 3, 8])
+        """
         if self.embed is None:
             raise InvalidArgumentError(
                 "LoopedTransformer.encode(tokens): the model has no embedding; build it with "
