@@ -116,7 +116,9 @@ def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tenso
             )
         with torch.no_grad():
             return enc.encode(tokens).to(dtype) * i.scale
-    return i.scale * torch.randn(i.count, i.seq_len, a.d_model, generator=gen, dtype=dtype)
+    # drawn in float64 and cast: the same seed gives the same inputs in float32 and float64
+    e = torch.randn(i.count, i.seq_len, a.d_model, generator=gen, dtype=torch.float64)
+    return (i.scale * e).to(dtype)
 
 
 def _git_commit() -> str | None:
@@ -414,7 +416,7 @@ def certify(
                     "diverged": oc.get("diverged", 0),
                     "nonfinite": oc.get("nonfinite", 0),
                 }
-            metrics.update(_reach_metrics(conv, steps, state, per, outcomes))
+            metrics.update(_reach_metrics(conv, steps, state, per, outcomes, a.max_steps, notes))
         if a.input_dependence:
             # the verdict needs only ‖dh*/dx‖ > 0, which one Golub–Kahan step (a lower estimate)
             # shows; the norm itself is reported when asked for (40 steps, two GMRES each)
@@ -427,14 +429,21 @@ def certify(
                 sensitivity_steps=40 if want_norm else 1,
             )
             metrics["input_dependence.verdict"] = dep.verdict
-            if bool(dep.converged.any()):
+            n_in, n_ok = dep.converged.numel(), int(dep.converged.sum())
+            if n_ok == n_in:
                 metrics["input_dependence.n_distinct"] = dep.n_distinct
-            else:  # nothing converged: the count of distinct fixed points is unknown, not 0
+                metrics["input_dependence.distance_ratio"] = dep.distance_ratio
+            else:  # a count over the converged inputs only would undercount: unknown, not less
                 metrics["input_dependence.n_distinct"] = None
-                notes["input_dependence.n_distinct"] = (
+                metrics["input_dependence.distance_ratio"] = None
+                why = (
                     "no input's iteration from h0 = x converged: no fixed point to count"
+                    if n_ok == 0
+                    else f"only {n_ok} of {n_in} inputs' iterations from h0 = x converged: "
+                    "a count over those would leave the others out"
                 )
-            metrics["input_dependence.distance_ratio"] = dep.distance_ratio
+                notes["input_dependence.n_distinct"] = why
+                notes["input_dependence.distance_ratio"] = why
             if want_norm:
                 sn = dep.sensitivity_norm[dep.converged] if bool(dep.converged.any()) else None
                 metrics["input_dependence.sensitivity_norm"] = (
@@ -447,7 +456,7 @@ def certify(
         if a.geometry:
             want_smin = full or "geometry.sigma_min" in needed
             metrics.update(
-                _geometry_metrics(system, x, fixed, conv_in, tol, a.max_steps, want_smin)
+                _geometry_metrics(system, x, fixed, conv_in, tol, a.max_steps, want_smin, notes)
             )
         if a.contraction:
             dom = _domain(spec)
@@ -530,7 +539,7 @@ def certify(
         environment=env,
         draws=draws,
         requirements=results,
-        passed=all(r.passed for r in results),
+        passed=all(r.passed for r in results) if results else None,
     )
 
 
@@ -552,7 +561,13 @@ def _plain(v: Any) -> Any:
 
 
 def _reach_metrics(
-    conv: torch.Tensor, steps: torch.Tensor, state: torch.Tensor, per: int, outcomes: dict[str, int]
+    conv: torch.Tensor,
+    steps: torch.Tensor,
+    state: torch.Tensor,
+    per: int,
+    outcomes: dict[str, int],
+    max_steps: int,
+    notes: dict[str, str],
 ) -> dict[str, Any]:
     n = conv.numel()
     out: dict[str, Any] = {
@@ -562,11 +577,30 @@ def _reach_metrics(
         "reachability.diverged": outcomes["diverged"],
         "reachability.nonfinite": outcomes["nonfinite"],
     }
-    st = steps[conv].double()
-    out["reachability.steps_median"] = float(st.median()) if st.numel() else None
-    out["reachability.steps_max"] = float(st.max()) if st.numel() else None
+    # an unconverged start took more than max_steps: a censored count, never left out
+    k = int(conv.sum())
+    st = torch.where(conv, steps.double(), torch.full_like(steps, math.inf, dtype=torch.float64))
+    median = float(st.sort().values[(n - 1) // 2])  # the lower median, an order statistic
+    out["reachability.steps_median"] = median if math.isfinite(median) else None
+    out["reachability.steps_max"] = float(st.max()) if k == n else None
+    if k < n:
+        notes["reachability.steps_max"] = (
+            f"{n - k} of {n} starts did not converge within {max_steps} steps: the largest "
+            "count is unknown (more than max_steps)"
+        )
+        if out["reachability.steps_median"] is None:
+            notes["reachability.steps_median"] = (
+                f"half or more of the starts ({n - k} of {n}) did not converge within "
+                f"{max_steps} steps"
+            )
     flat = state.reshape(n // per, per, -1).double()
     cv = conv.reshape(n // per, per)
+    if k < n:  # a start without a limit has no direction to agree with
+        out["reachability.path_independence"] = None
+        notes["reachability.path_independence"] = (
+            f"{n - k} of {n} starts did not converge: path independence needs every start's limit"
+        )
+        return out
     cos = []
     for b in range(flat.shape[0]):
         pts = flat[b][cv[b]]
@@ -586,6 +620,7 @@ def _geometry_metrics(
     tol: float,
     max_steps: int,
     want_smin: bool,
+    notes: dict[str, str],
 ) -> dict[str, Any]:
     if fixed is None:
         same = tuple(x.shape[1:]) == system.state_shape
@@ -599,12 +634,32 @@ def _geometry_metrics(
         none: dict[str, Any] = {"geometry.spectral_radius": None, "geometry.spectral_norm": None}
         if want_smin:
             none["geometry.sigma_min"] = None
+        for key in none:
+            notes[key] = "no input's iteration converged: no fixed point to linearize at"
         return none
+    if fixed.shape[0] < x.shape[0]:  # a largest value over some inputs would be optimistic
+        part: dict[str, Any] = {"geometry.spectral_radius": None, "geometry.spectral_norm": None}
+        if want_smin:
+            part["geometry.sigma_min"] = None
+        for key in part:
+            notes[key] = (
+                f"only {fixed.shape[0]} of {x.shape[0]} inputs' iterations converged: an extreme "
+                "over those would leave the others out"
+            )
+        return part
     sub = system.with_input(x[conv_in]) if system.driven else system
     # 6 digits are plenty for a threshold and cost half the Krylov steps of the default 8
-    rho = dy.spectral_radius(sub, fixed, tol=1e-6, throw=False).values
-    nrm = dy.spectral_norm(sub, fixed, tol=1e-6, throw=False).values
-    out = {"geometry.spectral_radius": float(rho.max()), "geometry.spectral_norm": float(nrm.max())}
+    out: dict[str, Any] = {}
+    for key, fn in (
+        ("geometry.spectral_radius", dy.spectral_radius),
+        ("geometry.spectral_norm", dy.spectral_norm),
+    ):
+        est = fn(sub, fixed, tol=1e-6, throw=False)
+        if est.all_converged:
+            out[key] = float(est.values.max())
+        else:  # an unconverged Krylov estimate may sit below the truth: never compare it
+            out[key] = None
+            notes[key] = "the Krylov estimate did not converge (tol 1e-6) at some fixed point"
     if not want_smin:
         return out
     if system.state_dim <= 512:

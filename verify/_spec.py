@@ -8,7 +8,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -53,22 +53,50 @@ class SpecError(InvalidArgumentError):
 #: Every metric a requirement may name: its type and what it measures (per draw).
 METRICS: dict[str, tuple[str, str]] = {
     "reachability.converged_fraction": ("number", "share of starts whose iteration converged"),
+    "reachability.converged": ("number", "starts whose iteration converged"),
+    "reachability.starts": ("number", "starts iterated (inputs × starts per input)"),
+    "reachability.diverged": ("number", "starts whose iteration diverged"),
+    "reachability.nonfinite": ("number", "starts whose iteration hit NaN or inf"),
     "reachability.path_independence": (
         "number",
-        "mean cosine of limits from different starts on one input (1: one limit per input)",
+        "mean cosine of limits from different starts on one input (1: one limit per input); "
+        "n/a unless every start converged",
     ),
-    "reachability.steps_median": ("number", "median iterations to tolerance"),
-    "reachability.steps_max": ("number", "largest iterations to tolerance"),
+    "reachability.steps_median": (
+        "number",
+        "median iterations to tolerance over all starts (an unconverged start counts as more "
+        "than max_steps); n/a when half or more did not converge",
+    ),
+    "reachability.steps_max": (
+        "number",
+        "largest iterations to tolerance; n/a unless every start converged",
+    ),
     "input_dependence.verdict": ("string", "'none', 'weak', 'strong' or 'undetermined'"),
-    "input_dependence.n_distinct": ("number", "distinct fixed points across the inputs"),
+    "input_dependence.n_distinct": (
+        "number",
+        "distinct fixed points across the inputs; n/a unless every input's iteration converged",
+    ),
     "input_dependence.distance_ratio": (
         "number",
-        "mean pairwise fixed-point distance over mean pairwise input distance",
+        "mean pairwise fixed-point distance over mean pairwise input distance; n/a unless every "
+        "input's iteration converged",
     ),
     "input_dependence.sensitivity_norm": ("number", "largest ‖dh*/dx‖₂ over the inputs"),
-    "geometry.spectral_radius": ("number", "largest ρ(∂f/∂h) at a reached fixed point"),
-    "geometry.spectral_norm": ("number", "largest ‖∂f/∂h‖₂ at a reached fixed point"),
-    "geometry.sigma_min": ("number", "smallest σ_min(I − ∂f/∂h) at a reached fixed point"),
+    "geometry.spectral_radius": (
+        "number",
+        "largest ρ(∂f/∂h) at the fixed points reached; n/a unless every input's iteration "
+        "converged",
+    ),
+    "geometry.spectral_norm": (
+        "number",
+        "largest ‖∂f/∂h‖₂ at the fixed points reached; n/a unless every input's iteration "
+        "converged",
+    ),
+    "geometry.sigma_min": (
+        "number",
+        "smallest σ_min(I − ∂f/∂h) at the fixed points reached; n/a unless every input's "
+        "iteration converged",
+    ),
     "contraction.verdict": ("string", "'PROVEN', 'SUPPORTED', 'REFUTED' or 'UNDETERMINED'"),
     "contraction.local_verdict": ("string", "the local (Lyapunov) verdict at the fixed points"),
     "lipschitz.upper_bound": ("number", "certified Lipschitz upper bound on the spec's domain"),
@@ -87,6 +115,8 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 #: Upper limit on counts and sizes: beyond it a spec is a typo, not a plan.
 _MAX_COUNT = 1_000_000
+#: Seeds are torch generator seeds: non-negative and within a signed 64-bit integer.
+_MAX_SEED = 2**63 - 1
 
 _OPS = ("<=", ">=", "==", "!=", "<", ">")
 
@@ -196,22 +226,26 @@ class Inputs(_Strict):
     kind: Literal["embeddings", "tokens"] = "embeddings"
     seq_len: int = Field(16, ge=1, le=_MAX_COUNT)
     count: int = Field(8, ge=1, le=_MAX_COUNT)
-    scale: float = Field(1.0, gt=0)
-    seed: int = 0
+    scale: float = Field(
+        1.0, gt=0, description="embeddings ~ N(0, scale²); token embeddings are multiplied by it"
+    )
+    seed: int = Field(0, ge=0, le=_MAX_SEED)
 
 
 class Draws(_Strict):
     """Initialisation draws: ``count`` seeds from ``first_seed``, or an explicit list."""
 
     count: int = Field(1, ge=1, le=_MAX_COUNT)
-    first_seed: int = Field(0, ge=0)
-    seeds: list[int] | None = Field(
+    first_seed: int = Field(0, ge=0, le=_MAX_SEED)
+    seeds: list[Annotated[int, Field(ge=0, le=_MAX_SEED)]] | None = Field(
         None, description="explicit seeds (distinct); then count, if given, must equal their number"
     )
 
     @model_validator(mode="after")
     def _one_way(self) -> Draws:
         if self.seeds is None:
+            if self.first_seed + self.count - 1 > _MAX_SEED:
+                raise ValueError(f"first_seed + count - 1 exceeds the largest seed, {_MAX_SEED}")
             return self
         if not self.seeds:
             raise ValueError("seeds = [] gives no draws: list at least one seed, or drop seeds")
@@ -336,10 +370,12 @@ class Requirement(_Strict):
             raise ValueError(f"{self.metric} compared with {self.value}: use a finite threshold")
         if isinstance(self.value, (int, float)) and self.metric in _RANGES:
             lo, hi = _RANGES[self.metric]
-            if not lo <= self.value <= hi:
+            v = self.value
+            never = {">": v >= hi, ">=": v > hi, "<": v <= lo, "<=": v < lo}.get(self.op, False)
+            if not lo <= v <= hi or never:
                 raise ValueError(
-                    f"{self.metric} lies in [{lo:g}, {hi:g}]; a threshold of {self.value:g} "
-                    "is always or never met"
+                    f"{self.metric} lies in [{lo:g}, {hi:g}]; {self.op} {v:g} is always or "
+                    "never met"
                 )
         return self
 
@@ -427,6 +463,34 @@ def parse_requirement(text: str, quorum: float = 1.0) -> Requirement:
         raise ValueError(f"{text!r}: {msgs}") from None
 
 
+def _requirements_schema(schema: dict[str, Any]) -> None:
+    """A spec writes requirements as strings or ``{require, quorum}`` tables (the validated
+    ``Requirement`` form is accepted too): the published schema says so."""
+    ref = schema["items"]
+    schema["items"] = {
+        "anyOf": [
+            {
+                "type": "string",
+                "pattern": _REQ.pattern,
+                "description": "'metric op value', e.g. 'geometry.spectral_radius < 1'",
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "require": {"type": "string", "pattern": _REQ.pattern},
+                    "quorum": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                },
+                "required": ["require"],
+                "additionalProperties": False,
+            },
+            ref,
+        ]
+    }
+    schema["description"] = (
+        "each 'metric op value' or { require = 'metric op value', quorum = share of draws }"
+    )
+
+
 class Spec(_Strict):
     """A certification spec (TOML). Every key is checked; unknown keys are errors.
 
@@ -442,7 +506,9 @@ class Spec(_Strict):
     inputs: Inputs = Field(default_factory=Inputs)  # type: ignore[arg-type]
     draws: Draws = Field(default_factory=Draws)  # type: ignore[arg-type]
     analysis: Analysis = Field(default_factory=Analysis)  # type: ignore[arg-type]
-    requirements: list[Requirement] = Field(default_factory=list)
+    requirements: list[Requirement] = Field(
+        default_factory=list, json_schema_extra=_requirements_schema
+    )
 
     @field_validator("name")
     @classmethod
