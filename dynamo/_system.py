@@ -712,7 +712,9 @@ class LoopedSystem:
         scale : float
             Standard deviation of the noise.
         seed : int or torch.Generator
-            Explicit randomness.
+            Explicit randomness. An integer seed draws in float64 on the CPU and then casts, so
+            the same seed gives the same starts (to the dtype's rounding) in every dtype and on
+            every device.
 
         Examples
         --------
@@ -727,10 +729,17 @@ class LoopedSystem:
         check_positive_float(call, "scale", scale)
         batch = 1 if self._x is None else int(self._x.shape[0])
         shape = (batch * n_starts, *self._state_shape)
-        gen = _generator(seed, self._device)
         if kind == "zeros":
+            _generator(seed, torch.device("cpu"))  # still checks the seed
             return torch.zeros(shape, dtype=self._dtype, device=self._device)
-        noise = scale * torch.randn(shape, generator=gen, dtype=self._dtype, device=self._device)
+        if isinstance(seed, torch.Generator):  # the caller's generator, on its own device
+            gdev = seed.device
+            dt = self._dtype if gdev.type == "mps" else torch.float64
+            raw = torch.randn(shape, generator=seed, dtype=dt, device=gdev)
+        else:  # drawn in float64 on the CPU: the same seed gives the same starts in any dtype
+            gen = _generator(seed, torch.device("cpu"))
+            raw = torch.randn(shape, generator=gen, dtype=torch.float64)
+        noise = (scale * raw).to(device=self._device, dtype=self._dtype)
         if kind == "normal":
             return noise
         if self._x is None or tuple(self._x.shape[1:]) != self._state_shape:
