@@ -157,7 +157,8 @@ class BasinGraph:
     * ``"saddle:i"``, ``"unstable:i"``, ``"marginal:i"``: points iteration does not reach
       (found by root-finding), with their unstable dimension;
     * ``"diverged"`` and ``"unconverged"`` (bounded, but no fixed point or cycle of period
-      ``<= max_period`` was reached: a strange attractor, a slow or long cycle).
+      ``<= max_period`` was reached within ``max_steps``: too few steps, a slow transient, a long
+      cycle or a strange attractor).
 
     Edges: ``start → attractor`` with ``fraction``, ``lo``, ``hi`` (95% Clopper–Pearson),
     ``count`` and ``median_steps``; ``saddle → attractor`` with ``kind="unstable_manifold"`` and
@@ -507,8 +508,8 @@ def basin_graph(
         UNCONVERGED,
         kind="sink",
         label="bounded, no fixed point or cycle of period <= "
-        f"{max_period} reached in {max_steps} steps (a strange attractor, a slow or long "
-        "cycle)",
+        f"{max_period} reached in {max_steps} steps (too few steps, a slow transient, a long "
+        "cycle or a strange attractor: this run cannot tell which)",
         attractor=False,
         input_index=-1,
     )

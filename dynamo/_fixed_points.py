@@ -391,11 +391,18 @@ class FixedPointSet:
 
     def __str__(self) -> str:
         c = self.counts()
-        parts = [
+        head = (
             f"FixedPointSet({self.mode}, {self.n_inputs} input(s) x {self.starts_per_input} "
-            f"starts): {len(self.points)} isolated points ({c['stable']} stable, {c['saddle']} "
-            f"saddle, {c['unstable']} unstable, {c['marginal']} marginal)"
-        ]
+            "starts): "
+        )
+        if not self.points and not self.continua and not self.cycles:
+            # nothing converged is not "0 fixed points": say what happened instead
+            parts = [head + "no fixed point found (no start converged to one)"]
+        else:
+            parts = [
+                head + f"{len(self.points)} isolated points ({c['stable']} stable, "
+                f"{c['saddle']} saddle, {c['unstable']} unstable, {c['marginal']} marginal)"
+            ]
         for cont in self.continua:
             parts.append(
                 f"  a continuum of dimension {cont.dimension} (input {cont.input_index}; "
@@ -408,7 +415,19 @@ class FixedPointSet:
             )
         outcomes = ", ".join(f"{v} {k}" for k, v in self.start_outcomes.items() if v)
         parts.append(f"  iteration starts: {outcomes}")
-        parts.append(f"  attractors: {self.unseen}")
+        unsettled = self.start_outcomes.get("unconverged", 0)
+        if self.unseen.observed == 0:
+            parts.append(
+                "  attractors: none reached (no start settled on a fixed point or short cycle); "
+                "nothing can be said about attractors not seen"
+            )
+        else:
+            parts.append(f"  attractors: {self.unseen}")
+            if unsettled:
+                parts.append(
+                    f"  ({unsettled} start(s) did not settle: their basins are unaccounted for, "
+                    "so an attractor may hide there whatever its basin size)"
+                )
         return "\n".join(parts)
 
     def __repr__(self) -> str:
