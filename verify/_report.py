@@ -221,7 +221,9 @@ class Certificate(_Frozen):
     schema_version: Literal[1] = 1
     kind: Literal["dynamo.certificate"] = "dynamo.certificate"
     name: str
-    passed: bool = Field(description="every requirement holds (true when there are none)")
+    passed: bool | None = Field(
+        description="every requirement holds; null for an analysis (a spec without requirements)"
+    )
     requirements: list[RequirementResult]
     draws: list[DrawResult]
     environment: Environment
@@ -237,12 +239,17 @@ class Certificate(_Frozen):
 
         >>> from verify import Certificate
         >>> Certificate.model_validate_json(
-        ...     '{"name": "x", "passed": true, "requirements": [], "draws": [], "spec": {}, '
-        ...     '"environment": {"dynamo": "0", "torch": "0", "python": "3", "platform": "p", '
-        ...     '"git_commit": null, "device": "cpu", "dtype": "float64", "seeds": [0], '
-        ...     '"input_seed": 0, "reach_path": "loop"}}').assert_passed()
+        ...     _EXAMPLE).assert_passed()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        AssertionError: dynamo certificate 'example': 1 of 1 requirement(s) failed ...
         """
         __tracebackhide__ = True  # pytest: show the test's line, not this one
+        if self.passed is None:
+            raise AssertionError(
+                f"dynamo certificate {self.name!r}: the spec has no requirements, so nothing was "
+                "certified; add requirements to it"
+            )
         if self.passed:
             return
         n = len(self.requirements)
@@ -426,10 +433,23 @@ class Certificate(_Frozen):
                 if png
                 else "<p><em>Plots need matplotlib: pip install 'looped-dynamo[plots]'.</em></p>"
             )
-        note_items = "".join(f"<li>{_h(line[2:])}</li>" for line in self._note_lines() if line)
+        note_items = "".join(
+            f"<li><code>{_h(m)}</code> (seeds {_h(_seeds(seeds))}): {_h(note)}</li>"
+            for (m, note), seeds in self._notes().items()
+        )
         notes = f"<ul>{note_items}</ul>" if note_items else ""
+
+        def shown(v: Any) -> str:
+            if v is None:
+                return "n/a"
+            if isinstance(v, dict):
+                return ", ".join(f"{k} {shown(x)}" for k, x in v.items())
+            if isinstance(v, list):
+                return _seeds(v) if all(isinstance(x, int) for x in v) else ", ".join(map(str, v))
+            return str(v)
+
         env_rows = "".join(
-            f"<tr><th>{_h(k)}</th><td>{_h(str(v))}</td></tr>" for k, v in e.model_dump().items()
+            f"<tr><th>{_h(k)}</th><td>{_h(shown(v))}</td></tr>" for k, v in e.model_dump().items()
         )
         return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -465,14 +485,19 @@ exact 95% Clopper–Pearson intervals of the share of draws.</p>
             names += [m for m in d.metrics if m not in names]
         return names
 
-    def _note_lines(self) -> list[str]:
-        """``- metric (seed s): note`` for every note, identical notes merged over draws."""
+    def _notes(self) -> dict[tuple[str, str], list[int]]:
+        """``(metric, note) -> seeds``: identical notes merged over draws."""
         merged: dict[tuple[str, str], list[int]] = {}
         for d in self.draws:
             for metric, note in d.notes.items():
                 merged.setdefault((metric, note), []).append(d.seed)
+        return merged
+
+    def _note_lines(self) -> list[str]:
+        """``- metric (seed s): note`` for every note, identical notes merged over draws."""
         lines = [
-            f"- `{m}` (seeds {_seeds(seeds)}): {_md(note)}" for (m, note), seeds in merged.items()
+            f"- `{m}` (seeds {_seeds(seeds)}): {_md(note)}"
+            for (m, note), seeds in self._notes().items()
         ]
         return [*lines, ""] if lines else []
 

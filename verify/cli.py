@@ -54,7 +54,11 @@ DeviceOpt = Annotated[
 InputsOpt = Annotated[int | None, typer.Option("--inputs", min=1, help="Random inputs per draw.")]
 SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1, help="Tokens per input.")]
 StartsOpt = Annotated[int | None, typer.Option("--starts", min=1, help="Starts per input.")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of the inputs and starts.")]
+_MAX_SEED = 2**63 - 1
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", min=0, max=_MAX_SEED, help="Seed of the inputs and starts."),
+]
 MaxStepsOpt = Annotated[
     int | None, typer.Option("--max-steps", min=1, help="Iterations per start.")
 ]
@@ -113,7 +117,9 @@ def certify(
     report marks it certified.
     """
     t0 = time.perf_counter()
-    outputs = _check_outputs("certify", json=json_out, markdown=markdown, junit=junit, html=html)
+    outputs = _check_outputs(
+        "certify", spec, json=json_out, markdown=markdown, junit=junit, html=html
+    )
     s = _spec("certify", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype)
     if not s.requirements:
         raise _UsageError(
@@ -157,7 +163,7 @@ def analyze(
     including the costly ones unless --quick.
     """
     t0 = time.perf_counter()
-    outputs = _check_outputs("analyze", json=json_out, markdown=markdown, html=html)
+    outputs = _check_outputs("analyze", spec, json=json_out, markdown=markdown, html=html)
     s = _spec("analyze", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype)
     ignored = len(s.requirements)
     s = s.model_copy(
@@ -187,7 +193,11 @@ def basins(
     spec: SpecArg = None,
     draw: Annotated[
         int | None,
-        typer.Option(help="Initialisation seed of the block (default: the spec's first)."),
+        typer.Option(
+            min=0,
+            max=_MAX_SEED,
+            help="Initialisation seed of the block (default: the spec's first).",
+        ),
     ] = None,
     n_starts: Annotated[
         int, typer.Option("--starts", "--n-starts", min=1, help="Starts per input.")
@@ -215,7 +225,7 @@ def basins(
     """Basin graph of one draw of a spec's block: which starts, on which inputs, reach which
     attractor (fixed points, cycles) and how many never settle. Sampled estimates."""
     t0 = time.perf_counter()
-    outputs = _check_outputs("basins", json=json_out, graphml=graphml, plot=plot)
+    outputs = _check_outputs("basins", spec, json=json_out, graphml=graphml, plot=plot)
     s = _spec("basins", spec, None, inputs, seq_len, None, seed, max_steps, dtype)
     dev = _device("basins", device)
     import torch
@@ -247,7 +257,7 @@ def basins(
     for node, st in sorted(graph.statistics().items(), key=lambda kv: -kv[1]["count"]):
         lo, hi = st["interval"]
         # an unconverged start ran to the step cap: that is not a time to reach anything
-        steps = "n/a" if node == "unconverged" else f"{st['steps_median']:.0f}"
+        steps = f"{st['steps_median']:.0f}" if node.startswith("fp:") else "n/a"
         label = graph.graph.nodes[node].get("label", node)
         typer.echo(
             f"  {node:<14} {st['count']:>7} {st['fraction']:>7.1%}  [{lo:.2f}, {hi:.2f}]"
@@ -277,12 +287,16 @@ def basins(
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_outputs(command: str, **paths: Path | None) -> dict[str, Path]:
-    """Every output path must be writable before any work starts."""
+def _check_outputs(command: str, spec: Path | None, **paths: Path | None) -> dict[str, Path]:
+    """Every output path must be writable before any work starts, and overwrite nothing of ours."""
     out: dict[str, Path] = {}
     for key, path in paths.items():
         if path is None:
             continue
+        if spec is not None and path.resolve() == spec.resolve():
+            raise _UsageError(
+                f"{command} --{key} {path}: that is the spec itself; write the report elsewhere"
+            )
         same = [k for k, p in out.items() if p.resolve() == path.resolve()]
         if same:
             raise _UsageError(
@@ -357,7 +371,15 @@ def _describe_run(spec: Any, cert: Any) -> str:
         arch = f"{a.factory}(seed=..., " + ", ".join(f"{k}={v!r}" for k, v in a.kwargs.items())
         arch = arch.rstrip(", ") + ")"
     else:
-        keys = ("d_model", "n_heads", "n_layers", "recall", "norm", "norm_type", "pos")
+        keys = ["d_model", "n_heads", "n_layers", "recall", "norm", "norm_type", "pos"]
+        fields = type(a).model_fields
+        keys += [  # and every other key the spec sets away from its default
+            k
+            for k in fields
+            if k not in keys
+            and k not in ("kind", "factory", "kwargs")
+            and getattr(a, k) != fields[k].get_default(call_default_factory=True)
+        ]
         arch = "LoopedTransformer(" + ", ".join(f"{k}={getattr(a, k)!r}" for k in keys) + ")"
     what = f"embeddings ~ N(0, {i.scale:g}²)" if i.kind == "embeddings" else "random tokens"
     return "\n".join(

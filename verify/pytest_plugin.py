@@ -74,14 +74,21 @@ def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -
     cache = config.stash[_KEY]
     n = config.getoption("--dynamo-seeds") if seeds is None else seeds
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"dynamo(seeds={n!r}): give a number of draws, at least 1")
+        pytest.fail(
+            f"dynamo(seeds={n!r}): seeds= is how many draws (an integer, at least 1), counted "
+            "from the spec's first seed; list particular seeds in the spec's [draws] seeds",
+            pytrace=False,
+        )
     device = config.getoption("--dynamo-device")
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         path = path if path.is_absolute() else (where / path)
         key: Any = (str(path.resolve()), n, device)
         if key not in cache:
-            loaded = verify.load_spec(path)
+            try:
+                loaded = verify.load_spec(path)
+            except verify.SpecError as err:  # the message says it all; the plugin's source won't
+                pytest.fail(str(err), pytrace=False)
             cache[key] = _run(verify, loaded, n, device)
         return cache[key]
     if isinstance(spec, verify.Spec):
@@ -96,6 +103,11 @@ def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -
 
 
 def _run(verify: Any, spec: Any, n: int | None, device: str | None) -> Any:
+    if not spec.requirements:
+        pytest.fail(
+            f"dynamo spec {spec.name!r} has no requirements: nothing to certify; add some",
+            pytrace=False,
+        )
     seeds = None if n is None else spec.draws.resolved(count=n)
     return verify.certify(spec, seeds=seeds, device=device, progress=False)
 
