@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,11 @@ from junitparser import Failure, JUnitXml
 import dynamo as dy
 import verify
 from verify.cli import main
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -117,8 +123,19 @@ def test_requirement_semantics_and_quorum() -> None:
         ("requirements = ['geometry.spectral_radius < inf']\n", "use a finite threshold"),
         (
             "requirements = ['reachability.converged_fraction >= 1.5']\n",
-            "lies in [0, 1]; a threshold of 1.5 is always or never met",
+            "lies in [0, 1]; >= 1.5 is always or never met",
         ),
+        (
+            "requirements = ['reachability.converged_fraction > 1']\n",
+            "lies in [0, 1]; > 1 is always or never met",
+        ),
+        ("[draws]\nseeds = [-1, 0]\n", "draws.seeds.0: Input should be greater than or equal"),
+        ("[draws]\nseeds = [9223372036854775808]\n", "draws.seeds.0: Input should be less"),
+        (
+            "[draws]\nfirst_seed = 9223372036854775807\ncount = 2\n",
+            "first_seed + count - 1 exceeds the largest seed",
+        ),
+        ("[inputs]\nseed = 18446744073709551616\n", "inputs.seed: Input should be less than"),
         (
             "requirements = ['geometry.spectral_radius < 1', 'geometry.spectral_radius < 1']\n",
             "requirement(s) given twice: ['geometry.spectral_radius < 1']",
@@ -276,6 +293,11 @@ def test_spec_schema_is_published_and_checks_specs() -> None:
     jsonschema.validate(good, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**good, "draws": {"count": "three"}}, schema)
+    # the specs as users write them (strings and { require, quorum } tables) satisfy it too
+    for path in sorted(EXAMPLES.glob("*.toml")):
+        jsonschema.validate(tomllib.loads(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"requirements": ["geometry.spectral_radius"]}, schema)
 
 
 # ---------------------------------------------------------------------- certify
@@ -399,6 +421,98 @@ def test_nothing_converged_is_never_zero_fixed_points(tmp_path: Path) -> None:
     assert "no fixed point is reported" in cert.draws[0].notes["reachability.converged"]
     assert not cert.passed
     assert "n/a" in cert.to_markdown()
+
+
+def test_partial_convergence_never_flatters_a_metric(tmp_path: Path) -> None:
+    # at 150 steps 4 of 12 starts converge: an extreme over those alone would be optimistic
+    # (the largest spectral radius over the converged inputs is 0.81, over all of them 0.91)
+    spec = verify.load_spec(
+        write(
+            tmp_path,
+            "requirements = ['reachability.steps_max <= 150', 'geometry.spectral_radius < 0.85',"
+            " 'input_dependence.n_distinct >= 1', 'reachability.path_independence >= 0.9']\n"
+            + SMALL
+            + "[analysis]\nmax_steps = 150\n",
+        )
+    )
+    cert = verify.certify(spec, timestamp=False)
+    m, notes = cert.draws[0].metrics, cert.draws[0].notes
+    assert 0 < m["reachability.converged"] < m["reachability.starts"]
+    for key in (
+        "reachability.steps_max",
+        "reachability.path_independence",
+        "input_dependence.n_distinct",
+        "input_dependence.distance_ratio",
+        "geometry.spectral_radius",
+        "geometry.spectral_norm",
+    ):
+        assert m[key] is None and key in notes, key
+    assert "did not converge within 150 steps" in notes["reachability.steps_max"]
+    assert "inputs' iterations converged" in notes["geometry.spectral_radius"]
+    assert not any(r.passed for r in cert.requirements)
+    # with enough steps every start converges and the same metrics are numbers
+    full = verify.certify(
+        spec.model_copy(update={"analysis": spec.analysis.model_copy(update={"max_steps": 400})}),
+        timestamp=False,
+    )
+    fm = full.draws[0].metrics
+    assert fm["reachability.steps_max"] == 241 and fm["input_dependence.n_distinct"] == 3
+    assert fm["geometry.spectral_radius"] > 0.85
+
+
+def test_steps_median_counts_unconverged_starts_as_censored() -> None:
+    from verify._certify import _reach_metrics
+
+    conv = torch.tensor([True, True, True, False])
+    steps = torch.tensor([10, 20, 30, 100])
+    state = torch.randn(4, 3, dtype=torch.float64)
+    out = {"diverged": 0, "nonfinite": 0}
+    notes: dict[str, str] = {}
+    m = _reach_metrics(conv, steps, state, 2, out, 100, notes)
+    assert m["reachability.steps_median"] == 20.0  # lower median of 10, 20, 30, >100
+    assert (
+        m["reachability.steps_max"] is None and "1 of 4 starts" in notes["reachability.steps_max"]
+    )
+    m = _reach_metrics(torch.tensor([True, False, False, False]), steps, state, 2, out, 100, {})
+    assert m["reachability.steps_median"] is None
+
+
+def test_float32_sees_the_same_inputs_and_starts_as_float64(tmp_path: Path) -> None:
+    spec = verify.load_spec(write(tmp_path, SMALL))
+    model = verify.build_model(spec, 0)
+    x64 = verify.draw_inputs(spec, model, torch.float64)
+    x32 = verify.draw_inputs(spec, model, torch.float32)
+    assert torch.equal(x64.float(), x32)
+    s64 = dy.LoopedSystem.from_module(model, x64, dtype=torch.float64)
+    s32 = dy.LoopedSystem.from_module(model, x32, dtype=torch.float32)
+    h64 = s64.initial_states("input", 3, seed=5)
+    # x + noise rounds once in float32 and once in float64: equal to float32 rounding, where a
+    # float32 draw would differ by O(1) (torch.randn draws different numbers per dtype)
+    torch.testing.assert_close(h64.float(), s32.initial_states("input", 3, seed=5))
+
+
+def test_a_report_never_overwrites_the_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "requirements = ['reachability.converged_fraction >= 1']\n" + SMALL)
+    before = path.read_text()
+    assert main(["certify", str(path), "--json", str(path)]) == 2
+    assert "that is the spec itself" in capsys.readouterr().err
+    assert path.read_text() == before
+
+
+def test_run_header_names_every_key_set_away_from_its_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["certify", str(EXAMPLES / "passing.toml"), "--seeds", "1"]) == 0
+    assert "recall_mode='add'" in capsys.readouterr().out
+
+
+def test_an_analysis_neither_passes_nor_fails(tmp_path: Path) -> None:
+    cert = verify.certify(verify.load_spec(write(tmp_path, SMALL)), timestamp=False)
+    assert cert.passed is None and json.loads(cert.to_json())["passed"] is None
+    with pytest.raises(AssertionError, match="has no requirements, so nothing was certified"):
+        cert.assert_passed()
 
 
 def test_costly_metrics_only_when_asked(tmp_path: Path) -> None:

@@ -197,3 +197,29 @@ def _testing() -> Any:
     import dynamo.testing
 
     return dynamo.testing
+
+
+def test_plugin_refuses_a_spec_without_requirements_in_one_line(
+    pytester: pytest.Pytester,
+) -> None:
+    (pytester.path / "empty.toml").write_text("name = 'nothing'\n")
+    (pytester.path / "bad.toml").write_text("[draws]\ncount = 0\n")
+    pytester.makepyfile(
+        test_one="""
+        import pytest
+
+        @pytest.mark.dynamo(spec="empty.toml")
+        def test_empty(dynamo_certificate):
+            pass
+
+        @pytest.mark.dynamo(spec="bad.toml")
+        def test_bad(dynamo_certificate):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")  # fails before dynamo runs anything
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert "dynamo spec 'nothing' has no requirements: nothing to certify; add some" in out
+    assert "draws.count: Input should be greater than or equal to 1" in out
+    assert "def load_spec" not in out and "def _certify" not in out
