@@ -121,34 +121,15 @@ def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tenso
     return (i.scale * e).to(dtype)
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """``git args`` in the working directory: its output, or None outside a repository."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-            cwd=Path.cwd(),
+            ["git", *args], capture_output=True, text=True, timeout=5, check=False, cwd=Path.cwd()
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _git_dirty() -> bool | None:
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-            cwd=Path.cwd(),
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _resolve_device(device: str | None, where: str) -> torch.device:
@@ -387,8 +368,7 @@ def certify(
             path = "vmap"
         except Exception as err:  # different structures or a non-vmappable module: loop instead
             reach = None
-            reach_note = f"vmap over draws failed ({type(err).__name__}: {err}); looped instead"
-            reach_note = reach_note[:300]
+            reach_note = f"vmap over draws failed ({type(err).__name__}: {err})"[:280] + "; looped"
     bar.phase("analyses per draw")
     needed = {r.metric for r in spec.requirements}
     full = a.all_metrics
@@ -513,19 +493,20 @@ def certify(
                 passed=k / len(passes) >= req.quorum,
             )
         )
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     env = Environment(
         dynamo=dy.__version__,
         torch=torch.__version__,
         python=platform.python_version(),
         platform=platform.platform(),
-        git_commit=_git_commit(),
+        git_commit=_git("rev-parse", "HEAD") or None,
         device=str(dev),
         dtype=a.dtype,
         seeds=list(draw_seeds),
         input_seed=spec.inputs.seed,
         reach_path=path,
         reach_note=reach_note,
-        git_dirty=_git_dirty(),
+        git_dirty=None if dirty is None else bool(dirty),
         timestamp=Timestamp(
             started=started.isoformat(timespec="seconds"),
             elapsed_s=round(time.perf_counter() - t0, 3),

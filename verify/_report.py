@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import html
-import inspect
 import io
 import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ._schema import _summary_only
 
 __all__ = [
     "BASIS",
@@ -78,16 +79,8 @@ def basis(metric: str, values: list[Any] | None = None) -> str:
         if metric == "contraction.verdict" and all(v == "REFUTED" for v in vals):
             return "checked witness (REFUTED in every draw)"
         if metric == "contraction.local_verdict" and all(v == "PROVEN" for v in vals):
-            return "local proof (Lyapunov certificate at each sampled fixed point)"
+            return "local proof (Lyapunov, at the sampled fixed points)"
     return "sampled estimate"
-
-
-def _summary_only(schema: dict[str, Any], cls: type[Any]) -> None:
-    """JSON Schema descriptions carry a model's prose, not its docstring examples."""
-    doc = inspect.cleandoc(cls.__doc__ or "")
-    text = doc.split("\n\n>>>")[0].split("\nExamples\n--------")[0].strip()
-    if text:
-        schema["description"] = text
 
 
 class _Frozen(BaseModel):

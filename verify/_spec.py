@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import re
 import sys
@@ -13,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dynamo.errors import InvalidArgumentError
+
+from ._schema import _summary_only
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -121,14 +122,6 @@ _MAX_SEED = 2**63 - 1
 _OPS = ("<=", ">=", "==", "!=", "<", ">")
 
 
-def _summary_only(schema: dict[str, Any], cls: type[Any]) -> None:
-    """JSON Schema descriptions carry a model's prose, not its docstring examples."""
-    doc = inspect.cleandoc(cls.__doc__ or "")
-    text = doc.split("\n\n>>>")[0].split("\nExamples\n--------")[0].strip()
-    if text:
-        schema["description"] = text
-
-
 _REQ = re.compile(r"^\s*([a-z_]+\.[a-z_0-9]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
 
 
@@ -176,6 +169,23 @@ class Architecture(_Strict):
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    def changed(self) -> list[str]:
+        """The keys set away from their defaults, in field order.
+
+        Compared with the defaults rather than read from ``model_fields_set``: a spec re-validated
+        from its own dump (as ``--seeds`` does) sets every field.
+
+        >>> from verify import Architecture
+        >>> Architecture(recall_mode="add", d_model=32).changed()
+        ['d_model', 'recall_mode']
+        """
+        fields = type(self).model_fields
+        return [
+            k
+            for k in fields
+            if getattr(self, k) != fields[k].get_default(call_default_factory=True)
+        ]
+
     @model_validator(mode="before")
     @classmethod
     def _infer_kind(cls, data: Any) -> Any:
@@ -186,14 +196,7 @@ class Architecture(_Strict):
 
     @model_validator(mode="after")
     def _factory(self) -> Architecture:
-        # compare with the defaults, not model_fields_set: a spec re-validated from its own dump
-        # (e.g. after --seeds) sets every field
-        fields = type(self).model_fields
-        given = {
-            k
-            for k in fields
-            if getattr(self, k) != fields[k].get_default(call_default_factory=True)
-        }
+        given = set(self.changed())
         if self.kind == "looped_transformer" and given & {"factory", "kwargs"}:
             keys = ", ".join(sorted(given & {"factory", "kwargs"}))
             raise ValueError(
