@@ -598,7 +598,8 @@ def test_user_factory_example_exits_0(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "my_blocks:gated_tanh" in out
     # the verdict read SUPPORTED (an estimate); the local one PROVEN (a certificate per point)
-    assert "SUPPORTED x4" in out and "[local proof (Lyapunov certificate" in out
+    assert "SUPPORTED ×4" in out
+    assert "contraction.local_verdict (local proof (Lyapunov, at the sampled" in out
     assert "PASS contraction.local_verdict == 'PROVEN': 4/4 draws" in out
 
 

@@ -256,8 +256,7 @@ def basins(
     typer.echo(f"  {'target':<14} {'starts':>7} {'share':>7}  95% interval     median steps")
     for node, st in sorted(graph.statistics().items(), key=lambda kv: -kv[1]["count"]):
         lo, hi = st["interval"]
-        # an unconverged start ran to the step cap: that is not a time to reach anything
-        steps = f"{st['steps_median']:.0f}" if node.startswith("fp:") else "n/a"
+        steps = "n/a" if st["steps_median"] is None else f"{st['steps_median']:.0f}"
         label = graph.graph.nodes[node].get("label", node)
         typer.echo(
             f"  {node:<14} {st['count']:>7} {st['fraction']:>7.1%}  [{lo:.2f}, {hi:.2f}]"
@@ -366,20 +365,15 @@ def _progress(flag: bool | None) -> bool:
 
 
 def _describe_run(spec: Any, cert: Any) -> str:
+    from ._report import _seeds
+
     a, i, e = spec.architecture, spec.inputs, cert.environment
     if a.kind == "factory":
         arch = f"{a.factory}(seed=..., " + ", ".join(f"{k}={v!r}" for k, v in a.kwargs.items())
         arch = arch.rstrip(", ") + ")"
     else:
         keys = ["d_model", "n_heads", "n_layers", "recall", "norm", "norm_type", "pos"]
-        fields = type(a).model_fields
-        keys += [  # and every other key the spec sets away from its default
-            k
-            for k in fields
-            if k not in keys
-            and k not in ("kind", "factory", "kwargs")
-            and getattr(a, k) != fields[k].get_default(call_default_factory=True)
-        ]
+        keys += [k for k in a.changed() if k not in keys]  # and every other key set
         arch = "LoopedTransformer(" + ", ".join(f"{k}={getattr(a, k)!r}" for k in keys) + ")"
     what = f"embeddings ~ N(0, {i.scale:g}²)" if i.kind == "embeddings" else "random tokens"
     return "\n".join(
@@ -394,13 +388,9 @@ def _describe_run(spec: Any, cert: Any) -> str:
     )
 
 
-def _seeds(seeds: list[int]) -> str:
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"{seeds[0]}..{seeds[-1]}"
-    return ", ".join(str(s) for s in seeds)
-
-
 def _requirement_text(cert: Any, spec_path: Path | None) -> str:
+    from ._report import _seeds
+
     n, failed = len(cert.requirements), len(cert.failed)
     lines = ["requirements (share of draws satisfying each, exact 95% interval):"]
     lines += [f"  {r.summary()}" for r in cert.requirements] or ["  (none)"]
@@ -436,41 +426,16 @@ def _requirement_text(cert: Any, spec_path: Path | None) -> str:
 
 
 def _metric_table(cert: Any) -> str:
-    import statistics
-
-    names: list[str] = []
-    for d in cert.draws:
-        names += [m for m in d.metrics if m not in names]
-    if not names:
+    """The certificate's per-metric rows (one value, or median/min/max over draws), aligned."""
+    header, rows = cert._metric_rows(max_columns=1)
+    if not rows:
         return "  (no metrics)"
-    width = max(len(n) for n in names)
-    single = len(cert.draws) == 1
-    head = "value" if single else "median      [min, max]"
-    from ._report import basis
-
-    title = "metric (sampled estimate unless marked)"
-    width = max(width, len(title))
-    lines = [f"  {title:<{width}}  {head}"]
-    for name in names:
-        values = [d.metrics.get(name) for d in cert.draws]
-        based = basis(name, values)
-        nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        texts = [v for v in values if isinstance(v, str)]
-        missing = sum(v is None for v in values)
-        if texts:
-            counts = {t: texts.count(t) for t in dict.fromkeys(texts)}
-            shown = ", ".join(f"{t} x{c}" if not single else t for t, c in counts.items())
-        elif nums:
-            med = statistics.median(nums)
-            shown = f"{med:.4g}" if single else f"{med:<10.4g}  [{min(nums):.4g}, {max(nums):.4g}]"
-        else:
-            shown = "n/a"
-        if missing and not single and (nums or texts):
-            shown += f"  ({missing} n/a)"
-        if based != "sampled estimate":
-            shown += f"  [{based}]"
-        lines.append(f"  {name:<{width}}  {shown}")
-    return "\n".join(lines)
+    header = ["metric (sampled estimate unless marked)", *header[1:]]
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join(
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
+    )
 
 
 def _write_reports(cert: Any, outputs: dict[str, Path]) -> None:
