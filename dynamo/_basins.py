@@ -261,6 +261,10 @@ class BasinGraph:
         """Per target node of the start distribution(s): count, fraction with its 95% interval,
         and the distribution of steps to convergence (quantiles over the starts that got there).
 
+        Steps are a time to reach the target only for fixed points and continua (to tolerance)
+        and for ``"diverged"`` (to escape). Starts on a cycle or ``"unconverged"`` ran to
+        ``max_steps``, so their quantiles are ``None``, not the step cap.
+
         >>> import dynamo as dy
         >>> g = dy.basin_graph(dy.LoopedSystem.from_module(dy.models.Bistable(n=2)), n_starts=64,
         ...                    saddles=False)
@@ -283,14 +287,18 @@ class BasinGraph:
         for node, rs in rows.items():
             st = found.steps[torch.tensor(rs)].double()
             lo, hi = clopper_pearson(len(rs), total)
+            timed = node == DIVERGED or self.graph.nodes[node]["kind"] in (
+                "fixed_point",
+                "continuum",
+            )
             out[node] = {
                 "count": len(rs),
                 "fraction": len(rs) / total,
                 "interval": (lo, hi),
-                "steps_min": float(st.min()),
-                "steps_median": float(st.median()),
-                "steps_p90": float(torch.quantile(st, 0.9)),
-                "steps_max": float(st.max()),
+                "steps_min": float(st.min()) if timed else None,
+                "steps_median": float(st.median()) if timed else None,
+                "steps_p90": float(torch.quantile(st, 0.9)) if timed else None,
+                "steps_max": float(st.max()) if timed else None,
             }
         return out
 

@@ -131,6 +131,13 @@ def test_statistics_and_input_view() -> None:
         assert v["steps_min"] <= v["steps_median"] <= v["steps_max"]
 
 
+def test_statistics_give_no_step_count_for_starts_that_ran_to_the_cap() -> None:
+    logistic = dy.LoopedSystem.from_module(dy.models.Logistic(r=3.2))
+    stats = dy.basin_graph(logistic, n_starts=16, saddles=False, max_steps=300).statistics()
+    assert stats["cycle:0"]["count"] > 0 and stats["cycle:0"]["steps_median"] is None
+    assert stats["diverged"]["steps_median"] is not None  # escaping is timed
+
+
 def test_basin_entropy() -> None:
     system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
     g = dy.basin_graph(system, n_starts=64, saddles=False)
