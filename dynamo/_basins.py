@@ -6,9 +6,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import torch
 
@@ -19,6 +18,9 @@ from ._spectral import _arnoldi
 from ._stats import clopper_pearson
 from ._system import LoopedSystem
 from ._validate import call_form, check_finite_tensor, check_positive_int, check_state_shape
+
+if TYPE_CHECKING:
+    import networkx as nx
 from .errors import InvalidArgumentError, ShapeError
 
 __all__ = [
@@ -336,6 +338,8 @@ class BasinGraph:
         >>> sorted(d), d["nodes"][0]["id"], len(d["edges"])
         (['directed', 'edges', 'graph', 'multigraph', 'nodes'], 'start', 4)
         """
+        import networkx as nx  # imported on use: `import dynamo` stays light
+
         return nx.node_link_data(self.graph, edges="edges")
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -373,6 +377,8 @@ class BasinGraph:
         >>> back.number_of_nodes(), back.number_of_edges()
         (7, 4)
         """
+        import networkx as nx  # imported on use: `import dynamo` stays light
+
         nx.write_graphml(self.graph, str(path))
 
     def __str__(self) -> str:
@@ -477,6 +483,8 @@ def basin_graph(
     >>> len(g.attractors()), len(g.nodes("saddle")), len(g.nodes("unstable"))
     (4, 4, 1)
     """
+    import networkx as nx  # imported on use: `import dynamo` stays light
+
     call = call_form("basin_graph", ["system"])
     if not isinstance(system, LoopedSystem):
         raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
@@ -870,6 +878,8 @@ def cell_mapping(
     >>> len(cm.attractors), sorted(round(float(c.abs().max()), 1) for c in cm.centres)
     (4, [1.0, 1.0, 1.0, 1.0])
     """
+    import networkx as nx  # imported on use: `import dynamo` stays light
+
     call = call_form("cell_mapping", ["system", "plane"], resolution=resolution)
     if not isinstance(system, LoopedSystem):
         raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
@@ -973,6 +983,8 @@ def cell_mapping(
 
 def _merge_touching(raw: list[list[int]], resolution: int) -> list[list[int]]:
     """An attractor on a cell corner or edge is shared by touching closed cell sets: merge them."""
+    import networkx as nx  # imported on use: `import dynamo` stays light
+
     uf = nx.utils.UnionFind(range(len(raw)))
     owner = {c: k for k, comp in enumerate(raw) for c in comp}
     for k, comp in enumerate(raw):
