@@ -333,17 +333,39 @@ def _num(v: float) -> float | None:
 
 
 # ---------------------------------------------------------------------- certified rules
+_U64 = 2.0**-53  # unit roundoff of float64
+
+
+def _svd_slack(w: torch.Tensor) -> float:
+    """Relative slack covering a float64 SVD's error.
+
+    A backward-stable SVD returns the exact singular values of ``A + E`` with
+    ``‖E‖₂ <= p(m, n)·u·‖A‖₂``; by Weyl's inequality each computed value is within ``‖E‖₂`` of
+    the true one. ``p = 16·max(m, n)`` is generous for LAPACK's one-sided methods.
+    """
+    return 16.0 * max(w.shape[-2:]) * _U64
+
+
 def _sigma(w: torch.Tensor) -> float:
-    """Exact largest singular value (float64 SVD)."""
-    return float(torch.linalg.matrix_norm(w.detach().double(), ord=2))
+    """An upper bound on the largest singular value: the float64 SVD's value rounded outward.
+
+    With ``γ`` the slack of :func:`_svd_slack`, ``σ <= σ̂ + γσ``, so ``σ <= σ̂/(1 − γ)``.
+    """
+    w = w.detach().double()
+    value = float(torch.linalg.matrix_norm(w, ord=2))
+    return math.nextafter(value / (1.0 - _svd_slack(w)), math.inf)
 
 
 def _sigma_min(w: torch.Tensor) -> float:
-    """Smallest singular value of a square matrix (0 for a wide or tall one)."""
+    """A lower bound on the smallest singular value of a square matrix (0 for a wide or tall
+    one): ``σ̂_min − γ·σ_max``, rounded down and clamped at 0."""
     w = w.detach().double()
     if w.shape[0] != w.shape[1]:
         return 0.0
-    return float(torch.linalg.svdvals(w)[-1])
+    sv = torch.linalg.svdvals(w)
+    gamma = _svd_slack(w)
+    low = float(sv[-1]) - gamma * float(sv[0]) / (1.0 - gamma)
+    return max(0.0, math.nextafter(low, -math.inf))
 
 
 def _vnorm(b: torch.Tensor | None) -> float:
@@ -359,7 +381,9 @@ class _Trace:
         self.lip = 1.0
 
     def add(self, where: str, rule: str, factor: float, note: str = "") -> None:
-        self.lip *= factor
+        # a factor is a few float64 operations from exact: widen it by 8u, and round the
+        # product up, so that the bound is never below the true product
+        self.lip = math.nextafter(self.lip * factor * (1.0 + 8.0 * _U64), math.inf)
         self.steps.append(
             BoundStep(where, rule, factor, (self.lo, self.hi), note, _claims_for(f"{rule} {note}"))
         )
@@ -409,9 +433,11 @@ def _norm_rule(
         )
     if isinstance(norm, nn.RMSNorm):
         d = int(norm.normalized_shape[-1])
-        # eps=None means the dtype's machine epsilon at run time: float64's is the smallest, so
-        # the largest (sound for every dtype) bound
+        # eps=None means the dtype's machine epsilon at run time. float64's is the smallest, so
+        # it gives the largest Lipschitz factor and upper output norm; the lower output norm
+        # lo/√(lo² + d·eps) is smallest with the largest eps of a supported dtype (float32's)
         eps = norm.eps if norm.eps is not None else torch.finfo(torch.float64).eps
+        eps_lo = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
         gamma = norm.weight.detach().double().abs() if norm.weight is not None else None
         gmax = float(gamma.max()) if gamma is not None else 1.0
         gmin = float(gamma.min()) if gamma is not None else 1.0
@@ -424,6 +450,7 @@ def _norm_rule(
         gamma = norm.weight.detach().double().abs() if norm.weight is not None else None
         gmax = float(gamma.max()) if gamma is not None else 1.0
         gmin = float(gamma.min()) if gamma is not None else 1.0
+        eps_lo = eps
         centred_lo = 0.0
         kind = "layernorm"
         beta_norm = _vnorm(getattr(norm, "bias", None))
@@ -442,7 +469,9 @@ def _norm_rule(
         hi_out = gmax * math.sqrt(d) + beta_norm
     else:
         hi_out = gmax * math.sqrt(d) * hi / math.sqrt(hi**2 + d * eps) + beta_norm
-    lo_out = 0.0 if kind == "layernorm" else gmin * math.sqrt(d) * lo / math.sqrt(lo**2 + d * eps)
+    lo_out = (
+        0.0 if kind == "layernorm" else gmin * math.sqrt(d) * lo / math.sqrt(lo**2 + d * eps_lo)
+    )
     note = f"input token norm >= {centred_lo:.4g}, d={d}, eps={eps:g}"
     return lip, lo_out, hi_out, note
 
