@@ -614,6 +614,14 @@ def input_dependence(
     elif n_conv < 2:
         verdict = "undetermined"
         reason = f"only {n_conv}/{b} inputs converged; input-dependence needs at least two"
+    elif bool(torch.isnan(norms[conv]).any()):
+        # the linear solves behind dh*/dx did not converge: the sensitivity is unknown, and an
+        # unknown value is not a zero one
+        verdict = "undetermined"
+        reason = (
+            f"{n_conv}/{b} inputs converged to {n_distinct} distinct points, but the GMRES "
+            "solves for dh*/dx = (I − ∂f/∂h)⁻¹ ∂f/∂x did not converge: its size is unknown"
+        )
     elif n_distinct == n_conv and bool(moves[conv].all()):
         verdict = "strong"
         reason = (
@@ -820,7 +828,7 @@ def geometry(
         J = jacobian(sub, h_star)
         ev = torch.linalg.eigvals(J)
         ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))[:, : min(k, n)]
-        rho = torch.linalg.eigvals(J).abs().amax(dim=1)
+        rho = ev[:, 0].abs()  # sorted by modulus: the first is the largest
         norm2 = torch.linalg.matrix_norm(J, ord=2)
         transient = {
             p: torch.linalg.matrix_norm(torch.linalg.matrix_power(J, p), ord=2) for p in powers
