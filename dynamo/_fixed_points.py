@@ -761,8 +761,7 @@ def _find_cycles(
     close = math.sqrt(rtol)
     period = torch.zeros(len(rows), dtype=torch.long)
     for p in range(max_period, 1, -1):  # the smallest period wins
-        hit = (flat[p] - flat[0]).norm(dim=1) <= close * scale
-        hit = hit & torch.isfinite(hit.to(flat.dtype))
+        hit = (flat[p] - flat[0]).norm(dim=1) <= close * scale  # NaN compares False
         period = torch.where(hit.cpu(), torch.full_like(period, p), period)
     found: list[dict[str, Any]] = []
     cycle_of_row: dict[int, int] = {}

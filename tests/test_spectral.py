@@ -37,9 +37,12 @@ def test_norm_and_top_six_agree_with_dense_at_dimension_1024(recall: str, norm: 
     sn = dy.spectral_norm(system, h)
     sv = dy.singular_values(system, h, k=6)
     ev = dy.eigenvalues(system, h, k=6)
-    assert float(((sn.values - dense_sv[:, 0]) / dense_sv[:, 0]).abs().max()) <= 1e-6
-    assert float(((sv.values - dense_sv) / dense_sv).abs().max()) <= 1e-6
-    assert float(((ev.values.abs() - dense_eig) / dense_eig).abs().max()) <= 1e-6
+    # a converged Ritz singular value is within its residual, <= tol·σ₁ (tol = √eps), of the true
+    # one; eigenvalues of a non-normal J have no such guarantee (measured: 5e-9)
+    tol = math.sqrt(torch.finfo(F64).eps)
+    assert float(((sn.values - dense_sv[:, 0]) / dense_sv[:, 0]).abs().max()) <= tol
+    assert float(((sv.values - dense_sv) / dense_sv[:, :1]).abs().max()) <= tol
+    assert float(((ev.values.abs() - dense_eig) / dense_eig).abs().max()) <= 1e-7
     # a Ritz value of the compression never exceeds the true norm (beyond rounding)
     assert bool((sn.values <= dense_sv[:, 0] * (1 + 1e-12)).all())
 
