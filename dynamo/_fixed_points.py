@@ -543,7 +543,16 @@ def _spectra(
         max_steps=min(n, 300),
         seed=seed,
     )
-    return list(kr.values), False
+    values = kr.values.clone()
+    bad = torch.nonzero(~kr.converged.to(values.device)).flatten()
+    if bad.numel():
+        # unconverged Ritz values of a non-normal J may lie anywhere (even outside the spectrum):
+        # never classify a point by them; pay for the dense spectrum of those states instead
+        J = jacobian(inputs.sub(rows[bad.cpu()]), states[bad])
+        eig = torch.linalg.eigvals(J)
+        eig = torch.gather(eig, 1, torch.argsort(eig.abs(), dim=1, descending=True))
+        values[bad] = eig[:, : values.shape[1]].to(values.dtype)
+    return list(values), False
 
 
 def _residuals(inputs: _Inputs, rows: torch.Tensor, states: torch.Tensor) -> torch.Tensor:

@@ -194,3 +194,31 @@ def test_halting_rules_fire_and_say_how_far_from_the_fixed_point() -> None:
     json.dumps(rep.to_dict(), allow_nan=False)
     with pytest.raises(InvalidArgumentError, match="unknown halting rule 'kl'"):
         dy.halting(system, h0, rules={"kl": 5e-4})
+
+
+def test_unconverged_ritz_values_never_classify_a_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dynamo._fixed_points as fp
+    from dynamo._spectral import _Krylov
+
+    def stalled(*args: object, **kwargs: object) -> _Krylov:  # as if Arnoldi ran out of steps
+        k = int(kwargs["k"])  # type: ignore[call-overload]
+        z = torch.zeros(2, k, dtype=torch.complex128)
+        return _Krylov(
+            values=z + 5.0,  # far outside the true spectrum: would read as unstable
+            residuals=torch.ones(2, k, dtype=F64),
+            steps=torch.zeros(2, dtype=torch.long),
+            converged=torch.tensor([False, True]),
+            vectors={},
+        )
+
+    monkeypatch.setattr(fp, "_arnoldi", stalled)
+    lin = dy.models.LinearMap(n=6, spectral_radius=0.5, seed=0)
+    system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 6))
+    states = torch.zeros(2, 6, dtype=F64)
+    rows = torch.zeros(2, dtype=torch.long)
+    eigs, exact = fp._spectra(
+        system, states, fp._Inputs(system, rows), rows, k=2, dense_limit=0, seed=0
+    )
+    assert not exact
+    assert float(eigs[0].abs().max()) == pytest.approx(0.5)  # recomputed densely
+    assert float(eigs[1].abs().max()) == 5.0  # a converged estimate is kept as it is
