@@ -666,3 +666,44 @@ def test_basins_command_maps_starts_to_attractors(
     assert "BasinGraph:" in out and "fp:" in out
     data = json.loads(graph.read_text())
     assert {n["id"] for n in data["nodes"]} >= {"input:0", "input:1", "input:2"}
+
+
+def test_contraction_and_lipschitz_share_one_certified_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = verify.load_spec(
+        write(
+            tmp_path,
+            "requirements = ['lipschitz.upper_bound > 0']\n"
+            + SMALL
+            + "[analysis]\ncontraction = true\nlipschitz = true\ndomain = { x_max = 10.0 }\n",
+        )
+    )
+    calls = []
+    original = dy.lipschitz_upper_bound
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dy, "lipschitz_upper_bound", counted)
+    monkeypatch.setattr("dynamo._contraction.lipschitz_upper_bound", counted)
+    cert = verify.certify(spec, timestamp=False)
+    assert len(calls) == 1  # once per draw, not once per analysis
+    # on this domain attention's token norms are unbounded: no bound, and the reason is kept
+    assert cert.draws[0].metrics["lipschitz.upper_bound"] is None
+    note = cert.draws[0].notes["lipschitz.upper_bound"]
+    assert note.startswith("no certified bound: lipschitz_upper_bound(model, domain): attention")
+    assert not cert.passed
+    # on a bounded domain there is one, and it is the same number lipschitz_upper_bound gives
+    calls.clear()
+    bounded = spec.analysis.model_copy(
+        update={"domain": verify._spec.Domain(x_max=10.0, r_min=0.5, r_max=10.0)}
+    )
+    cert = verify.certify(spec.model_copy(update={"analysis": bounded}), timestamp=False)
+    assert len(calls) == 1
+    model = verify.build_model(spec, 0).double()
+    system = dy.LoopedSystem.from_module(model, verify.draw_inputs(spec, model, torch.float64))
+    direct = original(system, dy.Domain(r_min=0.5, r_max=10.0, x_max=10.0)).value
+    assert cert.draws[0].metrics["lipschitz.upper_bound"] == direct
+    assert cert.requirements[0].passed and cert.requirements[0].basis == "certified bound"

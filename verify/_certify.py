@@ -370,6 +370,7 @@ def certify(
             reach = None
             reach_note = f"vmap over draws failed ({type(err).__name__}: {err})"[:280] + "; looped"
     bar.phase("analyses per draw")
+    dom = _domain(spec)
     needed = {r.metric for r in spec.requirements}
     full = a.all_metrics
     draws: list[DrawResult] = []
@@ -438,8 +439,8 @@ def certify(
             metrics.update(
                 _geometry_metrics(system, x, fixed, conv_in, tol, a.max_steps, want_smin, notes)
             )
+        cv = None
         if a.contraction:
-            dom = _domain(spec)
             cv = dy.check_contraction(
                 system, dom, n_samples=8, ascent_steps=8, n_starts=4, max_steps=a.max_steps
             )
@@ -456,13 +457,24 @@ def certify(
                 + ")"
             )
         if a.lipschitz:
-            dom = _domain(spec)
             assert dom is not None
+            # check_contraction computed this very bound on the same domain: reuse it
+            known = [
+                e
+                for e in (cv.evidence if cv is not None else ())
+                if e.kind == "certified Lipschitz upper bound"
+            ]
             try:
-                metrics["lipschitz.upper_bound"] = dy.lipschitz_upper_bound(system, dom).value
+                metrics["lipschitz.upper_bound"] = (
+                    known[0].value if known else dy.lipschitz_upper_bound(system, dom).value
+                )
             except dy.errors.InvalidArgumentError as err:
                 metrics["lipschitz.upper_bound"] = None
                 notes["lipschitz.upper_bound"] = f"no certified bound: {err}"
+            if known and known[0].value is None:
+                notes["lipschitz.upper_bound"] = (
+                    f"no certified bound: {known[0].claim.removeprefix('none: ')}"
+                )
         if metrics.get("reachability.converged") == 0:
             notes["reachability.converged"] = (
                 "no start converged: no fixed point is reported (this is not '0 fixed points')"
