@@ -14,6 +14,7 @@ import torch
 from ._fixed_points import find_fixed_points
 from ._linearize import jacobian
 from ._lipschitz import Domain, lipschitz_lower_bound, lipschitz_upper_bound
+from ._results import _plain
 from ._system import LoopedSystem
 from ._validate import call_form, check_positive_int
 from .errors import InvalidArgumentError
@@ -92,14 +93,6 @@ class Evidence:
             "certified": self.certified,
             "details": {k: _plain(val) for k, val in self.details.items()},
         }
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return v.detach().cpu().tolist()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 @dataclass(frozen=True)

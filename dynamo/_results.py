@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import enum
+import math
+from typing import Any
+
+import torch
 
 __all__ = ["Outcome"]
 
@@ -59,3 +63,12 @@ class Outcome(enum.Enum):
                 return member
         known = ", ".join(m.label for m in cls)
         raise ValueError(f"Outcome.from_label({label!r}): unknown label; known labels: {known}")
+
+
+def _plain(v: Any) -> Any:
+    """JSON-safe: a tensor as (nested) Python numbers, NaN and infinities as None."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 import dynamo as dy
+from dynamo._results import _plain
 from dynamo._stats import clopper_pearson
 
 from ._report import Certificate, DrawResult, Environment, RequirementResult, Timestamp, basis
@@ -543,14 +544,6 @@ def _domain(spec: Spec) -> dy.Domain | None:
     return dy.Domain(
         r_min=d.r_min, r_max=math.inf if d.r_max is None else d.r_max, x_min=d.x_min, x_max=d.x_max
     )
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def _reach_metrics(
