@@ -376,7 +376,11 @@ def check_contraction(
                 Evidence(
                     "two fixed points for one input",
                     f"input {b}: {len(pts)} isolated fixed points"
-                    + (", and a continuum" if found.continua else "")
+                    + (
+                        ", and a continuum"
+                        if any(c.input_index == b for c in found.continua)
+                        else ""
+                    )
                     + " (a contraction has exactly one)",
                     float(len(pts)),
                     False,
