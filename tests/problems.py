@@ -121,3 +121,86 @@ NO_FIXED_POINT = Problem(
 UNIQUE = [TANH, LINEAR, MONDEQ]
 #: maps whose plain iteration does not converge although fixed points exist (all unstable)
 UNREACHABLE = [LOGISTIC39, EXPANDING, HENON]
+
+# ---------------------------------------------------------------------------------------------
+# Known answers from the issue-12 audit (each section is kept by one author; add below its line).
+# ---------------------------------------------------------------------------------------------
+
+# --- fixed points: saddles, cycles, continua, labels ---
+
+# --- axes: rectangular inputs, input-dependence verdicts ---
+
+# --- layer cycles ---
+# A two-layer block on R², f_1(h) = A h + c_1, f_2(u) = tanh(b u + c_2), built so that
+# h* = (1/2, −1/2) is a block fixed point with layer point h_1* = f_1(h*) = (1, 1/4)
+# (c_1 = h_1* − A h*, c_2 = atanh(h*) − b h_1*). With A = [[0, 2], [1, 0]] the block Jacobian at h*
+# is diag(1 − h*²) b A = (3/4) b A, eigenvalues ±(3/4) b √2: b = ρ / ((3/4) √2) gives ρ exactly
+# (to rounding), and the rotation f_1 ∘ f_2 at h_1* has A (3/4) b, the same spectrum (C10).
+
+
+@dataclass(frozen=True)
+class LayerCycleCase:
+    name: str
+    #: () -> (system, h_star (N, 2), exact layer points (2, N, 2): h_1*, h_2* = h*)
+    make: Callable[[], tuple[dy.LoopedSystem, torch.Tensor, torch.Tensor]]
+    rho: float  # spectral radius of the block Jacobian at h*: the moduli of both eigenvalues
+    stability: str  # with the default neutral band 1e-4
+    n_unstable: int  # eigenvalues of modulus > 1 + 1e-4
+    attracts: bool | None
+
+
+def _two_layer_cycle(
+    rho: float, *, x_batch: int = 0, n: int = 1
+) -> Callable[[], tuple[dy.LoopedSystem, torch.Tensor, torch.Tensor]]:
+    def make() -> tuple[dy.LoopedSystem, torch.Tensor, torch.Tensor]:
+        a = torch.tensor([[0.0, 2.0], [1.0, 0.0]], dtype=F64)
+        b = rho / (0.75 * 2.0**0.5)
+        h = torch.tensor([0.5, -0.5], dtype=F64)
+        h1 = torch.tensor([1.0, 0.25], dtype=F64)
+        c1, c2 = h1 - a @ h, torch.atanh(h) - b * h1
+
+        def f1(z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+            return z @ a.T + c1
+
+        def f2(u: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+            return torch.tanh(b * u + c2)
+
+        # an autonomous map; x (when given) only seeds initial states, as LoopedSystem documents
+        x = torch.randn(x_batch, 2, generator=gen(12), dtype=F64) if x_batch else None
+        system = dy.LoopedSystem.from_function(
+            lambda z: f2(f1(z)), state_shape=(2,), x=x, driven=False, layers=[f1, f2]
+        )
+        points = torch.stack([h1, h])[:, None].expand(2, n, 2).clone()
+        return system, h.expand(n, 2).clone(), points
+
+    return make
+
+
+LAYER_CYCLE_STABLE = LayerCycleCase(
+    "two_layer_cycle_stable", _two_layer_cycle(0.8), 0.8, "stable", 0, True
+)
+#: ρ = 1.63, the largest ρ the audit saw on a per-layer "cycle" reported without a word on stability
+LAYER_CYCLE_UNSTABLE = LayerCycleCase(
+    "two_layer_cycle_unstable", _two_layer_cycle(1.63), 1.63, "unstable", 2, False
+)
+LAYER_CYCLE_MARGINAL = LayerCycleCase(
+    "two_layer_cycle_marginal", _two_layer_cycle(1.0), 1.0, "marginal", 0, None
+)
+#: autonomous, with an input of batch 3 (a source of starts only) and 2 fixed points: the old
+#: layer_cycle started the curves from x and crashed ("size of tensor a (3) must match … (2)")
+LAYER_CYCLE_AUTONOMOUS_X = LayerCycleCase(
+    "two_layer_cycle_autonomous_x_batch_3",
+    _two_layer_cycle(0.8, x_batch=3, n=2),
+    0.8,
+    "stable",
+    0,
+    True,
+)
+LAYER_CYCLES = [
+    LAYER_CYCLE_STABLE,
+    LAYER_CYCLE_UNSTABLE,
+    LAYER_CYCLE_MARGINAL,
+    LAYER_CYCLE_AUTONOMOUS_X,
+]
+
+# --- contraction on a domain ---

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -165,6 +166,7 @@ def test_layer_cycle_of_a_three_layer_block() -> None:
     off = lc.distinctness[:, ~torch.eye(3, dtype=torch.bool)]
     assert float(off.min()) > 1e-3  # the layers sit at distinct points of the cycle
     assert float(lc.rotation_spread.max()) <= 1e-9  # C10: eig(AB) = eig(BA)
+    assert lc.stability == ("stable", "stable") and lc.attracts == (True, True)
     assert float(lc.convergence[-1].max()) < float(lc.convergence[0].max())
     assert lc.attention_change is not None
     assert float(lc.attention_change[-1].max()) < float(lc.attention_change[0].max())
@@ -175,6 +177,152 @@ def test_layer_cycle_needs_layer_maps() -> None:
     system = dy.LoopedSystem.from_function(lambda h: 0.5 * h, state_shape=(3,))
     with pytest.raises(InvalidArgumentError, match="does not know its layer maps"):
         dy.layer_cycle(system, torch.zeros(1, 3, dtype=F64))
+
+
+def _layer_cycle_cases() -> list[Any]:
+    from problems import LAYER_CYCLES
+
+    return list(LAYER_CYCLES)
+
+
+@pytest.mark.parametrize("case", _layer_cycle_cases(), ids=lambda c: c.name)
+def test_layer_cycle_says_whether_the_cycle_attracts(case: Any) -> None:
+    system, h_star, points = case.make()
+    n = h_star.shape[0]
+    lc = dy.layer_cycle(system, h_star, n_steps=60)
+    assert torch.allclose(lc.states, points, rtol=0, atol=1e-14)
+    assert float(lc.closure.max()) <= 1e-15
+    # a 2×2 Jacobian by autodiff and a dense eigensolver: ρ to rounding; both eigenvalues are ±ρ
+    # in every rotation (C10)
+    assert lc.spectrum == "dense" and bool(lc.rotation_converged.all())
+    assert lc.spectral_radius.tolist() == pytest.approx([case.rho] * n, abs=1e-13)
+    mods = lc.rotation_eigenvalues.abs()
+    assert mods.shape == (2, n, 2)
+    assert torch.allclose(mods, torch.full_like(mods, case.rho), rtol=0, atol=1e-13)
+    assert float(lc.rotation_spread.max()) <= 1e-13
+    assert lc.stability == (case.stability,) * n
+    assert lc.n_unstable == (case.n_unstable,) * n
+    assert lc.attracts == (case.attracts,) * n
+    text = str(lc)
+    d = lc.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["stability"] == [case.stability] * n and d["attracts"] == [case.attracts] * n
+    first, last = float(lc.convergence[0].max()), float(lc.convergence[-1].max())
+    if case.attracts:
+        assert "cycle attracts" in text and "NOT" not in text
+        assert last < 1e-5 * first  # 60 steps at rate 0.8: 0.8⁶⁰ = 1.5e-6
+    elif case.attracts is False:
+        assert (
+            f"does NOT attract: iteration does not converge to it (ρ > 1); ρ = {case.rho:.3g}"
+            in text
+        )
+        assert last > first  # the layers leave their points
+    else:
+        assert "undecided by the linearisation" in text
+    # an autonomous block has no input: its x (batch 3 here, vs 2 fixed points) is not used
+    assert lc.start == "h_star + 10% noise (seed 0)"
+
+
+def test_layer_cycle_of_an_autonomous_transformer_ignores_its_input_batch() -> None:
+    model = dy.models.LoopedTransformer(
+        d_model=8, n_heads=2, n_layers=2, recall="none", norm="outer", seed=0
+    )
+    x = torch.randn(3, 4, 8, generator=gen(0), dtype=F64)
+    system = dy.LoopedSystem.from_module(model, x)
+    sol = dy.solve(system, system.initial_states("input"), method="anderson", throw=False)
+    h = sol.state[sol.converged]
+    assert h.shape[0] == 2  # 2 fixed points for an input of batch 3
+    lc = dy.layer_cycle(system, h, n_steps=10)  # raised "size of tensor a (3) must match … (2)"
+    bare = dy.LoopedSystem.from_module(model, state_shape=(4, 8))  # the same map, no input
+    ref = dy.layer_cycle(bare, h, n_steps=10)
+    assert torch.equal(lc.states, ref.states)
+    assert torch.equal(lc.convergence, ref.convergence)
+    assert lc.attention_change is not None and ref.attention_change is not None
+    assert torch.equal(lc.attention_change, ref.attention_change)
+    assert lc.stability == ref.stability and len(lc.stability) == 2
+
+
+def test_layer_cycle_refuses_points_that_are_not_fixed_and_batches_that_disagree() -> None:
+    from problems import LAYER_CYCLE_STABLE
+
+    system, h, _ = LAYER_CYCLE_STABLE.make()
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^layer_cycle\(system, h_star\): h_star\[0\] is not a fixed point of the block: "
+        r"‖f\(h\*\) − h\*‖ = 4\.5\de-04",  # ‖(J − I) δ‖ for δ = (1e-3, 1e-3), J = 0.8/√2 A
+    ):
+        dy.layer_cycle(system, h + 1e-3)
+    loose = dy.layer_cycle(system, h + 1e-3, tol=1e-2)  # the tolerance it was solved with
+    assert float(loose.closure[0]) > 1e-4
+    with pytest.raises(ShapeError, match=r"start has batch 2 but h_star has batch 1"):
+        dy.layer_cycle(system, h, start=h.expand(2, 2))
+    f1, f2 = system.layers  # type: ignore[misc]
+    wrong = dy.LoopedSystem.from_function(
+        lambda z: f2(f1(z)) + 0.0 * z, state_shape=(2,), layers=[f1, lambda u, x=None: u]
+    )
+    with pytest.raises(InvalidArgumentError, match="the layer maps do not compose to the block"):
+        dy.layer_cycle(wrong, h)
+    layers = [lambda z, x: torch.tanh(0.5 * z + x), lambda z, x: -0.5 * z]
+    x = torch.ones(3, 2, dtype=F64)
+    driven = dy.LoopedSystem.from_function(
+        lambda z, x: layers[1](layers[0](z, x), x), state_shape=(2,), x=x, layers=layers
+    )
+    with pytest.raises(
+        ShapeError,
+        match=r"^layer_cycle\(system, h_star\): h_star has batch 2 but the driven system's "
+        r"input x has batch 3",
+    ):
+        dy.layer_cycle(driven, torch.zeros(2, 2, dtype=F64))
+
+
+def test_layer_cycle_krylov_spectra_carry_their_convergence_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from problems import LAYER_CYCLE_UNSTABLE
+
+    import dynamo._layers as lay
+    from dynamo._spectral import _Krylov
+
+    system, h, _ = LAYER_CYCLE_UNSTABLE.make()
+    lc = dy.layer_cycle(system, h, dense_limit=1)  # Arnoldi, exact at dimension 2
+    assert lc.spectrum == "arnoldi" and bool(lc.rotation_converged.all())
+    assert float(lc.spectral_radius[0]) == pytest.approx(1.63, abs=1e-12)
+    assert lc.stability == ("unstable",) and lc.attracts == (False,)
+
+    real = lay._arnoldi
+    calls: list[int] = []
+    stall = {"all": False}
+
+    def stall_first(*args: Any, **kwargs: Any) -> _Krylov:  # rotation 0 runs out of steps
+        calls.append(1)
+        if len(calls) > 1 and not stall["all"]:
+            return real(*args, **kwargs)
+        k = int(kwargs["k"])
+        return _Krylov(
+            values=torch.zeros(1, k, dtype=torch.complex128) + 0.5,  # would read as stable
+            residuals=torch.ones(1, k, dtype=F64),
+            steps=torch.zeros(1, dtype=torch.long),
+            converged=torch.tensor([False]),
+            vectors={},
+        )
+
+    monkeypatch.setattr(lay, "_arnoldi", stall_first)
+    lc = dy.layer_cycle(system, h, dense_limit=1)
+    assert lc.rotation_converged.tolist() == [[False], [True]]
+    assert math.isnan(float(lc.rotation_spread[0]))  # unconverged Ritz values prove nothing
+    assert float(lc.spectral_radius[0]) == pytest.approx(1.63, abs=1e-12)  # from rotation 1 (C10)
+    assert lc.stability == ("unstable",)
+    assert "Arnoldi did not converge for some rotation at 1 point(s)" in str(lc)
+
+    stall["all"] = True
+    lc = dy.layer_cycle(system, h, dense_limit=1)
+    assert not bool(lc.rotation_converged.any())
+    assert math.isnan(float(lc.spectral_radius[0]))
+    assert lc.stability == ("unknown",) and lc.attracts == (None,)
+    assert "point 0: stability unknown" in str(lc)
+    d = lc.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["spectral_radius"] == [None] and d["rotation_spread"] == [None]
 
 
 def test_halting_rules_fire_and_say_how_far_from_the_fixed_point() -> None:
