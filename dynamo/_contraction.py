@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
@@ -11,12 +12,12 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ._fixed_points import find_fixed_points
+from ._fixed_points import Continuum, FixedPoint, FixedPointSet, find_fixed_points
 from ._linearize import jacobian
 from ._lipschitz import Domain, lipschitz_lower_bound, lipschitz_upper_bound
 from ._results import _plain
 from ._system import LoopedSystem
-from ._validate import call_form, check_positive_int
+from ._validate import call_form, check_finite_tensor, check_positive_int, check_state_shape
 from .errors import InvalidArgumentError
 
 __all__ = ["ContractionVerdict", "Evidence", "Verdict", "check_contraction", "lyapunov_certificate"]
@@ -36,7 +37,7 @@ class Verdict(enum.Enum):
     ('supported', 'sampled evidence only: no witness against, no proof for')
     """
 
-    PROVEN = ("proven", "a certified bound or certificate shows contraction")
+    PROVEN = ("proven", "a certified bound shows contraction")
     REFUTED = ("refuted", "a checked witness shows the map is not a contraction")
     SUPPORTED = ("supported", "sampled evidence only: no witness against, no proof for")
     UNDETERMINED = ("undetermined", "no evidence either way")
@@ -49,9 +50,18 @@ class Verdict(enum.Enum):
         return self.label.upper()
 
 
+#: Trust of a piece of evidence (SCIENCE.md section 7) and the tag it is printed with.
+_TRUST_TAGS = {"proven": "certified", "checked": "checked", "estimated": "sampled"}
+
+
 @dataclass(frozen=True)
 class Evidence:
-    """One piece of evidence: what was checked, the numbers, and whether it is certified.
+    """One piece of evidence: what was checked, the numbers, and how far it can be trusted.
+
+    ``trust`` is ``"proven"`` (rigorous, rounding included: only then is ``certified`` true),
+    ``"checked"`` (a float test on a computed instance, such as a fixed point found numerically)
+    or ``"estimated"`` (sampled); by default ``"proven"`` when ``certified``, else
+    ``"estimated"``.
 
     Examples
     --------
@@ -62,8 +72,10 @@ class Evidence:
     >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
     >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
     >>> e = v.evidence[0]
-    >>> e.kind, round(e.value, 6), e.certified
-    ('certified Lipschitz upper bound', 0.5, True)
+    >>> e.kind, round(e.value, 6), e.certified, e.trust
+    ('certified Lipschitz upper bound', 0.5, True, 'proven')
+    >>> v.evidence[-1].kind, v.evidence[-1].trust  # a float test at the fixed point found
+    ('discrete Lyapunov check', 'checked')
     """
 
     kind: str
@@ -71,6 +83,20 @@ class Evidence:
     value: float | None
     certified: bool
     details: dict[str, Any] = field(default_factory=dict)
+    trust: str = ""
+
+    def __post_init__(self) -> None:
+        trust = self.trust or ("proven" if self.certified else "estimated")
+        if trust not in _TRUST_TAGS:
+            raise InvalidArgumentError(
+                f"Evidence(...): trust must be one of {sorted(_TRUST_TAGS)}, got {trust!r}"
+            )
+        if (trust == "proven") != bool(self.certified):
+            raise InvalidArgumentError(
+                f"Evidence(...): certified={self.certified} does not go with trust={trust!r}; "
+                "only proven evidence is certified"
+            )
+        object.__setattr__(self, "trust", trust)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
@@ -82,8 +108,8 @@ class Evidence:
         >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
         >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
         >>> d = v.evidence[1].to_dict()
-        >>> sorted(d), d["certified"]
-        (['certified', 'claim', 'details', 'kind', 'value'], False)
+        >>> sorted(d), d["certified"], d["trust"]
+        (['certified', 'claim', 'details', 'kind', 'trust', 'value'], False, 'estimated')
         """
         v = self.value
         return {
@@ -91,6 +117,7 @@ class Evidence:
             "claim": self.claim,
             "value": None if v is None or not math.isfinite(v) else v,
             "certified": self.certified,
+            "trust": self.trust,
             "details": {k: _plain(val) for k, val in self.details.items()},
         }
 
@@ -104,17 +131,21 @@ class ContractionVerdict:
     verdict : Verdict
         About the map on the domain in the Euclidean norm: PROVEN (a certified Lipschitz bound
         below 1 on a domain the map sends into itself: Banach gives one fixed point reached from
-        everywhere in it), REFUTED (a witness: two states whose images are farther apart, a fixed
-        point with ρ > 1, or two distinct fixed points for one input), SUPPORTED (every sampled
-        local ‖J‖₂ below 1 and no witness), UNDETERMINED.
+        everywhere in it), REFUTED (a witness on the domain: two states of it whose images are
+        farther apart, a fixed point in it with ρ > 1 along it, or two distinct fixed points in
+        it for one input), SUPPORTED (every sampled local ``‖J‖₂`` along the domain below 1 and
+        no witness), UNDETERMINED.
     local_verdict : Verdict
-        About the fixed points found: PROVEN when a discrete Lyapunov certificate
-        ``JᵀPJ ⪯ λ²P`` with ``λ < 1``, ``P ≻ 0`` checks at every one (local contraction in the
-        ``P``-norm), REFUTED when one has ρ > 1, UNDETERMINED when none was found.
+        About the fixed points found on the domain, never PROVEN: SUPPORTED when a float check of
+        a discrete Lyapunov inequality ``JᵀPJ ⪯ λ²P`` with ``λ < 1``, ``P ≻ 0`` passes at every
+        one (local contraction in the ``P``-norm, checked at those computed points, which were
+        themselves found by sampling; above ``dense_limit``, when every computed ρ < 1),
+        REFUTED when one has ρ > 1, UNDETERMINED when none was found or a check failed.
     evidence : tuple of Evidence
+        Each with its trust: ``"proven"``, ``"checked"`` or ``"estimated"``.
     witness : dict
-        The refuting witness (``"a"``, ``"b"`` states with their images' distance, or a fixed
-        point), re-checkable by evaluating the map.
+        The refuting witness (``"a"``, ``"b"`` states of the domain with their images' distance
+        ratio, or fixed points on it), re-checkable by evaluating the map.
     domain : Domain or None
 
     Examples
@@ -126,7 +157,7 @@ class ContractionVerdict:
     >>> ball = dy.Domain.ball(1.0)
     >>> v = dy.check_contraction(henon, ball, n_samples=4, ascent_steps=2, n_starts=2)
     >>> str(v.verdict), str(v.local_verdict), len(v.evidence)
-    ('REFUTED', 'REFUTED', 5)
+    ('REFUTED', 'REFUTED', 4)
     >>> round(v.witness["ratio"], 4)  # two states whose images are farther apart
     2.3950
     """
@@ -148,7 +179,7 @@ class ContractionVerdict:
         >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
         >>> d = v.to_dict()
         >>> d["verdict"], d["local_verdict"], d["witness"], d["domain"]
-        ('PROVEN', 'PROVEN', {}, None)
+        ('PROVEN', 'SUPPORTED', {}, None)
         """
         wit = {}
         for k, v in self.witness.items():
@@ -165,34 +196,43 @@ class ContractionVerdict:
     def __str__(self) -> str:
         lines = [f"contraction: {self.verdict} (local: {self.local_verdict})"]
         for e in self.evidence:
-            tag = "certified" if e.certified else "sampled"
+            tag = _TRUST_TAGS[e.trust]
             val = "" if e.value is None else f" = {e.value:.6g}"
             lines.append(f"  [{tag}] {e.kind}{val}: {e.claim}")
         return "\n".join(lines)
 
 
 def lyapunov_certificate(J: torch.Tensor, rate: float | None = None) -> dict[str, Any]:
-    """A discrete Lyapunov certificate ``JᵀPJ ⪯ λ²P``, ``P ≻ 0``, for one Jacobian ``J`` (dense).
+    """A float check of the discrete Lyapunov inequality ``JᵀPJ ⪯ λ²P``, ``P ≻ 0``, for one dense
+    Jacobian ``J``; not a proof.
 
     With ``λ = (ρ(J) + 1)/2`` (or ``rate``) and ``A = J/λ``, ``P`` solves ``AᵀPA − P = −I``
     (``scipy.linalg.solve_discrete_lyapunov``), which has a positive definite solution exactly when
-    ``ρ(A) < 1``. Then ``λ²P − JᵀPJ = λ² I ≻ 0``, and the map's linearisation contracts at rate λ in
-    the norm ``‖v‖_P = √(vᵀPv)``. Both conditions are re-checked numerically on the returned ``P``.
+    ``ρ(A) < 1``. Then ``λ²P − JᵀPJ = λ² I ≻ 0``, and the linearisation contracts at rate λ in
+    the norm ``‖v‖_P = √(vᵀPv)``. Both conditions are re-checked in float64 on the returned ``P``,
+    with a margin of ``1e3·eps·max|P|``. Rounding in ``J``, in solving for ``P`` and in the
+    eigenvalues is not enclosed, so the answer is true of this computed instance (SCIENCE.md §7:
+    *checked*), and at a fixed point found numerically it is a check at that computed point; a
+    rigorous version would enclose ``P`` and the eigenvalues with interval arithmetic. In exact
+    arithmetic such a ``P`` exists exactly when ``ρ(J) < 1``: the check adds a margin, not a
+    stronger claim.
+
+    The name is kept for compatibility; the returned ``trust`` says what it is.
 
     Returns
     -------
     dict
-        ``ok`` (bool), ``rate`` λ, ``min_eig_P``, ``min_eig_gap`` (smallest eigenvalue of
-        ``λ²P − JᵀPJ``), ``cond_P``.
+        ``ok`` (bool), ``rate`` λ, ``rho`` (float ``ρ(J)``), ``min_eig_P``, ``min_eig_gap``
+        (smallest eigenvalue of ``λ²P − JᵀPJ``), ``cond_P``, and ``trust`` (``"checked"``).
 
     Examples
     --------
     >>> import torch
     >>> from dynamo import lyapunov_certificate
     >>> J = torch.tensor([[0.5, 10.0], [0.0, 0.5]], dtype=torch.float64)  # ‖J‖₂ ≈ 10, ρ = 0.5
-    >>> cert = lyapunov_certificate(J)
-    >>> cert["ok"], cert["rate"]
-    (True, 0.75)
+    >>> check = lyapunov_certificate(J)
+    >>> check["ok"], check["rate"], check["trust"]
+    (True, 0.75, 'checked')
     """
     Jn = J.detach().cpu().double().numpy()
     rho = float(np.abs(np.linalg.eigvals(Jn)).max())
@@ -205,6 +245,7 @@ def lyapunov_certificate(J: torch.Tensor, rate: float | None = None) -> dict[str
             "min_eig_P": None,
             "min_eig_gap": None,
             "cond_P": None,
+            "trust": "checked",
         }
     A = Jn / lam
     P = scipy.linalg.solve_discrete_lyapunov(A.T, np.eye(Jn.shape[0]))
@@ -220,6 +261,7 @@ def lyapunov_certificate(J: torch.Tensor, rate: float | None = None) -> dict[str
         "min_eig_P": float(eig_p.min()),
         "min_eig_gap": float(gap.min()),
         "cond_P": float(eig_p.max() / eig_p.min()),
+        "trust": "checked",
     }
 
 
@@ -235,16 +277,28 @@ def check_contraction(
     dense_limit: int = 512,
     seed: int = 0,
 ) -> ContractionVerdict:
-    """Decide, with evidence, whether the looped map contracts.
+    """Decide, with evidence, whether the looped map contracts on a domain.
 
     In order: (1) a certified Lipschitz upper bound on ``domain`` (:func:`lipschitz_upper_bound`)
     with the image of the domain checked to lie inside it; below 1, that is a proof (Banach);
-    (2) a search for witnesses against: gradient ascent on the local ``‖J‖₂`` from sampled states
-    (a state with ``σ_max > 1`` gives two nearby states whose images are farther apart, checked by
-    evaluating the map), and a multi-start fixed-point search (two distinct fixed points for one
-    input, or one with ρ > 1); (3) a discrete Lyapunov certificate at every fixed point found
-    (dense, ``n <= dense_limit``) for the local verdict. A witness overrides sampled support; a
-    proof is never inferred from samples.
+    (2) a search for witnesses against, all on the domain: gradient ascent on the local ``‖J‖₂``
+    from states of the domain, kept in it (a state with ``σ_max > 1`` gives two nearby states of
+    the domain whose images are farther apart, checked by evaluating the map), and a multi-start
+    fixed-point search from states of the domain, of which only the fixed points on the domain
+    count (two distinct ones for one input, or one with ρ > 1); (3) a float check of a discrete
+    Lyapunov inequality at every fixed point found (dense, ``n <= dense_limit``) for the local
+    verdict, which is at most SUPPORTED. A witness overrides sampled support; a proof is never
+    inferred from samples or float checks.
+
+    On a sphere (``r_min == r_max``: no interior) the map is analysed along the domain: local
+    norms, singular directions and the spectra at fixed points are those of ``∂f/∂h`` restricted
+    to the tangent space (the Jacobian of ``f∘π``, ``π`` the radial projection onto the sphere,
+    which is ``J·P`` there with ``P`` the tangent projector). A direction that leaves the sphere,
+    such as a radially expanding one, is no witness against contraction on it. When the map
+    sends the sphere into itself, ``J`` maps the tangent space at a fixed point into itself and
+    these are the eigenvalues of ``J`` on it; in any case ρ > 1 there implies ``‖J·P‖₂ > 1``,
+    i.e. nearby states of the sphere whose images are farther apart. On a domain with interior
+    (a ball, a shell, all of space) every direction counts and points are kept inside it.
 
     Parameters
     ----------
@@ -253,12 +307,13 @@ def check_contraction(
         Where the global claim is made; default: everywhere (then only maps with global rules can
         be proven). States are sampled from it.
     states : torch.Tensor, optional
-        States to start the witness search from (default: sampled from the domain, or from the
-        system's start distribution).
+        ``(N, *state_shape)`` states to start the witness search from, moved into the domain
+        (every token's norm clamped into its range); default: sampled from the domain, or from
+        the system's start distribution when the domain is all of space.
     n_samples, ascent_steps : int
         Witness search size.
     n_starts : int
-        Starts per input of the fixed-point search.
+        Starts per input of the fixed-point search (sampled from the domain when it is bounded).
     max_steps : int
         Iterations per start of that search (Newton gets a fifteenth of them, at least 10).
     dense_limit : int
@@ -270,10 +325,22 @@ def check_contraction(
     >>> f = dy.models.ContractiveTanh(n=8, lipschitz=0.9, seed=0)
     >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 8))
     >>> dy.check_contraction(system).verdict
-    <Verdict.PROVEN: ('proven', 'a certified bound or certificate shows contraction')>
+    <Verdict.PROVEN: ('proven', 'a certified bound shows contraction')>
     >>> henon = dy.LoopedSystem.from_module(dy.models.Henon())
     >>> str(dy.check_contraction(henon, dy.Domain.ball(1.0)).verdict)
     'REFUTED'
+
+    A map of the unit circle into itself that contracts along it (rate 0.18) but expands
+    radially (``r ↦ r²``): the radial direction leaves the circle and is no witness.
+
+    >>> def circle(h):
+    ...     r2 = (h * h).sum(-1, keepdim=True)
+    ...     phi = 0.18 * h[..., 1:] / r2.sqrt()  # θ ↦ 0.18·sin θ
+    ...     return r2 * torch.cat([torch.cos(phi), torch.sin(phi)], -1)
+    >>> s = dy.LoopedSystem.from_function(circle, state_shape=(2,))
+    >>> v = dy.check_contraction(s, dy.Domain.sphere(1.0), n_samples=8, n_starts=4)
+    >>> str(v.verdict), str(v.local_verdict), round(v.evidence[1].value, 4)
+    ('SUPPORTED', 'SUPPORTED', 0.18)
     """
     call = call_form("check_contraction", ["system"])
     if not isinstance(system, LoopedSystem):
@@ -284,7 +351,14 @@ def check_contraction(
     check_positive_int(call, "ascent_steps", ascent_steps, minimum=0)
     check_positive_int(call, "n_starts", n_starts)
     check_positive_int(call, "max_steps", max_steps)
+    if states is not None:
+        check_state_shape(call, "states", states, system.state_shape)
+        check_finite_tensor(call, "states", states)
     dom = domain if domain is not None else Domain()
+    bounded = dom.r_max < math.inf or dom.r_min > 0
+    sphere = dom.r_min == dom.r_max
+    # the map as seen along the domain: f∘π on a sphere (equal to f on it), f elsewhere
+    along = _along(system, dom) if sphere else system
     evidence: list[Evidence] = []
     witness: dict[str, Any] = {}
 
@@ -310,18 +384,20 @@ def check_contraction(
     except InvalidArgumentError as err:
         evidence.append(Evidence("certified Lipschitz upper bound", f"none: {err}", None, True))
 
-    # (2) witnesses against
+    # (2) witnesses against, on the domain
     if states is None:
-        if dom.r_max < math.inf or dom.r_min > 0:
+        if bounded:
             states = dom.sample(system, n_samples, seed=seed)
         else:
             states = system.initial_states(
                 "normal", max(1, n_samples // max(1, _batch(system))), seed=seed
             )
+    else:
+        states = _into(states.to(system.dtype), dom)
     x1 = (
-        system
+        along
         if system.x is None or not system.driven
-        else system.with_input(system.x[:1].expand(states.shape[0], *system.x.shape[1:]))
+        else along.with_input(system.x[:1].expand(states.shape[0], *system.x.shape[1:]))
     )
     low = lipschitz_lower_bound(
         x1,
@@ -334,29 +410,32 @@ def check_contraction(
     evidence.append(
         Evidence(
             "largest local ‖J‖₂ found (gradient ascent)",
-            f"max over {low.n_evaluated} evaluations",
+            f"max over {low.n_evaluated} evaluations"
+            + (", along the domain (∂f/∂h on the sphere's tangent space)" if sphere else ""),
             low.value,
             False,
         )
     )
     refuted = False
     if low.value > 1 and low.witness is not None:
-        pair = _expanding_pair(x1, low.witness, seed)
+        pair = _expanding_pair(system, along, low.witness, dom, seed)
         if pair is not None:
             refuted = True
             witness.update(pair)
             evidence.append(
                 Evidence(
                     "expanding pair",
-                    f"‖f(a) − f(b)‖ / ‖a − b‖ = {pair['ratio']:.6g} > 1, "
+                    f"‖f(a) − f(b)‖ / ‖a − b‖ = {pair['ratio']:.6g} > 1 for a, b in the domain, "
                     "checked by evaluating the map",
                     pair["ratio"],
                     False,
+                    trust="checked",
                 )
             )
     found = find_fixed_points(
-        system,
+        along,
         n_starts,
+        starts=dom.sample(system, n_starts, seed=seed) if bounded else None,
         mode="all",
         seed=seed,
         qmin_steps=0,
@@ -364,9 +443,23 @@ def check_contraction(
         newton_steps=max(10, max_steps // 15),
         dense_limit=dense_limit,
     )
+    points, continua, off = _on_domain(system, found, dom, projected=sphere)
+    if off:
+        evidence.append(
+            Evidence(
+                "fixed points off the domain",
+                f"{len(off)} fixed point(s) or continua found off {dom!r}, the nearest at relative "
+                f"distance {min(off):.2g} from it, set aside: they say nothing about the map on it",
+                float(len(off)),
+                False,
+                {"relative_distances": sorted(off)},
+                trust="checked",
+            )
+        )
     for b in range(found.n_inputs):
-        pts = found.for_input(b)
-        if len(pts) >= 2 or any(c.input_index == b for c in found.continua):
+        pts = [p for p in points if p.input_index == b]
+        cont = any(c.input_index == b for c in continua)
+        if len(pts) >= 2 or cont:
             refuted = True
             if "fixed_point_a" not in witness and len(pts) >= 2:
                 witness.update(
@@ -376,18 +469,16 @@ def check_contraction(
                 Evidence(
                     "two fixed points for one input",
                     f"input {b}: {len(pts)} isolated fixed points"
-                    + (
-                        ", and a continuum"
-                        if any(c.input_index == b for c in found.continua)
-                        else ""
-                    )
-                    + " (a contraction has exactly one)",
+                    + (", and a continuum" if cont else "")
+                    + " on the domain (a contraction has exactly one)",
                     float(len(pts)),
                     False,
+                    trust="checked",
                 )
             )
             break
-    unstable = [p for p in found.points if p.spectral_radius > 1]
+    along_text = ", restricted to the sphere's tangent space" if sphere else ""
+    unstable = [p for p in points if p.spectral_radius > 1]
     if unstable:
         refuted = True
         worst = max(unstable, key=lambda p: p.spectral_radius)
@@ -396,44 +487,55 @@ def check_contraction(
         evidence.append(
             Evidence(
                 "fixed point with ρ > 1",
-                f"ρ(∂f/∂h) = {worst.spectral_radius:.6g} at a fixed point "
-                f"(residual {worst.residual:.1e})",
+                f"ρ(∂f/∂h{along_text}) = {worst.spectral_radius:.6g} at a fixed point on the "
+                f"domain (residual {worst.residual:.1e})",
                 worst.spectral_radius,
                 False,
+                trust="checked",
             )
         )
 
-    # (3) local certificates at the fixed points found
+    # (3) local float checks at the fixed points found: at most SUPPORTED (never a proof)
     local = Verdict.UNDETERMINED
-    if found.points:
+    if points:
         if unstable:
             local = Verdict.REFUTED
         elif system.state_dim <= dense_limit:
-            certs = []
-            for p in found.points:
+            checks = []
+            for p in points:
                 sub = (
-                    system
+                    along
                     if not system.driven or system.x is None
-                    else system.with_input(system.x[p.input_index : p.input_index + 1])
+                    else along.with_input(system.x[p.input_index : p.input_index + 1])
                 )
-                certs.append(lyapunov_certificate(jacobian(sub, p.state[None])[0]))
-            if all(c["ok"] for c in certs):
-                rate_max = max(c["rate"] for c in certs)
-                local = Verdict.PROVEN
+                checks.append(lyapunov_certificate(jacobian(sub, p.state[None])[0]))
+            if all(c["ok"] for c in checks):
+                rate_max = max(c["rate"] for c in checks)
+                local = Verdict.SUPPORTED
                 evidence.append(
                     Evidence(
-                        "discrete Lyapunov certificate",
-                        f"JᵀPJ ⪯ λ²P with P ≻ 0 at all "
-                        f"{len(certs)} fixed points found, λ up to {rate_max:.4g}",
-                        max(c["rate"] for c in certs),
-                        True,
-                        {"cond_P_max": max(c["cond_P"] for c in certs)},
+                        "discrete Lyapunov check",
+                        f"float check JᵀPJ ⪯ λ²P with P ≻ 0{along_text}, λ up to {rate_max:.4g}, "
+                        f"at the {len(checks)} fixed point(s) found on the domain (computed "
+                        "points found by sampling; rounding not enclosed: not a proof)",
+                        rate_max,
+                        False,
+                        {"cond_P_max": max(c["cond_P"] for c in checks)},
+                        trust="checked",
                     )
                 )
-            else:
-                local = Verdict.REFUTED if unstable else Verdict.UNDETERMINED
-        else:
-            local = Verdict.SUPPORTED if all(p.spectral_radius < 1 for p in found.points) else local
+        elif all(p.spectral_radius < 1 for p in points):
+            local = Verdict.SUPPORTED
+            evidence.append(
+                Evidence(
+                    "spectral radius at the fixed points",
+                    f"float ρ(∂f/∂h{along_text}) < 1 at the {len(points)} fixed point(s) found "
+                    "on the domain (computed points found by sampling: not a proof)",
+                    max(p.spectral_radius for p in points),
+                    False,
+                    trust="checked",
+                )
+            )
 
     if refuted:
         verdict = Verdict.REFUTED
@@ -456,27 +558,141 @@ def _batch(system: LoopedSystem) -> int:
     return 1 if system.x is None or not system.driven else int(system.x.shape[0])
 
 
-def _expanding_pair(system: LoopedSystem, h: torch.Tensor, seed: int) -> dict[str, Any] | None:
-    """Two states near ``h`` whose images are farther apart than they are (or None).
+def _into(h: torch.Tensor, dom: Domain) -> torch.Tensor:
+    """Every token moved along its ray so that its norm lies in ``[r_min, r_max]`` (on a sphere,
+    the radial projection ``π`` onto it); a zero token stays zero."""
+    tok = h.norm(dim=-1, keepdim=True)
+    if dom.r_min == dom.r_max:
+        # a constant, not a clamp: clamp's derivative at its bound is 1, and π's radial one is 0
+        return h * (dom.r_min / torch.where(tok > 0, tok, torch.ones_like(tok)))
+    target = torch.clamp(tok, min=dom.r_min, max=dom.r_max)
+    return h * (target / torch.where(tok > 0, tok, torch.ones_like(tok)))
 
-    The direction is the top right singular vector of ``∂f/∂h`` at ``h``; it need not be exact,
-    since the pair is checked by evaluating the map.
+
+def _slack(h: torch.Tensor, dom: Domain, rel: float) -> float:
+    """Distance from the domain that counts as on it: ``rel`` times the token scale."""
+    scale = dom.r_max if math.isfinite(dom.r_max) else float(h.norm(dim=-1).max())
+    return rel * max(1.0, scale)
+
+
+def _inside(h: torch.Tensor, dom: Domain, slack: float) -> bool:
+    """Whether every token of ``h`` has its norm in ``[r_min, r_max]`` up to ``slack``."""
+    tok = h.norm(dim=-1)
+    return bool(((tok >= dom.r_min - slack) & (tok <= dom.r_max + slack)).all())
+
+
+def _along(system: LoopedSystem, dom: Domain) -> LoopedSystem:
+    """``f∘π``, ``π`` the radial projection onto the sphere ``dom``: equal to ``f`` on the
+    sphere, with Jacobian ``J·P`` there (``P`` the projector onto its tangent space), and with
+    the same fixed points on it."""
+    step = system._step_unchecked
+
+    def fn(h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        return step(_into(h, dom), x)
+
+    return LoopedSystem(
+        fn,
+        system.state_shape,
+        system.x,
+        driven=system.driven,
+        name=f"{system.name} along {dom!r}",
+        dtype=system.dtype,
+        device=system.device,
+    )
+
+
+def _off_by(h: torch.Tensor, dom: Domain) -> float:
+    """How far the farthest token of ``h`` is from the domain, relative to the token scale."""
+    tok = h.norm(dim=-1)
+    gap = torch.clamp(torch.maximum(dom.r_min - tok, tok - dom.r_max), min=0.0)
+    return float(gap.max()) / _slack(h, dom, 1.0)
+
+
+def _on_domain(
+    system: LoopedSystem, found: FixedPointSet, dom: Domain, *, projected: bool
+) -> tuple[list[FixedPoint], list[Continuum], list[float]]:
+    """The fixed points and continua of ``found`` that lie on the domain, and the relative
+    distances from it of those set aside.
+
+    On the domain means within ``10·tol`` of it (relative to the token scale: the accuracy of a
+    converged point, whose residual is at most ``tol·(1 + ‖h‖)``). With ``projected`` (a sphere,
+    searched as ``f∘π``), each point is moved onto the sphere and kept only when it is a fixed
+    point of ``f`` itself there, to the search's tolerance (its residual is then ``f``'s there).
+    """
+    if dom.r_min == 0 and dom.r_max == math.inf:
+        return list(found.points), list(found.continua), []
+    rel = 10 * found.tol
+
+    def keep(h: torch.Tensor, b: int) -> tuple[torch.Tensor, float] | None:
+        if _off_by(h, dom) > rel:
+            return None
+        if not projected:
+            return h, math.nan
+        h = _into(h, dom)
+        sub = (
+            system
+            if not system.driven or system.x is None
+            else system.with_input(system.x[b : b + 1])
+        )
+        with torch.no_grad():
+            res = float((sub.step(h[None])[0] - h).norm())
+        return (h, res) if res <= found.tol * (1 + float(h.norm())) else None
+
+    points: list[FixedPoint] = []
+    off: list[float] = []
+    for p in found.points:
+        kept_p = keep(p.state, p.input_index)
+        if kept_p is None:
+            off.append(_off_by(p.state, dom))
+            continue
+        h, res = kept_p
+        points.append(dataclasses.replace(p, state=h, residual=res) if projected else p)
+    continua: list[Continuum] = []
+    for c in found.continua:
+        kept = [k[0] for k in (keep(s, c.input_index) for s in c.samples) if k is not None]
+        on = torch.stack(kept) if kept else c.samples[:0]
+        if len(kept) >= 2 and float(torch.cdist(on.flatten(1), on.flatten(1)).max()) > max(
+            found.dedup_tol, _slack(on, dom, rel)
+        ):
+            continua.append(dataclasses.replace(c, samples=on))
+        else:
+            off.append(min(_off_by(h[None], dom) for h in c.samples))
+    return points, continua, off
+
+
+def _expanding_pair(
+    system: LoopedSystem, along: LoopedSystem, h: torch.Tensor, dom: Domain, seed: int
+) -> dict[str, Any] | None:
+    """Two states of the domain near ``h`` whose images are farther apart than they are (or None).
+
+    The direction is the top right singular vector of ``∂f/∂h`` along the domain (of ``along``)
+    at ``h``; it need not be exact, since the pair is moved into the domain, checked to lie in it
+    up to rounding, and checked to expand by evaluating the map itself.
     """
     from ._spectral import spectral_norm
 
     x = system.x[:1] if (system.driven and system.x is not None) else None
     one = system if x is None else system.with_input(x)
-    z = one.flatten(h.to(system.dtype))
-    est = spectral_norm(one, h.to(system.dtype), tol=1e-8, seed=seed, throw=False)
+    one_along = along if x is None else along.with_input(x)
+    a = _into(h.to(system.dtype), dom)
+    z = one.flatten(a)
+    est = spectral_norm(one_along, a, tol=1e-8, seed=seed, throw=False)
     v = est.vectors["right"]
+    eps = torch.finfo(system.dtype).eps
     scale = max(1.0, float(z.norm()))
-    for eps in (1e-4, 1e-5, 1e-3, 1e-6):
-        a = h.to(system.dtype)
-        b = one.unflatten(z + eps * scale * v)
-        with torch.no_grad():
-            fa, fb = one.step(a), one.step(b)
-        ratio = float((fa - fb).norm() / (a - b).norm())
-        # a witness must expand by more than the rounding of the two steps can explain
-        if ratio > 1 + 1e3 * torch.finfo(system.dtype).eps:
-            return {"a": a[0], "b": b[0], "ratio": ratio}
+    slack = _slack(a, dom, 1e2 * eps)
+    for step in (1e-4, 1e-5, 1e-3, 1e-6):
+        for sign in (1.0, -1.0):
+            b = _into(one.unflatten(z + sign * step * scale * v), dom)
+            dist = float((a - b).norm())
+            if dist == 0 or not (_inside(a, dom, slack) and _inside(b, dom, slack)):
+                continue
+            with torch.no_grad():
+                fa, fb = one.step(a), one.step(b)
+            ratio = float((fa - fb).norm()) / dist
+            # a witness must expand by more than the rounding of the two steps can explain: that
+            # is relative to the images' size, so over a short distance it is not small
+            size = float(fa.norm() + fb.norm() + a.norm() + b.norm())
+            if ratio > 1 + 1e3 * eps * (1 + size / dist):
+                return {"a": a[0], "b": b[0], "ratio": ratio}
     return None

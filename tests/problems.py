@@ -204,3 +204,102 @@ LAYER_CYCLES = [
 ]
 
 # --- contraction on a domain ---
+# A map of the plane that sends the unit circle onto itself, in polar form
+# θ ↦ θ* + a·sin(θ − θ*), r ↦ r². Along the circle its Lipschitz constant is a:
+# ∂θ'/∂θ = a·cos(θ − θ*), and the chord ratio ‖f(p) − f(q)‖/‖p − q‖ is largest for nearby pairs at
+# θ = θ* (on a 4000-point grid it never exceeds a: 0.1800 and 1.8000). Across the circle the
+# radius doubles its distance from 1 (∂r'/∂r = 2 at r = 1), so ‖∂f/∂h‖₂ = 2 on the circle whatever
+# a is: a radial expanding pair and a fixed point with ρ(∂f/∂h) = 2, both through directions that
+# leave the circle. Its fixed points: the origin (off the circle), and on it θ* + x for every root
+# of x = a·sin x: x = 0 alone when a < 1 (multiplier a along the circle), and also
+# ±x₁ = ±1.7659… when a = 1.8 (multiplier a·cos x₁ = −0.3489…). In the unit ball the radial
+# direction lies inside the domain, so there ‖J‖₂ = 2r reaches 2 at r = 1: Lip = 2 (the ball is
+# convex).
+CIRCLE_THETA = 0.7
+
+
+def _circle(rate: float) -> Callable[[], dy.LoopedSystem]:
+    def make() -> dy.LoopedSystem:
+        t = torch.tensor(CIRCLE_THETA, dtype=F64)
+        c, s = float(t.cos()), float(t.sin())
+
+        def f(h: torch.Tensor) -> torch.Tensor:
+            r2 = (h * h).sum(-1, keepdim=True)
+            r = r2.sqrt().clamp(min=torch.finfo(F64).tiny)
+            sin = (c * h[..., 1:] - s * h[..., :1]) / r  # sin(θ − θ*)
+            phi = CIRCLE_THETA + rate * sin
+            return r2 * torch.cat([torch.cos(phi), torch.sin(phi)], -1)
+
+        return dy.LoopedSystem.from_function(f, state_shape=(2,), name=f"circle_{rate}")
+
+    return make
+
+
+def circle_angles(rate: float) -> list[float]:
+    """θ* + x for the roots x of x = rate·sin x (Newton, to rounding): the fixed points on the
+    circle, θ* first."""
+    xs = [0.0]
+    if rate > 1:
+        x = torch.tensor(2.0, dtype=F64)
+        for _ in range(50):
+            x = x - (x - rate * torch.sin(x)) / (1 - rate * torch.cos(x))
+        xs += [float(x), -float(x)]
+    return [CIRCLE_THETA + x for x in xs]
+
+
+def _circle_exact(rate: float) -> Callable[[dy.LoopedSystem], torch.Tensor]:
+    def exact(system: dy.LoopedSystem) -> torch.Tensor:
+        th = torch.tensor(circle_angles(rate), dtype=F64)
+        on = torch.stack([th.cos(), th.sin()], -1)
+        return torch.cat([torch.zeros(1, 2, dtype=F64), on])
+
+    return exact
+
+
+def _on_circle(n: int, seed: int) -> Callable[[dy.LoopedSystem], torch.Tensor]:
+    return lambda s: dy.Domain.sphere(1.0).sample(s, n, seed=seed)
+
+
+CIRCLE_018 = Problem("circle_0.18", _circle(0.18), _on_circle(8, 13), exact=_circle_exact(0.18))
+CIRCLE_18 = Problem("circle_1.8", _circle(1.8), _on_circle(8, 14), exact=_circle_exact(1.8))
+
+
+@dataclass(frozen=True)
+class DomainCase:
+    """A map with a known answer about contraction on a domain (issue 12, item 9)."""
+
+    name: str
+    problem: Problem
+    domain: dy.Domain
+    lipschitz: float  # Lipschitz constant of the map on the domain, Euclidean distance
+    #: check_contraction's verdict: a plain function has no certified rule, so never PROVEN
+    verdict: str
+    #: (fixed points on the domain, multipliers along it there, same order); None: not checked
+    on_domain: tuple[list[float], list[float]] | None = None
+
+
+#: contracts along the circle (0.18) and expands across it: the old check said REFUTED, from a
+#: radial pair with one point off the circle and the radial multiplier 2 of the fixed point θ*
+CIRCLE_CONTRACTING = DomainCase(
+    "circle_0.18_on_circle",
+    CIRCLE_018,
+    dy.Domain.sphere(1.0),
+    0.18,
+    "SUPPORTED",
+    (circle_angles(0.18), [0.18]),
+)
+#: expands along the circle: REFUTED with witnesses on it (multiplier 1.8 at θ*, 3 fixed points)
+CIRCLE_EXPANDING = DomainCase(
+    "circle_1.8_on_circle",
+    CIRCLE_18,
+    dy.Domain.sphere(1.0),
+    1.8,
+    "REFUTED",
+    (
+        circle_angles(1.8),
+        [1.8] + [1.8 * float(torch.tensor(circle_angles(1.8)[1] - CIRCLE_THETA).cos())] * 2,
+    ),
+)
+#: the contracting circle map in the unit ball: the radial direction is inside the domain now
+CIRCLE_IN_BALL = DomainCase("circle_0.18_in_ball", CIRCLE_018, dy.Domain.ball(1.0), 2.0, "REFUTED")
+DOMAIN_CASES = [CIRCLE_CONTRACTING, CIRCLE_EXPANDING, CIRCLE_IN_BALL]

@@ -223,8 +223,10 @@ def test_basis_follows_the_values_of_a_verdict() -> None:
     assert verify.basis("contraction.verdict", ["REFUTED"] * 2).startswith("checked witness")
     for mixed in (["PROVEN", "SUPPORTED"], ["SUPPORTED"], ["PROVEN", None], []):
         assert verify.basis("contraction.verdict", mixed) == "sampled estimate"
-    assert verify.basis("contraction.local_verdict", ["PROVEN"]).startswith("local proof")
-    assert verify.basis("contraction.local_verdict", ["SUPPORTED"]) == "sampled estimate"
+    # the local verdict is a float check at sampled fixed points, never a proof
+    assert verify.basis("contraction.local_verdict", ["SUPPORTED"] * 2).startswith("float check")
+    assert verify.basis("contraction.local_verdict", ["PROVEN"]) == "sampled estimate"
+    assert verify.basis("contraction.local_verdict", ["SUPPORTED", "REFUTED"]) == "sampled estimate"
 
 
 def test_two_reports_cannot_share_a_file(
@@ -597,10 +599,10 @@ def test_user_factory_example_exits_0(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["certify", str(EXAMPLES / "user_factory.toml")]) == 0
     out = capsys.readouterr().out
     assert "my_blocks:gated_tanh" in out
-    # the verdict read SUPPORTED (an estimate); the local one PROVEN (a certificate per point)
+    # the verdict read SUPPORTED (an estimate); the local one SUPPORTED (a float check per point)
     assert "SUPPORTED ×4" in out
-    assert "contraction.local_verdict (local proof (Lyapunov, at the sampled" in out
-    assert "PASS contraction.local_verdict == 'PROVEN': 4/4 draws" in out
+    assert "contraction.local_verdict (float check at the sampled fixed points" in out
+    assert "PASS contraction.local_verdict == 'SUPPORTED': 4/4 draws" in out
 
 
 def test_json_report_validates_against_the_published_schema(tmp_path: Path) -> None:

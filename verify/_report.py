@@ -46,8 +46,10 @@ def basis(metric: str, values: list[Any] | None = None) -> str:
 
     ``lipschitz.upper_bound`` is a certified bound. ``contraction.verdict`` is a proof when it
     reads PROVEN in every draw (a certified bound below 1) and a checked witness when REFUTED in
-    every draw; ``contraction.local_verdict`` PROVEN is a Lyapunov certificate at each fixed point
-    found, itself found by sampling. Mixed or other values are sampled estimates.
+    every draw; ``contraction.local_verdict`` SUPPORTED in every draw is a float check (a discrete
+    Lyapunov inequality, or ρ < 1) at each fixed point found, those points themselves found by
+    sampling: a check at computed points, not a proof. Mixed or other values are sampled
+    estimates.
 
     Parameters
     ----------
@@ -69,6 +71,8 @@ def basis(metric: str, values: list[Any] | None = None) -> str:
     'proof (PROVEN in every draw)'
     >>> basis("contraction.verdict", ["PROVEN", "SUPPORTED"])
     'sampled estimate'
+    >>> basis("contraction.local_verdict", ["SUPPORTED", "SUPPORTED"])
+    'float check at the sampled fixed points (Lyapunov, or ρ < 1)'
     """
     if metric in BASIS:
         return BASIS[metric]
@@ -78,8 +82,8 @@ def basis(metric: str, values: list[Any] | None = None) -> str:
             return "proof (PROVEN in every draw)"
         if metric == "contraction.verdict" and all(v == "REFUTED" for v in vals):
             return "checked witness (REFUTED in every draw)"
-        if metric == "contraction.local_verdict" and all(v == "PROVEN" for v in vals):
-            return "local proof (Lyapunov, at the sampled fixed points)"
+        if metric == "contraction.local_verdict" and all(v == "SUPPORTED" for v in vals):
+            return "float check at the sampled fixed points (Lyapunov, or ρ < 1)"
     return "sampled estimate"
 
 

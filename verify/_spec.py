@@ -99,7 +99,10 @@ METRICS: dict[str, tuple[str, str]] = {
         "iteration converged",
     ),
     "contraction.verdict": ("string", "'PROVEN', 'SUPPORTED', 'REFUTED' or 'UNDETERMINED'"),
-    "contraction.local_verdict": ("string", "the local (Lyapunov) verdict at the fixed points"),
+    "contraction.local_verdict": (
+        "string",
+        "the local verdict at the fixed points found: a float (Lyapunov) check, at most SUPPORTED",
+    ),
     "lipschitz.upper_bound": ("number", "certified Lipschitz upper bound on the spec's domain"),
 }
 
