@@ -253,15 +253,28 @@ def _golub_kahan(
     tol: float,
     max_steps: int,
     seed: int,
+    out_dim: int | None = None,
 ) -> _Krylov:
     """Top-k singular triplets by Golub–Kahan–Lanczos with full reorthogonalization.
 
+    ``J`` maps ``dim`` (its input, the right vectors) to ``out_dim`` (its output, the left
+    vectors; default ``dim``): ``mv`` takes ``(N, dim)`` to ``(N, out_dim)`` and ``rmv`` back, so
+    rectangular operators (``dh*/dx``: state × input) work as well as square ones.
+
     With ``J V = U B`` and ``Jᵀ U = V Bᵀ + β v e_lastᵀ``, a Ritz triplet ``(σ, Up, Vq)`` of the
     bidiagonal ``B`` satisfies ``J Vq = σ Up`` exactly and ``‖Jᵀ Up − σ Vq‖ = |β p_last|``.
+    At most ``min(dim, out_dim)`` steps are taken: then one basis spans its whole space. When it
+    is the right one, ``β = 0`` and ``B`` holds every singular value. When it is the left one
+    (``out_dim < dim``), ``J v_next = β u_last`` exactly, so ``J Jᵀ U = U C Cᵀ`` with
+    ``C = [B | β e_last]``: the singular values of ``C`` are those of ``J`` (residual 0).
     """
-    m = min(max_steps, dim)
+    m_out = dim if out_dim is None else out_dim
+    full = min(dim, m_out)  # J has at most this many nonzero singular values
+    if k > full:
+        raise ValueError(f"_golub_kahan: k={k} exceeds min(dim, out_dim) = {full}")
+    m = min(max_steps, full)
     V = torch.zeros(n_rows, m + 1, dim, dtype=dtype, device=device)
-    U = torch.zeros(n_rows, m, dim, dtype=dtype, device=device)
+    U = torch.zeros(n_rows, m, m_out, dtype=dtype, device=device)
     alpha = torch.zeros(n_rows, m, dtype=dtype, device=device)
     beta = torch.zeros(n_rows, m, dtype=dtype, device=device)
     V[:, 0] = _start(n_rows, dim, dtype, device, seed)
@@ -270,9 +283,9 @@ def _golub_kahan(
     vals = torch.zeros(n_rows, k, dtype=dtype, device=device)
     resid = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
     right = torch.zeros(n_rows, dim, dtype=dtype, device=device)
-    left = torch.zeros(n_rows, dim, dtype=dtype, device=device)
+    left = torch.zeros(n_rows, m_out, dtype=dtype, device=device)
     gen = torch.Generator(device=device).manual_seed(seed + 1)
-    first = _min_steps(k, dim)
+    first = _min_steps(k, full)
     for j in range(m):
         u = mv(V[:, j])
         if j > 0:
@@ -284,15 +297,25 @@ def _golub_kahan(
         V[:, j + 1], beta[:, j] = w, b
         kk = j + 1
         B = torch.diag_embed(alpha[:, :kk]) + torch.diag_embed(beta[:, : kk - 1], offset=1)
-        P, S, Qh = torch.linalg.svd(B)
         top = min(k, kk)
-        res = b[:, None].abs() * P[:, kk - 1, :top].abs()
+        left_full = kk == m_out and m_out < dim
+        if left_full:
+            # U spans the whole output space: the singular values of [B | β e_last] are exact
+            C = torch.cat((B, torch.zeros(n_rows, kk, 1, dtype=dtype, device=device)), dim=2)
+            C[:, kk - 1, kk] = b
+            P, S, Qh = torch.linalg.svd(C, full_matrices=False)
+            res = torch.zeros(n_rows, top, dtype=dtype, device=device)
+            nv = kk + 1
+        else:
+            P, S, Qh = torch.linalg.svd(B)
+            res = b[:, None].abs() * P[:, kk - 1, :top].abs()
+            nv = kk
         scale = torch.clamp(S[:, :1], min=torch.finfo(dtype).tiny)
-        conv_now = ((kk >= first) & (res <= tol * scale).all(dim=1)) | (kk == dim)
+        conv_now = ((kk >= first) & (res <= tol * scale).all(dim=1)) | (kk == full)
         new_vals = torch.zeros(n_rows, k, dtype=dtype, device=device)
         new_res = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
         new_vals[:, :top], new_res[:, :top] = S[:, :top], res
-        new_right = torch.einsum("bjn,bj->bn", V[:, :kk], Qh[:, 0, :kk])
+        new_right = torch.einsum("bjn,bj->bn", V[:, :nv], Qh[:, 0, :nv])
         new_left = torch.einsum("bjn,bj->bn", U[:, :kk], P[:, :kk, 0])
         vals = torch.where(done[:, None], vals, new_vals)
         resid = torch.where(done[:, None], resid, new_res)
@@ -507,10 +530,20 @@ def _estimate(
 ) -> SpectralEstimate:
     """Shared body of the five verbs: validate, build the operator, run the kernel, package."""
     op, rtol, steps, call = _setup(name, system, h, x, tol, max_steps, seed, k, mode)
-    dims = (op.shape[0], op.shape[1], op.dtype, op.device)
+    # op.shape is (N, n_out, n_in); ∂f/∂h is square, so the Arnoldi and Lanczos kernels apply
+    dims = (op.shape[0], op.shape[2], op.dtype, op.device)
     kk = 1 if k is None else k
     if name in ("spectral_norm", "singular_values"):
-        kr = _golub_kahan(op.matvec, op.rmatvec, *dims, k=kk, tol=rtol, max_steps=steps, seed=seed)
+        kr = _golub_kahan(
+            op.matvec,
+            op.rmatvec,
+            *dims,
+            k=kk,
+            tol=rtol,
+            max_steps=steps,
+            seed=seed,
+            out_dim=op.shape[1],
+        )
         method, lower = "golub_kahan_lanczos", True
     elif name in ("eigenvalues", "spectral_radius"):
         kr = _arnoldi(op.matvec, *dims, k=kk, tol=rtol, max_steps=steps, seed=seed)

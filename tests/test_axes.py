@@ -75,7 +75,10 @@ def test_outer_recall_and_outer_norm_at_contracting_scale_is_strong(seed: int) -
     assert dep.verdict == "strong", dep.reason
     assert dep.n_distinct == 4
     assert bool((dep.sensitivity_norm > 0).all())
-    assert bool((dep.sensitivity_rank == 8).all())
+    # outer RMSNorm puts each of the 6 tokens on a sphere in ℝ¹⁶: the step's image has dimension
+    # 6 · 15 = 90 of 96, and dh*/dx reaches that full rank
+    assert bool((dep.image_dim == 90).all()) and bool((dep.full_rank == 90).all())
+    assert bool((dep.sensitivity_rank == 90).all())
     assert dep.distance_ratio is not None and dep.distance_ratio > 0
     json.dumps(dep.to_dict(), allow_nan=False)
 
@@ -205,7 +208,8 @@ def test_unconverged_sensitivity_solves_are_undetermined_not_zero(
 
     def failing(self: axes._Sensitivity, b: torch.Tensor, transpose: bool) -> torch.Tensor:
         out = original(self, b, transpose)
-        self.solved = False  # as when GMRES stops short of its tolerance
+        # as when GMRES stops short of its tolerance
+        self.solved_rows = torch.zeros_like(self.solved_rows)
         return out
 
     f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
@@ -216,3 +220,211 @@ def test_unconverged_sensitivity_solves_are_undetermined_not_zero(
     dep = dy.input_dependence(system, xs)
     assert dep.verdict == "undetermined" and "did not converge" in dep.reason
     assert bool(torch.isnan(dep.sensitivity_norm).all())
+
+
+# ---------------------------------------------------------------------- issue 12: items 4 and 8
+def _tanh_dense(system: dy.LoopedSystem) -> tuple[torch.Tensor, torch.Tensor]:
+    """h* and dh*/dx = (I − D W)⁻¹ D U, D = diag(1 − h*²), of tanh(W h + U x + b) by dense algebra
+    on the module's own weights: h* by 600 steps of the formula (‖W‖₂ = 0.9, so the error is
+    below 0.9⁶⁰⁰ of the start's), no dynamo solver or Jacobian."""
+    f = system.module
+    assert isinstance(f, dy.models.ContractiveTanh) and system.x is not None
+    W, U, b, x = f.W.detach(), f.U.detach(), f.b.detach(), system.x
+    h = torch.zeros(x.shape[0], W.shape[0], dtype=F64)
+    for _ in range(600):
+        h = torch.tanh(h @ W.T + x @ U.T + b)
+    d = 1 - h**2
+    eye = torch.eye(W.shape[0], dtype=F64)
+    S = torch.linalg.solve(eye - d[:, :, None] * W, d[:, :, None] * U)
+    return h, S
+
+
+def _dense_rank(S: torch.Tensor) -> list[int]:
+    sv = torch.linalg.svdvals(S)
+    return (sv > torch.finfo(F64).eps ** 0.5 * sv[:, :1]).sum(dim=1).tolist()
+
+
+def test_input_of_another_size_than_the_state_matches_dense_algebra() -> None:
+    from problems import TANH_12X4
+
+    system = TANH_12X4.make()
+    assert system.x is not None and system.x.shape == (6, 4) and system.state_shape == (12,)
+    h, S = _tanh_dense(system)
+    assert S.shape == (6, 12, 4)
+    ref = torch.linalg.matrix_norm(S, ord=2)
+    dep = dy.input_dependence(system, system.x)
+    assert dep.verdict == "strong", dep.reason
+    assert dep.converged.tolist() == [True] * 6
+    # Picard stops at ‖f(h) − h‖ <= tol (1 + ‖h‖); a 0.9-contraction is then within that / 0.1
+    tol = dy.default_tolerance(F64)
+    assert bool(((dep.fixed_points - h).norm(dim=1) <= tol * (1 + h.norm(dim=1)) / 0.1).all())
+    # at those points dh*/dx moves by O(1e-9): the norm (exact after 4 Golub–Kahan steps, to the
+    # GMRES accuracy 1e-12) agrees with the dense one to 1e-8
+    torch.testing.assert_close(dep.sensitivity_norm, ref, rtol=1e-8, atol=0)
+    assert dep.sensitivity_rank.tolist() == _dense_rank(S) == [4] * 6
+    assert dep.full_rank.tolist() == [4] * 6 and dep.image_dim.tolist() == [12] * 6
+    json.dumps(dep.to_dict(), allow_nan=False)
+    # the public product, rectangular too: (dh*/dx) v for v ∈ ℝ⁴
+    v = torch.randn(6, 4, generator=gen(3), dtype=F64)
+    got = dy.ift_sensitivity(system, h, v)
+    torch.testing.assert_close(got, torch.einsum("bij,bj->bi", S, v), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dense_limit", [512, 0])
+def test_geometry_reports_the_true_ift_norm_for_a_rectangular_input(dense_limit: int) -> None:
+    from problems import TANH_12X4
+
+    system = TANH_12X4.make()
+    h, S = _tanh_dense(system)
+    ref = torch.linalg.matrix_norm(S, ord=2)
+    g = dy.geometry(system, h, basin_samples=4, radii=(0.01,), dense_limit=dense_limit)
+    assert g.exact is (dense_limit > 0)
+    assert g.ift_norm is not None and g.notes == ()
+    torch.testing.assert_close(g.ift_norm, ref, rtol=1e-8, atol=0)
+    assert f"‖dh*/dx‖ max {float(ref.max()):.3g}" in str(g)
+
+
+def test_stability_axes_on_a_rectangular_input() -> None:
+    from problems import TANH_12X4
+
+    system = TANH_12X4.make()
+    _, S = _tanh_dense(system)
+    ref = torch.linalg.matrix_norm(S, ord=2)
+    report = dy.stability_axes(system, n_starts=2, basin_samples=4, contraction=False)
+    assert report.reachability.converged_fraction == 1.0
+    assert report.input_dependence.verdict == "strong", report.input_dependence.reason
+    assert report.geometry is not None and report.geometry.ift_norm is not None
+    torch.testing.assert_close(report.geometry.ift_norm, ref, rtol=1e-8, atol=0)
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_geometry_does_not_turn_an_error_into_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from problems import TANH_12X4
+
+    import dynamo._axes as axes
+
+    system = TANH_12X4.make()
+    h, _ = _tanh_dense(system)
+
+    def broken(self: axes._Sensitivity, seed: int, max_steps: int = 40) -> torch.Tensor:
+        raise RuntimeError("a bug in the sensitivity")
+
+    monkeypatch.setattr(axes._Sensitivity, "norm", broken)
+    with pytest.raises(RuntimeError, match="a bug in the sensitivity"):
+        dy.geometry(system, h, basin_samples=4, radii=(0.01,))
+
+
+def test_geometry_says_why_an_ift_norm_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from problems import TANH_12X4
+
+    import dynamo._axes as axes
+
+    system = TANH_12X4.make()
+    h, S = _tanh_dense(system)
+    ref = torch.linalg.matrix_norm(S, ord=2)
+    original = axes._Sensitivity._solve
+
+    def first_fails(self: axes._Sensitivity, b: torch.Tensor, transpose: bool) -> torch.Tensor:
+        out = original(self, b, transpose)
+        self.solved_rows = self.solved_rows.clone()
+        self.solved_rows[0] = False  # as when GMRES stops short at the first state only
+        return out
+
+    monkeypatch.setattr(axes._Sensitivity, "_solve", first_fails)
+    g = dy.geometry(system, h, basin_samples=4, radii=(0.01,))
+    assert g.ift_norm is not None
+    assert bool(torch.isnan(g.ift_norm[0])) and not bool(torch.isnan(g.ift_norm[1:]).any())
+    torch.testing.assert_close(g.ift_norm[1:], ref[1:], rtol=1e-8, atol=0)
+    assert len(g.notes) == 1 and "at 1 of 6 states" in g.notes[0] and "GMRES" in g.notes[0]
+    d = g.to_dict()
+    assert d["ift_norm"][0] is None and d["notes"] == list(g.notes)
+    json.dumps(d, allow_nan=False)
+    assert "note:" in str(g)
+
+
+@pytest.mark.parametrize("n_starts", [1, 4])
+def test_input_dependence_is_undetermined_when_only_some_inputs_converge(n_starts: int) -> None:
+    from problems import LOGISTIC_DRIVEN, LOGISTIC_DRIVEN_CONVERGES, logistic_rate
+
+    system = LOGISTIC_DRIVEN.make()
+    assert system.x is not None and LOGISTIC_DRIVEN.exact is not None
+    dep = dy.input_dependence(system, system.x, n_starts=n_starts, scale=0.05)
+    assert dep.converged.tolist() == list(LOGISTIC_DRIVEN_CONVERGES)  # 3 of 6
+    assert dep.verdict == "undetermined", dep.reason
+    assert "only 3/6 inputs converged" in dep.reason
+    # the converged ones sit on 1 − 1/r, within the Picard tolerance over 1 − |f′| = 1 − |2 − r|
+    exact = LOGISTIC_DRIVEN.exact(system)[:3]
+    contraction = 1 - (2 - logistic_rate(system.x[:3])).abs()
+    tol = dy.default_tolerance(F64)
+    assert bool(((dep.fixed_points[:3] - exact).abs() <= tol * 2 / contraction).all())
+    assert dep.starts_converged.tolist() == [n_starts] * 3 + [0] * 3
+    if n_starts == 1:
+        assert "one start per input" in dep.reason
+    else:
+        assert f"{3 * n_starts} of {6 * n_starts} starts did not converge" in dep.reason
+    json.dumps(dep.to_dict(), allow_nan=False)
+
+
+def test_rank_deficient_sensitivity_is_partial_not_strong() -> None:
+    from problems import SUM_INPUT_B, SUM_INPUT_RANK, SUM_INPUT_U, SUM_INPUT_W, TANH_SUM_INPUT
+
+    system = TANH_SUM_INPUT.make()
+    assert system.x is not None
+    # dense reference: h* by iteration of the formula (‖W‖₂ = 0.5), dh*/dx = (I − DW)⁻¹ D u [1, 1]
+    s = system.x[:, :1] + system.x[:, 1:]
+    h = torch.zeros(system.x.shape[0], 2, dtype=F64)
+    for _ in range(200):
+        h = torch.tanh(h @ SUM_INPUT_W.T + s * SUM_INPUT_U + SUM_INPUT_B)
+    d = 1 - h**2
+    F = (d * SUM_INPUT_U)[:, :, None] * torch.ones(1, 1, 2, dtype=F64)
+    S = torch.linalg.solve(torch.eye(2, dtype=F64) - d[:, :, None] * SUM_INPUT_W, F)
+    assert _dense_rank(S) == [SUM_INPUT_RANK] * 4
+    dep = dy.input_dependence(system, system.x)
+    assert dep.verdict == "partial", dep.reason
+    assert "rank-deficient at 4/4 inputs" in dep.reason
+    assert dep.sensitivity_rank.tolist() == [SUM_INPUT_RANK] * 4
+    assert dep.full_rank.tolist() == [2] * 4 and dep.image_dim.tolist() == [2] * 4
+    torch.testing.assert_close(
+        dep.sensitivity_norm, torch.linalg.matrix_norm(S, ord=2), rtol=1e-8, atol=0
+    )
+
+
+def test_several_limits_per_input_are_counted_and_said() -> None:
+    from problems import BISTABLE_DRIVEN
+
+    system = BISTABLE_DRIVEN.make()
+    assert system.x is not None and BISTABLE_DRIVEN.exact is not None
+    roots = BISTABLE_DRIVEN.exact(system)  # (4, 2, 1): the two attracting roots per input
+    dep = dy.input_dependence(system, system.x, n_starts=16, scale=0.5)
+    assert dep.n_limits.tolist() == [2] * 4 and dep.multistable
+    assert dep.starts_converged.tolist() == [16] * 4
+    assert "multistable: 4/4 inputs reach more than one limit (up to 2)" in dep.reason
+    assert "limit reached from each input's first start" in dep.reason
+    # from h0 = x the iteration reaches the root of x's sign; f′ = 0.6 there
+    first = torch.where(system.x > 0, roots[:, 1], roots[:, 0])  # (4, 1)
+    tol = dy.default_tolerance(F64)
+    assert bool(((dep.fixed_points - first).abs() <= tol * 2 / 0.4 + 1e-12).all())
+    # on that branch h* moves with x, dh*/dx = 0.1 / (3h*² − 1) ≠ 0, of full rank 1
+    assert dep.verdict == "strong", dep.reason
+    torch.testing.assert_close(
+        dep.sensitivity_norm, (0.1 / (3 * first**2 - 1)).abs()[:, 0], rtol=1e-8, atol=0
+    )
+    d = dep.to_dict()
+    assert d["multistable"] is True and d["n_limits"] == [2] * 4
+    json.dumps(d, allow_nan=False)
+    one = dy.input_dependence(system, system.x, n_starts=1)
+    assert not one.multistable and one.n_limits.tolist() == [1] * 4
+    assert "one start per input" in one.reason
+
+
+def test_input_dependence_rejects_bad_start_options() -> None:
+    f = dy.models.ContractiveTanh(n=4, seed=0)
+    xs = torch.zeros(2, 4, dtype=F64)
+    with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*n_starts"):
+        dy.input_dependence(f, xs, n_starts=0)
+    with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*starts"):
+        dy.input_dependence(f, xs, starts="uniform")
+    with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*scale"):
+        dy.input_dependence(f, xs, scale=0.0)
+    with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*rank_tol"):
+        dy.input_dependence(f, xs, rank_tol=1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -158,3 +159,70 @@ def test_max_steps_below_k_is_refused() -> None:
     system = dy.LoopedSystem.from_function(lambda h: 0.5 * h, state_shape=(6,))
     with pytest.raises(InvalidArgumentError, match="max_steps=1 must be >= k=2"):
         dy.eigenvalues(system, torch.ones(1, 6, dtype=F64), k=2, max_steps=1)
+
+
+# ---------------------------------------------------------------------- rectangular operators
+def _batched(A: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+    """``v ↦ A v`` and ``u ↦ Aᵀ u`` for a batch of matrices ``A`` of shape ``(N, m, n)``."""
+    return (
+        lambda v: torch.einsum("bmn,bn->bm", A, v),
+        lambda u: torch.einsum("bmn,bm->bn", A, u),
+    )
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (13, 7), (60, 200), (200, 60)])
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_golub_kahan_on_rectangular_matrices_agrees_with_svdvals(
+    shape: tuple[int, int], k: int
+) -> None:
+    """dh*/dx is n_state × n_input: the kernel must size its left basis by the output (issue 12)."""
+    from dynamo._spectral import _golub_kahan
+
+    m, n = shape
+    A = torch.randn(2, m, n, generator=gen(m + n), dtype=F64)
+    mv, rmv = _batched(A)
+    tol = math.sqrt(torch.finfo(F64).eps)
+    kr = _golub_kahan(
+        mv, rmv, 2, n, F64, torch.device("cpu"), k=k, tol=tol, max_steps=300, seed=0, out_dim=m
+    )
+    dense = torch.linalg.svdvals(A)[:, :k]
+    assert bool(kr.converged.all())
+    # converged: each residual <= tol·σ₁, and a Ritz value lies within its residual of a true
+    # singular value; after min(m, n) steps the basis is full and the residual is 0
+    assert bool((kr.residuals <= tol * dense[:, :1]).all())
+    assert float(((kr.values - dense) / dense[:, :1]).abs().max()) <= tol
+    # Ritz values of a compression never exceed the true ones (beyond rounding)
+    assert bool((kr.values <= dense * (1 + 1e-12)).all())
+    if min(m, n) <= 13:
+        assert kr.steps.tolist() == [min(m, n)] * 2
+    right, left = kr.vectors["right"], kr.vectors["left"]
+    assert right.shape == (2, n) and left.shape == (2, m)
+    torch.testing.assert_close(mv(right), kr.values[:, :1] * left, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (13, 7)])
+def test_golub_kahan_on_a_rank_deficient_rectangular_matrix(shape: tuple[int, int]) -> None:
+    """Rank 3 of 7: breakdowns restart in fresh blocks; the zero singular values come out 0."""
+    from dynamo._spectral import _golub_kahan
+
+    m, n = shape
+    g = gen(5)
+    A = torch.randn(1, m, 3, generator=g, dtype=F64) @ torch.randn(1, 3, n, generator=g, dtype=F64)
+    mv, rmv = _batched(A)
+    tol = math.sqrt(torch.finfo(F64).eps)
+    kr = _golub_kahan(
+        mv, rmv, 1, n, F64, torch.device("cpu"), k=7, tol=tol, max_steps=300, seed=0, out_dim=m
+    )
+    dense = torch.linalg.svdvals(A)
+    assert float(((kr.values - dense) / dense[:, :1]).abs().max()) <= tol
+    assert float(kr.values[0, 3:].abs().max()) <= tol * float(dense[0, 0])
+
+
+def test_golub_kahan_refuses_more_values_than_a_rectangular_matrix_has() -> None:
+    from dynamo._spectral import _golub_kahan
+
+    mv, rmv = _batched(torch.ones(1, 3, 5, dtype=F64))
+    with pytest.raises(ValueError, match=r"k=4 exceeds min\(dim, out_dim\) = 3"):
+        _golub_kahan(
+            mv, rmv, 1, 5, F64, torch.device("cpu"), k=4, tol=1e-8, max_steps=10, seed=0, out_dim=3
+        )

@@ -400,14 +400,16 @@ def certify(
                 }
             metrics.update(_reach_metrics(conv, steps, state, per, outcomes, a.max_steps, notes))
         if a.input_dependence:
-            # the verdict needs only ‖dh*/dx‖ > 0, which one Golub–Kahan step (a lower estimate)
-            # shows; the norm itself is reported when asked for (40 steps, two GMRES each)
+            # the verdict needs ‖dh*/dx‖ > 0, which one Golub–Kahan step (a lower estimate)
+            # shows, and the rank of ∂f/∂x from the dense step Jacobian; the norm itself is
+            # reported when asked for (40 steps, two GMRES each). One start per input: the
+            # reachability metrics already iterate every start (path independence)
             want_norm = full or "input_dependence.sensitivity_norm" in needed
             dep = dy.input_dependence(
                 system,
                 x,
+                n_starts=1,
                 max_steps=a.max_steps,
-                probes=4 if want_norm else 1,
                 sensitivity_steps=40 if want_norm else 1,
             )
             metrics["input_dependence.verdict"] = dep.verdict

@@ -72,7 +72,10 @@ METRICS: dict[str, tuple[str, str]] = {
         "number",
         "largest iterations to tolerance; n/a unless every start converged",
     ),
-    "input_dependence.verdict": ("string", "'none', 'weak', 'strong' or 'undetermined'"),
+    "input_dependence.verdict": (
+        "string",
+        "'none', 'weak', 'partial', 'strong' or 'undetermined'",
+    ),
     "input_dependence.n_distinct": (
         "number",
         "distinct fixed points across the inputs; n/a unless every input's iteration converged",
@@ -108,9 +111,10 @@ METRICS: dict[str, tuple[str, str]] = {
 
 #: The values a verdict metric can take (as reported in a certificate).
 VERDICT_VALUES: dict[str, tuple[str, ...]] = {
-    "input_dependence.verdict": ("none", "weak", "strong", "undetermined"),
+    "input_dependence.verdict": ("none", "weak", "strong", "partial", "undetermined"),
     "contraction.verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
-    "contraction.local_verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
+    # a float check at computed points is never a proof: the local verdict is at most SUPPORTED
+    "contraction.local_verdict": ("SUPPORTED", "REFUTED", "UNDETERMINED"),
 }
 #: Numeric metrics confined to a range: a threshold outside it can never (or always) hold.
 _RANGES: dict[str, tuple[float, float]] = {

@@ -62,7 +62,7 @@ def survey(
         reach = dy.reachability(
             system, n_starts=4, start="input", scale=0.5, max_steps=max_steps, seed=seed
         )
-        dep = dy.input_dependence(system, x, max_steps=max_steps, probes=4, seed=seed)
+        dep = dy.input_dependence(system, x, max_steps=max_steps, seed=seed)
         conv = torch.nonzero(dep.converged).flatten()
         rho = norm2 = None
         if conv.numel():
