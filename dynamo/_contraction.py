@@ -157,7 +157,7 @@ class ContractionVerdict:
     >>> ball = dy.Domain.ball(1.0)
     >>> v = dy.check_contraction(henon, ball, n_samples=4, ascent_steps=2, n_starts=2)
     >>> str(v.verdict), str(v.local_verdict), len(v.evidence)
-    ('REFUTED', 'REFUTED', 4)
+    ('REFUTED', 'REFUTED', 5)
     >>> round(v.witness["ratio"], 4)  # two states whose images are farther apart
     2.3950
     """
@@ -196,7 +196,8 @@ class ContractionVerdict:
     def __str__(self) -> str:
         lines = [f"contraction: {self.verdict} (local: {self.local_verdict})"]
         for e in self.evidence:
-            tag = _TRUST_TAGS[e.trust]
+            # an entry without a value (no certified rule applies) is no result of any trust
+            tag = _TRUST_TAGS[e.trust] if e.value is not None else "none"
             val = "" if e.value is None else f" = {e.value:.6g}"
             lines.append(f"  [{tag}] {e.kind}{val}: {e.claim}")
         return "\n".join(lines)

@@ -237,7 +237,7 @@ def assert_contractive(
     evidence = "; ".join(
         f"{e.kind}: {e.claim}"
         + ("" if e.value is None else f" = {e.value:.4g}")
-        + (" (certified)" if e.certified else "")
+        + (" (certified)" if e.certified and e.value is not None else "")
         for e in v.evidence
     )
     need = " (proven=True needs PROVEN)" if proven and v.verdict is not Verdict.REFUTED else ""
