@@ -233,6 +233,7 @@ def solve(
         dtype=str(dtype).replace("torch.", ""),
         device=str(system.device),
         options=dict(impl.options),
+        last_state=system.unflatten(raw["last_state"]),
     )
     if throw and not sol.all_converged:
         failed = {k: v for k, v in sol.outcome_counts().items() if k != Outcome.CONVERGED.label}

@@ -46,6 +46,10 @@ class Solution:
         Solver name.
     state : torch.Tensor
         ``(N, *state_shape)``: per start the converged state, or the iterate of least residual.
+    last_state : torch.Tensor or None
+        ``(N, *state_shape)``: per start the iterate at which it stopped. For a start that ran out
+        of steps this is where the iteration had got to (on a cycle, say), while :attr:`state` may
+        be an early transient that merely passed close to a fixed point.
     residual : torch.Tensor
         ``(N,)``: ``‖f(h) − h‖₂`` at ``state``.
     relative_residual : torch.Tensor
@@ -94,6 +98,7 @@ class Solution:
     dtype: str
     device: str
     options: dict[str, Any] = field(default_factory=dict)
+    last_state: torch.Tensor | None = None
 
     @property
     def converged(self) -> torch.Tensor:
@@ -290,6 +295,7 @@ def run(
     ctx = Context(fmap, x, n_starts, dev)
     best_z = z0.clone()
     best_r = torch.full((n_starts,), math.inf, dtype=z0.dtype, device=dev)
+    last_z = z0.clone()
     steps = torch.zeros(n_starts, dtype=torch.long, device=dev)
     outcome = [Outcome.MAX_STEPS_REACHED] * n_starts
     trace: list[torch.Tensor] = []
@@ -324,6 +330,7 @@ def run(
         for i in torch.nonzero(stop).flatten().tolist():
             row = int(rows[i])
             steps[row] = k
+            last_z[row] = z[i]
             if bool(conv[i]):
                 outcome[row] = Outcome.CONVERGED
                 best_z[row], best_r[row] = z[i], r[i]
@@ -352,6 +359,7 @@ def run(
     rel = res / row_norm(best_z)
     return {
         "state": best_z,
+        "last_state": last_z,
         "residual": res,
         "relative_residual": rel,
         "steps": steps.cpu(),
