@@ -3,17 +3,18 @@ FixedPointFinder-style search on the same trained RNN.
 
 Run: ``python -m pytest benchmarks/test_bench_flipflop.py --benchmark-enable -s``.
 
-The benchmark trains a tanh RNN to hold three bits, then looks for the fixed points of the
-zero-input map ``h ↦ tanh(W h + b)``:
+The network is the problem bank's (``tests/problems.py``: a tanh RNN trained to hold three bits,
+shipped as data), and both searches look for the fixed points of the zero-input map
+``h ↦ tanh(W h + b)`` from the same 1024 states of its task trajectories:
 
-* **baseline** (FixedPointFinder's recipe, written here from its paper and documentation): 1024
-  starts sampled from task trajectories plus Gaussian noise (σ = 0.5), Adam on
-  ``q(h) = ½‖f(h) − h‖²`` (Adam ε = 0.01, rate 0.1, up to 5000 steps), keep ``q < 1e-12``,
-  deduplicate at 1e-3, classify by the eigenvalues of the Jacobian;
-* **dynamo**: ``find_fixed_points(mode="all")`` from the same trajectory states.
+* **baseline** (FixedPointFinder's recipe, written here from its paper and documentation):
+  the starts plus Gaussian noise (σ = 0.5), Adam on ``q(h) = ½‖f(h) − h‖²`` (Adam ε = 0.01,
+  rate 0.1, up to 5000 steps), keep ``q < 1e-12``, deduplicate at 1e-3, classify by the
+  eigenvalues of the Jacobian;
+* **dynamo**: ``find_fixed_points(mode="all")`` from the same states.
 
-Expected: 8 stable points (one per memory state); a well-trained network also has 12 index-1,
-6 index-2 and 1 index-3 saddles (27 points).
+Expected: 27 points, 8 stable (one per memory state) and 12 index-1, 6 index-2 and 1 index-3
+saddles.
 """
 
 from __future__ import annotations
@@ -21,62 +22,11 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
+from problems import flipflop
 
 import dynamo as dy
 
-N_HIDDEN, N_BITS, T, BATCH = 24, 3, 64, 64
-
-
-def _task(gen: torch.Generator, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
-    pulses = torch.rand(batch, T, N_BITS, generator=gen) < 0.08
-    signs = torch.where(torch.rand(batch, T, N_BITS, generator=gen) < 0.5, -1.0, 1.0)
-    u = pulses * signs
-    y = torch.zeros_like(u)
-    state = torch.zeros(batch, N_BITS)
-    for t in range(T):
-        state = torch.where(u[:, t] != 0, u[:, t], state)
-        y[:, t] = state
-    return u, y
-
-
-class FlipFlop(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.W = nn.Linear(N_HIDDEN, N_HIDDEN)
-        self.U = nn.Linear(N_BITS, N_HIDDEN, bias=False)
-        self.C = nn.Linear(N_HIDDEN, N_BITS)
-
-    def run(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.zeros(u.shape[0], N_HIDDEN, dtype=u.dtype)
-        hs = []
-        for t in range(u.shape[1]):
-            h = torch.tanh(self.W(h) + self.U(u[:, t]))
-            hs.append(h)
-        states = torch.stack(hs, dim=1)
-        return self.C(states), states
-
-    def step(self, h: torch.Tensor) -> torch.Tensor:  # the zero-input map
-        return torch.tanh(self.W(h))
-
-
-def _train(seed: int = 0, iters: int = 1500) -> tuple[FlipFlop, float]:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    net = FlipFlop()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(iters):
-        u, y = _task(gen)
-        out, _ = net.run(u)
-        loss = ((out - y) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        u, y = _task(gen, 256)
-        out, _ = net.run(u)
-        acc = float(((out > 0) == (y > 0))[y != 0].float().mean())
-    return net, acc
+N_HIDDEN = 24
 
 
 def _classify(system: dy.LoopedSystem, pts: torch.Tensor) -> tuple[int, dict[int, int]]:
@@ -113,17 +63,9 @@ def _baseline(system: dy.LoopedSystem, starts: torch.Tensor, gen: torch.Generato
 
 
 def test_flipflop_fixed_points_dynamo_vs_fixedpointfinder_style(benchmark) -> None:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    net, acc = _train()
-    t_train = time.perf_counter() - t0
-    net = net.double().requires_grad_(False)
-    system = dy.LoopedSystem.from_function(net.step, state_shape=(N_HIDDEN,))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        u, _ = _task(gen, 64)
-        _, states = net.run(u.double())
-    flat = states.reshape(-1, N_HIDDEN)
-    starts = flat[torch.randperm(flat.shape[0], generator=gen)[:1024]]
+    ff = flipflop()
+    system = ff.system()
+    starts = ff.starts()
 
     t0 = time.perf_counter()
     base_pts = _baseline(system, starts, torch.Generator().manual_seed(2))
@@ -148,7 +90,6 @@ def test_flipflop_fixed_points_dynamo_vs_fixedpointfinder_style(benchmark) -> No
     for p in found.with_stability("saddle") + found.with_stability("unstable"):
         d_saddles[p.n_unstable] = d_saddles.get(p.n_unstable, 0) + 1
     benchmark.extra_info.update(
-        accuracy=acc,
         baseline_stable=b_stable,
         baseline_saddles=b_saddles,
         dynamo_stable=d_stable,
@@ -164,13 +105,14 @@ def test_flipflop_fixed_points_dynamo_vs_fixedpointfinder_style(benchmark) -> No
     b_idx, d_idx = dict(sorted(b_saddles.items())), dict(sorted(d_saddles.items()))
     n_marg = len(found.with_stability("marginal"))
     print(
-        f"\n[3-bit flip-flop] trained {t_train:.0f} s, bit accuracy {acc:.3f}; "
+        "\n[3-bit flip-flop, the problem bank's trained network]"
         f"\n  FixedPointFinder-style: {b_stable} stable, saddles by index {b_idx}, "
         f"{t_base:.1f} s, residual up to {base_res:.1e}"
         f"\n  dynamo mode='all':      {d_stable} stable, saddles by index {d_idx}, "
         f"{n_marg} marginal, {len(found.continua)} continua, {t_dyn:.1f} s, residual up to "
         f"{dyn_res:.1e}  (baseline/dynamo time = {t_base / t_dyn:.1f}x)"
         f"\n  {found.unseen}"
+        f"\n  {found.unseen_points}; fixed-point index sum {found.index_sums[0]}"
     )
     assert d_stable >= b_stable
     assert sum(d_saddles.values()) >= sum(b_saddles.values())

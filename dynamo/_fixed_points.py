@@ -3,6 +3,7 @@ root-finding, stability classes, cycles, continua, and a count with confidence."
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +51,8 @@ class FixedPoint:
         ``‖f(h*) − h*‖₂``.
     found_by : tuple of str
         ``"iteration"`` (plain iteration converged to it: it is reached), ``"newton"`` (root-finding
-        from a perturbed trajectory state), ``"qmin"`` (minimisation of ``½‖f(h) − h‖²``).
+        from a start or a perturbed trajectory state), ``"qmin"`` (minimisation of
+        ``½‖f(h) − h‖²``, then Newton), ``"bridge"`` (Newton from the midpoint of two points).
     basin_count : int
         Starts of this input whose plain iteration converged here.
     basin_fraction : float
@@ -81,7 +83,7 @@ class FixedPoint:
     >>> p.state, p.stability, round(p.spectral_radius, 6)
     (tensor([-1., -1.], dtype=torch.float64), 'stable', 0.6)
     >>> p.found_by, p.basin_count
-    (('iteration', 'newton', 'qmin'), 6)
+    (('bridge', 'iteration', 'newton', 'qmin'), 6)
     """
 
     state: torch.Tensor
@@ -129,8 +131,10 @@ class FixedPoint:
 
 @dataclass(frozen=True)
 class Cycle:
-    """A period-``p`` orbit ``h₀ → h₁ → … → h₀`` (``p ≥ 2``), classified by the spectrum of
-    ``∂f^p/∂h`` at ``h₀`` (its multipliers; the same at every point of the orbit, claim C10).
+    """A period-``p`` orbit ``h₀ → h₁ → … → h₀`` (least period ``p ≥ 2``) that iteration settles
+    on, classified by the spectrum of ``∂f^p/∂h`` at ``h₀`` (its multipliers; the same at every
+    point of the orbit, claim C10). Only attracting orbits that some start settled on are
+    reported.
 
     Examples
     --------
@@ -255,7 +259,24 @@ class FixedPointSet:
     discovery : tuple of int
         Distinct attractors seen after 1, 2, …, N starts (the discovery curve).
     unseen : UnseenEstimate
-        Chao1 estimate of attractors not yet seen, with the rule-of-three detectable basin size.
+        Attractors (fixed points, cycles, continua reached by iteration): the basin size that
+        the starts would have detected with 95% probability, and a Chao1 estimate of the unseen
+        ones (an estimate, not a bound).
+    unseen_points : UnseenEstimate or None
+        Mode "all": the same for every fixed point (saddles and repellers included), from the
+        random sample of perturbed root-finding runs: how often each point was landed on.
+        None in mode "reach", which does not search for points iteration cannot reach.
+    index_sums : tuple of (int or None)
+        Mode "all", per input: the sum of the fixed-point indices ``sign det(I − ∂f/∂h)`` (that
+        is ``(−1)^(number of real eigenvalues > 1)``) over the isolated points found. When the
+        map sends a ball (any compact convex set) into its interior, its fixed points in it
+        are all nondegenerate and the search found every one, they sum to exactly 1
+        (Lefschetz–Hopf); a sum other than 1 for such a map proves that points were missed. The
+        hypothesis is the user's to know (a tanh RNN sends every ball of radius ``>= √n``
+        into its interior; a map with escaping orbits, such as Hénon's, sends no ball into
+        itself). None where the index is undefined: a degenerate point (eigenvalue within δ of
+        1), a continuum, a partial (Arnoldi) spectrum, or mode "reach". A float eigenvalue
+        test at the computed points (checked, not proven).
     dedup_tol : float
         Distance under which two converged states count as one point.
     dedup_curve : tuple of (float, int)
@@ -296,6 +317,8 @@ class FixedPointSet:
     dtype: str
     device: str
     steps: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    unseen_points: UnseenEstimate | None = None
+    index_sums: tuple[int | None, ...] = ()
     guaranteed: bool = field(default=False, init=False)
 
     def stable(self) -> tuple[FixedPoint, ...]:
@@ -340,8 +363,12 @@ class FixedPointSet:
         """
         return tuple(p for p in self.points if p.input_index == index)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, int | None]:
         """Points per stability class, cycles, continua.
+
+        In mode ``"reach"`` only what iteration reaches is searched for, so the saddle and
+        unstable counts are ``None`` (not searched), not 0: the logistic map at ``r = 3.2`` has
+        two unstable fixed points that no start converges to.
 
         Examples
         --------
@@ -350,8 +377,12 @@ class FixedPointSet:
         >>> found = dy.find_fixed_points(system, 16, mode="all")
         >>> found.counts()
         {'stable': 4, 'marginal': 0, 'saddle': 4, 'unstable': 1, 'cycles': 0, 'continua': 0}
+        >>> dy.find_fixed_points(system, 16).counts()  # mode "reach"
+        {'stable': 4, 'marginal': 0, 'saddle': None, 'unstable': None, 'cycles': 0, 'continua': 0}
         """
-        out = {k: len(self.with_stability(k)) for k in STABILITY}
+        out: dict[str, int | None] = {k: len(self.with_stability(k)) for k in STABILITY}
+        if self.mode == "reach":
+            out["saddle"] = out["unstable"] = None
         out["cycles"] = len(self.cycles)
         out["continua"] = len(self.continua)
         return out
@@ -365,8 +396,8 @@ class FixedPointSet:
         >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
         >>> found = dy.find_fixed_points(system, 16, mode="all")
         >>> d = found.to_dict()
-        >>> d["kind"], len(d["points"]), d["counts"]["stable"]
-        ('estimate', 9, 4)
+        >>> d["kind"], len(d["points"]), d["counts"]["stable"], d["index_sums"]
+        ('estimate', 9, 4, [1])
         """
         return {
             "kind": "estimate",
@@ -380,6 +411,8 @@ class FixedPointSet:
             "start_outcomes": dict(self.start_outcomes),
             "discovery": list(self.discovery),
             "unseen": self.unseen.to_dict(),
+            "unseen_points": None if self.unseen_points is None else self.unseen_points.to_dict(),
+            "index_sums": list(self.index_sums),
             "dedup_tol": self.dedup_tol,
             "dedup_curve": [[t, c] for t, c in self.dedup_curve],
             "tol": self.tol,
@@ -395,14 +428,29 @@ class FixedPointSet:
             f"FixedPointSet({self.mode}, {self.n_inputs} input(s) x {self.starts_per_input} "
             "starts): "
         )
-        if not self.points and not self.continua and not self.cycles:
-            # nothing converged is not "0 fixed points": say what happened instead
-            parts = [head + "no fixed point found (no start converged to one)"]
-        else:
+        if self.mode == "reach":
+            if self.points:
+                n_stable, n_marginal = len(self.stable()), len(self.with_stability("marginal"))
+                other = len(self.points) - n_stable - n_marginal
+                parts = [
+                    head + f"{len(self.points)} fixed point(s) reached by iteration "
+                    f"({n_stable} stable, {n_marginal} marginal"
+                    + (f", {other} not attracting" if other else "")
+                    + "); unstable points not searched for (mode='all')"
+                ]
+            else:
+                # not "0 fixed points": the map may well have some that no start converged to
+                parts = [
+                    head + "no start converged to an isolated fixed point; unstable points "
+                    "are not searched for in this mode (mode='all' does)"
+                ]
+        elif self.points:
             parts = [
                 head + f"{len(self.points)} isolated points ({c['stable']} stable, "
                 f"{c['saddle']} saddle, {c['unstable']} unstable, {c['marginal']} marginal)"
             ]
+        else:
+            parts = [head + "no isolated fixed point found, by iteration or root-finding"]
         for cont in self.continua:
             parts.append(
                 f"  a continuum of dimension {cont.dimension} (input {cont.input_index}; "
@@ -428,6 +476,24 @@ class FixedPointSet:
                     f"  ({unsettled} start(s) did not settle: their basins are unaccounted for, "
                     "so an attractor may hide there whatever its basin size)"
                 )
+        if self.unseen_points is not None:
+            if self.unseen_points.observed:
+                parts.append(f"  fixed points, by random root-finding runs: {self.unseen_points}")
+            else:
+                parts.append("  fixed points: no random root-finding run converged")
+        sums = [s for s in self.index_sums if s is not None]
+        if sums:
+            off = [i for i, s in enumerate(self.index_sums) if s is not None and s != 1]
+            parts.append(
+                "  fixed-point index sums (Σ sign det(I − J)) "
+                + (
+                    "all 1: consistent with a complete search, if the map sends a ball into "
+                    "its interior"
+                    if not off
+                    else f"{list(self.index_sums)}: not 1 for input(s) {off}; if the map sends "
+                    "a ball into its interior, points were missed there"
+                )
+            )
         return "\n".join(parts)
 
     def __repr__(self) -> str:
@@ -505,6 +571,238 @@ class _Inputs:
         if not self.system.driven or x is None:
             return self.system
         return self.system.with_input(x[self.index[rows].to(x.device)])
+
+
+class _Candidates:
+    """Converged states found by any route, with their input row and how they were found."""
+
+    def __init__(self) -> None:
+        self.state: list[torch.Tensor] = []
+        self.row: list[int] = []
+        self.src: list[str] = []
+        self.reach: list[int] = []  # the iteration start that converged here, or -1
+        self.sampled: list[bool] = []  # from the random root-finding sample
+
+    def add(
+        self, state: torch.Tensor, row: int, src: str, reach: int = -1, sampled: bool = False
+    ) -> None:
+        self.state.append(state.detach())
+        self.row.append(row)
+        self.src.append(src)
+        self.reach.append(reach)
+        self.sampled.append(sampled)
+
+
+def _dedup(
+    system: LoopedSystem,
+    inputs: _Inputs,
+    index: torch.Tensor,
+    cands: _Candidates,
+    dedup_tol: float | None,
+    rtol: float,
+) -> tuple[list[dict[str, Any]], float, list[tuple[float, int]]]:
+    """Clusters of candidates within the dedup radius (per input), least residual first."""
+    if not cands.state:
+        return [], (dedup_tol if dedup_tol is not None else 1e3 * rtol), []
+    stacked = torch.stack(cands.state)
+    rows_c = torch.tensor(cands.row, dtype=torch.long)
+    res_c = _residuals(inputs, rows_c, stacked)
+    flat = system.flatten(stacked).detach().cpu().double().numpy()
+    scale_states = max(1.0, float(np.linalg.norm(flat, axis=1).max()))
+    radius = dedup_tol if dedup_tol is not None else 1e3 * rtol * scale_states
+    groups = index[rows_c].numpy()
+    clusters = _clusters(flat, groups, radius)
+    curve: list[tuple[float, int]] = []
+    floor = len(np.unique(groups))  # once everything has merged, coarser tolerances agree
+    for e in range(-3, 7):
+        t = radius * 10.0**e
+        done = bool(curve) and curve[-1][1] == floor
+        curve.append((float(t), floor if done else len(_clusters(flat, groups, t))))
+    raw: list[dict[str, Any]] = []
+    for comp in clusters:
+        best = min(comp, key=lambda i: float(res_c[i]))
+        raw.append(
+            {
+                "state": cands.state[best],
+                "row": cands.row[best],
+                "input": int(index[cands.row[best]]),
+                "found_by": tuple(sorted({cands.src[i] for i in comp})),
+                "reach_rows": sorted({cands.reach[i] for i in comp if cands.reach[i] >= 0}),
+                "hits": sum(cands.sampled[i] for i in comp),
+            }
+        )
+    return raw, float(radius), curve
+
+
+def _root_finding(
+    system: LoopedSystem,
+    inputs: _Inputs,
+    run_sys: LoopedSystem,
+    h0: torch.Tensor,
+    cands: _Candidates,
+    *,
+    per: int,
+    n_inputs: int,
+    m: int,
+    perturb: float,
+    qmin_steps: int,
+    newton_steps: int,
+    rtol: float,
+    seed: int,
+) -> int:
+    """Newton–Krylov from every start, and Newton (and Adam on ``q`` followed by Newton) from
+    perturbed states of the starts' short trajectories; returns the size of the random sample
+    per input (the Newton runs from perturbed states, independent draws from one distribution).
+
+    Every given start seeds a run of its own, unperturbed (no start is left out), and the
+    sample of ``m`` perturbed states per input cycles through the starts without replacement
+    (each start once before any twice), at a random time of its first 16 steps plus Gaussian
+    noise of ``perturb`` times the state's RMS entry (FixedPointFinder's recipe).
+    """
+    shape_ones = [1] * len(system.state_shape)
+    gen = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        traj = run_sys.iterate(h0, n_steps=16, record=True).states
+    assert traj is not None
+    picks = []
+    for b in range(n_inputs):
+        reps = -(-m // per)
+        order = torch.cat([torch.randperm(per, generator=gen) for _ in range(reps)])[:m]
+        picks.append(order + b * per)
+    pick_s = torch.cat(picks)
+    pick_t = torch.randint(0, traj.shape[0], (pick_s.numel(),), generator=gen)
+    base = traj[pick_t, pick_s]
+    # escaped or exploded trajectory states are no place to look: use the start instead
+    rms_b = system.flatten(base).norm(dim=1) / math.sqrt(system.state_dim)
+    rms_0 = system.flatten(h0[pick_s]).norm(dim=1) / math.sqrt(system.state_dim)
+    bad = ~torch.isfinite(rms_b) | (rms_b > 100 * torch.clamp(rms_0, min=1.0))
+    base[bad] = h0[pick_s[bad]]
+    rms = system.flatten(base).norm(dim=1) / math.sqrt(system.state_dim)
+    rms = torch.clamp(rms, min=1e-3, max=1e3).reshape(-1, *shape_ones)
+    noise = torch.randn(base.shape, generator=gen, dtype=torch.float64).to(base)
+    pert = base + perturb * rms * noise
+    total = h0.shape[0]
+    rows = torch.cat([torch.arange(total), pick_s])
+    nk = solve(
+        inputs.sub(rows),
+        torch.cat([h0, pert]),
+        method="newton_krylov",
+        tol=rtol,
+        atol=rtol,
+        max_steps=newton_steps,
+        throw=False,
+    )
+    for j in range(rows.numel()):
+        if nk.outcomes[j].ok:
+            cands.add(nk.state[j], int(rows[j]), "newton", sampled=j >= total)
+    if qmin_steps > 0:
+        q = _qmin(inputs.sub(pick_s), pert, steps=qmin_steps)
+        ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten()
+        if ok.numel():
+            qp = solve(
+                inputs.sub(pick_s[ok]),
+                q[ok],
+                method="newton_krylov",
+                tol=rtol,
+                atol=rtol,
+                max_steps=30,
+                throw=False,
+            )
+            for j, r in enumerate(ok.tolist()):
+                if qp.outcomes[j].ok:
+                    cands.add(qp.state[j], int(pick_s[r]), "qmin")
+    return m
+
+
+def _bridge(
+    inputs: _Inputs,
+    raw: list[dict[str, Any]],
+    prev: list[dict[str, Any]],
+    cands: _Candidates,
+    *,
+    radius: float,
+    rtol: float,
+    newton_steps: int,
+    max_pairs: int,
+) -> None:
+    """Newton–Krylov from the midpoint of each pair of nondegenerate points of one input, at least
+    one of them new since the last round (``prev``).
+
+    Saddles sit between attractors: an index-1 saddle on the boundary between two basins, an
+    index-2 one between index-1 saddles, and so on (for the 3-bit flip-flop, the edges, faces
+    and centre of the cube whose corners are the 8 memories). The nearest pairs go first, up to
+    ``max_pairs`` a round. Points with an eigenvalue near 1 are left out: on a continuum every
+    midpoint polishes into yet another sample of it.
+    """
+    pts = [r for r in raw if r["nullity"] == 0]
+    if len(pts) < 2:
+        return
+    flat = torch.stack([r["state"].flatten() for r in pts])
+    inp = torch.tensor([r["input"] for r in pts])
+    new = torch.ones(len(pts), dtype=torch.bool)
+    if prev:
+        old = torch.stack([r["state"].flatten() for r in prev])
+        old_inp = torch.tensor([r["input"] for r in prev])
+        near = (torch.cdist(flat, old) <= 10 * radius).cpu() & (inp[:, None] == old_inp[None, :])
+        new = ~near.any(dim=1)
+    iu, ju = torch.triu_indices(len(pts), len(pts), 1)
+    keep = (inp[iu] == inp[ju]) & (new[iu] | new[ju])
+    iu, ju = iu[keep], ju[keep]
+    if iu.numel() == 0:
+        return
+    dist = (flat[iu] - flat[ju]).norm(dim=1).cpu()
+    order = torch.argsort(dist)[:max_pairs]
+    iu, ju = iu[order], ju[order]
+    states = torch.stack([r["state"] for r in pts])
+    mids = 0.5 * (states[iu] + states[ju])
+    rows = torch.tensor([pts[int(a)]["row"] for a in iu], dtype=torch.long)
+    nk = solve(
+        inputs.sub(rows),
+        mids,
+        method="newton_krylov",
+        tol=rtol,
+        atol=rtol,
+        max_steps=newton_steps,
+        throw=False,
+    )
+    for j in range(rows.numel()):
+        if nk.outcomes[j].ok:
+            cands.add(nk.state[j], int(rows[j]), "bridge")
+
+
+def _classify_all(
+    system: LoopedSystem,
+    inputs: _Inputs,
+    raw: list[dict[str, Any]],
+    cache: dict[int, tuple[torch.Tensor, float]],
+    *,
+    k: int,
+    dense_limit: int,
+    neutral_band: float,
+    seed: int,
+) -> bool:
+    """Eigenvalues, class, nullity and residual of every point; spectra already computed for the
+    same representative (``cache``, by the id of its state) are reused. Returns whether the
+    spectra are full (dense) rather than top-``k``."""
+    exact = system.state_dim <= dense_limit
+    todo = [r for r in raw if id(r["state"]) not in cache]
+    if todo:
+        rows_r = torch.tensor([r["row"] for r in todo], dtype=torch.long)
+        states = torch.stack([r["state"] for r in todo])
+        eigs, exact = _spectra(
+            system, states, inputs, rows_r, k=k, dense_limit=dense_limit, seed=seed
+        )
+        res_r = _residuals(inputs, rows_r, states)
+        for r, ev, rr in zip(todo, eigs, res_r.tolist(), strict=True):
+            cache[id(r["state"])] = (ev.detach(), float(rr))
+    for r in raw:
+        ev, rr = cache[id(r["state"])]
+        r["eig"] = ev
+        r["rho"] = float(ev.abs().max())
+        r["stability"], r["n_out"] = _classify(ev.abs(), neutral_band, exact)
+        r["nullity"] = int(((ev - 1).abs() <= neutral_band).sum())
+        r["residual"] = rr
+    return exact
 
 
 def _spectra(
@@ -594,6 +892,86 @@ def _qmin(sub: LoopedSystem, h: torch.Tensor, *, steps: int) -> torch.Tensor:
     return sub.unflatten(z)
 
 
+def _polish(
+    inputs: _Inputs, rows: torch.Tensor, starts: torch.Tensor, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton–Krylov from ``starts`` (row i with the input of ``rows[i]``): states, converged."""
+    pol = solve(
+        inputs.sub(rows),
+        starts,
+        method="newton_krylov",
+        tol=rtol,
+        atol=rtol,
+        max_steps=30,
+        throw=False,
+    )
+    return pol.state, pol.converged.to(starts.device)
+
+
+def _joined_by_fixed_points(
+    system: LoopedSystem,
+    inputs: _Inputs,
+    chords: list[tuple[torch.Tensor, torch.Tensor, int]],
+    *,
+    rtol: float,
+    pieces: int = 6,
+    rounds: int = 4,
+) -> list[bool]:
+    """Whether a path of fixed points joins each pair ``(a, b)`` (flat states, input row).
+
+    The chord is cut in ``pieces``, each cut polished by Newton into a fixed point; then, for
+    ``rounds`` rounds, the midpoint of every hop still longer than ``‖b − a‖ / (pieces·2^rounds)``
+    is polished and inserted. On one continuum, polished midpoints stay between their
+    neighbours and the hops halve each round (on a great circle they are at most π/2 times the
+    chord's pieces); across a gap between two continua the hop over the gap never shrinks.
+    A pair is joined when every polish converged and, after the last round, no hop exceeds
+    twice that length plus Newton's own noise.
+    """
+    chains = [
+        [a, *[a + t * (b - a) for t in torch.linspace(0, 1, pieces + 1).tolist()[1:-1]], b]
+        for a, b, _ in chords
+    ]
+    alive = [True] * len(chords)
+    lengths = [float((b - a).norm()) for a, b, _ in chords]
+    # the interior cuts first, then the midpoints of the long hops, round after round
+    todo = [(e, i) for e in range(len(chords)) for i in range(1, pieces)]
+    for rnd in range(rounds + 1):
+        if todo:
+            starts = torch.stack([chains[e][i] for e, i in todo])
+            rows = torch.tensor([chords[e][2] for e, _ in todo], dtype=torch.long)
+            out, ok = _polish(inputs, rows, system.unflatten(starts), rtol)
+            out = system.flatten(out)
+            for j, (e, i) in enumerate(todo):
+                if bool(ok[j]):
+                    chains[e][i] = out[j]
+                else:
+                    alive[e] = False
+        if rnd == rounds:
+            break
+        todo = []
+        for e, chain in enumerate(chains):
+            if not alive[e]:
+                continue
+            target = lengths[e] / (pieces * 2 ** (rnd + 1))
+            new_chain = [chain[0]]
+            for p, q in itertools.pairwise(chain):
+                if float((q - p).norm()) > target:
+                    new_chain.append(0.5 * (p + q))
+                    todo.append((e, len(new_chain) - 1))
+                new_chain.append(q)
+            chains[e] = new_chain
+    joined = []
+    for e, chain in enumerate(chains):
+        if not alive[e]:
+            joined.append(False)
+            continue
+        pts = torch.stack(chain)
+        hops = (pts[1:] - pts[:-1]).norm(dim=1)
+        slack = 1e3 * rtol * max(1.0, float(pts.norm(dim=1).max()))  # Newton's noise
+        joined.append(float(hops.max()) <= 2 * lengths[e] / (pieces * 2**rounds) + slack)
+    return joined
+
+
 def _continua(
     system: LoopedSystem,
     inputs: _Inputs,
@@ -602,96 +980,122 @@ def _continua(
     rtol: float,
     radius: float,
     seed: int,
+    max_chords: int = 4096,
 ) -> tuple[list[dict[str, Any]], set[int]]:
     """Group neutral, non-isolated fixed points into continua.
 
-    A point with ``nullity >= 1`` (eigenvalue 1 within δ) is tested locally: Newton–Krylov from
-    small random steps away from it. An isolated point pulls them back; on a manifold of fixed
-    points they land nearby on the manifold, and the rank of the displacements estimates its
-    dimension. Non-isolated points of one input are then linked when the chord between near
-    neighbours, cut in pieces and polished by Newton, is made of fixed points all the way.
+    **Non-isolation** of a point with ``nullity >= 1`` (an eigenvalue within δ of 1) is tested in
+    two rounds of Newton–Krylov, with steps of ``s = 1e-2 · max(1, ‖h‖/√n)``, a scale of the state
+    itself and not of the dedup tolerance (a test against the tolerance could never fire once the
+    tolerance exceeded the step). Round 1 starts from ``h + s·d`` for ``nullity + 3`` random unit
+    directions ``d``: on a manifold of fixed points Newton lands near ``h`` on the manifold, and
+    the landing displacements span (the projection of ``d`` onto) its tangent space. Round 2 steps
+    a full ``s`` along each orthonormal direction of those displacements: a direction is confirmed
+    tangent when Newton lands at least ``s/2`` away from ``h``. An isolated point, even a
+    degenerate one such as ``0`` for ``h ↦ h − h³``, pulls such a step back to within ``O(s³)``;
+    the number of confirmed directions is the local dimension.
+
+    **Linking** joins the non-isolated points of one input in Kruskal's order (nearest pairs
+    first, only pairs in different groups so far): a pair joins when a path of fixed points
+    joins it (:func:`_joined_by_fixed_points`: its chord polished by Newton and refined until
+    the hops are short, which a gap between two continua never allows).
+    Every pair across groups is a candidate, not only near neighbours, so samples of one
+    connected continuum end in one group whatever the dedup tolerance made of them (up to
+    ``max_chords`` chords are tested).
     """
     neutral = [i for i, r in enumerate(raw) if r["nullity"] >= 1]
     if not neutral:
         return [], set()
     n = system.state_dim
+    dt = raw[neutral[0]]["state"].dtype
+    dev = raw[neutral[0]]["state"].device
     gen = torch.Generator(device=system.device).manual_seed(seed + 11)
-    local: dict[int, int] = {}
-    for i in neutral:
-        r = raw[i]
-        h = r["state"]
-        n_dir = min(n, r["nullity"] + 3)
-        scale = max(1.0, float(h.norm()) / math.sqrt(n))
-        step = 1e-2 * scale
-        d = torch.randn(n_dir, n, generator=gen, dtype=h.dtype, device=h.device)
-        d = d / d.norm(dim=1, keepdim=True) * step
-        starts = (system.flatten(h[None]) + d).reshape(n_dir, *system.state_shape)
-        rows = torch.full((n_dir,), r["row"], dtype=torch.long)
-        pol = solve(
-            inputs.sub(rows),
-            starts,
-            method="newton_krylov",
-            tol=rtol,
-            atol=rtol,
-            max_steps=30,
-            throw=False,
-        )
-        ok = pol.converged.to(h.device)
-        if not bool(ok.any()):
+    base = system.flatten(torch.stack([raw[i]["state"] for i in neutral]))
+    row_of = torch.tensor([raw[i]["row"] for i in neutral], dtype=torch.long)
+    step = 1e-2 * torch.clamp(base.norm(dim=1) / math.sqrt(n), min=1.0)  # (m,)
+
+    # round 1: random directions; the landing displacements estimate the tangent space
+    n_dir = [min(n, raw[i]["nullity"] + 3) for i in neutral]
+    owner = torch.cat([torch.full((c,), j, dtype=torch.long) for j, c in enumerate(n_dir)])
+    d = torch.randn(int(owner.numel()), n, generator=gen, dtype=dt, device=dev)
+    d = d / d.norm(dim=1, keepdim=True) * step[owner, None]
+    land, ok = _polish(inputs, row_of[owner], system.unflatten(base[owner] + d), rtol)
+    disp = system.flatten(land) - base[owner]
+    # round 2: a full step along each orthonormal direction of the displacements
+    dirs: list[torch.Tensor] = []
+    dir_owner: list[int] = []
+    for j in range(len(neutral)):
+        mine = (owner == j) & ok & torch.isfinite(disp).all(dim=1)
+        dj = disp[mine]
+        if dj.shape[0] == 0:
             continue
-        disp = system.flatten(pol.state[ok]) - system.flatten(h[None])
-        moved = disp.norm(dim=1) > max(10 * radius, 1e-3 * step)
-        if not bool(moved.any()):
-            continue  # Newton pulls every step back: isolated despite the neutral eigenvalue
-        sv = torch.linalg.svdvals(disp[moved])
-        rank = int((sv > 1e-2 * sv[0]).sum())
-        local[i] = rank
+        noise = 1e3 * rtol * max(1.0, float(base[j].norm()))
+        dj = dj[dj.norm(dim=1) > noise]  # above Newton's own landing noise
+        if dj.shape[0] == 0:
+            continue
+        _, sv, vh = torch.linalg.svd(dj, full_matrices=False)
+        keep = sv > 1e-2 * sv[0]
+        for v in vh[keep]:
+            dirs.append(v)
+            dir_owner.append(j)
+    local: dict[int, int] = {}
+    if dirs:
+        v = torch.stack(dirs)
+        own = torch.tensor(dir_owner, dtype=torch.long)
+        land2, ok2 = _polish(
+            inputs, row_of[own], system.unflatten(base[own] + step[own, None] * v), rtol
+        )
+        moved = ok2 & ((system.flatten(land2) - base[own]).norm(dim=1) >= 0.5 * step[own])
+        for j in range(len(neutral)):
+            conf = moved & (own == j)
+            if bool(conf.any()):
+                local[neutral[j]] = int(conf.sum())
     if not local:
         return [], set()
+
+    # linking: Kruskal's order over all pairs of one input, tested in batches of chords
     members = sorted(local)
-    uf = _UnionFind(len(members))
-    pts = torch.stack([raw[i]["state"] for i in members])
-    flat = system.flatten(pts)
+    m = len(members)
+    flat = system.flatten(torch.stack([raw[i]["state"] for i in members]))
     inp = torch.tensor([raw[i]["input"] for i in members])
-    pieces = 6
-    edge_set: set[tuple[int, int]] = set()
-    for a in range(len(members)):
-        same = torch.nonzero(inp == inp[a]).flatten()
-        same = same[same != a]
-        if same.numel() == 0:
-            continue
-        dist = (flat[same] - flat[a]).norm(dim=1)
-        for b in same[torch.argsort(dist)[:4]].tolist():
-            edge_set.add((min(a, b), max(a, b)))
-    edges = sorted(edge_set)
-    if edges:
-        ts = torch.linspace(0, 1, pieces + 1, dtype=flat.dtype, device=flat.device)[1:-1]
-        chords = torch.cat(
-            [flat[a][None] + ts[:, None] * (flat[b] - flat[a])[None] for a, b in edges]
-        )
-        rows = torch.tensor(
-            [raw[members[a]]["row"] for a, _ in edges for _ in range(pieces - 1)], dtype=torch.long
-        )
-        pol = solve(
-            inputs.sub(rows),
-            system.unflatten(chords),
-            method="newton_krylov",
-            tol=rtol,
-            atol=rtol,
-            max_steps=30,
-            throw=False,
-        )
-        conv = pol.converged.reshape(len(edges), pieces - 1)
-        path = system.flatten(pol.state).reshape(len(edges), pieces - 1, -1)
-        for e, (a, b) in enumerate(edges):
-            if not bool(conv[e].all()):
-                continue
-            chain = torch.cat([flat[a][None], path[e], flat[b][None]])
-            hops = (chain[1:] - chain[:-1]).norm(dim=1)
-            if float(hops.max()) <= 0.5 * float((flat[b] - flat[a]).norm()) + 10 * radius:
-                uf.union(a, b)
+    uf = _UnionFind(m)
+    if m > 1:
+        dist = torch.cdist(flat, flat)
+        same = inp[:, None] == inp[None, :]
+        iu, ju = torch.triu_indices(m, m, 1)
+        ok_pair = same[iu, ju]
+        iu, ju = iu[ok_pair], ju[ok_pair]
+        order = torch.argsort(dist[iu, ju].cpu())
+        pairs = list(zip(iu[order].tolist(), ju[order].tolist(), strict=True))
+        tested = 0
+        pos = 0
+        while pos < len(pairs) and tested < max_chords:
+            batch: list[tuple[int, int]] = []
+            seen_groups: set[tuple[int, int]] = set()
+            while pos < len(pairs) and len(batch) < 64 and tested + len(batch) < max_chords:
+                a, b = pairs[pos]
+                pos += 1
+                ga, gb = uf.find(a), uf.find(b)
+                key = (min(ga, gb), max(ga, gb))
+                if ga != gb and key not in seen_groups:
+                    seen_groups.add(key)
+                    batch.append((a, b))
+            if not batch:
+                break
+            tested += len(batch)
+            joined = _joined_by_fixed_points(
+                system,
+                inputs,
+                [(flat[a], flat[b], raw[members[a]]["row"]) for a, b in batch],
+                rtol=rtol,
+            )
+            for (a, b), linked in zip(batch, joined, strict=True):
+                if linked:
+                    uf.union(a, b)
+            if len({uf.find(j) for j in range(m)}) == len(set(inp.tolist())):
+                break  # one group per input: nothing left to join
     comps: dict[int, list[int]] = {}
-    for j in range(len(members)):
+    for j in range(m):
         comps.setdefault(uf.find(j), []).append(j)
     out = []
     taken: set[int] = set()
@@ -708,15 +1112,85 @@ def _continua(
                 "samples": torch.stack([raw[i]["state"] for i in idx]),
                 "evidence": (
                     f"{len(idx)} fixed points with eigenvalue 1 (nullity up to "
-                    f"{max(raw[i]['nullity'] for i in idx)}); Newton from small steps away lands "
-                    "on "
-                    f"nearby fixed points (displacement rank {dim}); {n_links} chords between "
-                    "samples polished into fixed points all along"
+                    f"{max(raw[i]['nullity'] for i in idx)}); Newton from steps along the "
+                    f"tangent directions lands on other fixed points (local dimension {dim}); "
+                    f"{n_links} chords between samples polished into fixed points all along"
                 ),
                 "reach_rows": reach_rows,
+                "members": idx,
             }
         )
     return out, taken
+
+
+def _index_sum(points: list[dict[str, Any]], *, exact: bool, continuum: bool) -> int | None:
+    """``Σ sign det(I − J)`` over isolated points: ``(−1)^(number of real eigenvalues > 1)``
+    each (a complex pair contributes ``|1 − λ|² > 0``); None where it is undefined."""
+    if not exact or continuum or any(r["nullity"] >= 1 for r in points):
+        return None
+    total = 0
+    for r in points:
+        ev = r["eig"]
+        tiny = 1e3 * torch.finfo(ev.real.dtype).eps * max(1.0, float(ev.abs().max()))
+        real_above = int(((ev.imag.abs() <= tiny) & (ev.real > 1)).sum())
+        total += -1 if real_above % 2 else 1
+    return total
+
+
+def _merge_degenerate(
+    system: LoopedSystem,
+    inputs: _Inputs,
+    iso: list[dict[str, Any]],
+    *,
+    radius: float,
+    dense_limit: int,
+) -> list[dict[str, Any]]:
+    """Merge isolated points closer than their location uncertainty.
+
+    Newton converges only linearly to a degenerate root (``I − J`` singular there, as at 0 for
+    ``h ↦ h − h³``) and stops wherever the residual meets the tolerance, which may be far wider
+    than the dedup radius: one point would be counted many times. A point is known to within a
+    few Newton steps ``δ = (I − J)⁻¹(f(h) − h)`` (the distance to a root of multiplicity ``m`` is
+    ``m·‖δ‖``), so points with a neutral direction whose balls of radius ``max(radius, 4‖δ‖)``
+    overlap are one point (the one of least residual represents it). Dense, for state
+    dimensions up to ``dense_limit``; for a nondegenerate point ``4‖δ‖`` is far below the dedup
+    radius and nothing changes.
+    """
+    cand = [i for i, r in enumerate(iso) if r["nullity"] >= 1]
+    if len(cand) < 2 or system.state_dim > dense_limit:
+        return iso
+    rows = torch.tensor([iso[i]["row"] for i in cand], dtype=torch.long)
+    states = torch.stack([iso[i]["state"] for i in cand])
+    sub = inputs.sub(rows)
+    J = jacobian(sub, states)
+    with torch.no_grad():
+        F = sub.flatten(sub._step_unchecked(states, sub.x if sub.driven else None) - states)
+    eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
+    delta = torch.linalg.lstsq(eye - J, F[..., None]).solution[..., 0]
+    u = torch.clamp(4 * delta.norm(dim=1), min=radius)
+    flat = sub.flatten(states)
+    uf = _UnionFind(len(cand))
+    for a in range(len(cand)):
+        for b in range(a + 1, len(cand)):
+            if iso[cand[a]]["input"] != iso[cand[b]]["input"]:
+                continue
+            if float((flat[a] - flat[b]).norm()) <= float(u[a] + u[b]):
+                uf.union(a, b)
+    groups: dict[int, list[int]] = {}
+    for j in range(len(cand)):
+        groups.setdefault(uf.find(j), []).append(cand[j])
+    drop: set[int] = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        best = min(members, key=lambda i: iso[i]["residual"])
+        rep = dict(iso[best])
+        rep["found_by"] = tuple(sorted({s for i in members for s in iso[i]["found_by"]}))
+        rep["reach_rows"] = sorted({row for i in members for row in iso[i]["reach_rows"]})
+        rep["hits"] = sum(iso[i].get("hits", 0) for i in members)
+        iso[best] = rep
+        drop.update(i for i in members if i != best)
+    return [r for i, r in enumerate(iso) if i not in drop]
 
 
 def _compose(system: LoopedSystem, sub: LoopedSystem, p: int) -> LoopedSystem:
@@ -741,10 +1215,43 @@ def _compose(system: LoopedSystem, sub: LoopedSystem, p: int) -> LoopedSystem:
     )
 
 
+def _cycle_record(
+    system: LoopedSystem,
+    inputs: _Inputs,
+    row: int,
+    points: torch.Tensor,
+    inp: int,
+    *,
+    dense_limit: int,
+    k: int,
+    delta: float,
+    seed: int,
+) -> dict[str, Any]:
+    """A q-cycle's residual under ``f^q``, multipliers (spectrum of ``∂f^q/∂h``) and class."""
+    q = int(points.shape[0])
+    zero = torch.zeros(1, dtype=torch.long)
+    fq = _Inputs(_compose(system, inputs.sub(torch.tensor([row])), q), zero)
+    res = float(_residuals(fq, zero, points[:1])[0])
+    mult, exact = _spectra(fq.system, points[:1], fq, zero, k=k, dense_limit=dense_limit, seed=seed)
+    ev = mult[0].detach()
+    stability, _ = _classify(ev.abs(), delta, exact)
+    return {
+        "period": q,
+        "points": points,
+        "flat": system.flatten(points),
+        "input_index": inp,
+        "residual": res,
+        "multipliers": ev,
+        "spectral_radius": float(ev.abs().max()),
+        "stability": stability,
+        "reach_rows": [],
+    }
+
+
 def _find_cycles(
     system: LoopedSystem,
     inputs: _Inputs,
-    states: torch.Tensor,
+    last: torch.Tensor,
     rows: list[int],
     *,
     max_period: int,
@@ -754,109 +1261,124 @@ def _find_cycles(
     k: int,
     delta: float,
     seed: int,
-    warmup: int = 200,
 ) -> tuple[list[dict[str, Any]], dict[int, int]]:
-    """Period-p orbits (2 <= p <= max_period) among starts that neither converged nor diverged."""
+    """Period-p orbits (2 <= p <= max_period) among starts that neither converged nor diverged.
+
+    Each such start is followed on from ``last``, the iterate where its plain iteration stopped
+    (not its least-residual iterate, which is often an early transient that passed near a fixed
+    point), for ``2·max_period`` more steps. Where the recent iterates nearly recur with period
+    ``p`` (``‖h_{t+p} − h_t‖`` below a tenth of the step size), Newton–Krylov on ``f^p`` polishes
+    the recurrence into an exact orbit, whose least period ``q`` (the smallest divisor of ``p``
+    that closes it) and multipliers (the spectrum of ``∂f^q/∂h``) are then taken. A slowly
+    converging 2-cycle with a multiplier near −1 nearly recurs with period 4 first: the least
+    period keeps it a 2-cycle.
+
+    A start counts as settled on a cycle when the orbit is stable (every multiplier inside the
+    unit circle) and the start's last iterate lies within ``√tol · max(1, ‖orbit‖)`` of it: inside
+    the linear regime of an attracting orbit, which it then approaches geometrically. Orbits that
+    are not stable (Newton may find them near a start that lingers on a chaotic attractor, which
+    holds infinitely many) are not reported: no start settles on them.
+    """
     if not rows or max_period < 2:
         return [], {}
     rows_t = torch.tensor(rows, dtype=torch.long)
     sub = inputs.sub(rows_t)
+    window = 2 * max_period
     with torch.no_grad():
-        warm = sub.iterate(states[rows_t], n_steps=warmup, record=False).final
-        traj = sub.iterate(warm, n_steps=max_period, record=True).states
+        traj = sub.iterate(last[rows_t], n_steps=window, record=True).states
     assert traj is not None
     flat = traj.reshape(traj.shape[0], traj.shape[1], -1)
-    scale = torch.clamp(flat[0].norm(dim=1), min=1.0)
-    close = math.sqrt(rtol)
-    period = torch.zeros(len(rows), dtype=torch.long)
-    for p in range(max_period, 1, -1):  # the smallest period wins
-        hit = (flat[p] - flat[0]).norm(dim=1) <= close * scale  # NaN compares False
-        period = torch.where(hit.cpu(), torch.full_like(period, p), period)
-    found: list[dict[str, Any]] = []
+    t0 = window - max_period
+    step = (flat[t0 + 1 :] - flat[t0:-1]).norm(dim=2).amax(dim=0)  # the motion per step
+    # candidate periods: the recent iterates recur with period p to a tenth of their motion
+    recur = torch.stack(
+        [(flat[t0 + p] - flat[t0]).norm(dim=1) for p in range(2, max_period + 1)], dim=1
+    )  # (n, max_period - 1); NaN compares False
+    cand = (recur <= 0.1 * step[:, None]).cpu()
+
+    end = flat[-1]
+    settle = math.sqrt(rtol)
+    out: list[dict[str, Any]] = []
     cycle_of_row: dict[int, int] = {}
-    for p in sorted({int(v) for v in period.tolist() if v > 0}):
-        sel = torch.nonzero(period == p).flatten()
-        sel_rows = rows_t[sel]
-        fp_sys = _compose(system, inputs.sub(sel_rows), p)
+
+    def settled_on(i: int, inp: int) -> int | None:
+        """The stable orbit of input ``inp`` whose linear regime start ``i`` ended in, if any."""
+        best, best_d = None, math.inf
+        for c_i, c in enumerate(out):
+            if c["input_index"] != inp or c["stability"] != "stable":
+                continue
+            d = float((c["flat"] - end[i][None]).norm(dim=1).min())
+            if d <= settle * max(1.0, float(c["flat"].norm(dim=1).max())) and d < best_d:
+                best, best_d = c_i, d
+        return best
+
+    done = torch.zeros(len(rows), dtype=torch.bool)
+    for p in range(2, max_period + 1):
+        # a start near a period-doubled orbit recurs with period p/2 too, where Newton finds the
+        # (unstable) parent orbit: every candidate period is tried until the start has settled
+        sel = torch.nonzero(cand[:, p - 2] & ~done).flatten()
+        if sel.numel() == 0:
+            continue
         pol = solve(
-            fp_sys,
-            traj[0][sel],
+            _compose(system, inputs.sub(rows_t[sel]), p),
+            traj[t0][sel],
             method="newton_krylov",
             tol=rtol,
             atol=rtol,
             max_steps=30,
             throw=False,
         )
-        for j, row in enumerate(sel_rows.tolist()):
-            if not pol.outcomes[j].ok:
-                continue
-            h = pol.state[j]
-            one = inputs.sub(torch.tensor([row]))
-            orbit = [h]
-            with torch.no_grad():
-                for _ in range(p - 1):
-                    orbit.append(one.step(orbit[-1][None])[0])
-            orb = torch.stack(orbit)
-            if float((system.flatten(orb[1:2]) - system.flatten(orb[:1])).norm()) <= 10 * radius:
-                continue  # a fixed point after all, not a cycle
+        for j in range(sel.numel()):
+            i, row = int(sel[j]), int(rows_t[sel[j]])
             inp = int(inputs.index[row])
-            match = None
-            for c_i, c in enumerate(found):
-                if c["period"] != p or c["input_index"] != inp:
-                    continue
-                d = (system.flatten(c["points"]) - system.flatten(h[None])).norm(dim=1).min()
-                if float(d) <= 1e3 * radius:
-                    match = c_i
-                    break
-            if match is None:
-                found.append(
-                    {
-                        "period": p,
-                        "points": orb.detach(),
-                        "input_index": inp,
-                        "row": row,
-                        "reach_rows": [row],
-                    }
+            if pol.outcomes[j].ok:
+                one = inputs.sub(torch.tensor([row]))
+                orbit = [pol.state[j]]
+                with torch.no_grad():
+                    for _ in range(p):
+                        orbit.append(
+                            one._step_unchecked(orbit[-1][None], one.x if one.driven else None)[0]
+                        )
+                orb = system.flatten(torch.stack(orbit))
+                # least period: the smallest divisor q of p whose orbit closes to the dedup radius
+                q = next(
+                    d
+                    for d in range(1, p + 1)
+                    if p % d == 0 and float((orb[d] - orb[0]).norm()) <= radius
                 )
-                match = len(found) - 1
-            else:
-                found[match]["reach_rows"].append(row)
-            cycle_of_row[row] = match
-    out = []
-    for c in found:
-        one_rows = torch.tensor([c["row"]])
-        fp_sys = _compose(system, inputs.sub(one_rows), c["period"])
-        h0 = c["points"][:1]
-        res = float(
-            _residuals(
-                _Inputs(fp_sys, torch.zeros(1, dtype=torch.long)),
-                torch.zeros(1, dtype=torch.long),
-                h0,
-            )[0]
-        )
-        mult, exact = _spectra(
-            fp_sys,
-            h0,
-            _Inputs(fp_sys, torch.zeros(1, dtype=torch.long)),
-            torch.zeros(1, dtype=torch.long),
-            k=k,
-            dense_limit=dense_limit,
-            seed=seed,
-        )
-        ev = mult[0]
-        stability, _ = _classify(ev.abs(), delta, exact)
-        out.append(
-            {
-                "period": c["period"],
-                "points": c["points"],
-                "input_index": c["input_index"],
-                "residual": res,
-                "multipliers": ev.detach(),
-                "spectral_radius": float(ev.abs().max()),
-                "stability": stability,
-                "reach_rows": sorted(c["reach_rows"]),
-            }
-        )
+                known = any(
+                    c["period"] == q
+                    and c["input_index"] == inp
+                    and float((c["flat"] - orb[0][None]).norm(dim=1).min()) <= 10 * radius
+                    for c in out
+                )
+                if q > 1 and not known:
+                    out.append(
+                        _cycle_record(
+                            system,
+                            inputs,
+                            row,
+                            torch.stack(orbit[:q]).detach(),
+                            inp,
+                            dense_limit=dense_limit,
+                            k=k,
+                            delta=delta,
+                            seed=seed,
+                        )
+                    )
+            c_i = settled_on(i, inp)
+            if c_i is not None:
+                done[i] = True
+                out[c_i]["reach_rows"].append(row)
+                cycle_of_row[row] = c_i
+    # only attracting orbits that starts settled on are reported: unstable periodic orbits met on
+    # the way are incidental (a chaotic attractor holds infinitely many) and not searched for
+    kept = [c_i for c_i, c in enumerate(out) if c["reach_rows"]]
+    renumber = {old: new for new, old in enumerate(kept)}
+    out = [out[c_i] for c_i in kept]
+    for c in out:
+        c["reach_rows"].sort()
+    cycle_of_row = {row: renumber[c_i] for row, c_i in cycle_of_row.items()}
     return out, cycle_of_row
 
 
@@ -879,6 +1401,7 @@ def find_fixed_points(
     perturb: float = 0.5,
     qmin_steps: int = 200,
     newton_steps: int = 50,
+    bridge_rounds: int = 3,
     k_eigenvalues: int = 6,
     dense_limit: int = 512,
     seed: int = 0,
@@ -889,10 +1412,17 @@ def find_fixed_points(
     **mode="reach"** iterates the map itself (damped Picard; ``damping = 1`` is the model's own
     loop) from every start. Converged starts are polished by Newton–Krylov and deduplicated:
     these are the attractors iteration reaches, with basin fractions. Starts that neither converge
-    nor diverge are examined for period-``p`` orbits (``2 <= p <= max_period``).
-    **mode="all"** adds Newton–Krylov, and minimisation of ``q(h) = ½‖f(h) − h‖²`` followed by
-    Newton (Sussillo & Barak 2013), from perturbed trajectory states: this finds saddles and
-    repellers too, which iteration never reaches.
+    nor diverge are followed on from where their iteration stopped and examined for attracting
+    period-``p`` orbits (``2 <= p <= max_period``, least period, Newton on ``f^p``); a start
+    counts on a cycle once it is inside the orbit's linear regime.
+    **mode="all"** adds root-finding, which finds saddles and repellers too, which iteration
+    never reaches: Newton–Krylov from every start itself; Newton–Krylov, and minimisation of
+    ``q(h) = ½‖f(h) − h‖²`` followed by Newton (Sussillo & Barak 2013), from perturbed states of
+    the starts' short trajectories, each start's trajectory used once before any twice; then
+    Newton from the midpoints of pairs of the points found (saddles sit between attractors),
+    round after round while new points appear. The perturbed Newton runs are the random sample
+    behind :attr:`FixedPointSet.unseen_points`, and the fixed-point indices are summed in
+    :attr:`FixedPointSet.index_sum`.
 
     Every point gets its residual, basin count and fraction (Clopper–Pearson interval), the
     eigenvalues of ``∂f/∂h`` (all of them for ``n <= dense_limit``, else the top ``k`` by Arnoldi)
@@ -927,9 +1457,11 @@ def find_fixed_points(
         ``δ``: ``|λ|`` within ``δ`` of 1 makes a point marginal; ``λ`` within ``δ`` of 1 is a
         neutral direction (nullity of ``I − J``).
     max_period : int
-        Longest cycle looked for.
+        Longest cycle looked for (iteration is followed ``2 · max_period`` steps past
+        ``max_steps`` to see it recur).
     n_newton : int, optional
-        Root-finding starts per input in mode "all" (default: the number of starts).
+        Perturbed root-finding starts per input in mode "all" (default: the number of starts, so
+        each start is perturbed once), on top of one unperturbed run from every start.
     perturb : float
         Noise on trajectory states for mode "all", relative to their RMS entry (0.5, as
         FixedPointFinder's examples use: diverse starts reach more saddles).
@@ -937,6 +1469,9 @@ def find_fixed_points(
         Adam steps on ``q`` in mode "all" (0: no q-minimisation).
     newton_steps : int
         Newton–Krylov steps per root-finding start in mode "all".
+    bridge_rounds : int
+        Rounds of Newton from midpoints of pairs of points found, in mode "all" (0: none); a
+        round runs only while the previous one found new points.
     k_eigenvalues : int
         Eigenvalues kept per point when the spectrum comes from Arnoldi.
     dense_limit : int
@@ -977,6 +1512,7 @@ def find_fixed_points(
     check_positive_float(call, "perturb", perturb)
     check_positive_int(call, "qmin_steps", qmin_steps, minimum=0)
     check_positive_int(call, "newton_steps", newton_steps)
+    check_positive_int(call, "bridge_rounds", bridge_rounds, minimum=0)
     check_positive_int(call, "k_eigenvalues", k_eigenvalues)
     check_positive_int(call, "dense_limit", dense_limit, minimum=0)
     if n_newton is not None:
@@ -1022,10 +1558,7 @@ def find_fixed_points(
         throw=False,
     )
     outcomes_list = list(reach.outcomes)
-    cand: list[torch.Tensor] = []
-    cand_row: list[int] = []
-    cand_src: list[str] = []
-    cand_reach: list[int] = []
+    cands = _Candidates()
     conv = torch.tensor([i for i, o in enumerate(outcomes_list) if o.ok], dtype=torch.long)
     if conv.numel():
         # polish well below the search tolerance (near rounding level), keeping whichever of the
@@ -1042,134 +1575,81 @@ def find_fixed_points(
         )
         better = pol.residual <= reach.residual[conv]
         for j, row in enumerate(conv.tolist()):
-            cand.append(pol.state[j] if bool(better[j]) else reach.state[row])
-            cand_row.append(row)
-            cand_src.append("iteration")
-            cand_reach.append(row)
+            cands.add(pol.state[j] if bool(better[j]) else reach.state[row], row, "iteration", row)
 
-    # 2. mode "all": root-finding from perturbed trajectory states
+    # 2. mode "all": root-finding from every start, from perturbed trajectory states (the random
+    # sample the unseen estimate of points rests on), and from between the points found
+    n_sampled = 0
     if mode == "all":
-        m = per if n_newton is None else n_newton
-        gen = torch.Generator().manual_seed(seed + 7)
-        with torch.no_grad():
-            traj = run_sys.iterate(h0, n_steps=16, record=True).states
-        assert traj is not None
-        pick_t = torch.randint(0, traj.shape[0], (n_inputs * m,), generator=gen)
-        pick_s = torch.cat(
-            [torch.randint(0, per, (m,), generator=gen) + b * per for b in range(n_inputs)]
-        )
-        base = traj[pick_t, pick_s]
-        # escaped or exploded trajectory states are no place to look: use the start instead
-        rms_b = system.flatten(base).norm(dim=1) / math.sqrt(system.state_dim)
-        rms_0 = system.flatten(h0[pick_s]).norm(dim=1) / math.sqrt(system.state_dim)
-        bad = ~torch.isfinite(rms_b) | (rms_b > 100 * torch.clamp(rms_0, min=1.0))
-        base[bad] = h0[pick_s[bad]]
-        rms = system.flatten(base).norm(dim=1) / math.sqrt(system.state_dim)
-        rms = torch.clamp(rms, min=1e-3, max=1e3).reshape(-1, *shape_ones)
-        noise = torch.randn(base.shape, generator=gen, dtype=torch.float64).to(base)
-        pert = base + perturb * rms * noise
-        sub = inputs.sub(pick_s)
-        nk = solve(
-            sub,
-            pert,
-            method="newton_krylov",
-            tol=rtol,
-            atol=rtol,
-            max_steps=newton_steps,
-            throw=False,
-        )
-        found = [
-            (nk.state[j], int(pick_s[j]), "newton")
-            for j in range(pert.shape[0])
-            if nk.outcomes[j].ok
-        ]
-        if qmin_steps > 0:
-            q = _qmin(sub, pert, steps=qmin_steps)
-            ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten()
-            if ok.numel():
-                qp = solve(
-                    inputs.sub(pick_s[ok]),
-                    q[ok],
-                    method="newton_krylov",
-                    tol=rtol,
-                    atol=rtol,
-                    max_steps=30,
-                    throw=False,
-                )
-                found += [
-                    (qp.state[j], int(pick_s[r]), "qmin")
-                    for j, r in enumerate(ok.tolist())
-                    if qp.outcomes[j].ok
-                ]
-        for state, row, src in found:
-            cand.append(state)
-            cand_row.append(row)
-            cand_src.append(src)
-            cand_reach.append(-1)
-
-    # 3. deduplicate per input, keeping the least-residual representative
-    radius = 0.0
-    clusters: list[list[int]] = []
-    dedup_curve: list[tuple[float, int]] = []
-    if cand:
-        stacked = torch.stack(cand)
-        rows_c = torch.tensor(cand_row, dtype=torch.long)
-        res_c = _residuals(inputs, rows_c, stacked)
-        flat = system.flatten(stacked).detach().cpu().double().numpy()
-        scale_states = max(1.0, float(np.linalg.norm(flat, axis=1).max()))
-        radius = dedup_tol if dedup_tol is not None else 1e3 * rtol * scale_states
-        groups = index[rows_c].numpy()
-        clusters = _clusters(flat, groups, radius)
-        floor = len(np.unique(groups))  # once everything has merged, coarser tolerances agree
-        for e in range(-3, 7):
-            t = radius * 10.0**e
-            done = bool(dedup_curve) and dedup_curve[-1][1] == floor
-            dedup_curve.append((float(t), floor if done else len(_clusters(flat, groups, t))))
-    else:
-        radius = dedup_tol if dedup_tol is not None else 1e3 * rtol
-    raw: list[dict[str, Any]] = []
-    for comp in clusters:
-        best = min(comp, key=lambda i: float(res_c[i]))
-        raw.append(
-            {
-                "state": cand[best].detach(),
-                "row": cand_row[best],
-                "input": int(index[cand_row[best]]),
-                "found_by": tuple(sorted({cand_src[i] for i in comp})),
-                "reach_rows": sorted({cand_reach[i] for i in comp if cand_reach[i] >= 0}),
-            }
-        )
-
-    # 4. spectra and classes
-    exact = system.state_dim <= dense_limit
-    if raw:
-        rows_r = torch.tensor([r["row"] for r in raw], dtype=torch.long)
-        eigs, exact = _spectra(
+        n_sampled = _root_finding(
             system,
-            torch.stack([r["state"] for r in raw]),
             inputs,
-            rows_r,
-            k=k_eigenvalues,
-            dense_limit=dense_limit,
+            run_sys,
+            h0,
+            cands,
+            per=per,
+            n_inputs=n_inputs,
+            m=per if n_newton is None else n_newton,
+            perturb=perturb,
+            qmin_steps=qmin_steps,
+            newton_steps=newton_steps,
+            rtol=rtol,
             seed=seed,
         )
-        res_r = _residuals(inputs, rows_r, torch.stack([r["state"] for r in raw]))
-        for r, ev, rr in zip(raw, eigs, res_r.tolist(), strict=True):
-            r["eig"] = ev.detach()
-            r["rho"] = float(ev.abs().max())
-            r["stability"], r["n_out"] = _classify(ev.abs(), neutral_band, exact)
-            r["nullity"] = int(((ev - 1).abs() <= neutral_band).sum())
-            r["residual"] = float(rr)
+
+    # 3. deduplicate per input, keeping the least-residual representative, and classify; in
+    # mode "all", then Newton from the midpoints of pairs of nondegenerate points (saddles sit
+    # between attractors), round after round while new points appear
+    raw, radius, dedup_curve = _dedup(system, inputs, index, cands, dedup_tol, rtol)
+    spectra: dict[int, tuple[torch.Tensor, float]] = {}  # by id of the representative state
+    exact = _classify_all(
+        system,
+        inputs,
+        raw,
+        spectra,
+        k=k_eigenvalues,
+        dense_limit=dense_limit,
+        neutral_band=neutral_band,
+        seed=seed,
+    )
+    if mode == "all":
+        prev: list[dict[str, Any]] = []
+        for _ in range(bridge_rounds):
+            _bridge(
+                inputs,
+                raw,
+                prev,
+                cands,
+                radius=radius,
+                rtol=rtol,
+                newton_steps=newton_steps,
+                max_pairs=max(4 * per, 512),
+            )
+            prev = raw
+            raw, radius, dedup_curve = _dedup(system, inputs, index, cands, dedup_tol, rtol)
+            exact = _classify_all(
+                system,
+                inputs,
+                raw,
+                spectra,
+                k=k_eigenvalues,
+                dense_limit=dense_limit,
+                neutral_band=neutral_band,
+                seed=seed,
+            )
+            if len(raw) == len(prev):
+                break
 
     # 5. continua
     cont_raw, in_continuum = _continua(system, inputs, raw, rtol=rtol, radius=radius, seed=seed)
 
     # 6. cycles among bounded, unconverged iteration starts
     unconv = [i for i, o in enumerate(outcomes_list) if o is Outcome.MAX_STEPS_REACHED]
+    assert reach.last_state is not None
     cyc_raw, cycle_of_row = _find_cycles(
         system,
         inputs,
-        reach.state,
+        reach.last_state,
         unconv,
         max_period=max_period,
         rtol=rtol,
@@ -1181,7 +1661,13 @@ def find_fixed_points(
     )
 
     # 7. assemble; label each iteration start by the attractor it reached
-    iso = [r for i, r in enumerate(raw) if i not in in_continuum]
+    iso = _merge_degenerate(
+        system,
+        inputs,
+        [r for i, r in enumerate(raw) if i not in in_continuum],
+        radius=radius,
+        dense_limit=dense_limit,
+    )
     iso.sort(key=lambda r: (STABILITY.index(r["stability"]), r["input"], -len(r["reach_rows"])))
     points = []
     for r in iso:
@@ -1269,6 +1755,24 @@ def find_fixed_points(
         if int(label[row]) >= 0:
             seen.add(int(label[row]))
         discovery.append(len(seen))
+    unseen_points = None
+    index_sums: tuple[int | None, ...] = ()
+    if mode == "all":
+        hits = [r.get("hits", 0) for r in iso] + [
+            sum(raw[i].get("hits", 0) for i in range(len(raw)) if i in c["members"])
+            for c in cont_raw
+        ]
+        unseen_points = chao1(
+            [h for h in hits if h > 0], n_inputs * n_sampled, draws=n_sampled, of="fixed points"
+        )
+        index_sums = tuple(
+            _index_sum(
+                [r for r in iso if r["input"] == b],
+                exact=exact,
+                continuum=any(c["input_index"] == b for c in cont_raw),
+            )
+            for b in range(n_inputs)
+        )
     return FixedPointSet(
         points=tuple(points),
         cycles=tuple(cycles),
@@ -1288,4 +1792,6 @@ def find_fixed_points(
         seed=seed,
         dtype=str(system.dtype).replace("torch.", ""),
         device=str(system.device),
+        unseen_points=unseen_points,
+        index_sums=index_sums,
     )

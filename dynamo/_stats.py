@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,32 +54,46 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 @dataclass(frozen=True)
 class UnseenEstimate:
-    """How many attractors a multi-start search may have missed (an estimate).
+    """How many classes (attractors, or fixed points) a multi-start search may have missed: an
+    estimate, and what the sample size guarantees.
+
+    Two different statements, kept apart:
+
+    * **Detectable size** (exact, from the sample size alone): a class that each independent
+      draw hits with probability at least ``min_detectable_fraction = 1 − 0.05^(1/n)`` is missed
+      by all ``n`` draws with probability at most 5%. For attractors, that probability is the
+      basin's share of the start distribution. Smaller classes may be missed, whatever the
+      counts say.
+    * **Chao1** (an estimate, not a bound): ``observed + f1²/(2 f2)`` (bias-corrected
+      ``observed + f1(f1 − 1)/2`` when ``f2 = 0``), a lower-bound-type estimator of the total
+      from the classes seen once (``f1``) and twice (``f2``). It is 0 unseen whenever no class
+      was seen exactly once, also when a small class was simply not hit, so no confidence level
+      goes with it.
 
     Attributes
     ----------
     observed : int
-        Distinct attractors seen.
+        Distinct classes seen.
     f1, f2 : int
-        Attractors seen from exactly one / exactly two starts.
+        Classes seen by exactly one / exactly two draws.
     chao1 : float
-        Chao1 estimate of the total ``observed + f1²/(2 f2)`` (bias-corrected
-        ``observed + f1(f1 − 1)/2`` when ``f2 = 0``).
+        Chao1 estimate of the total.
     unseen : float
         ``chao1 − observed``.
-    unseen_upper : float
-        Upper end of the 95% log-normal interval for the unseen count (Chao 1987).
     min_detectable_fraction : float
-        Any attractor whose basin holds at least this fraction of the start distribution would
-        have been hit with probability 0.95 by ``n`` independent starts: ``1 − 0.05^(1/n)``.
+        ``1 − 0.05^(1/draws)``.
     n : int
-        Starts.
+        Draws in all (with several inputs searched separately, over all of them).
+    draws : int
+        Independent draws from one distribution (per input), behind the detectable size.
+    of : str
+        What the classes are (``"attractors"``, ``"fixed points"``).
 
     Examples
     --------
     >>> from dynamo import chao1
     >>> print(chao1([50, 30, 1, 1, 2], n=84))  # doctest: +ELLIPSIS
-    5 found; estimated <= ... unseen at 95% (Chao1 ...); any attractor with basin >= ...
+    5 attractors found (2 seen once, 1 seen twice); Chao1 estimates 7.0 in all (an estimate, ...
     """
 
     observed: int
@@ -88,42 +101,60 @@ class UnseenEstimate:
     f2: int
     chao1: float
     unseen: float
-    unseen_upper: float
     min_detectable_fraction: float
     n: int
+    draws: int
+    of: str = "attractors"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
 
         >>> from dynamo import chao1
         >>> d = chao1([50, 30, 1, 1, 2], n=84).to_dict()
-        >>> d["observed"], d["f1"], d["f2"], d["n"]
-        (5, 2, 1, 84)
+        >>> d["observed"], d["f1"], d["f2"], d["n"], d["kind"]
+        (5, 2, 1, 84, 'estimate')
         """
         return {
+            "kind": "estimate",
+            "of": self.of,
             "observed": self.observed,
             "f1": self.f1,
             "f2": self.f2,
             "chao1": self.chao1,
             "unseen": self.unseen,
-            "unseen_upper_95": self.unseen_upper,
             "min_detectable_fraction_95": self.min_detectable_fraction,
             "n": self.n,
+            "draws": self.draws,
         }
 
     def __str__(self) -> str:
+        share = (
+            "whose basin holds"
+            if self.of == "attractors"
+            else "that a single draw lands on with probability"
+        )
         return (
-            f"{self.observed} found; estimated <= {math.ceil(self.unseen_upper - 1e-9)} unseen at "
-            f"95% (Chao1 {self.chao1:.1f}); any attractor with basin >= "
-            f"{100 * self.min_detectable_fraction:.2g}% of starts would have been seen with "
-            f"95% probability"
+            f"{self.observed} {self.of} found ({self.f1} seen once, {self.f2} seen twice); "
+            f"Chao1 estimates {self.chao1:.1f} in all (an estimate, not a bound: it counts no "
+            f"unseen ones when none was seen once); any of the {self.of} {share} >= "
+            f"{100 * self.min_detectable_fraction:.2g}% would have been seen with probability "
+            f">= 95% by {self.draws} independent draws"
         )
 
 
 def chao1(
-    counts: list[int] | tuple[int, ...], n: int, *, draws: int | None = None
+    counts: list[int] | tuple[int, ...],
+    n: int,
+    *,
+    draws: int | None = None,
+    of: str = "attractors",
 ) -> UnseenEstimate:
-    """Chao1 estimate of unseen classes from per-class counts, with its 95% upper bound.
+    """Chao1 estimate of unseen classes from per-class counts, and the detectable class size.
+
+    Chao1 is an estimate (a lower-bound-type estimator of the total), not a bound, and no
+    confidence level is attached to it: with no class seen exactly once it says 0 unseen even
+    when a class of 1% was simply missed (which 16 draws do 85% of the time). What the sample
+    size does guarantee is :attr:`UnseenEstimate.min_detectable_fraction`.
 
     Parameters
     ----------
@@ -134,6 +165,8 @@ def chao1(
     draws : int, optional
         Independent starts from one start distribution, for the detectable basin size (default
         ``n``; with several inputs searched separately, the starts per input).
+    of : str
+        What the classes are, for the text.
 
     References
     ----------
@@ -154,26 +187,15 @@ def chao1(
     s_obs = len(counts)
     f1 = sum(1 for c in counts if c == 1)
     f2 = sum(1 for c in counts if c == 2)
-    if f2 > 0:
-        f0 = f1 * f1 / (2 * f2)
-        r = f1 / f2
-        var = f2 * (0.5 * r**2 + r**3 + 0.25 * r**4)
-    else:
-        f0 = f1 * (f1 - 1) / 2
-        var = f1 * (f1 - 1) / 2 + f1 * (2 * f1 - 1) ** 2 / 4 - f1**4 / (4 * max(f0 + s_obs, 1))
-        var = max(var, 0.0)
-    if f0 > 0 and var > 0:
-        c = math.exp(1.96 * math.sqrt(math.log(1 + var / f0**2)))
-        upper = f0 * c
-    else:
-        upper = f0
+    f0 = f1 * f1 / (2 * f2) if f2 > 0 else f1 * (f1 - 1) / 2
     return UnseenEstimate(
         observed=s_obs,
         f1=f1,
         f2=f2,
         chao1=s_obs + f0,
         unseen=f0,
-        unseen_upper=upper,
         min_detectable_fraction=1 - 0.05 ** (1 / (n if draws is None else draws)),
         n=n,
+        draws=n if draws is None else draws,
+        of=of,
     )

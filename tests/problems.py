@@ -129,6 +129,185 @@ UNREACHABLE = [LOGISTIC39, EXPANDING, HENON]
 # ---------------------------------------------------------------------------------------------
 
 # --- fixed points: saddles, cycles, continua, labels ---
+_DATA = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class FlipFlop:
+    """The trained 3-bit flip-flop RNN of Sussillo & Barak (2013), shipped as data.
+
+    ``h ↦ tanh(W h + b)`` (the zero-input map) has 27 fixed points on the 3×3×3 grid of memory
+    states: 8 stable (the memories), 12 index-1, 6 index-2 and 1 index-3 saddle (the cube's
+    corners, edges, faces and centre). ``starts`` are FixedPointFinder's: 1024 states drawn from
+    the network's own trajectories on the task.
+    """
+
+    W: torch.Tensor
+    b: torch.Tensor
+    U: torch.Tensor
+
+    n_points: ClassVar[int] = 27
+    #: fixed points per number of eigenvalues of modulus > 1 (the saddle index)
+    by_index: ClassVar[dict[int, int]] = {0: 8, 1: 12, 2: 6, 3: 1}
+
+    def step(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(h @ self.W.T + self.b)
+
+    def system(self) -> dy.LoopedSystem:
+        return dy.LoopedSystem.from_function(self.step, state_shape=(self.W.shape[0],))
+
+    def task(
+        self, generator: torch.Generator, batch: int = 64, steps: int = 64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input pulses (±1 on each bit with probability 0.08 a step) and the bits to hold."""
+        n_bits = self.U.shape[1]
+        pulses = torch.rand(batch, steps, n_bits, generator=generator) < 0.08
+        signs = torch.where(torch.rand(batch, steps, n_bits, generator=generator) < 0.5, -1.0, 1.0)
+        u = (pulses * signs).to(F64)
+        y = torch.zeros_like(u)
+        state = torch.zeros(batch, n_bits, dtype=F64)
+        for t in range(steps):
+            state = torch.where(u[:, t] != 0, u[:, t], state)
+            y[:, t] = state
+        return u, y
+
+    def run(self, u: torch.Tensor) -> torch.Tensor:
+        """The hidden states along the task, ``(batch, steps, n_hidden)``."""
+        h = torch.zeros(u.shape[0], self.W.shape[0], dtype=F64)
+        out = []
+        for t in range(u.shape[1]):
+            h = torch.tanh(h @ self.W.T + self.b + u[:, t] @ self.U.T)
+            out.append(h)
+        return torch.stack(out, dim=1)
+
+    def starts(self, n: int = 1024, seed: int = 1) -> torch.Tensor:
+        g = gen(seed)
+        u, _ = self.task(g)
+        flat = self.run(u).reshape(-1, self.W.shape[0])
+        return flat[torch.randperm(flat.shape[0], generator=g)[:n]]
+
+
+def flipflop() -> FlipFlop:
+    """The shipped network (weights as exact float64 hex in tests/data/flipflop_3bit.json)."""
+    data = json.loads((_DATA / "flipflop_3bit.json").read_text())
+
+    def tensor(key: str) -> torch.Tensor:
+        entry = data[key]
+        values = [float.fromhex(v) for v in entry["values"]]
+        return torch.tensor(values, dtype=F64).reshape(entry["shape"])
+
+    return FlipFlop(W=tensor("W.weight"), b=tensor("W.bias"), U=tensor("U.weight"))
+
+
+@dataclass(frozen=True)
+class CycleCase:
+    """A driven map whose starts settle on known attracting cycles (checked in the tests by
+    iterating 20,000 steps from each start and reading the least period of the limit)."""
+
+    name: str
+    make: Callable[[], dy.LoopedSystem]
+    starts: Callable[[dy.LoopedSystem], torch.Tensor]
+    #: how many starts settle on an attracting cycle of each period; the rest do not settle
+    settled: dict[int, int]
+
+
+def _mondeq7(input_seed: int, which: int) -> Callable[[], dy.LoopedSystem]:
+    def make() -> dy.LoopedSystem:
+        x = torch.randn(4, 16, generator=gen(input_seed), dtype=F64)[which : which + 1]
+        return dy.LoopedSystem.from_module(dy.models.MonDEQ(n=16, m=0.5, seed=7), x)
+
+    return make
+
+
+#: undamped monDEQ iteration (‖W‖₂ > 1): every start settles on one stable 2-cycle whose
+#: multipliers reach modulus 0.93; the old search started from an early transient, looked 200
+#: steps on and reported it as unconverged
+MONDEQ_2CYCLE = CycleCase("mondeq_2cycle", _mondeq7(5, 2), _normal(1.0, 16, 0), {2: 16})
+#: one input, two attracting cycles (period 3 for five starts, 4 for eight), three unsettled
+MONDEQ_3_AND_4_CYCLES = CycleCase(
+    "mondeq_3_and_4_cycles", _mondeq7(8, 1), _normal(1.0, 16, 0), {3: 5, 4: 8}
+)
+CYCLE_CASES = [MONDEQ_2CYCLE, MONDEQ_3_AND_4_CYCLES]
+
+#: logistic r = 3.2: fixed points 0 (f′ = 3.2) and 1 − 1/r = 0.6875 (f′ = −1.2), both unstable;
+#: the stable 2-cycle {0.5130, 0.7995} (multiplier r²(1 − 2p)(1 − 2q) = 0.16) attracts every
+#: start in (0, 1) but the two fixed points and their preimages
+LOGISTIC32 = Problem(
+    "logistic_3.2",
+    lambda: dy.LoopedSystem.from_module(dy.models.Logistic(r=3.2)),
+    _uniform(0.05, 0.95, 16, 9),
+    exact=_exact_of,
+)
+
+
+@dataclass(frozen=True)
+class ContinuumCase:
+    """Fixed points that come in connected sets, with their number and dimensions."""
+
+    name: str
+    make: Callable[[], dy.LoopedSystem]
+    n_starts: int
+    scale: float
+    dimensions: tuple[int, ...]  # one per connected set
+    isolated: int = 0  # isolated fixed points besides
+    radii: tuple[float, ...] = ()  # of each continuum when it is a sphere about 0, in order
+
+
+_LINE = torch.tensor([1.0, 0.5, 0.5], dtype=F64)
+
+
+def _rings(h: torch.Tensor) -> torch.Tensor:
+    s = (h * h).sum(dim=-1, keepdim=True)
+    return h * (1 - 0.04 * (s - 1) * (s - 2.25) * (s - 4))
+
+
+#: h ↦ diag(1, .5, .5) h: the fixed points are the line ℝ·e₁, one continuum of dimension 1
+LINE_ATTRACTOR = ContinuumCase(
+    "line_attractor",
+    lambda: dy.LoopedSystem.from_function(lambda h: h * _LINE, state_shape=(3,)),
+    128,
+    1.0,
+    (1,),
+)
+#: every point of the sphere ‖h‖ = √12 is fixed: one continuum of dimension 11
+ZERO_BRANCH_RMS12 = ContinuumCase(
+    "zero_branch_rmsnorm_12",
+    lambda: dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=12)),
+    64,
+    1.0,
+    (11,),
+    radii=(12**0.5,),
+)
+#: h ↦ h (1 − 0.04 (s − 1)(s − 2.25)(s − 4)), s = ‖h‖²: three concentric circles of fixed
+#: points (r = 1 and 2 attract radially, with r′ = 0.7 and −0.68; r = 1.5 repels, r′ = 1.39) and
+#: the origin, an isolated repeller (J = 1.36 I)
+RINGS = ContinuumCase(
+    "three_rings",
+    lambda: dy.LoopedSystem.from_function(_rings, state_shape=(2,)),
+    64,
+    1.5,
+    (1, 1, 1),
+    isolated=1,
+    radii=(1.0, 1.5, 2.0),
+)
+CONTINUUM_CASES = [LINE_ATTRACTOR, ZERO_BRANCH_RMS12, RINGS]
+
+#: h ↦ h − h³: one fixed point, 0, degenerate (f′(0) = 1) and isolated; Newton approaches it only
+#: linearly and stops anywhere within (tol)^(1/3) of it
+CUBIC_DEGENERATE = Problem(
+    "cubic_degenerate",
+    lambda: dy.LoopedSystem.from_function(lambda h: h - h**3, state_shape=(1,)),
+    _uniform(-0.3, 0.3, 16, 10),
+)
+
+
+def bistable_99_1(seed: int, n: int = 16) -> tuple[dy.LoopedSystem, torch.Tensor]:
+    """Two attractors, ±1, with basins of 99% and 1% of the start distribution (uniform on
+    [−0.02, 1.98]; the basin boundary is 0): ``n`` starts miss the small one with probability
+    0.99ⁿ (85% for 16)."""
+    system = dy.LoopedSystem.from_module(dy.models.Bistable(n=1))
+    return system, -0.02 + 2.0 * torch.rand(n, 1, generator=gen(seed), dtype=F64)
+
 
 # --- axes: rectangular inputs, input-dependence verdicts ---
 # Driven maps whose input has another size than the state, or whose fixed points do not follow

@@ -120,12 +120,38 @@ def test_bistable_map_nine_points_and_quadrant_basins() -> None:
     assert found.discovery[-1] == 4
 
 
-def test_unseen_estimate_counts_rare_attractors() -> None:
+def test_unseen_estimate_says_what_the_sample_size_guarantees_and_no_more() -> None:
     est = dy.chao1([10, 1, 1, 1, 2], n=15)
     assert est.f1 == 3 and est.f2 == 1
-    assert est.chao1 == pytest.approx(5 + 9 / 2)
-    assert est.unseen_upper >= est.unseen > 0
-    assert "estimated <=" in str(est)
+    assert est.chao1 == pytest.approx(5 + 9 / 2) and est.unseen == pytest.approx(4.5)
+    # the detectable size: a class this large is missed by all 15 draws with probability 0.05
+    assert (1 - est.min_detectable_fraction) ** 15 == pytest.approx(0.05, rel=1e-12)
+    text = str(est)
+    assert "not a bound" in text and "at 95%" not in text and "basin holds >= 18%" in text
+    assert not hasattr(est, "unseen_upper")  # Chao1 has no upper bound to offer
+    assert est.to_dict()["kind"] == "estimate"
+
+
+def test_a_one_percent_basin_is_missed_without_any_claim_being_broken() -> None:
+    """Issue 12, item 7: 99% / 1% basins, 16 starts, 100 seeds."""
+    from problems import bistable_99_1
+    from scipy import stats
+
+    missed = 0
+    for seed in range(100):
+        system, starts = bistable_99_1(seed)
+        found = dy.find_fixed_points(system, starts=starts, seed=seed)
+        text = str(found)
+        assert "unseen at 95%" not in text and "estimated <= 0" not in text
+        # what is claimed: any basin of >= 17% would have been seen; the 1% basin is below that
+        assert found.unseen.min_detectable_fraction == pytest.approx(1 - 0.05 ** (1 / 16))
+        assert found.unseen.min_detectable_fraction > 0.01
+        stable = {round(float(p.state[0])) for p in found.stable()}
+        assert stable in ({1}, {-1, 1})
+        missed += stable == {1}
+    # 0.99^16 = 0.851 of runs miss it: the bank's basin is 1% (99.9% binomial range)
+    lo, hi = stats.binom.ppf([0.0005, 0.9995], 100, 0.99**16)
+    assert lo <= missed <= hi
 
 
 def test_nonfinite_starts_are_counted_and_the_rest_analysed() -> None:
@@ -370,3 +396,175 @@ def test_unconverged_ritz_values_never_classify_a_point(monkeypatch: pytest.Monk
     assert not exact
     assert float(eigs[0].abs().max()) == pytest.approx(0.5)  # recomputed densely
     assert float(eigs[1].abs().max()) == 5.0  # a converged estimate is kept as it is
+
+
+# ---------------------------------------------------------------- issue 12: known answers
+def _long_run_periods(system: dy.LoopedSystem, starts: torch.Tensor) -> list[int | None]:
+    """Independent truth: iterate 20,000 steps, then the least period (<= 8) of the limit."""
+    h = starts.clone()
+    with torch.no_grad():
+        for _ in range(20_000):
+            h = system.step(h)
+        orbit = [h]
+        for _ in range(8):
+            orbit.append(system.step(orbit[-1]))
+    out: list[int | None] = []
+    for i in range(h.shape[0]):
+        scale = max(1.0, float(h[i].norm()))
+        out.append(
+            next(
+                (p for p in range(1, 9) if float((orbit[p][i] - h[i]).norm()) <= 1e-9 * scale),
+                None,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, 10))]
+)
+def test_flipflop_all_27_fixed_points_with_their_classes_at_every_seed(seed: int) -> None:
+    """Issue 12, item 1: 8 stable, 12 index-1, 6 index-2, 1 index-3, from the given starts."""
+    from collections import Counter
+
+    from problems import flipflop
+
+    ff = flipflop()
+    found = dy.find_fixed_points(ff.system(), starts=ff.starts(), mode="all", seed=seed)
+    assert len(found.points) == ff.n_points and not found.continua and not found.cycles
+    assert dict(Counter(p.n_unstable for p in found.points)) == ff.by_index
+    assert all(p.n_unstable_exact and p.nullity == 0 for p in found.points)
+    assert max(p.residual for p in found.points) <= 1e-10
+    assert [p.stability for p in found.points].count("stable") == 8
+    # tanh sends every ball of radius >= √24 into its interior: the indices must sum to 1
+    assert found.index_sums == (1,)
+    assert found.unseen_points is not None and found.unseen_points.draws == 1024
+    assert "fixed points, by random root-finding runs" in str(found)
+
+
+def test_root_finding_starts_from_every_given_start() -> None:
+    """Issue 12, item 1's cause: a third of the starts never seeded a root-finding run. With
+    f(h) = h + 0.3 sin(2πh)/(2π), every integer is a repelling fixed point (f′ = 1.3) that only
+    a Newton run from next to it finds; 32 starts beside 32 integers must give all 32."""
+    system = dy.LoopedSystem.from_function(
+        lambda h: h + 0.3 * torch.sin(2 * math.pi * h) / (2 * math.pi), state_shape=(1,)
+    )
+    starts = torch.arange(32, dtype=F64)[:, None] + 0.01
+    found = dy.find_fixed_points(
+        system, starts=starts, mode="all", qmin_steps=0, bridge_rounds=0, seed=0
+    )
+    unstable = sorted(round(float(p.state[0]), 9) for p in found.with_stability("unstable"))
+    assert set(range(32)) <= set(unstable)
+
+
+@pytest.mark.parametrize("case", ["mondeq_2cycle", "mondeq_3_and_4_cycles"])
+def test_attracting_cycles_hold_the_starts_that_settle_on_them(case: str) -> None:
+    """Issue 12, item 2: the cycles iteration settles on, with their least periods and basins."""
+    from collections import Counter
+
+    from problems import CYCLE_CASES
+
+    (c,) = [c for c in CYCLE_CASES if c.name == case]
+    system = c.make()
+    starts = c.starts(system)
+    truth = _long_run_periods(system, starts)
+    assert dict(Counter(p for p in truth if p is not None and p > 1)) == c.settled
+    assert truth.count(1) == 0  # no start converges to a fixed point
+
+    found = dy.find_fixed_points(system, starts=starts, seed=0)
+    assert {cyc.period: cyc.basin_count for cyc in found.cycles} == c.settled
+    assert found.start_outcomes["cycle"] == sum(c.settled.values())
+    assert found.start_outcomes["unconverged"] == len(truth) - sum(c.settled.values())
+    for cyc in found.cycles:
+        assert cyc.stability == "stable" and cyc.spectral_radius < 1
+        orbit = [cyc.points[0][None]]
+        with torch.no_grad():
+            for _ in range(cyc.period):
+                orbit.append(system.step(orbit[-1]))
+        assert float((orbit[-1] - orbit[0]).norm()) <= 1e-9  # it closes after p steps
+        assert all(float((orbit[q] - orbit[0]).norm()) > 1e-3 for q in range(1, cyc.period))
+    # every start the search put on a cycle has the cycle's period in the long run
+    for row, label in enumerate(found.labels.tolist()):
+        if label >= 0:
+            assert truth[row] == found.cycles[label].period
+
+
+def test_a_slow_cycle_is_found_past_max_steps_not_from_an_early_transient() -> None:
+    """The search continues from where iteration stopped: more steps, same cycle."""
+    from problems import MONDEQ_2CYCLE
+
+    system = MONDEQ_2CYCLE.make()
+    starts = MONDEQ_2CYCLE.starts(system)
+    basins = []
+    for max_steps in (300, 1000, 3000):
+        found = dy.find_fixed_points(system, starts=starts, max_steps=max_steps, seed=0)
+        assert [cyc.period for cyc in found.cycles] == [2]
+        basins.append(found.cycles[0].basin_count)
+    # after 300 steps some starts are still outside the cycle's linear regime; from 1000 on, all
+    assert basins[0] < 16 and basins[1:] == [16, 16]
+
+
+def test_reach_mode_never_says_zero_fixed_points_when_a_cycle_attracts() -> None:
+    """Issue 12, item 6: logistic r = 3.2 has two unstable fixed points and a stable 2-cycle."""
+    from problems import LOGISTIC32
+
+    system = LOGISTIC32.make()
+    starts = LOGISTIC32.starts(system)
+    found = dy.find_fixed_points(system, starts=starts, seed=0)
+    text = str(found)
+    assert "0 isolated" not in text and "0 fixed point" not in text
+    assert "no start converged to an isolated fixed point" in text and "mode='all'" in text
+    counts = found.counts()
+    assert counts["saddle"] is None and counts["unstable"] is None  # not searched, not zero
+    assert counts["stable"] == 0 and counts["cycles"] == 1
+    (cyc,) = found.cycles
+    assert cyc.period == 2 and cyc.basin_count == 16 and cyc.stability == "stable"
+    assert sorted(cyc.points.flatten().tolist()) == pytest.approx([0.5130, 0.7995], abs=1e-4)
+    assert cyc.spectral_radius == pytest.approx(0.16, abs=1e-9)
+
+    every = dy.find_fixed_points(system, starts=starts, mode="all", seed=0)
+    assert sorted(float(p.state[0]) for p in every.points) == pytest.approx(
+        sorted(LOGISTIC32.exact(system).flatten().tolist()),
+        abs=1e-12,  # type: ignore[misc]
+    )
+    assert {p.stability for p in every.points} == {"unstable"}
+    assert every.counts()["unstable"] == 2
+
+
+@pytest.mark.parametrize("dedup_tol", [None, 1e-3, 1e-1])
+@pytest.mark.parametrize("case", ["line_attractor", "zero_branch_rmsnorm_12", "three_rings"])
+def test_a_continuum_is_one_continuum_whatever_the_dedup_tolerance(
+    case: str, dedup_tol: float | None
+) -> None:
+    """Issue 12, item 3."""
+    from problems import CONTINUUM_CASES
+
+    (c,) = [c for c in CONTINUUM_CASES if c.name == case]
+    found = dy.find_fixed_points(
+        c.make(), c.n_starts, mode="all", scale=c.scale, dedup_tol=dedup_tol, seed=0
+    )
+    assert sorted(k.dimension for k in found.continua) == sorted(c.dimensions)
+    assert len(found.points) == c.isolated
+    if c.radii:
+        radii = sorted(float(k.samples.norm(dim=1).mean()) for k in found.continua)
+        assert radii == pytest.approx(sorted(c.radii), abs=1e-9)
+        for k in found.continua:
+            spread = k.samples.norm(dim=1)
+            assert float(spread.max() - spread.min()) <= 1e-9  # one circle, not a mixture
+    # every start that converged is on a continuum: one attractor per reached continuum
+    assert found.start_outcomes["converged"] == 0
+    assert found.unseen.observed == sum(1 for k in found.continua if k.basin_count > 0)
+
+
+def test_a_degenerate_isolated_point_is_one_point() -> None:
+    """h ↦ h − h³: Newton stops anywhere within tol^(1/3) of 0; that is still one point, and
+    not a continuum."""
+    from problems import CUBIC_DEGENERATE
+
+    system = CUBIC_DEGENERATE.make()
+    found = dy.find_fixed_points(system, starts=CUBIC_DEGENERATE.starts(system), mode="all", seed=0)
+    assert not found.continua
+    (p,) = found.points
+    assert p.stability == "marginal" and p.nullity == 1
+    assert abs(float(p.state[0])) <= 1e-3
+    assert found.index_sums == (None,)  # a degenerate point has no index
