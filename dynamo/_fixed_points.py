@@ -520,26 +520,40 @@ class _UnionFind:
 def _clusters(points: np.ndarray, groups: np.ndarray, radius: float) -> list[list[int]]:
     """Connected components of "within ``radius``" (KD-tree pairs), within each group.
 
-    The pairs go to ``scipy.sparse.csgraph.connected_components``: at coarse tolerances almost
-    every pair is close, and a Python union-find over millions of pairs took seconds.
+    Points that share a grid cell of diameter ``1e-3 · radius`` (and a group) are taken as one
+    first: a search lands on each fixed point many times to rounding level, and ``k`` copies of
+    one point are ``k²/2`` KD-tree pairs (16,000 candidates on 9 points took seconds per
+    tolerance). Merging them moves the linking distance by at most that diameter. The pairs go
+    to ``scipy.sparse.csgraph.connected_components``.
     """
     n = len(points)
+    cell_of = np.arange(n)
+    reps, rep_groups = points, groups
+    side = 1e-3 * radius / math.sqrt(max(points.shape[1], 1)) if n else 0.0
+    if n and side > 0 and np.isfinite(points).all():
+        q = np.floor(points / side)
+        if float(np.abs(q).max(initial=0.0)) < 2.0**62:
+            keys = np.concatenate([groups[:, None].astype(np.int64), q.astype(np.int64)], axis=1)
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            cell_of = np.asarray(inverse).ravel()
+            reps, rep_groups = points[first], groups[first]
+    m = len(reps)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
+    for g in np.unique(rep_groups):
+        idx = np.flatnonzero(rep_groups == g)
         if len(idx) < 2:
             continue
-        pairs = cKDTree(points[idx]).query_pairs(radius, output_type="ndarray")
+        pairs = cKDTree(reps[idx]).query_pairs(radius, output_type="ndarray")
         if len(pairs):
             rows.append(idx[pairs[:, 0]])
             cols.append(idx[pairs[:, 1]])
     r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(m, m))
     _, comp = connected_components(graph, directed=False)
     out: dict[int, list[int]] = {}
-    for i, k in enumerate(comp.tolist()):
+    for i, k in enumerate(comp[cell_of].tolist()):
         out.setdefault(k, []).append(i)
     return sorted(out.values(), key=lambda members: members[0])
 
@@ -600,10 +614,10 @@ def _dedup(
     cands: _Candidates,
     dedup_tol: float | None,
     rtol: float,
-) -> tuple[list[dict[str, Any]], float, list[tuple[float, int]]]:
+) -> tuple[list[dict[str, Any]], float]:
     """Clusters of candidates within the dedup radius (per input), least residual first."""
     if not cands.state:
-        return [], (dedup_tol if dedup_tol is not None else 1e3 * rtol), []
+        return [], (dedup_tol if dedup_tol is not None else 1e3 * rtol)
     stacked = torch.stack(cands.state)
     rows_c = torch.tensor(cands.row, dtype=torch.long)
     res_c = _residuals(inputs, rows_c, stacked)
@@ -612,12 +626,6 @@ def _dedup(
     radius = dedup_tol if dedup_tol is not None else 1e3 * rtol * scale_states
     groups = index[rows_c].numpy()
     clusters = _clusters(flat, groups, radius)
-    curve: list[tuple[float, int]] = []
-    floor = len(np.unique(groups))  # once everything has merged, coarser tolerances agree
-    for e in range(-3, 7):
-        t = radius * 10.0**e
-        done = bool(curve) and curve[-1][1] == floor
-        curve.append((float(t), floor if done else len(_clusters(flat, groups, t))))
     raw: list[dict[str, Any]] = []
     for comp in clusters:
         best = min(comp, key=lambda i: float(res_c[i]))
@@ -631,7 +639,24 @@ def _dedup(
                 "hits": sum(cands.sampled[i] for i in comp),
             }
         )
-    return raw, float(radius), curve
+    return raw, float(radius)
+
+
+def _dedup_curve(
+    system: LoopedSystem, index: torch.Tensor, cands: _Candidates, radius: float
+) -> list[tuple[float, int]]:
+    """Distinct points at tolerances from 1e-3 to 1e6 times the dedup radius."""
+    if not cands.state:
+        return []
+    flat = system.flatten(torch.stack(cands.state)).detach().cpu().double().numpy()
+    groups = index[torch.tensor(cands.row, dtype=torch.long)].numpy()
+    counts: list[tuple[float, int]] = []
+    floor = len(np.unique(groups))  # once everything has merged, coarser tolerances agree
+    for e in range(-3, 7):
+        t = radius * 10.0**e
+        done = bool(counts) and counts[-1][1] == floor
+        counts.append((float(t), floor if done else len(_clusters(flat, groups, t))))
+    return counts
 
 
 def _root_finding(
@@ -1267,7 +1292,8 @@ def _find_cycles(
     Each such start is followed on from ``last``, the iterate where its plain iteration stopped
     (not its least-residual iterate, which is often an early transient that passed near a fixed
     point), for ``2·max_period`` more steps. Where the recent iterates nearly recur with period
-    ``p`` (``‖h_{t+p} − h_t‖`` below a tenth of the step size), Newton–Krylov on ``f^p`` polishes
+    ``p`` (``‖h_{t+p} − h_t‖`` below a tenth of the step size, and below ``100 √tol`` relative,
+    which a start that will count as settled meets), Newton–Krylov on ``f^p`` polishes
     the recurrence into an exact orbit, whose least period ``q`` (the smallest divisor of ``p``
     that closes it) and multipliers (the spectrum of ``∂f^q/∂h``) are then taken. A slowly
     converging 2-cycle with a multiplier near −1 nearly recurs with period 4 first: the least
@@ -1294,7 +1320,10 @@ def _find_cycles(
     recur = torch.stack(
         [(flat[t0 + p] - flat[t0]).norm(dim=1) for p in range(2, max_period + 1)], dim=1
     )  # (n, max_period - 1); NaN compares False
-    cand = (recur <= 0.1 * step[:, None]).cpu()
+    # a start within ε = √tol·max(1, ‖h‖) of an orbit (the settling test below) recurs to within
+    # (1 + Lip f^p)·ε: farther recurrences (chaotic orbits pass near themselves) cannot settle
+    near = 100 * math.sqrt(rtol) * torch.clamp(flat[t0].norm(dim=1), min=1.0)
+    cand = ((recur <= 0.1 * step[:, None]) & (recur <= near[:, None])).cpu()
 
     end = flat[-1]
     settle = math.sqrt(rtol)
@@ -1600,7 +1629,7 @@ def find_fixed_points(
     # 3. deduplicate per input, keeping the least-residual representative, and classify; in
     # mode "all", then Newton from the midpoints of pairs of nondegenerate points (saddles sit
     # between attractors), round after round while new points appear
-    raw, radius, dedup_curve = _dedup(system, inputs, index, cands, dedup_tol, rtol)
+    raw, radius = _dedup(system, inputs, index, cands, dedup_tol, rtol)
     spectra: dict[int, tuple[torch.Tensor, float]] = {}  # by id of the representative state
     exact = _classify_all(
         system,
@@ -1626,7 +1655,7 @@ def find_fixed_points(
                 max_pairs=max(4 * per, 512),
             )
             prev = raw
-            raw, radius, dedup_curve = _dedup(system, inputs, index, cands, dedup_tol, rtol)
+            raw, radius = _dedup(system, inputs, index, cands, dedup_tol, rtol)
             exact = _classify_all(
                 system,
                 inputs,
@@ -1639,6 +1668,7 @@ def find_fixed_points(
             )
             if len(raw) == len(prev):
                 break
+    dedup_curve = _dedup_curve(system, index, cands, radius)
 
     # 5. continua
     cont_raw, in_continuum = _continua(system, inputs, raw, rtol=rtol, radius=radius, seed=seed)
