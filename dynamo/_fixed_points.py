@@ -1003,7 +1003,6 @@ def _continua(
     raw: list[dict[str, Any]],
     *,
     rtol: float,
-    radius: float,
     seed: int,
     max_chords: int = 4096,
 ) -> tuple[list[dict[str, Any]], set[int]]:
@@ -1670,10 +1669,10 @@ def find_fixed_points(
                 break
     dedup_curve = _dedup_curve(system, index, cands, radius)
 
-    # 5. continua
-    cont_raw, in_continuum = _continua(system, inputs, raw, rtol=rtol, radius=radius, seed=seed)
+    # 4. continua
+    cont_raw, in_continuum = _continua(system, inputs, raw, rtol=rtol, seed=seed)
 
-    # 6. cycles among bounded, unconverged iteration starts
+    # 5. cycles among bounded, unconverged iteration starts
     unconv = [i for i, o in enumerate(outcomes_list) if o is Outcome.MAX_STEPS_REACHED]
     assert reach.last_state is not None
     cyc_raw, cycle_of_row = _find_cycles(
@@ -1690,7 +1689,7 @@ def find_fixed_points(
         seed=seed,
     )
 
-    # 7. assemble; label each iteration start by the attractor it reached
+    # 6. assemble; label each iteration start by the attractor it reached
     iso = _merge_degenerate(
         system,
         inputs,
