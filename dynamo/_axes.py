@@ -9,6 +9,7 @@ and are *well conditioned*; recall plus outer normalization is what gets all thr
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -296,17 +297,17 @@ def _rank_evidence(
     """Per state: ``(rank of dh*/dx, the rank a full-rank dh*/dx has there, local image dim)``.
 
     ``dh*/dx = (I − ∂_h f)⁻¹ ∂_x f`` with ``I − ∂_h f`` invertible (the implicit function
-    theorem's hypothesis), so ``rank dh*/dx = rank ∂_x f``: read off the dense ``∂_x f``, with no
-    linear solve. Full rank is ``min(n_in, d)``, where ``d`` is the local dimension of the step's
-    image, the numerical rank of ``[∂_h f, ∂_x f]``: ``h*(x) = f(h*(x), x)`` lies in that image, so
-    a normalization that puts the state on a sphere (``d = n − 1`` per token) caps the rank below
-    ``min(n_in, n)``. ``d`` counts singular values above ``√rank_tol`` relative to the largest
-    (coarse, so that the nearly flat radial direction of an RMSNorm with small ε counts as flat);
-    the rank counts singular values of ``∂_x f`` projected on those ``d`` directions above
-    ``rank_tol`` relative to ``‖∂_x f‖₂`` (when ``∂_x f`` itself has full row rank, that
-    projection has rank ``d`` without being formed: its singular values are at least those of
-    ``∂_x f``; the eigenvalues of the Gram matrix stand in for an SVD of the ``n × (n + n_in)``
-    step Jacobian, at a quarter of its time). A CHECKED float test at each state, not a proof.
+    theorem's hypothesis), so ``rank dh*/dx = rank ∂_x f``: read off the dense ``∂_x f`` (singular
+    values above ``rank_tol`` relative to the largest), with no linear solve. Full rank is
+    ``min(n_in, max(d, rank))``, where ``d`` is the local dimension of the step's image, the
+    number of singular values of ``[∂_h f, ∂_x f]`` above ``√rank_tol`` relative to the largest
+    (coarse, so that the nearly flat radial direction of an RMSNorm with small ε counts as
+    flat): ``h*(x) = f(h*(x), x)`` lies in that image, so a normalization that puts the state on
+    a sphere (``d = n − 1`` per token) caps what full rank can mean below ``min(n_in, n)``; a
+    direction of ``∂_x f`` itself, however weak, widens it again (``max``), so a small but
+    nonzero sensitivity is never taken for a missing one. ``d`` comes from the eigenvalues of
+    the Gram matrix (a quarter of the SVD's time; its threshold stays far above rounding). A
+    CHECKED float test at each state, not a proof.
     """
     one = _per_example(system)
     x_shape = tuple(x.shape[1:])
@@ -324,22 +325,12 @@ def _rank_evidence(
         with torch.no_grad():
             jh, jx = jac(z[i], xf[i])
         sx = torch.linalg.svdvals(jx)
-        top = max(float(sx[0]), tiny)
+        rank = int((sx > rank_tol * max(float(sx[0]), tiny)).sum())
         a = torch.cat((jh, jx), dim=1)
-        gram = a @ a.T  # the image's directions: eigenvectors of [∂_h f, ∂_x f][∂_h f, ∂_x f]ᵀ
-        if int((sx > rank_tol * top).sum()) == n:
-            # ∂_x f has full row rank: its projection on any d of the image's directions has
-            # rank d (its singular values stay >= σ_min(∂_x f)), so only d is needed
-            lam = torch.linalg.eigvalsh(gram)
-            d = int((lam > rank_tol * max(float(lam[-1]), tiny)).sum())  # σ > √rank_tol · σ_max
-            ranks.append(d)
-        else:
-            lam, vecs = torch.linalg.eigh(gram)
-            keep = lam > rank_tol * max(float(lam[-1]), tiny)
-            d = int(keep.sum())
-            sp = torch.linalg.svdvals(vecs[:, keep].T @ jx) if d else torch.zeros(1, dtype=z.dtype)
-            ranks.append(int((sp > rank_tol * top).sum()))
-        full.append(min(n_in, d))
+        lam = torch.linalg.eigvalsh(a @ a.T)
+        d = int((lam > rank_tol * max(float(lam[-1]), tiny)).sum())  # σ > √rank_tol · σ_max
+        ranks.append(rank)
+        full.append(min(n_in, max(d, rank)))
         image.append(d)
     return torch.tensor(ranks), torch.tensor(full), torch.tensor(image)
 
@@ -439,8 +430,8 @@ class InputDependence:
         ``(B,)``: numerical rank of ``dh*/dx`` (which equals ``rank ∂_x f`` where the implicit
         function theorem applies); −1 where not examined.
     full_rank : torch.Tensor
-        ``(B,)``: the rank ``dh*/dx`` has when it is of full rank, ``min(n_input, image_dim)``;
-        −1 where not examined.
+        ``(B,)``: the rank ``dh*/dx`` has when it is of full rank,
+        ``min(n_input, max(image_dim, sensitivity_rank))``; −1 where not examined.
     image_dim : torch.Tensor
         ``(B,)``: local dimension of the step's image at ``(h*, x)``, the numerical rank of
         ``[∂_h f, ∂_x f]`` (``n`` for a generic map, less when a normalization confines the
@@ -661,7 +652,8 @@ def input_dependence(
     tol, max_steps :
         Iteration settings.
     probes : int, optional
-        Unused: the rank no longer comes from random probes of ``dh*/dx`` (a lower bound only)
+        Deprecated and ignored (a warning says so): the rank no longer comes from random
+        probes of ``dh*/dx`` (a lower bound only)
         but from the dense ``∂_x f``; accepted so that existing calls keep working.
     sensitivity_tol : float
         ``‖dh*/dx‖`` below this (relative to ``‖h*‖ / ‖x‖``) counts as zero.
@@ -714,7 +706,12 @@ def input_dependence(
     check_positive_int(call, "n_starts", n_starts)
     check_positive_float(call, "scale", scale)
     if probes is not None:
-        check_positive_int(call, "probes", probes)
+        warnings.warn(
+            f"{call}: probes is ignored (the rank of dh*/dx now comes from the dense ∂f/∂x, "
+            "not from random probes) and will be removed; drop the argument",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     check_positive_int(call, "sensitivity_steps", sensitivity_steps)
     check_positive_int(call, "dense_limit", dense_limit)
     system = _as_system(call, model_or_system_factory, inputs)

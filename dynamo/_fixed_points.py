@@ -3,7 +3,6 @@ root-finding, stability classes, cycles, continua, and a count with confidence."
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,7 +194,10 @@ class Continuum:
     """A connected set of non-isolated fixed points of dimension ``dimension``.
 
     Reported instead of a count: its points are not isolated, so "how many" has no answer (a
-    dedup tolerance would only decide how finely it gets chopped up).
+    dedup tolerance would only decide how finely it gets chopped up). ``dimension`` is the
+    number of tangent directions confirmed by Newton (an estimate; ``dimension_is_lower_bound``
+    when a partial Arnoldi spectrum may have hidden more), and the samples are joined by paths
+    of fixed points at a resolution of 1/64 of the distance between the samples joined.
 
     Examples
     --------
@@ -216,6 +218,7 @@ class Continuum:
     basin_count: int
     basin_fraction: float
     evidence: str
+    dimension_is_lower_bound: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
@@ -231,6 +234,7 @@ class Continuum:
         """
         return {
             "dimension": self.dimension,
+            "dimension_is_lower_bound": self.dimension_is_lower_bound,
             "input_index": self.input_index,
             "n_samples": int(self.samples.shape[0]),
             "basin_count": self.basin_count,
@@ -269,14 +273,14 @@ class FixedPointSet:
     index_sums : tuple of (int or None)
         Mode "all", per input: the sum of the fixed-point indices ``sign det(I − ∂f/∂h)`` (that
         is ``(−1)^(number of real eigenvalues > 1)``) over the isolated points found. When the
-        map sends a ball (any compact convex set) into its interior, its fixed points in it
-        are all nondegenerate and the search found every one, they sum to exactly 1
-        (Lefschetz–Hopf); a sum other than 1 for such a map proves that points were missed. The
-        hypothesis is the user's to know (a tanh RNN sends every ball of radius ``>= √n``
-        into its interior; a map with escaping orbits, such as Hénon's, sends no ball into
-        itself). None where the index is undefined: a degenerate point (eigenvalue within δ of
-        1), a continuum, a partial (Arnoldi) spectrum, or mode "reach". A float eigenvalue
-        test at the computed points (checked, not proven).
+        map sends a ball (any compact convex set) holding every point found into its interior,
+        its fixed points are all nondegenerate and the search found every one, they sum to
+        exactly 1 (Lefschetz–Hopf); a sum other than 1 for such a map shows that points were
+        missed (up to the float eigenvalue signs). The hypothesis is the user's to know (a tanh
+        RNN sends every ball of radius ``>= √n`` into its interior; a map with escaping orbits,
+        such as Hénon's, sends no ball into itself). None where the index is undefined: a
+        degenerate point (eigenvalue within δ of 1), a continuum, a partial (Arnoldi) spectrum,
+        or mode "reach". A float eigenvalue test at the computed points (checked, not proven).
     dedup_tol : float
         Distance under which two converged states count as one point.
     dedup_curve : tuple of (float, int)
@@ -285,8 +289,9 @@ class FixedPointSet:
     steps : torch.Tensor
         ``(n_inputs · starts_per_input,)``: iterations each start took (until it converged or
         stopped).
-    mode, tol, neutral_band, seed, dtype, device :
-        Settings.
+    mode, tol, neutral_band, seed, dtype, device, damping :
+        Settings (with ``damping < 1`` the reach search iterates ``(1 − α) h + α f(h)``, whose
+        attractors can be points that are unstable for ``f`` itself).
 
     Examples
     --------
@@ -319,6 +324,7 @@ class FixedPointSet:
     steps: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     unseen_points: UnseenEstimate | None = None
     index_sums: tuple[int | None, ...] = ()
+    damping: float = 1.0
     guaranteed: bool = field(default=False, init=False)
 
     def stable(self) -> tuple[FixedPoint, ...]:
@@ -367,8 +373,10 @@ class FixedPointSet:
         """Points per stability class, cycles, continua.
 
         In mode ``"reach"`` only what iteration reaches is searched for, so the saddle and
-        unstable counts are ``None`` (not searched), not 0: the logistic map at ``r = 3.2`` has
-        two unstable fixed points that no start converges to.
+        unstable counts are ``None`` (not searched) when iteration reached none, not 0: the
+        logistic map at ``r = 3.2`` has two unstable fixed points that no start converges to.
+        When it reached some (a start on a stable manifold, or a damped iteration), their count
+        is a lower bound.
 
         Examples
         --------
@@ -382,7 +390,8 @@ class FixedPointSet:
         """
         out: dict[str, int | None] = {k: len(self.with_stability(k)) for k in STABILITY}
         if self.mode == "reach":
-            out["saddle"] = out["unstable"] = None
+            for k in ("saddle", "unstable"):
+                out[k] = out[k] or None
         out["cycles"] = len(self.cycles)
         out["continua"] = len(self.continua)
         return out
@@ -413,6 +422,7 @@ class FixedPointSet:
             "unseen": self.unseen.to_dict(),
             "unseen_points": None if self.unseen_points is None else self.unseen_points.to_dict(),
             "index_sums": list(self.index_sums),
+            "damping": self.damping,
             "dedup_tol": self.dedup_tol,
             "dedup_curve": [[t, c] for t, c in self.dedup_curve],
             "tol": self.tol,
@@ -453,7 +463,8 @@ class FixedPointSet:
             parts = [head + "no isolated fixed point found, by iteration or root-finding"]
         for cont in self.continua:
             parts.append(
-                f"  a continuum of dimension {cont.dimension} (input {cont.input_index}; "
+                f"  a continuum of dimension {'>= ' if cont.dimension_is_lower_bound else ''}"
+                f"{cont.dimension} (input {cont.input_index}; "
                 f"{cont.samples.shape[0]} sample points, not a count)"
             )
         for cyc in self.cycles:
@@ -470,7 +481,12 @@ class FixedPointSet:
                 "nothing can be said about attractors not seen"
             )
         else:
-            parts.append(f"  attractors: {self.unseen}")
+            of = (
+                "attractors"
+                if self.damping == 1
+                else f"attractors of the damped iteration (α = {self.damping:g})"
+            )
+            parts.append(f"  {of}: {self.unseen}")
             if unsettled:
                 parts.append(
                     f"  ({unsettled} start(s) did not settle: their basins are unaccounted for, "
@@ -481,19 +497,25 @@ class FixedPointSet:
                 parts.append(f"  fixed points, by random root-finding runs: {self.unseen_points}")
             else:
                 parts.append("  fixed points: no random root-finding run converged")
-        sums = [s for s in self.index_sums if s is not None]
-        if sums:
+        if self.index_sums:
+            defined = [s for s in self.index_sums if s is not None]
             off = [i for i, s in enumerate(self.index_sums) if s is not None and s != 1]
-            parts.append(
-                "  fixed-point index sums (Σ sign det(I − J)) "
-                + (
-                    "all 1: consistent with a complete search, if the map sends a ball into "
-                    "its interior"
-                    if not off
-                    else f"{list(self.index_sums)}: not 1 for input(s) {off}; if the map sends "
-                    "a ball into its interior, points were missed there"
+            if len(defined) < len(self.index_sums):
+                text = (
+                    f"{list(self.index_sums)} (None: undefined, for a degenerate point, a "
+                    "continuum or a partial spectrum)"
                 )
-            )
+            elif off:
+                text = (
+                    f"{list(self.index_sums)}: not 1 for input(s) {off}; if the map sends a ball "
+                    "holding every point found into its interior, points were missed there"
+                )
+            else:
+                text = (
+                    "all 1: consistent with a complete search, if the map sends a ball holding "
+                    "every point found into its interior"
+                )
+            parts.append(f"  fixed-point index sums (Σ sign det(I − J)) {text}")
         return "\n".join(parts)
 
     def __repr__(self) -> str:
@@ -756,8 +778,8 @@ def _bridge(
     Saddles sit between attractors: an index-1 saddle on the boundary between two basins, an
     index-2 one between index-1 saddles, and so on (for the 3-bit flip-flop, the edges, faces
     and centre of the cube whose corners are the 8 memories). The nearest pairs go first, up to
-    ``max_pairs`` a round. Points with an eigenvalue near 1 are left out: on a continuum every
-    midpoint polishes into yet another sample of it.
+    ``max_pairs`` per input a round. Points with an eigenvalue near 1 are left out: on a
+    continuum every midpoint polishes into yet another sample of it.
     """
     pts = [r for r in raw if r["nullity"] == 0]
     if len(pts) < 2:
@@ -776,7 +798,14 @@ def _bridge(
     if iu.numel() == 0:
         return
     dist = (flat[iu] - flat[ju]).norm(dim=1).cpu()
-    order = torch.argsort(dist)[:max_pairs]
+    order = torch.argsort(dist)
+    # the nearest max_pairs of each input: one input's larger scale must not crowd out another's
+    pair_inp = inp[iu[order]]
+    rank_in_input = torch.zeros_like(order)
+    for b in torch.unique(pair_inp).tolist():
+        sel = torch.nonzero(pair_inp == b).flatten()
+        rank_in_input[sel] = torch.arange(sel.numel())
+    order = order[rank_in_input < max_pairs]
     iu, ju = iu[order], ju[order]
     states = torch.stack([r["state"] for r in pts])
     mids = 0.5 * (states[iu] + states[ju])
@@ -936,64 +965,98 @@ def _polish(
 def _joined_by_fixed_points(
     system: LoopedSystem,
     inputs: _Inputs,
-    chords: list[tuple[torch.Tensor, torch.Tensor, int]],
+    pairs: list[tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor, float]],
     *,
     rtol: float,
-    pieces: int = 6,
-    rounds: int = 4,
+    max_rounds: int = 12,
 ) -> list[bool]:
-    """Whether a path of fixed points joins each pair ``(a, b)`` (flat states, input row).
+    """Whether a path of fixed points joins each pair ``(a, b, row, T_a, T_b, resolution)``: flat
+    states, the input row, orthonormal bases (rows) of the tangent spaces found at ``a`` and
+    ``b``, and the length below which a hop is not split further.
 
-    The chord is cut in ``pieces``, each cut polished by Newton into a fixed point; then, for
-    ``rounds`` rounds, the midpoint of every hop still longer than ``‖b − a‖ / (pieces·2^rounds)``
-    is polished and inserted. On one continuum, polished midpoints stay between their
-    neighbours and the hops halve each round (on a great circle they are at most π/2 times the
-    chord's pieces); across a gap between two continua the hop over the gap never shrinks.
-    A pair is joined when every polish converged and, after the last round, no hop exceeds
-    twice that length plus Newton's own noise.
+    The path is built by bisection along a curve, not a chord: each hop ``(p, q)`` carries unit
+    tangents ``t_p, t_q`` (at the ends, ``b − a`` projected on ``T_a``, ``T_b``; at an inserted
+    point, the direction of the hop it halves), and its midpoint is predicted by cubic Hermite
+    interpolation, ``(p + q)/2 + ‖q − p‖ (t_p − t_q)/8``, which follows a circle's sagitta to
+    second order, then polished by Newton. A hop is sound when Newton converged, landed within a
+    quarter of the hop from the prediction, and between the ends (within three quarters of the
+    hop from each). Hops are halved until every one is at most ``‖b − a‖ / pieces``: on one
+    continuum every test passes; a gap between two continua sits inside some hop, whose
+    midpoint snaps to one side and fails. So continua closer than ``1/pieces`` of the distance
+    between the samples being joined cannot be told apart, and a sample spacing wider than the
+    continuum's curvature allows leaves it in pieces (not merged with another).
     """
-    chains = [
-        [a, *[a + t * (b - a) for t in torch.linspace(0, 1, pieces + 1).tolist()[1:-1]], b]
-        for a, b, _ in chords
-    ]
-    alive = [True] * len(chords)
-    lengths = [float((b - a).norm()) for a, b, _ in chords]
-    # the interior cuts first, then the midpoints of the long hops, round after round
-    todo = [(e, i) for e in range(len(chords)) for i in range(1, pieces)]
-    for rnd in range(rounds + 1):
-        if todo:
-            starts = torch.stack([chains[e][i] for e, i in todo])
-            rows = torch.tensor([chords[e][2] for e, _ in todo], dtype=torch.long)
-            out, ok = _polish(inputs, rows, system.unflatten(starts), rtol)
-            out = system.flatten(out)
-            for j, (e, i) in enumerate(todo):
-                if bool(ok[j]):
-                    chains[e][i] = out[j]
-                else:
-                    alive[e] = False
-        if rnd == rounds:
-            break
-        todo = []
-        for e, chain in enumerate(chains):
+    points: list[torch.Tensor] = []  # per pair, (k, n): the path so far, from a to b
+    tangents: list[torch.Tensor] = []  # (k, n): unit tangents along it, oriented from a to b
+    for a, b, _, ta_basis, tb_basis, _ in pairs:
+        ab = b - a
+        ln = float(ab.norm())
+        ends = []
+        for basis in (ta_basis, tb_basis):
+            t = basis.T @ (basis @ ab) if basis.numel() else ab
+            t = t / t.norm() if float(t.norm()) > 1e-3 * ln else ab / ln
+            ends.append(t)
+        points.append(torch.stack([a, b]))
+        tangents.append(torch.stack(ends))
+    alive = [True] * len(pairs)
+    for _ in range(max_rounds):
+        todo: list[tuple[int, torch.Tensor]] = []  # (pair, indices of the hops to split)
+        preds: list[torch.Tensor] = []
+        for e in range(len(pairs)):
             if not alive[e]:
                 continue
-            target = lengths[e] / (pieces * 2 ** (rnd + 1))
-            new_chain = [chain[0]]
-            for p, q in itertools.pairwise(chain):
-                if float((q - p).norm()) > target:
-                    new_chain.append(0.5 * (p + q))
-                    todo.append((e, len(new_chain) - 1))
-                new_chain.append(q)
-            chains[e] = new_chain
+            pts, tan = points[e], tangents[e]
+            hop = (pts[1:] - pts[:-1]).norm(dim=1)
+            split = torch.nonzero(hop > pairs[e][5]).flatten()
+            if split.numel():
+                todo.append((e, split))
+                h = hop[split, None]
+                preds.append(
+                    0.5 * (pts[split] + pts[split + 1]) + h * (tan[split] - tan[split + 1]) / 8
+                )
+        if not todo:
+            break
+        rows = torch.cat(
+            [torch.full((sp.numel(),), pairs[e][2], dtype=torch.long) for e, sp in todo]
+        )
+        pred = torch.cat(preds)
+        out, ok = _polish(inputs, rows, system.unflatten(pred), rtol)
+        out = system.flatten(out)
+        at = 0
+        for e, split in todo:
+            k = split.numel()
+            m, good, pr = out[at : at + k], ok[at : at + k], pred[at : at + k]
+            at += k
+            pts = points[e]
+            p, q = pts[split], pts[split + 1]
+            hop = (q - p).norm(dim=1)
+            sound = (
+                good
+                & ((m - pr).norm(dim=1) <= 0.25 * hop)
+                & ((m - p).norm(dim=1) <= 0.75 * hop)
+                & ((m - q).norm(dim=1) <= 0.75 * hop)
+            )
+            if not bool(sound.all()):
+                alive[e] = False
+                continue
+            # insert each midpoint after its hop's start, with the hop's direction as tangent
+            n_old = pts.shape[0]
+            slot = (
+                torch.arange(n_old)
+                + torch.cumsum(torch.zeros(n_old, dtype=torch.long).index_fill_(0, split, 1), 0)
+                - torch.zeros(n_old, dtype=torch.long).index_fill_(0, split, 1)
+            )
+            new_pts = torch.empty(n_old + k, pts.shape[1], dtype=pts.dtype, device=pts.device)
+            new_tan = torch.empty_like(new_pts)
+            new_pts[slot] = pts
+            new_tan[slot] = tangents[e]
+            new_pts[slot[split] + 1] = m
+            new_tan[slot[split] + 1] = (q - p) / hop[:, None]
+            points[e], tangents[e] = new_pts, new_tan
     joined = []
-    for e, chain in enumerate(chains):
-        if not alive[e]:
-            joined.append(False)
-            continue
-        pts = torch.stack(chain)
+    for e, pts in enumerate(points):
         hops = (pts[1:] - pts[:-1]).norm(dim=1)
-        slack = 1e3 * rtol * max(1.0, float(pts.norm(dim=1).max()))  # Newton's noise
-        joined.append(float(hops.max()) <= 2 * lengths[e] / (pieces * 2**rounds) + slack)
+        joined.append(alive[e] and float(hops.max()) <= pairs[e][5])
     return joined
 
 
@@ -1003,29 +1066,34 @@ def _continua(
     raw: list[dict[str, Any]],
     *,
     rtol: float,
+    exact: bool,
     seed: int,
-    max_chords: int = 4096,
+    tries_per_pair: int = 2,
 ) -> tuple[list[dict[str, Any]], set[int]]:
     """Group neutral, non-isolated fixed points into continua.
 
     **Non-isolation** of a point with ``nullity >= 1`` (an eigenvalue within δ of 1) is tested in
-    two rounds of Newton–Krylov, with steps of ``s = 1e-2 · max(1, ‖h‖/√n)``, a scale of the state
-    itself and not of the dedup tolerance (a test against the tolerance could never fire once the
-    tolerance exceeded the step). Round 1 starts from ``h + s·d`` for ``nullity + 3`` random unit
-    directions ``d``: on a manifold of fixed points Newton lands near ``h`` on the manifold, and
-    the landing displacements span (the projection of ``d`` onto) its tangent space. Round 2 steps
-    a full ``s`` along each orthonormal direction of those displacements: a direction is confirmed
-    tangent when Newton lands at least ``s/2`` away from ``h``. An isolated point, even a
-    degenerate one such as ``0`` for ``h ↦ h − h³``, pulls such a step back to within ``O(s³)``;
-    the number of confirmed directions is the local dimension.
+    two rounds of Newton–Krylov with steps of ``s = max(1e-3·ρ, 300·tol·r)``, ``ρ = max(1,
+    ‖h‖/√n)`` the state's RMS scale and ``r = max(1, ‖h‖)``: a scale of the state itself, far
+    above Newton's landing noise (about ``tol·r``) in every dtype, and never of the dedup
+    tolerance (a test against the tolerance could not fire once it exceeded the step). Round 1
+    starts from ``h + s·d`` for ``nullity + 3`` random unit directions ``d`` (``2·nullity + 3``
+    when the spectrum is a partial Arnoldi one, whose nullity may undercount): on a manifold of
+    fixed points Newton lands on it near ``h``, and the landing displacements span (the
+    projection of ``d`` onto) its tangent space. Round 2 steps ``s`` and ``s/2`` along each
+    orthonormal direction ``v`` of those displacements: ``v`` is confirmed tangent when Newton
+    lands within a quarter step of ``h + s·v`` and of ``h + s·v/2``. An isolated point, even a
+    degenerate one such as ``0`` for ``h ↦ h − h³``, pulls such steps back, and a transverse step
+    onto a neighbouring continuum cannot land on both predictions. The number of confirmed
+    directions is the local dimension (a lower bound when a partial spectrum was saturated).
 
     **Linking** joins the non-isolated points of one input in Kruskal's order (nearest pairs
-    first, only pairs in different groups so far): a pair joins when a path of fixed points
-    joins it (:func:`_joined_by_fixed_points`: its chord polished by Newton and refined until
-    the hops are short, which a gap between two continua never allows).
-    Every pair across groups is a candidate, not only near neighbours, so samples of one
-    connected continuum end in one group whatever the dedup tolerance made of them (up to
-    ``max_chords`` chords are tested).
+    first, only pairs in different groups so far, at most ``tries_per_pair`` pairs per pair of
+    groups: the nearest ones), when a path of fixed points joins them
+    (:func:`_joined_by_fixed_points`), so samples of one connected continuum end in one group
+    whatever the dedup tolerance made of them, and separate continua stay apart down to a gap of
+    about ``4·s`` (each path is built of at most 4096 pieces: samples farther apart than that
+    are not joined directly).
     """
     neutral = [i for i, r in enumerate(raw) if r["nullity"] >= 1]
     if not neutral:
@@ -1036,86 +1104,117 @@ def _continua(
     gen = torch.Generator(device=system.device).manual_seed(seed + 11)
     base = system.flatten(torch.stack([raw[i]["state"] for i in neutral]))
     row_of = torch.tensor([raw[i]["row"] for i in neutral], dtype=torch.long)
-    step = 1e-2 * torch.clamp(base.norm(dim=1) / math.sqrt(n), min=1.0)  # (m,)
+    norms = base.norm(dim=1)
+    step = torch.maximum(
+        1e-3 * torch.clamp(norms / math.sqrt(n), min=1.0), 300 * rtol * torch.clamp(norms, min=1.0)
+    )  # (m,)
+    noise = 3 * rtol * torch.clamp(norms, min=1.0)
 
     # round 1: random directions; the landing displacements estimate the tangent space
-    n_dir = [min(n, raw[i]["nullity"] + 3) for i in neutral]
+    n_dir = [min(n, raw[i]["nullity"] * (1 if exact else 2) + 3) for i in neutral]
     owner = torch.cat([torch.full((c,), j, dtype=torch.long) for j, c in enumerate(n_dir)])
     d = torch.randn(int(owner.numel()), n, generator=gen, dtype=dt, device=dev)
     d = d / d.norm(dim=1, keepdim=True) * step[owner, None]
     land, ok = _polish(inputs, row_of[owner], system.unflatten(base[owner] + d), rtol)
     disp = system.flatten(land) - base[owner]
-    # round 2: a full step along each orthonormal direction of the displacements
+    # round 2: steps s and s/2 along each orthonormal direction of the displacements
     dirs: list[torch.Tensor] = []
     dir_owner: list[int] = []
     for j in range(len(neutral)):
         mine = (owner == j) & ok & torch.isfinite(disp).all(dim=1)
         dj = disp[mine]
-        if dj.shape[0] == 0:
-            continue
-        noise = 1e3 * rtol * max(1.0, float(base[j].norm()))
-        dj = dj[dj.norm(dim=1) > noise]  # above Newton's own landing noise
+        dj = dj[dj.norm(dim=1) > 10 * noise[j]]  # above Newton's own landing noise
         if dj.shape[0] == 0:
             continue
         _, sv, vh = torch.linalg.svd(dj, full_matrices=False)
-        keep = sv > 1e-2 * sv[0]
-        for v in vh[keep]:
+        for v in vh[sv > 1e-2 * sv[0]]:
             dirs.append(v)
             dir_owner.append(j)
     local: dict[int, int] = {}
+    tangents: dict[int, torch.Tensor] = {}
+    saturated: set[int] = set()
     if dirs:
         v = torch.stack(dirs)
         own = torch.tensor(dir_owner, dtype=torch.long)
+        preds = torch.cat([base[own] + step[own, None] * v, base[own] + 0.5 * step[own, None] * v])
         land2, ok2 = _polish(
-            inputs, row_of[own], system.unflatten(base[own] + step[own, None] * v), rtol
+            inputs, torch.cat([row_of[own], row_of[own]]), system.unflatten(preds), rtol
         )
-        moved = ok2 & ((system.flatten(land2) - base[own]).norm(dim=1) >= 0.5 * step[own])
+        miss = (system.flatten(land2) - preds).norm(dim=1)
+        half = own.numel()
+        limit = 0.25 * step[own]
+        conf = ok2[:half] & ok2[half:] & (miss[:half] <= limit) & (miss[half:] <= 0.5 * limit)
         for j in range(len(neutral)):
-            conf = moved & (own == j)
-            if bool(conf.any()):
-                local[neutral[j]] = int(conf.sum())
+            mine = conf & (own == j)
+            if bool(mine.any()):
+                local[neutral[j]] = int(mine.sum())
+                tangents[neutral[j]] = v[mine]
+                if not exact and int(mine.sum()) >= n_dir[j]:
+                    saturated.add(neutral[j])
     if not local:
         return [], set()
 
-    # linking: Kruskal's order over all pairs of one input, tested in batches of chords
+    # linking: Kruskal's order over the pairs of one input, the nearest few per pair of groups
     members = sorted(local)
     m = len(members)
     flat = system.flatten(torch.stack([raw[i]["state"] for i in members]))
+    res = [4 * float(step[neutral.index(i)]) for i in members]  # gaps wider than this are seen
     inp = torch.tensor([raw[i]["input"] for i in members])
     uf = _UnionFind(m)
     if m > 1:
         dist = torch.cdist(flat, flat)
-        same = inp[:, None] == inp[None, :]
         iu, ju = torch.triu_indices(m, m, 1)
-        ok_pair = same[iu, ju]
-        iu, ju = iu[ok_pair], ju[ok_pair]
+        keep = (inp[:, None] == inp[None, :])[iu, ju]
+        iu, ju = iu[keep], ju[keep]
         order = torch.argsort(dist[iu, ju].cpu())
         pairs = list(zip(iu[order].tolist(), ju[order].tolist(), strict=True))
-        tested = 0
+        tries: dict[tuple[int, int], int] = {}
         pos = 0
-        while pos < len(pairs) and tested < max_chords:
+        while pos < len(pairs):
             batch: list[tuple[int, int]] = []
-            seen_groups: set[tuple[int, int]] = set()
-            while pos < len(pairs) and len(batch) < 64 and tested + len(batch) < max_chords:
+            in_batch: set[tuple[int, int]] = set()
+            while pos < len(pairs) and len(batch) < 64:
                 a, b = pairs[pos]
                 pos += 1
+                if float(dist[a, b]) > 4096 * max(res[a], res[b]):
+                    continue  # more than 4096 pieces at this resolution: not resolvable
                 ga, gb = uf.find(a), uf.find(b)
                 key = (min(ga, gb), max(ga, gb))
-                if ga != gb and key not in seen_groups:
-                    seen_groups.add(key)
+                if ga != gb and key not in in_batch and tries.get(key, 0) < tries_per_pair:
+                    in_batch.add(key)
+                    tries[key] = tries.get(key, 0) + 1
                     batch.append((a, b))
             if not batch:
                 break
-            tested += len(batch)
             joined = _joined_by_fixed_points(
                 system,
                 inputs,
-                [(flat[a], flat[b], raw[members[a]]["row"]) for a, b in batch],
+                [
+                    (
+                        flat[a],
+                        flat[b],
+                        raw[members[a]]["row"],
+                        tangents[members[a]],
+                        tangents[members[b]],
+                        max(res[a], res[b]),
+                    )
+                    for a, b in batch
+                ],
                 rtol=rtol,
             )
             for (a, b), linked in zip(batch, joined, strict=True):
-                if linked:
+                ra, rb = uf.find(a), uf.find(b)
+                if linked and ra != rb:
                     uf.union(a, b)
+                    # the joined group inherits the tries its parts had with every other group
+                    r, gone = uf.find(a), (rb if uf.find(a) == ra else ra)
+                    for key in [k for k in tries if gone in k]:
+                        other = key[0] if key[1] == gone else key[1]
+                        if other != r:
+                            new_key = (min(r, other), max(r, other))
+                            tries[new_key] = tries.get(new_key, 0) + tries.pop(key)
+                        else:
+                            tries.pop(key)
             if len({uf.find(j) for j in range(m)}) == len(set(inp.tolist())):
                 break  # one group per input: nothing left to join
     comps: dict[int, list[int]] = {}
@@ -1127,18 +1226,19 @@ def _continua(
         idx = [members[j] for j in comp]
         taken.update(idx)
         dim = max(local[i] for i in idx)
+        lower = any(i in saturated and local[i] == dim for i in idx)
         reach_rows = sorted({row for i in idx for row in raw[i]["reach_rows"]})
-        n_links = len(comp) - 1
         out.append(
             {
                 "dimension": dim,
+                "dimension_is_lower_bound": lower,
                 "input_index": raw[idx[0]]["input"],
                 "samples": torch.stack([raw[i]["state"] for i in idx]),
                 "evidence": (
                     f"{len(idx)} fixed points with eigenvalue 1 (nullity up to "
                     f"{max(raw[i]['nullity'] for i in idx)}); Newton from steps along the "
-                    f"tangent directions lands on other fixed points (local dimension {dim}); "
-                    f"{n_links} chords between samples polished into fixed points all along"
+                    f"tangent directions lands on them (local dimension {'>= ' if lower else ''}"
+                    f"{dim}); {len(comp) - 1} paths of fixed points join the samples"
                 ),
                 "reach_rows": reach_rows,
                 "members": idx,
@@ -1228,7 +1328,13 @@ def _compose(system: LoopedSystem, sub: LoopedSystem, p: int) -> LoopedSystem:
 
     if system.driven:
         return LoopedSystem.from_function(
-            fp, system.state_shape, x=x, driven=True, validate=False, dtype=system.dtype
+            fp,
+            system.state_shape,
+            x=x,
+            driven=True,
+            validate=False,
+            dtype=system.dtype,
+            device=system.device,
         )
     return LoopedSystem.from_function(
         lambda h: fp(h),
@@ -1368,11 +1474,16 @@ def _find_cycles(
                             one._step_unchecked(orbit[-1][None], one.x if one.driven else None)[0]
                         )
                 orb = system.flatten(torch.stack(orbit))
-                # least period: the smallest divisor q of p whose orbit closes to the dedup radius
+                # least period: the smallest divisor q of p whose orbit closes as well as Newton
+                # closed f^p (tied to the solve's residual, not to the dedup tolerance)
+                closed = max(10 * float(pol.residual[j]), 100 * rtol * (1 + float(orb[0].norm())))
                 q = next(
-                    d
-                    for d in range(1, p + 1)
-                    if p % d == 0 and float((orb[d] - orb[0]).norm()) <= radius
+                    (
+                        d
+                        for d in range(1, p + 1)
+                        if p % d == 0 and float((orb[d] - orb[0]).norm()) <= closed
+                    ),
+                    p,
                 )
                 known = any(
                     c["period"] == q
@@ -1670,7 +1781,7 @@ def find_fixed_points(
     dedup_curve = _dedup_curve(system, index, cands, radius)
 
     # 4. continua
-    cont_raw, in_continuum = _continua(system, inputs, raw, rtol=rtol, seed=seed)
+    cont_raw, in_continuum = _continua(system, inputs, raw, rtol=rtol, exact=exact, seed=seed)
 
     # 5. cycles among bounded, unconverged iteration starts
     unconv = [i for i, o in enumerate(outcomes_list) if o is Outcome.MAX_STEPS_REACHED]
@@ -1721,6 +1832,7 @@ def find_fixed_points(
     continua = [
         Continuum(
             dimension=c["dimension"],
+            dimension_is_lower_bound=c["dimension_is_lower_bound"],
             input_index=c["input_index"],
             samples=c["samples"],
             basin_count=len(c["reach_rows"]),
@@ -1823,4 +1935,5 @@ def find_fixed_points(
         device=str(system.device),
         unseen_points=unseen_points,
         index_sums=index_sums,
+        damping=damping,
     )

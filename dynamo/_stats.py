@@ -133,8 +133,9 @@ class UnseenEstimate:
             if self.of == "attractors"
             else "that a single draw lands on with probability"
         )
+        found = self.of[:-1] if self.observed == 1 and self.of.endswith("s") else self.of
         return (
-            f"{self.observed} {self.of} found ({self.f1} seen once, {self.f2} seen twice); "
+            f"{self.observed} {found} found ({self.f1} seen once, {self.f2} seen twice); "
             f"Chao1 estimates {self.chao1:.1f} in all (an estimate, not a bound: it counts no "
             f"unseen ones when none was seen once); any of the {self.of} {share} >= "
             f"{100 * self.min_detectable_fraction:.2g}% would have been seen with probability "

@@ -250,10 +250,22 @@ class ContinuumCase:
     scale: float
     dimensions: tuple[int, ...]  # one per connected set
     isolated: int = 0  # isolated fixed points besides
-    radii: tuple[float, ...] = ()  # of each continuum when it is a sphere about 0, in order
+    #: a quantity constant on each continuum (the radius of a circle, the height of a line) and
+    #: its values, one per continuum, in increasing order
+    label: Callable[[torch.Tensor], torch.Tensor] | None = None
+    values: tuple[float, ...] = ()
+    starts: Callable[[dy.LoopedSystem], torch.Tensor] | None = None
 
 
 _LINE = torch.tensor([1.0, 0.5, 0.5], dtype=F64)
+
+
+def _norm(h: torch.Tensor) -> torch.Tensor:
+    return h.norm(dim=1)
+
+
+def _height(h: torch.Tensor) -> torch.Tensor:
+    return h[:, 1]
 
 
 def _rings(h: torch.Tensor) -> torch.Tensor:
@@ -261,10 +273,34 @@ def _rings(h: torch.Tensor) -> torch.Tensor:
     return h * (1 - 0.04 * (s - 1) * (s - 2.25) * (s - 4))
 
 
+def _close_rings(h: torch.Tensor) -> torch.Tensor:
+    r = h.norm(dim=-1, keepdim=True)
+    return h * (1 - 0.3 * (r - 10) * (r - 10.3) * (r - 10.6) / r)
+
+
+def _close_ring_starts(system: dy.LoopedSystem) -> torch.Tensor:
+    g = gen(0)
+    th = 2 * torch.pi * torch.rand(64, generator=g, dtype=F64)
+    r = 9.8 + torch.rand(64, generator=g, dtype=F64)
+    return torch.stack([r * th.cos(), r * th.sin()], dim=1)
+
+
+def _lines(h: torch.Tensor) -> torch.Tensor:
+    y = h[..., 1:2]
+    return torch.cat([h[..., :1], y + 0.5 * (y - y**3)], dim=-1)
+
+
+def _far_line_starts(system: dy.LoopedSystem) -> torch.Tensor:
+    g = gen(13)
+    x = 200 * (2 * torch.rand(64, generator=g, dtype=F64) - 1)
+    y = 3 * torch.rand(64, generator=g, dtype=F64) - 1.5
+    return torch.stack([x, y], dim=1)
+
+
 #: h ↦ diag(1, .5, .5) h: the fixed points are the line ℝ·e₁, one continuum of dimension 1
 LINE_ATTRACTOR = ContinuumCase(
     "line_attractor",
-    lambda: dy.LoopedSystem.from_function(lambda h: h * _LINE, state_shape=(3,)),
+    lambda: dy.LoopedSystem.from_function(lambda h: h * _LINE.to(h.dtype), state_shape=(3,)),
     128,
     1.0,
     (1,),
@@ -273,10 +309,11 @@ LINE_ATTRACTOR = ContinuumCase(
 ZERO_BRANCH_RMS12 = ContinuumCase(
     "zero_branch_rmsnorm_12",
     lambda: dy.LoopedSystem.from_module(dy.models.ZeroBranchRMSNorm(d=12)),
-    64,
+    32,
     1.0,
     (11,),
-    radii=(12**0.5,),
+    label=_norm,
+    values=(12**0.5,),
 )
 #: h ↦ h (1 − 0.04 (s − 1)(s − 2.25)(s − 4)), s = ‖h‖²: three concentric circles of fixed
 #: points (r = 1 and 2 attract radially, with r′ = 0.7 and −0.68; r = 1.5 repels, r′ = 1.39) and
@@ -288,9 +325,35 @@ RINGS = ContinuumCase(
     1.5,
     (1, 1, 1),
     isolated=1,
-    radii=(1.0, 1.5, 2.0),
+    label=_norm,
+    values=(1.0, 1.5, 2.0),
 )
-CONTINUUM_CASES = [LINE_ATTRACTOR, ZERO_BRANCH_RMS12, RINGS]
+#: three circles of fixed points 0.3 apart at radius 10 (r = 10.3 repels): a chord between two
+#: samples of one circle bulges onto the next one, so linking must follow the curve
+CLOSE_RINGS = ContinuumCase(
+    "three_close_rings",
+    lambda: dy.LoopedSystem.from_function(_close_rings, state_shape=(2,)),
+    64,
+    1.0,
+    (1, 1, 1),
+    label=_norm,
+    values=(10.0, 10.3, 10.6),
+    starts=_close_ring_starts,
+)
+#: (x, y) ↦ (x, y + 0.5 (y − y³)): three lines of fixed points, y = −1 and 1 (attracting) and
+#: y = 0 (repelling), 1 apart, sampled over x in ±200 (a chord between far samples of two lines
+#: is 400 long: it must not link them)
+FAR_LINES = ContinuumCase(
+    "three_far_lines",
+    lambda: dy.LoopedSystem.from_function(_lines, state_shape=(2,)),
+    64,
+    1.0,
+    (1, 1, 1),
+    label=_height,
+    values=(-1.0, 0.0, 1.0),
+    starts=_far_line_starts,
+)
+CONTINUUM_CASES = [LINE_ATTRACTOR, ZERO_BRANCH_RMS12, RINGS, CLOSE_RINGS, FAR_LINES]
 
 #: h ↦ h − h³: one fixed point, 0, degenerate (f′(0) = 1) and isolated; Newton approaches it only
 #: linearly and stops anywhere within (tol)^(1/3) of it
