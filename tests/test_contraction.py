@@ -52,7 +52,7 @@ def test_contraction_verdict_and_witnesses_on_a_domain(case: DomainCase) -> None
             ratio = float((system.step(a[None]) - system.step(b[None])).norm() / (a - b).norm())
         assert ratio == pytest.approx(v.witness["ratio"], rel=1e-12)
         # it expands, and by no more than the Lipschitz constant on the domain allows
-        assert 1 < ratio <= case.lipschitz * (1 + 1e-9)
+        assert ratio > 1 and ratio <= case.lipschitz * (1 + 1e-9)
 
 
 def test_a_map_contracting_along_the_circle_is_not_refuted_by_leaving_it() -> None:
