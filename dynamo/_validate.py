@@ -4,6 +4,7 @@ begins with the call form and names the argument at fault."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -131,3 +132,33 @@ def check_state_shape(
 
 def _dims(shape: tuple[int, ...]) -> str:
     return ", ".join(str(s) for s in shape) if shape else ""
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure (CPU or GPU), which no caller should re-label."""
+    if isinstance(err, MemoryError):
+        return True
+    text = str(err).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def check_memory(call: str, what: str, nbytes: float, device: torch.device, fix: str) -> None:
+    """Refuse up front a request whose working set alone exceeds the device's memory.
+
+    ``nbytes`` is a lower estimate of what the work needs; the device's memory is the physical
+    memory of a CPU host (``os.sysconf``; unknown elsewhere, then nothing is refused) or the free
+    memory of a CUDA device.
+    """
+    avail: float | None = None
+    if device.type == "cuda" and torch.cuda.is_available():
+        avail = float(torch.cuda.mem_get_info(device)[0])
+    elif device.type == "cpu":
+        try:
+            avail = float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    if avail is not None and nbytes > avail:
+        raise InvalidArgumentError(
+            f"{call}: {what} needs at least {nbytes / 2**30:.3g} GiB, more than the "
+            f"{avail / 2**30:.3g} GiB this {device.type} has; {fix}"
+        )

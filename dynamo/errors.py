@@ -24,6 +24,7 @@ __all__ = [
     "ConvergenceError",
     "DynamoError",
     "InvalidArgumentError",
+    "MapError",
     "NonDeterministicMapError",
     "ShapeError",
     "UnsupportedDtypeError",
@@ -48,6 +49,14 @@ class UnsupportedDtypeError(InvalidArgumentError, TypeError):
 
 class NonDeterministicMapError(InvalidArgumentError):
     """The map is not a deterministic function of its state (train-mode dropout, batch coupling)."""
+
+
+class MapError(DynamoError, RuntimeError):
+    """The user's map raised while dynamo evaluated it.
+
+    The message says which call, at which iteration and for which starts; the map's own error is
+    chained as ``__cause__``.
+    """
 
 
 class ConvergenceError(DynamoError, RuntimeError):

@@ -390,3 +390,23 @@ def test_an_explicit_input_is_checked_like_the_systems_own(tanh_system: dy.Loope
     sol = dy.solve(tanh_system, h0, x=torch.ones(4, 16))
     ref = dy.solve(tanh_system, h0, x=torch.ones(4, 16, dtype=torch.float64))
     torch.testing.assert_close(sol.state, ref.state)
+
+
+@pytest.mark.parametrize("method", ["picard", "anderson", "broyden"])
+def test_a_map_that_raises_mid_solve_is_named_with_the_iteration_and_starts(method: str) -> None:
+    """Issue 13, item 5: the user's error comes back chained, with the call, the iteration and
+    the starts, not as a bare traceback from inside the solver loop."""
+
+    def fussy(h: torch.Tensor) -> torch.Tensor:
+        if bool((h.abs() > 5).any()):
+            raise ValueError("state left the table")
+        return h + 1.0  # no fixed point: every method walks off the table
+
+    system = dy.LoopedSystem.from_function(fussy, state_shape=(2,))
+    with pytest.raises(dy.errors.MapError) as info:
+        dy.solve(system, torch.zeros(3, 2, dtype=torch.float64), method=method)
+    text = str(info.value)
+    assert text.startswith(f"solve(system, h0, method='{method}'): evaluating the map raised")
+    assert "ValueError at iteration" in text and "(starts 0, 1, 2)" in text
+    assert "state left the table" in text
+    assert isinstance(info.value.__cause__, ValueError)

@@ -18,8 +18,8 @@ from .._validate import (
     check_solvable_dtype,
     check_state_shape,
 )
-from ..errors import ConvergenceError, InvalidArgumentError
-from ._common import Method, Settings, Solution, row_norm, run
+from ..errors import ConvergenceError, InvalidArgumentError, MapError
+from ._common import MapFailure, Method, Settings, Solution, row_norm, run
 from .anderson import Anderson
 from .broyden import Broyden
 from .newton_krylov import NewtonKrylov
@@ -215,8 +215,17 @@ def solve(
 
     impl = cls(**options)
     settings = Settings(tol=rtol, atol=a_tol, max_steps=max_steps, divergence=float(divergence))
-    with torch.no_grad():
-        raw = run(impl, fmap, z0, xx, settings)
+    try:
+        with torch.no_grad():
+            raw = run(impl, fmap, z0, xx, settings)
+    except MapFailure as fail:
+        starts = ", ".join(str(r) for r in fail.rows) + (", ..." if len(fail.rows) == 8 else "")
+        raise MapError(
+            f"{call}: {fail.what} raised {type(fail.err).__name__} at iteration {fail.step} "
+            f"(starts {starts}): {fail.err}. The map must accept every state the solver visits; "
+            "a state that left the map's domain may call for smaller steps (damping) or starts "
+            "closer to the fixed point"
+        ) from fail.err
     sol = Solution(
         method=method,
         state=system.unflatten(raw["state"]),

@@ -209,6 +209,7 @@ class Context:
         self.f_evals = torch.zeros(n, dtype=torch.long, device=device)
         self.jvp_evals = torch.zeros(n, dtype=torch.long, device=device)
         self.rows = torch.arange(n, device=device)  # original indices of the active starts
+        self.step = 0  # the iteration under way, for error messages
 
     def _x_for(self, idx: torch.Tensor | None) -> torch.Tensor | None:
         if self.x is None:
@@ -219,7 +220,10 @@ class Context:
         """The flat map on active starts (all, or the subset ``idx`` of the active list)."""
         rows = self.rows if idx is None else self.rows[idx]
         self.f_evals[rows] += 1
-        return self._fmap(z, self._x_for(idx))
+        try:
+            return self._fmap(z, self._x_for(idx))
+        except Exception as err:
+            raise _map_failure(err, "evaluating the map", self.step, rows) from err
 
     def linearize(self, z: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``v ↦ J(z) v`` for all active starts (the map acts per example), counted per start.
@@ -230,12 +234,18 @@ class Context:
         from .._linearize import JacobianOperator
 
         xx = self.x
-        op = JacobianOperator(lambda zz: self._fmap(zz, xx), z)
         rows = self.rows
+        try:
+            op = JacobianOperator(lambda zz: self._fmap(zz, xx), z)
+        except Exception as err:
+            raise _map_failure(err, "differentiating the map", self.step, rows) from err
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
             self.jvp_evals[rows] += 1
-            return op.matvec(v)
+            try:
+                return op.matvec(v)
+            except Exception as err:
+                raise _map_failure(err, "differentiating the map", self.step, rows) from err
 
         return matvec
 
@@ -244,6 +254,26 @@ class Context:
         self.rows = self.rows[mask]
         if self.x is not None:
             self.x = self.x[mask]
+
+
+class MapFailure(Exception):
+    """The user's map (or its derivative) raised inside the solve loop: where, for :func:`solve`
+    to report with its call form."""
+
+    def __init__(self, what: str, step: int, rows: list[int], err: BaseException) -> None:
+        super().__init__(f"{what} raised {type(err).__name__} at iteration {step}")
+        self.what, self.step, self.rows, self.err = what, step, rows, err
+
+
+def _map_failure(err: Exception, what: str, step: int, rows: torch.Tensor) -> BaseException:
+    """Wrap a failure of the user's map with where it happened; dynamo's own errors and
+    allocation failures pass through unchanged."""
+    from .._validate import out_of_memory
+    from ..errors import DynamoError
+
+    if isinstance(err, (DynamoError, MapFailure)) or out_of_memory(err):
+        return err
+    return MapFailure(what, step, rows[:8].tolist(), err)
 
 
 class Method:
@@ -306,6 +336,7 @@ def run(
     st = method.start(z, fz, ctx)
     degenerate: torch.Tensor | None = None
     for k in range(settings.max_steps + 1):
+        ctx.step = k
         rows = ctx.rows
         r = row_norm(fz - z)
         zn = row_norm(z)
