@@ -470,7 +470,19 @@ def _setup(
         raise InvalidArgumentError(f"{call}: seed must be an int, got {seed!r}")
     if mode not in ("reverse", "forward"):
         raise InvalidArgumentError(f"{call}: unknown mode {mode!r}; choose 'reverse' or 'forward'")
-    return JacobianOperator(_flat(system, xx), z, mode=mode), rtol, steps, call
+    op = JacobianOperator(_flat(system, xx), z, mode=mode)
+    bad = torch.nonzero(~torch.isfinite(op.value).all(dim=1)).flatten().tolist()
+    if bad:
+        raise InvalidArgumentError(_not_finite(call, "the map", bad))
+    return op, rtol, steps, call
+
+
+def _not_finite(call: str, what: str, rows: list[int]) -> str:
+    shown = ", ".join(str(i) for i in rows[:8]) + (", ..." if len(rows) > 8 else "")
+    return (
+        f"{call}: {what} is not finite at h[{shown}], so it has no spectrum there; check the "
+        "weights (inf or NaN?) and that h lies where the map is defined"
+    )
 
 
 def _finish(
@@ -533,32 +545,43 @@ def _estimate(
     # op.shape is (N, n_out, n_in); ∂f/∂h is square, so the Arnoldi and Lanczos kernels apply
     dims = (op.shape[0], op.shape[2], op.dtype, op.device)
     kk = 1 if k is None else k
-    if name in ("spectral_norm", "singular_values"):
-        kr = _golub_kahan(
-            op.matvec,
-            op.rmatvec,
-            *dims,
-            k=kk,
-            tol=rtol,
-            max_steps=steps,
-            seed=seed,
-            out_dim=op.shape[1],
-        )
-        method, lower = "golub_kahan_lanczos", True
-    elif name in ("eigenvalues", "spectral_radius"):
-        kr = _arnoldi(op.matvec, *dims, k=kk, tol=rtol, max_steps=steps, seed=seed)
-        method, lower = "arnoldi", False
-        if name == "spectral_radius":
-            kr = _Krylov(
-                kr.values[:, :1].abs(), kr.residuals[:, :1], kr.steps, kr.converged, kr.vectors
+    try:
+        if name in ("spectral_norm", "singular_values"):
+            kr = _golub_kahan(
+                op.matvec,
+                op.rmatvec,
+                *dims,
+                k=kk,
+                tol=rtol,
+                max_steps=steps,
+                seed=seed,
+                out_dim=op.shape[1],
             )
-    else:
+            method, lower = "golub_kahan_lanczos", True
+        elif name in ("eigenvalues", "spectral_radius"):
+            kr = _arnoldi(op.matvec, *dims, k=kk, tol=rtol, max_steps=steps, seed=seed)
+            method, lower = "arnoldi", False
+            if name == "spectral_radius":
+                kr = _Krylov(
+                    kr.values[:, :1].abs(), kr.residuals[:, :1], kr.steps, kr.converged, kr.vectors
+                )
+        else:
 
-        def sym(v: torch.Tensor) -> torch.Tensor:
-            return 0.5 * (op.matvec(v) + op.rmatvec(v))
+            def sym(v: torch.Tensor) -> torch.Tensor:
+                return 0.5 * (op.matvec(v) + op.rmatvec(v))
 
-        kr = _lanczos_sym(sym, *dims, tol=rtol, max_steps=steps, seed=seed)
-        method, lower = "lanczos", True
+            kr = _lanczos_sym(sym, *dims, tol=rtol, max_steps=steps, seed=seed)
+            method, lower = "lanczos", True
+    except RuntimeError as err:
+        # a Krylov basis of NaNs (the Jacobian is not finite) fails in the small SVD or eig
+        if not (isinstance(err, torch.linalg.LinAlgError) or "nan" in str(err).lower()):
+            raise
+        raise InvalidArgumentError(
+            _not_finite(call, "its Jacobian", list(range(op.shape[0])))
+        ) from err
+    bad = torch.nonzero(~torch.isfinite(kr.values).reshape(op.shape[0], -1).all(dim=1))
+    if bad.numel():
+        raise InvalidArgumentError(_not_finite(call, "its Jacobian", bad.flatten().tolist()))
     scalar = name in ("spectral_norm", "spectral_radius", "log_norm")
     return _finish(
         name,

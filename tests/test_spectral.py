@@ -226,3 +226,20 @@ def test_golub_kahan_refuses_more_values_than_a_rectangular_matrix_has() -> None
         _golub_kahan(
             mv, rmv, 1, 5, F64, torch.device("cpu"), k=4, tol=1e-8, max_steps=10, seed=0, out_dim=3
         )
+
+
+def test_a_non_finite_jacobian_is_refused_before_the_krylov_kernel() -> None:
+    """Issue 13, item 5: an inf weight gave a LinAlgError from an SVD of NaNs."""
+    model = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+    with torch.no_grad():
+        model.W.fill_(float("inf"))
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    system = dy.LoopedSystem.from_module(model, x)
+    for verb in (dy.spectral_norm, dy.spectral_radius):
+        with pytest.raises(dy.errors.InvalidArgumentError, match=r"is not finite at h\[0, 1, 2\]"):
+            verb(system, torch.zeros(3, 4, dtype=torch.float64))
+    # a finite map whose Jacobian is not: √|h| at 0
+    root = dy.LoopedSystem.from_function(lambda h: torch.sqrt(h.abs()) + 0.5, state_shape=(3,))
+    for verb in (dy.spectral_norm, dy.spectral_radius):
+        with pytest.raises(dy.errors.InvalidArgumentError, match=r"its Jacobian is not finite"):
+            verb(root, torch.zeros(2, 3, dtype=torch.float64))
