@@ -23,6 +23,7 @@ from ._validate import (
     call_form,
     check_choice,
     check_finite_tensor,
+    check_memory,
     check_positive_float,
     check_positive_int,
     check_solvable_dtype,
@@ -1671,7 +1672,18 @@ def find_fixed_points(
     if starts is not None:
         check_state_shape(call, "starts", starts, system.state_shape)
         check_finite_tensor(call, "starts", starts)
-        per = int(starts.shape[0])
+    per = int(starts.shape[0]) if starts is not None else n_starts
+    # the search keeps about 16 copies of the starts at once (iterates, best and last states,
+    # trajectories, root-finding runs): refuse what cannot fit before allocating any of it
+    itemsize = torch.empty(0, dtype=system.dtype).element_size()
+    check_memory(
+        call,
+        f"a search from {per} starts x {n_inputs} input(s) of {system.state_dim} entries",
+        16.0 * per * n_inputs * system.state_dim * itemsize,
+        system.device,
+        "pass fewer starts (n_starts= or starts=) or fewer inputs",
+    )
+    if starts is not None:
         h0 = (
             starts.detach()
             .to(dtype=system.dtype, device=system.device)

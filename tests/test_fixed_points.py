@@ -635,3 +635,10 @@ def test_a_degenerate_isolated_point_is_one_point() -> None:
     assert p.stability == "marginal" and p.nullity == 1
     assert abs(float(p.state[0])) <= 1e-3
     assert found.index_sums == (None,)  # a degenerate point has no index
+
+
+def test_a_search_too_large_for_the_machine_is_refused_before_allocating() -> None:
+    """Issue 13, item 5: n_starts = 10⁹ gave a raw allocation error."""
+    system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+    with pytest.raises(InvalidArgumentError, match=r"n_starts=1000000000.*GiB.*fewer starts"):
+        dy.find_fixed_points(system, 10**9)
