@@ -56,12 +56,20 @@ exclude_patterns = ["_build", "jupyter_execute", ".jupyter_cache", "Thumbs.db", 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
+# Markdown that a cell displays (report demos, survey tables) is parsed as MyST, whose tables
+# render; myst-nb's default ("commonmark") has no tables and printed them as paragraphs of pipes
+nb_render_markdown_format = "myst"
 nb_execution_mode = "cache"
 nb_execution_cache_path = str(Path(__file__).parent / "_build" / ".jupyter_cache")
 nb_execution_raise_on_error = True
 nb_execution_timeout = 300
 nb_execution_show_tb = True
 nb_merge_streams = True
+
+# -- math from this build, not from a CDN ------------------------------------------------------
+# Offline readers saw raw LaTeX: MathJax (2.7, BSD) is copied from jupyter-server-mathjax's
+# package data into _static/mathjax after the build (_offline_assets).
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML"
 
 # -- bibliography ------------------------------------------------------------------------------
 bibtex_bibfiles = ["references.bib"]
@@ -193,6 +201,40 @@ def _claim_pages(app: Any) -> None:
     (out / "index.md").write_text("\n".join(index) + "\n")
 
 
+def _offline_assets(app: Any, exc: Exception | None) -> None:
+    """Copy MathJax into the HTML build, so that math typesets without a network."""
+    if exc is not None or app.builder.format != "html":
+        return
+    import jupyter_server_mathjax
+    from sphinx.util.fileutil import copy_asset
+
+    source = Path(jupyter_server_mathjax.__file__).parent / "static"
+    copy_asset(str(source), str(Path(app.outdir) / "_static" / "mathjax"))
+
+
+def _tables_rendered(app: Any, exc: Exception | None) -> None:
+    """Fail the build on a Markdown table that rendered as a paragraph of pipes (-W does not see
+    it: to Sphinx it is a valid paragraph)."""
+    if exc is not None or app.builder.format != "html":
+        return
+    import re
+
+    from sphinx.errors import ExtensionError
+
+    pipes = re.compile(r"<p>\s*\|[^<]*\|[^<]*(?:-{3}|\n\|)", re.S)
+    bad = [
+        str(page.relative_to(app.outdir))
+        for page in sorted(Path(app.outdir).rglob("*.html"))
+        if pipes.search(page.read_text(encoding="utf-8"))
+    ]
+    if bad:
+        raise ExtensionError(
+            "a Markdown table did not render (a paragraph of pipes) in: " + ", ".join(bad)
+        )
+
+
 def setup(app: Any) -> None:
     app.connect("autodoc-process-docstring", _data_docstring)
     app.connect("builder-inited", _claim_pages)
+    app.connect("build-finished", _offline_assets)
+    app.connect("build-finished", _tables_rendered)
