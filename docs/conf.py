@@ -98,7 +98,8 @@ if importlib.util.find_spec("sphinx_book_theme") is not None:
 else:  # pragma: no cover - fallback when the book theme is not installed
     html_theme = "alabaster"
 html_title = f"dynamo {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["dynamo.css"]  # wrap long output lines instead of clipping them
 
 
 # -- autodoc: module-level data ------------------------------------------------------------------
