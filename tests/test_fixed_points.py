@@ -642,3 +642,37 @@ def test_a_search_too_large_for_the_machine_is_refused_before_allocating() -> No
     system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
     with pytest.raises(InvalidArgumentError, match=r"n_starts=1000000000.*GiB.*fewer starts"):
         dy.find_fixed_points(system, 10**9)
+
+
+def test_dedup_clusters_are_exactly_single_linkage() -> None:
+    """The ball cover is exact: the same partition as joining every pair within the radius."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from dynamo._fixed_points import _clusters
+
+    rng = np.random.default_rng(0)
+    for dim in (2, 3, 24):
+        pts = rng.uniform(size=(300, dim))
+        groups = rng.integers(0, 2, 300)
+        # copies of a few points with Newton-sized noise, as a search produces
+        pts[:100] = pts[:5].repeat(20, axis=0) + 1e-11 * rng.normal(size=(100, dim))
+        groups[:100] = 0
+        for r in (0.05, 0.2, 0.5, 1.0):
+            label = np.empty(300, dtype=np.int64)
+            for k, members in enumerate(_clusters(pts, groups, r)):
+                label[members] = k
+            for g in (0, 1):
+                sel = np.flatnonzero(groups == g)
+                pairs = cKDTree(pts[sel]).query_pairs(r, output_type="ndarray")
+                graph = coo_matrix(
+                    (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(sel),) * 2
+                )
+                _, ref = connected_components(graph, directed=False)
+                # the same partition: equal labels exactly where the reference's are equal
+                same_mine = label[sel][:, None] == label[sel][None, :]
+                same_ref = ref[:, None] == ref[None, :]
+                assert (same_mine == same_ref).all(), (dim, r, g)
+            assert len(set(label[groups == 0]) & set(label[groups == 1])) == 0
