@@ -59,36 +59,33 @@ class Broyden(Method):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         m = int(self.options["memory"])
         g = fz - z
-        U, V = st["U"], st["V"]
-        started = st["started"]
-        if bool(started.any()):
+        U, V, used = st["U"], st["V"], st["used"]  # owned by this solve: updated in place
+        if bool(st["started"].any()):
             # restart where the memory is full (before the update, which is then relative to −I):
             # dropping only the oldest pair of a product-form inverse breaks the secant
             # conditions of the later pairs and can diverge
-            full = st["used"] >= m
-            U = torch.where(full[:, None, None], torch.zeros_like(U), U)
-            V = torch.where(full[:, None, None], torch.zeros_like(V), V)
-            used = torch.where(full, torch.zeros_like(st["used"]), st["used"])
+            full = used >= m
+            if bool(full.any()):
+                U[full] = 0
+                V[full] = 0
+                used[full] = 0
+            k = int(used.max())  # only the pairs in use take part in the products
             s = z - st["z_prev"]
             y = g - st["g_prev"]
-            Hy = _apply(U, V, y)
+            Hy = _apply(U[:, :k], V[:, :k], y)
             denom = (s * Hy).sum(dim=1)
-            ok = started & (denom.abs() > 1e-12 * s.norm(dim=1) * Hy.norm(dim=1))
-            ok = ok & torch.isfinite(denom)
-            u = (s - Hy) / torch.where(ok, denom, torch.ones_like(denom))[:, None]
-            v = _apply_t(U, V, s)
-            idx = torch.arange(U.shape[0], device=z.device)
-            U_new, V_new = U.clone(), V.clone()
-            U_new[idx, used] = u
-            V_new[idx, used] = v
-            U = torch.where(ok[:, None, None], U_new, U)
-            V = torch.where(ok[:, None, None], V_new, V)
-            st["U"], st["V"] = U, V
-            st["used"] = torch.where(ok, used + 1, used)
-        step = -_apply(U, V, g) * float(self.options["damping"])
-        st["z_prev"], st["g_prev"] = z.clone(), g.clone()
-        st["started"] = torch.ones_like(started)
+            ok = st["started"] & (denom.abs() > 1e-12 * s.norm(dim=1) * Hy.norm(dim=1))
+            rows = torch.nonzero(ok & torch.isfinite(denom)).flatten()
+            if rows.numel():
+                slot = used[rows]
+                U[rows, slot] = (s[rows] - Hy[rows]) / denom[rows, None]
+                V[rows, slot] = _apply_t(U[rows, :k], V[rows, :k], s[rows])
+                used[rows] += 1
+        k = int(used.max())
+        step = -_apply(U[:, :k], V[:, :k], g) * float(self.options["damping"])
+        # z and g are not changed in place by the loop (it replaces them): no copies needed
+        st["z_prev"], st["g_prev"] = z, g
+        st["started"] = torch.ones_like(st["started"])
         z_next = z + step
         fallback = ~torch.isfinite(z_next).all(dim=1)
-        z_next = torch.where(fallback[:, None], z + g, z_next)
-        return z_next, None, None
+        return torch.where(fallback[:, None], z + g, z_next), None, None
