@@ -8,11 +8,15 @@ linear in ``u``, the ``vjp`` of it gives ``v ↦ J v``. After a one-off set-up (
 passes) each product costs about 1.5 forward passes, against 8-14 for forward-mode ``jvp`` through
 an eager transformer block on 2 CPU cores (measured at state dimension 1024-8192; the benchmark in
 ``benchmarks/`` prints the current figures). Forward mode is the fallback when a map does not
-support double backward.
+support double backward: before its first ``J v`` an operator checks the reverse-over-reverse
+product against the first-order ``vjp`` (the adjoint identity ``⟨u, J Jᵀu⟩ = ‖Jᵀu‖²``), because a
+``torch.autograd.Function`` whose backward is ``once_differentiable`` makes that product silently
+zero rather than raise.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +30,7 @@ from ._compat import jvp
 from ._system import LoopedSystem
 from ._validate import call_form, check_choice, check_finite_tensor, check_positive_int
 from ._validate import check_state_shape as _check_shape
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, MapError
 
 __all__ = ["JacobianOperator", "input_jacobian", "jacobian", "jacobian_operator"]
 
@@ -181,10 +185,22 @@ class JacobianOperator:
     forward passes a product after set-up) or, with ``mode="forward"``, a forward-mode ``jvp``.
     :meth:`scipy` views one state's Jacobian as a ``scipy.sparse.linalg.LinearOperator``.
 
+    In reverse mode the first :meth:`matvec` first checks the reverse-over-reverse product on one
+    seeded direction (``⟨u, J Jᵀu⟩ = ‖Jᵀu‖²`` per state, to ``√eps``; one extra product and one
+    ``vjp``, not counted in :attr:`counts`). A map without a usable double backward (the product
+    raises, or comes out inconsistent, as with a ``once_differentiable`` autograd Function) is
+    then differentiated in forward mode instead, and :attr:`mode` says ``"forward"``. A caller
+    that builds operators for one map at many states (a Newton solve) can check the first and
+    pass ``check=False``, or ``mode="forward"`` after a fallback, to the others.
+
     Attributes
     ----------
     shape : tuple
         ``(N, n_out, n_in)`` (square for ``∂f/∂h``).
+    mode : {"reverse", "forward"}
+        How ``J v`` is formed; ``"forward"`` after a fallback.
+    fallback : str or None
+        Why reverse mode was given up, or None.
 
     Examples
     --------
@@ -200,7 +216,9 @@ class JacobianOperator:
     ((2, 3, 3), {'matvec': 0, 'rmatvec': 0})
     """
 
-    def __init__(self, fn: FlatFn, z: torch.Tensor, *, mode: str = "reverse") -> None:
+    def __init__(
+        self, fn: FlatFn, z: torch.Tensor, *, mode: str = "reverse", check: bool = True
+    ) -> None:
         self._fn = fn
         self.z = z
         self.mode = mode
@@ -213,13 +231,52 @@ class JacobianOperator:
         self.shape = (int(z.shape[0]), int(self.value.shape[1]), int(z.shape[1]))
         self._vjp = vjp_fn
         self._jvp_rev: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
+        # reverse-over-reverse is checked before its first use, unless the caller knows the map
+        # passed (the same map at another state: the check is about its operations)
+        self._checked = mode != "reverse" or not check
+        self.fallback: str | None = None  # why reverse mode was given up, if it was
         if mode == "reverse":
             try:
                 with torch.no_grad():
                     dual = vjp(lambda u: vjp_fn(u)[0], torch.zeros_like(self.value))
                 self._jvp_rev = dual[1]
-            except RuntimeError:  # a map without double backward: fall back to forward mode
-                self.mode = "forward"
+            except RuntimeError as err:  # a map without double backward: fall back to forward
+                self._use_forward(f"building the double vjp raised {type(err).__name__}: {err}")
+
+    def _use_forward(self, why: str) -> None:
+        self.mode, self._jvp_rev, self._checked, self.fallback = "forward", None, True, why
+
+    def _check_reverse(self) -> None:
+        """Check ``⟨u, J a⟩ = ‖a‖²`` with ``a = Jᵀu`` for a seeded ``u``, per state.
+
+        ``a`` comes from the first-order ``vjp``, which every map that dynamo can analyse supports;
+        ``J a`` from the reverse-over-reverse product under test. Both sides are sums of ``n``
+        products, equal to rounding, about ``eps·√n·‖u‖‖J‖‖a‖`` against the right side's
+        ``‖a‖² ≈ ‖J‖_F²‖u‖²/n`` for a random ``u``: ``√eps`` leaves a wide margin for any state
+        dimension in float32 and float64. A product that raises, or a broken one (zero, or missing
+        part of J), fails the check.
+        """
+        self._checked = True
+        assert self._jvp_rev is not None
+        gen = torch.Generator(device="cpu").manual_seed(20240613)
+        u = torch.randn(tuple(self.value.shape), generator=gen, dtype=torch.float64)
+        u = u.to(dtype=self.value.dtype, device=self.device)
+        try:
+            with torch.no_grad():
+                a = self._vjp(u)[0]
+                ja = self._jvp_rev(a)[0]
+        except RuntimeError as err:
+            self._use_forward(f"the first J v raised {type(err).__name__}: {err}")
+            return
+        aa = (a.double() ** 2).sum(dim=1)
+        uja = (u.double() * ja.double()).sum(dim=1)
+        tol = math.sqrt(torch.finfo(self.dtype).eps) * aa
+        if not bool(((uja - aa).abs() <= tol).all()):
+            worst = float(((uja - aa).abs() / aa.clamp_min(torch.finfo(torch.float64).tiny)).max())
+            self._use_forward(
+                f"the double vjp disagrees with the vjp (relative {worst:.2g} in <u, J J^T u> = "
+                "|J^T u|^2; a once_differentiable backward?)"
+            )
 
     @property
     def counts(self) -> dict[str, int]:
@@ -239,11 +296,25 @@ class JacobianOperator:
         >>> bool(torch.allclose(op.matvec(v), v @ lin.A.detach().T))  # columns of A
         True
         """
+        if not self._checked:
+            self._check_reverse()
         self._counts.matvec += 1
         with torch.no_grad():
             if self._jvp_rev is not None:
                 return self._jvp_rev(v)[0]
-            return jvp(self._fn, (self.z,), (v,))[1]
+            try:
+                return jvp(self._fn, (self.z,), (v,))[1]
+            except RuntimeError as err:
+                if self.fallback is None:
+                    raise
+                raise MapError(
+                    f"JacobianOperator.matvec(v): J v needs reverse-over-reverse or forward-mode "
+                    f"differentiation of the map, and it supports neither ({self.fallback}; "
+                    f"forward mode raised {type(err).__name__}: {err}); every operation in the "
+                    "map needs a differentiable backward or a forward-mode rule (for a custom "
+                    "torch.autograd.Function: a backward without once_differentiable, or a jvp "
+                    "staticmethod)"
+                ) from err
 
     def rmatvec(self, u: torch.Tensor) -> torch.Tensor:
         """``Jᵀ u`` for each state: ``u`` and the result are ``(N, n)``.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
+from torch.autograd.function import once_differentiable
 
 import dynamo as dy
-from dynamo.errors import InvalidArgumentError, ShapeError
+from dynamo.errors import InvalidArgumentError, MapError, ShapeError
 
 F64 = torch.float64
 
@@ -129,3 +132,95 @@ def test_every_architecture_works_under_torch_func(recall: str, norm: str) -> No
     torch.testing.assert_close(op.dense(), J, rtol=0, atol=1e-12)
     est = dy.spectral_norm(system, h)
     torch.testing.assert_close(est.values, torch.linalg.matrix_norm(J, ord=2), rtol=1e-10, atol=0)
+
+
+class _Opaque(torch.autograd.Function):
+    """``g -> g`` with no derivative of its own, as a fused kernel's backward."""
+
+    @staticmethod
+    def forward(g: torch.Tensor) -> torch.Tensor:
+        return g.clone()
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: object, output: object) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: object, g: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("derivative for opaque_backward is not implemented")
+
+
+class _TanhOnce(torch.autograd.Function):
+    """tanh whose backward is ``once_differentiable`` (its double vjp is silently zero)."""
+
+    @staticmethod
+    def forward(z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(z)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: object, output: torch.Tensor) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+    @staticmethod
+    def jvp(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return t * (1 - y * y)
+
+
+class _TanhOpaque(_TanhOnce):
+    """tanh whose backward goes through an op without a derivative (its double vjp raises)."""
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return _Opaque.apply(g) * (1 - y * y)
+
+
+class _TanhOnceNoJvp(_TanhOnce):
+    jvp = torch.autograd.Function.jvp  # forward mode unsupported too
+
+
+_W = torch.tensor([[0.5, 0.2, 0.0], [-0.1, 0.4, 0.3], [0.2, 0.0, -0.3]], dtype=F64)
+
+
+@pytest.mark.parametrize(
+    ("fn", "skip", "why"),
+    [
+        (_TanhOnce, 0.0, "disagrees with the vjp"),  # J v silently 0
+        (_TanhOnce, 0.5, "disagrees with the vjp"),  # J v silently 0.5 v: part of J dropped
+        (_TanhOpaque, 0.0, "the first J v raised RuntimeError"),  # raised at the first product
+    ],
+)
+def test_operator_falls_back_to_forward_mode_without_double_backward(
+    fn: type[torch.autograd.Function], skip: float, why: str
+) -> None:
+    """Issue 13: the reverse-over-reverse product of a map without double backward raised at
+    the first product, or (once_differentiable) came out silently wrong; the operator checks it
+    before use and differentiates in forward mode instead, exactly."""
+    system = dy.LoopedSystem.from_function(
+        lambda h: fn.apply(h @ _W.T + 0.1) + skip * h, state_shape=(3,)
+    )
+    h = torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.5, -0.4]], dtype=F64)
+    y = torch.tanh(h @ _W.T + 0.1)
+    J = (1 - y * y)[:, :, None] * _W + skip * torch.eye(3, dtype=F64)
+    op = dy.jacobian_operator(system, h)
+    torch.testing.assert_close(op.dense(), J, rtol=0, atol=1e-15)
+    assert op.mode == "forward" and op.fallback is not None and why in op.fallback
+    est = dy.spectral_norm(system, h)
+    torch.testing.assert_close(est.values, torch.linalg.matrix_norm(J, ord=2), rtol=1e-12, atol=0)
+
+
+def test_operator_says_when_no_mode_of_differentiation_works() -> None:
+    system = dy.LoopedSystem.from_function(
+        lambda h: _TanhOnceNoJvp.apply(h @ _W.T + 0.1), state_shape=(3,)
+    )
+    op = dy.jacobian_operator(system, torch.zeros(1, 3, dtype=F64))
+    with pytest.raises(MapError, match=r"supports neither .* jvp staticmethod"):
+        op.matvec(torch.ones(1, 3, dtype=F64))
