@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from torch.func import functional_call
 
 from ._compat import differentiating, math_attention
 from ._validate import (
+    _short,
     call_form,
     check_choice,
     check_finite_tensor,
@@ -232,7 +234,13 @@ class LoopedSystem:
         >>> system.driven, system.state_shape, system.dtype
         (True, (8, 16), torch.float64)
         """
-        call = call_form("LoopedSystem.from_module", ["module", "x" if x is not None else "x=None"])
+        shown = {} if dtype is torch.float64 else {"dtype": dtype}
+        call = call_form(
+            "LoopedSystem.from_module", ["module", "x" if x is not None else "x=None"], **shown
+        )
+        _check_dtype(call, dtype, allow_none=True)
+        if state_shape is not None:
+            state_shape = _check_state_shape_arg(call, state_shape)
         if not isinstance(module, nn.Module):
             raise InvalidArgumentError(
                 f"{call}: module must be a torch.nn.Module, got {type(module).__name__}; "
@@ -339,17 +347,12 @@ class LoopedSystem:
         >>> logistic.driven, logistic.state_dim
         (False, 1)
         """
-        call = call_form("LoopedSystem.from_function", ["fn", "state_shape"])
+        shown = {} if dtype is torch.float64 else {"dtype": dtype}
+        call = call_form("LoopedSystem.from_function", ["fn", "state_shape"], **shown)
         if not callable(fn):
             raise InvalidArgumentError(f"{call}: fn must be callable, got {type(fn).__name__}")
-        try:
-            shape = tuple(int(s) for s in state_shape)
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(
-                f"{call}: state_shape must be a sequence of positive ints, got {state_shape!r}"
-            ) from None
-        if any(s < 1 for s in shape):
-            raise InvalidArgumentError(f"{call}: state_shape must hold positive sizes, got {shape}")
+        shape = _check_state_shape_arg(call, state_shape)
+        _check_dtype(call, dtype, allow_none=False)
         if x is not None:
             x = _check_input(call, x)
         if driven is None:
@@ -514,13 +517,33 @@ class LoopedSystem:
         """
         call = "LoopedSystem.step(h)"
         check_state_shape(call, "h", h, self._state_shape)
-        return self._fn(h, self._input_for(call, h.shape[0], x))
+        out = self._fn(h, self._input_for(call, h.shape[0], x))
+        if not isinstance(out, torch.Tensor) or out.shape != h.shape:
+            raise self._bad_output(call, h, out)
+        return out
 
     __call__ = step
 
     def _step_unchecked(self, h: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
-        """Step without shape checks (solvers check once up front). ``x`` already matches h."""
-        return self._fn(h, x)
+        """Step without argument checks (solvers check once up front). ``x`` already matches h.
+
+        The output's shape is still checked (a fraction of a microsecond): a map whose output
+        shape changes between calls would otherwise fail later in an unrelated reshape, or, with
+        the same number of entries, be analysed silently in the wrong layout.
+        """
+        out = self._fn(h, x)
+        if not isinstance(out, torch.Tensor) or out.shape != h.shape:
+            raise self._bad_output("f(h, x)" if self._driven else "f(h)", h, out)
+        return out
+
+    def _bad_output(self, call: str, h: torch.Tensor, out: Any, when: str = "") -> ShapeError:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        return ShapeError(
+            f"{call}: {when}the map returned {got} for a state batch of shape {tuple(h.shape)}; "
+            f"a looped block must return the state's shape (N, {_dims(self._state_shape)}) on "
+            "every call (a map whose output shape depends on the state's values or on how often "
+            "it was called cannot be iterated)"
+        )
 
     def functional_step(
         self,
@@ -584,8 +607,10 @@ class LoopedSystem:
         states = [h0] if record else []
         res, rel = [], []
         with torch.no_grad():
-            for _ in range(n_steps):
+            for t in range(n_steps):
                 h_next = self._fn(h, xx)
+                if not isinstance(h_next, torch.Tensor) or h_next.shape != h.shape:
+                    raise self._bad_output(call, h, h_next, f"at step {t} (h_{t} -> h_{t + 1}) ")
                 diff = (h_next - h).reshape(h.shape[0], -1).norm(dim=1)
                 scale = h.reshape(h.shape[0], -1).norm(dim=1)
                 res.append(diff)
@@ -660,18 +685,28 @@ class LoopedSystem:
         return self._replace(x=self._x.repeat_interleave(repeats, dim=0))
 
     def to(
-        self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        *,
+        validate: bool = True,
     ) -> LoopedSystem:
         """A copy in another dtype and/or on another device (the module is deep-copied, with
         ``requires_grad`` off).
 
-        A plain-function system only converts its input: the function must follow its arguments.
+        A plain-function system only converts its input: the function must follow its arguments,
+        and ``validate`` checks that it does (the probe of :meth:`from_module`, which also checks
+        that the map returns the new dtype: a function closing over float64 tensors returns
+        float64 for a float32 state).
 
         >>> import torch, dynamo as dy
         >>> sys = dy.LoopedSystem.from_module(dy.models.Henon())
         >>> sys.to(torch.float32).dtype
         torch.float32
         """
+        shown = {k: v for k, v in (("dtype", dtype), ("device", device)) if v is not None}
+        call = call_form("LoopedSystem.to", [], **shown)
+        _check_dtype(call, dtype, allow_none=True)
         module = self._module
         if module is not None:
             module = copy.deepcopy(module).to(dtype=dtype, device=device).requires_grad_(False)
@@ -685,7 +720,7 @@ class LoopedSystem:
             fn = module if self._driven else _autonomous_module_call(module)
         declared: Any = module
         layers = tuple(declared.layer_maps()) if hasattr(declared, "layer_maps") else self._layers
-        return LoopedSystem(
+        system = LoopedSystem(
             fn,
             self._state_shape,
             x,
@@ -696,6 +731,9 @@ class LoopedSystem:
             dtype=dtype or self._dtype,
             device=torch.device(device) if device is not None else self._device,
         )
+        if validate:
+            system._probe(call)
+        return system
 
     def initial_states(
         self,
@@ -797,6 +835,14 @@ class LoopedSystem:
                     f"{tuple(probe.shape)}; a looped block must return the state's shape "
                     f"(N, {_dims(self._state_shape)})"
                 )
+            if out.dtype != probe.dtype:
+                raise InvalidArgumentError(
+                    f"{call}: the map returned {_dtype_name(out.dtype)} for a "
+                    f"{_dtype_name(probe.dtype)} state; a looped block must return its state's "
+                    "dtype (does the function use tensors of another dtype, e.g. a closure over "
+                    "float64 weights? convert them along with the system, or analyse in "
+                    f"{_dtype_name(out.dtype)})"
+                )
             again = self._fn(probe, xx if self._driven else None)
             if not _same(out, again):
                 raise NonDeterministicMapError(
@@ -825,6 +871,68 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     scale = a[finite].abs().max() if bool(finite.any()) else torch.tensor(1.0)
     # batched and single evaluations may use different BLAS blocking: allow a few ulps
     return bool(((a - b)[finite].abs() <= 64 * eps * (1 + scale)).all())
+
+
+_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _check_dtype(call: str, dtype: Any, *, allow_none: bool) -> None:
+    """A floating torch dtype (None too where it means "keep the module's")."""
+    if (dtype is None and allow_none) or (isinstance(dtype, torch.dtype) and dtype in _DTYPES):
+        return
+    listed = ", ".join(f"torch.{_dtype_name(d)}" for d in _DTYPES)
+    accepted = f"one of {listed}" + (" or None (keep the module's dtype)" if allow_none else "")
+    if isinstance(dtype, str):
+        named = getattr(torch, dtype, None)
+        if isinstance(named, torch.dtype) and named in _DTYPES:
+            fix = f"pass torch.{dtype} (a torch dtype, not its name)"
+        elif dtype in ("cpu", "cuda", "mps") or dtype.startswith(("cuda:", "mps:")):
+            fix = f"to move the system, pass device={dtype!r}"
+        else:
+            fix = "pass a torch dtype"
+        raise InvalidArgumentError(
+            f"{call}: dtype must be {accepted}, got the string {dtype!r}; {fix}"
+        )
+    got = f"torch.{_dtype_name(dtype)}" if isinstance(dtype, torch.dtype) else _short(dtype)
+    raise InvalidArgumentError(
+        f"{call}: dtype must be {accepted}, got {got}; dynamo analyses real-valued maps in a "
+        "floating dtype (float64 by default)"
+    )
+
+
+def _check_state_shape_arg(call: str, value: Any) -> tuple[int, ...]:
+    """``state_shape`` as a tuple of positive ints, from a tuple, list or ``torch.Size``."""
+    fix = "a per-example shape such as (T, d), e.g. tuple(h.shape[1:])"
+    if isinstance(value, torch.Tensor):
+        raise InvalidArgumentError(
+            f"{call}: state_shape must be a tuple of positive ints, got a tensor {_short(value)}; "
+            f"pass {fix}"
+        )
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError(
+            f"{call}: state_shape must be a tuple of positive ints, got {type(value).__name__} "
+            f"{_short(value)}; pass {fix}"
+        )
+    sizes = []
+    for s in value:
+        try:
+            if isinstance(s, (bool, torch.Tensor)):
+                raise TypeError
+            sizes.append(operator.index(s))
+        except TypeError:
+            raise InvalidArgumentError(
+                f"{call}: state_shape must be a tuple of positive ints, got {_short(value)} "
+                f"(entry {_short(s)} is not an int); pass {fix}"
+            ) from None
+    if any(s < 1 for s in sizes):
+        raise InvalidArgumentError(
+            f"{call}: state_shape must hold positive sizes, got {tuple(sizes)}"
+        )
+    return tuple(sizes)
 
 
 def _first_float_tensor(module: nn.Module | None) -> torch.Tensor | None:

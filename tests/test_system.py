@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -276,3 +277,122 @@ def test_functional_call_matches_for_plain_modules() -> None:
         system.functional_step(system.params, h),
         functional_call(lin, dict(lin.named_parameters()), (h,)),
     )
+
+
+# ---------------------------------------------------------------------- issue 13, item 5
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (
+            lambda m, x: dy.LoopedSystem.from_module(m, x, dtype=torch.int64),
+            r"from_module\(module, x, dtype=torch\.int64\): dtype must be one of torch\.float64, "
+            r"torch\.float32, torch\.bfloat16, torch\.float16 or None .*, got torch\.int64",
+        ),
+        (
+            lambda m, x: dy.LoopedSystem.from_module(m, x, dtype="float64"),
+            r"dtype must be .* got the string 'float64'; pass torch\.float64",
+        ),
+        (
+            lambda m, x: dy.LoopedSystem.from_function(lambda h: h, (3,), dtype=torch.complex128),
+            r"from_function\(fn, state_shape, dtype=torch\.complex128\): dtype must be one of "
+            r"torch\.float64.*, got torch\.complex128",
+        ),
+        (
+            lambda m, x: dy.LoopedSystem.from_module(m, x).to(torch.int32),
+            r"LoopedSystem\.to\(dtype=torch\.int32\): dtype must be .* got torch\.int32",
+        ),
+        (
+            lambda m, x: dy.LoopedSystem.from_module(m, x).to("cuda"),
+            r"dtype must be .* got the string 'cuda'; to move the system, pass device='cuda'",
+        ),
+    ],
+    ids=["int64", "name", "complex", "to-int32", "to-device-as-dtype"],
+)
+def test_dtype_must_be_a_floating_torch_dtype(build: Any, match: str) -> None:
+    """A torch dtype, not its name (torch's own API takes no names either), and a floating one."""
+    with pytest.raises(InvalidArgumentError, match=match):
+        build(dy.models.ContractiveTanh(n=3, seed=0), torch.zeros(1, 3))
+
+
+def test_state_shape_given_as_a_tensor_is_named_not_printed() -> None:
+    h = torch.randn(40, 3, generator=gen(0))  # a state batch passed where its shape belongs
+    for build in (
+        lambda: dy.LoopedSystem.from_function(lambda h: h / 2, state_shape=h),
+        lambda: dy.LoopedSystem.from_module(nn.Linear(3, 3), state_shape=h),
+    ):
+        with pytest.raises(InvalidArgumentError, match="state_shape") as err:
+            build()
+        assert "got a tensor <tensor (40, 3) float32>" in str(err.value)
+        assert len(str(err.value)) < 300  # the tensor's values are not in the message
+    with pytest.raises(InvalidArgumentError, match=r"got \(2, 3\.0\) \(entry 3\.0 is not an int\)"):
+        dy.LoopedSystem.from_function(lambda h: h / 2, state_shape=(2, 3.0))
+    system = dy.LoopedSystem.from_function(lambda h: h / 2, state_shape=torch.Size([2, 3]))
+    assert system.state_shape == (2, 3)
+
+
+def _grows_after(calls: int) -> Any:
+    """A map that returns the state's shape for ``calls`` calls (the probe passes), then adds an
+    entry: its output shape changes in the middle of an iteration."""
+    count = [0]
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        count[0] += 1
+        out = 0.5 * torch.tanh(h)
+        return torch.cat([out, out[:, :1]], dim=1) if count[0] > calls else out
+
+    return f
+
+
+def test_map_that_changes_shape_mid_iteration_is_reported_where() -> None:
+    system = dy.LoopedSystem.from_function(_grows_after(5), state_shape=(3,))  # 3 probe calls
+    h = torch.ones(2, 3, dtype=F64)
+    with pytest.raises(
+        ShapeError,
+        match=r"LoopedSystem\.iterate\(h0, n_steps=20\): at step 2 \(h_2 -> h_3\) the map "
+        r"returned shape \(2, 4\) for a state batch of shape \(2, 3\); .* \(N, 3\) on every call",
+    ):
+        system.iterate(h, n_steps=20)
+    with pytest.raises(
+        ShapeError, match=r"LoopedSystem\.step\(h\): the map returned shape \(2, 4\)"
+    ):
+        system.step(h)
+    for method in ("picard", "anderson", "broyden", "newton_krylov"):
+        grown = dy.LoopedSystem.from_function(_grows_after(5), state_shape=(3,))
+        with pytest.raises(ShapeError, match=r"returned shape \(2, 4\) for a state batch of shape"):
+            dy.solve(grown, h, method=method)
+
+
+def test_same_size_reshape_mid_iteration_is_not_analysed_silently() -> None:
+    """A (2, 3) state returned as (3, 2) has as many entries: the solvers' flat view would take
+    it and analyse the entries in the wrong places."""
+    count = [0]
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        count[0] += 1
+        out = 0.5 * torch.tanh(h)
+        return out.reshape(h.shape[0], 3, 2) if count[0] > 5 else out
+
+    system = dy.LoopedSystem.from_function(f, state_shape=(2, 3))
+    with pytest.raises(ShapeError, match=r"f\(h\): the map returned shape \(1, 3, 2\) for a state"):
+        dy.solve(system, torch.ones(1, 2, 3, dtype=F64), method="picard")
+
+
+def test_function_returning_float64_for_a_float32_state_is_refused_at_the_probe() -> None:
+    """Issue 13: a closure over float64 weights, converted with .to(float32), ran on and crashed
+    deep in the solver ("Index put requires the source and destination dtypes match")."""
+    w = torch.tensor([0.5, 0.4, 0.3], dtype=F64)
+    system = dy.LoopedSystem.from_function(lambda h: torch.tanh(h * w), state_shape=(3,))
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"LoopedSystem\.to\(dtype=torch\.float32\): the map returned float64 for a float32 "
+        r"state; a looped block must return its state's dtype",
+    ):
+        system.to(dtype=torch.float32)
+    with pytest.raises(InvalidArgumentError, match="returned float64 for a float32 state"):
+        dy.LoopedSystem.from_function(
+            lambda h: torch.tanh(h * w), state_shape=(3,), dtype=torch.float32
+        )
+    follows = dy.LoopedSystem.from_function(lambda h: torch.tanh(h * w.to(h.dtype)), (3,))
+    s32 = follows.to(dtype=torch.float32)
+    sol = dy.solve(s32, torch.ones(2, 3), method="anderson")
+    assert sol.all_converged and sol.state.dtype == torch.float32
