@@ -31,8 +31,8 @@ class NewtonKrylov(Method):
     ``max_backtracks`` (12), ``dense_limit`` (64).
 
     Up to ``dense_limit`` state entries, ``I − J`` is formed from ``n`` Jacobian products (the
-    columns of ``J``, all starts at once) and solved exactly by batched LU, least squares where
-    it is singular: for a small state, ``n`` products cost less than GMRES's orthogonalisation
+    columns of ``J``, all starts at once) and solved exactly by batched LU, by the pseudo-inverse
+    where it is singular: for a small state, ``n`` products cost less than GMRES's orthogonalisation
     (the 3-bit flip-flop, ``n = 24``: most of a search's time went to GMRES's Gram–Schmidt).
     """
 
@@ -71,7 +71,9 @@ class NewtonKrylov(Method):
             s, info = torch.linalg.solve_ex(a, g)
             singular = info != 0
             if bool(singular.any()):
-                s[singular] = torch.linalg.lstsq(a[singular], g[singular, :, None]).solution[..., 0]
+                # minimum-norm least squares by SVD: lstsq's default CPU driver (gelsy)
+                # returns 0 for a singular float32 system, and CUDA offers only full-rank gels
+                s[singular] = (torch.linalg.pinv(a[singular]) @ g[singular, :, None])[..., 0]
         else:
 
             def matvec(v: torch.Tensor) -> torch.Tensor:
