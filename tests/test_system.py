@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 import dynamo as dy
-from dynamo.errors import InvalidArgumentError, NonDeterministicMapError, ShapeError
+from dynamo.errors import InvalidArgumentError, MapError, NonDeterministicMapError, ShapeError
 
 F64 = torch.float64
 
@@ -358,8 +358,15 @@ def test_map_that_changes_shape_mid_iteration_is_reported_where() -> None:
         system.step(h)
     for method in ("picard", "anderson", "broyden", "newton_krylov"):
         grown = dy.LoopedSystem.from_function(_grows_after(5), state_shape=(3,))
-        with pytest.raises(ShapeError, match=r"returned shape \(2, 4\) for a state batch of shape"):
+        # inside solve: where (the call, the iteration, the starts) and what, the check's own
+        # ShapeError chained as the cause
+        with pytest.raises(
+            MapError,
+            match=rf"solve\(system, h0, method='{method}'\): evaluating the map raised ShapeError "
+            r"at iteration \d+ \(starts 0, 1\): .*returned shape \(2, 4\) for a state batch",
+        ) as info:
             dy.solve(grown, h, method=method)
+        assert isinstance(info.value.__cause__, ShapeError)
 
 
 def test_same_size_reshape_mid_iteration_is_not_analysed_silently() -> None:
@@ -373,8 +380,11 @@ def test_same_size_reshape_mid_iteration_is_not_analysed_silently() -> None:
         return out.reshape(h.shape[0], 3, 2) if count[0] > 5 else out
 
     system = dy.LoopedSystem.from_function(f, state_shape=(2, 3))
-    with pytest.raises(ShapeError, match=r"f\(h\): the map returned shape \(1, 3, 2\) for a state"):
+    with pytest.raises(
+        MapError, match=r"f\(h\): the map returned shape \(1, 3, 2\) for a state"
+    ) as e:
         dy.solve(system, torch.ones(1, 2, 3, dtype=F64), method="picard")
+    assert isinstance(e.value.__cause__, ShapeError)
 
 
 def test_function_returning_float64_for_a_float32_state_is_refused_at_the_probe() -> None:

@@ -210,6 +210,7 @@ class Context:
         self.jvp_evals = torch.zeros(n, dtype=torch.long, device=device)
         self.rows = torch.arange(n, device=device)  # original indices of the active starts
         self.step = 0  # the iteration under way, for error messages
+        self._jac_mode: str | None = None  # set once the first Jacobian product has run
 
     def _x_for(self, idx: torch.Tensor | None) -> torch.Tensor | None:
         if self.x is None:
@@ -236,16 +237,25 @@ class Context:
         xx = self.x
         rows = self.rows
         try:
-            op = JacobianOperator(lambda zz: self._fmap(zz, xx), z)
+            # the first operator checks reverse-over-reverse on this map (and may fall back to
+            # forward mode); later ones, the same map at other states, reuse the verdict
+            op = JacobianOperator(
+                lambda zz: self._fmap(zz, xx),
+                z,
+                mode=self._jac_mode or "reverse",
+                check=self._jac_mode is None,
+            )
         except Exception as err:
             raise _map_failure(err, "differentiating the map", self.step, rows) from err
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
             self.jvp_evals[rows] += 1
             try:
-                return op.matvec(v)
+                out = op.matvec(v)
             except Exception as err:
                 raise _map_failure(err, "differentiating the map", self.step, rows) from err
+            self._jac_mode = op.mode
+            return out
 
         return matvec
 
@@ -269,9 +279,11 @@ def _map_failure(err: Exception, what: str, step: int, rows: torch.Tensor) -> Ba
     """Wrap a failure of the user's map with where it happened; dynamo's own errors and
     allocation failures pass through unchanged."""
     from .._validate import out_of_memory
-    from ..errors import DynamoError
+    from ..errors import DynamoError, ShapeError
 
-    if isinstance(err, (DynamoError, MapFailure)) or out_of_memory(err):
+    # a ShapeError here can only be the map's own output failing its check: say where
+    passes = isinstance(err, DynamoError) and not isinstance(err, ShapeError)
+    if passes or isinstance(err, MapFailure) or out_of_memory(err):
         return err
     return MapFailure(what, step, rows[:8].tolist(), err)
 
