@@ -1,8 +1,8 @@
 """A user's own looped block, for ``examples/user_factory.toml``.
 
-A spec names it as ``architecture.factory = "my_blocks:gated_tanh"``; ``dynamo certify`` imports
-``my_blocks`` from the spec's own folder (or anywhere on ``PYTHONPATH``) and calls the factory once
-per initialisation seed, with the spec's ``architecture.kwargs``.
+A spec names it as ``architecture.factory = "my_blocks.py:gated_tanh"`` (a file relative to the
+spec); ``dynamo certify`` runs this file and calls the factory once per initialisation seed, with
+the spec's ``architecture.kwargs``.
 """
 
 from __future__ import annotations

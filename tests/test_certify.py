@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -88,19 +89,24 @@ def test_requirement_semantics_and_quorum() -> None:
             "inputs.count: Input should be a valid integer (got 'many')",
         ),
         ("[draws]\ncount = 0\n", "draws.count: Input should be greater than or equal to 1"),
-        ("[architecture]\nkind = 'factory'\n", "needs factory = 'package.module:function'"),
+        ("[architecture]\nkind = 'factory'\n", "needs factory = 'file.py:function'"),
         (
             "[architecture]\nkind = 'factory'\nfactory = 'no_such_module_xyz:make'\n",
-            "architecture.factory: cannot import 'no_such_module_xyz'",
+            "the module 'no_such_module_xyz' is not allowed",
         ),
-        (
+        (  # a module the user did not allow is refused before it is imported
             "[architecture]\nkind = 'factory'\nfactory = 'json:no_such_function'\n",
-            "'json' has no function 'no_such_function'",
+            "the module 'json' is not allowed",
         ),
         (  # a factory without kind is a factory block, not silently the reference model
             "[architecture]\nfactory = 'no_such_module_xyz:make'\n",
-            "architecture.factory: cannot import 'no_such_module_xyz'",
+            "the module 'no_such_module_xyz' is not allowed",
         ),
+        (
+            "[architecture]\nfactory = 'no_such_file.py:make'\n",
+            "no_such_file.py:make': no file",
+        ),
+        ("[architecture]\nfactory = 'a b:make'\n", "must look like 'file.py:function'"),
         (
             "[architecture]\nkind = 'looped_transformer'\nfactory = 'json:loads'\n",
             "factory belong to kind = 'factory', but kind = 'looped_transformer'",
@@ -160,6 +166,11 @@ def test_requirement_semantics_and_quorum() -> None:
         ),
         ("[analysis.domain]\nr_max = -5.0\n", "analysis.domain.r_max: Input should be greater"),
         ('name = "a\\u0001b"\n', "name: control characters"),
+        ('name = "a\\u0085b"\n', "name: control characters"),
+        (  # right-to-left override: a report would show "PASSED" where the text reads "DESSAP"
+            'name = "block \\u202eDESSAP"\n',
+            "name: bidirectional-text controls (U+202E) cannot appear in name",
+        ),
         ("[analysis]\nrequirements = []\n", "'requirements' is a top-level key"),
         (
             "requirements = ['geometry.sigma_min > 0.1']\n[analysis]\ngeometry = false\n",
@@ -269,19 +280,19 @@ def test_factory_errors_are_spec_errors(tmp_path: Path, capsys: pytest.CaptureFi
         requirements = ["reachability.converged_fraction >= 1"]
         [architecture]
         kind = "factory"
-        factory = "blocks_for_test:strict"
+        factory = "blocks_for_test.py:strict"
         kwargs = { depth = 3 }
         """,
         "kwargs.toml",
     )
     assert main(["certify", str(bad_kwargs)]) == 2
     err = capsys.readouterr().err
-    assert "blocks_for_test:strict(seed=0, depth=3) failed" in err
+    assert "blocks_for_test.py:strict(seed=0, depth=3) failed" in err
     assert "check architecture.kwargs" in err
     not_module = write(
         tmp_path,
         "requirements = ['reachability.converged_fraction >= 1']\n"
-        '[architecture]\nkind = "factory"\nfactory = "blocks_for_test:not_a_module"\n',
+        '[architecture]\nkind = "factory"\nfactory = "blocks_for_test.py:not_a_module"\n',
         "notmodule.toml",
     )
     assert main(["certify", str(not_module)]) == 2
@@ -598,7 +609,7 @@ def test_failing_example_names_the_failed_requirement_in_all_four_reports(
 def test_user_factory_example_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["certify", str(EXAMPLES / "user_factory.toml")]) == 0
     out = capsys.readouterr().out
-    assert "my_blocks:gated_tanh" in out
+    assert "my_blocks.py:gated_tanh" in out
     # the verdict read SUPPORTED (an estimate); the local one SUPPORTED (a float check per point)
     assert "SUPPORTED ×4" in out
     assert "contraction.local_verdict (float check at the sampled fixed points" in out
@@ -709,3 +720,166 @@ def test_contraction_and_lipschitz_share_one_certified_bound(
     direct = original(system, dy.Domain(r_min=0.5, r_max=10.0, x_max=10.0)).value
     assert cert.draws[0].metrics["lipschitz.upper_bound"] == direct
     assert cert.requirements[0].passed and cert.requirements[0].basis == "certified bound"
+
+
+# ---------------------------------------------------------------------- what a spec may run
+FACTORY_FILE = """
+import torch
+
+
+def make(seed, width=4):
+    return torch.nn.Linear(width, width)
+"""
+
+
+def test_a_spec_cannot_run_a_module_nobody_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # torch.hub.load(repo, model, source="local") runs repo/hubconf.py: a spec alone must not
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    ran = tmp_path / "hubconf_ran"
+    (repo / "hubconf.py").write_text(
+        f"import pathlib\npathlib.Path({str(ran)!r}).write_text('ran')\n"
+        "def block(seed):\n    raise AssertionError('unreachable')\n"
+    )
+    spec = write(
+        tmp_path,
+        f"""
+        requirements = ["reachability.converged_fraction >= 1"]
+        [architecture]
+        factory = "torch.hub:load"
+        kwargs = {{ repo_or_dir = "{repo}", model = "block", source = "local" }}
+        """,
+    )
+    assert main(["certify", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "the module 'torch.hub' is not allowed" in err and "--allow-module torch" in err
+    assert "Traceback" not in err
+    assert not ran.exists()
+    with pytest.raises(verify.SpecError, match="is not allowed"):
+        verify.certify(verify.Spec(architecture=verify.Architecture(factory="torch.hub:load")))
+    assert not ran.exists()
+
+
+def test_an_allowed_module_is_imported_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "lib" / "blocks_pkg_for_test"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "linear.py").write_text(FACTORY_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    spec = write(tmp_path, "[architecture]\nfactory = 'blocks_pkg_for_test.linear:make'\n")
+    with pytest.raises(verify.SpecError, match="--allow-module blocks_pkg_for_test"):
+        verify.load_spec(spec)
+    assert "blocks_pkg_for_test.linear" not in sys.modules
+    with pytest.raises(verify.SpecError, match="not allowed"):  # a sibling is not a submodule
+        verify.load_spec(spec, allow_modules=["blocks_pkg"])
+    loaded = verify.load_spec(spec, allow_modules=["blocks_pkg_for_test"])
+    assert isinstance(verify.build_model(loaded, 0), torch.nn.Linear)
+
+
+def test_loading_a_spec_leaves_sys_path_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "helper_for_test_xyz.py").write_text("WIDTH = 3\n")
+    (tmp_path / "blocks.py").write_text(
+        "import sys\nsys.path.insert(0, '/somewhere/else')\n"
+        "from helper_for_test_xyz import WIDTH\n" + FACTORY_FILE.replace("width=4", "width=WIDTH")
+    )
+    spec = write(tmp_path, "[architecture]\nfactory = 'blocks.py:make'\n")
+    before = list(sys.path)
+    loaded = verify.load_spec(spec)
+    assert sys.path == before
+    # the file's own imports of modules next to it resolved while it ran
+    assert verify.build_model(loaded, 0).in_features == 3
+    assert sys.path == before
+
+
+def test_a_module_next_to_a_spec_does_not_shadow_an_installed_package(tmp_path: Path) -> None:
+    (tmp_path / "junitparser.py").write_text("raise RuntimeError('the fake junitparser')\n")
+    (tmp_path / "blocks.py").write_text(FACTORY_FILE)
+    spec = write(tmp_path, "[architecture]\nfactory = 'blocks.py:make'\n")
+    # a fresh process: this one has junitparser imported already
+    code = (
+        "import sys, verify\n"
+        f"verify.load_spec({str(spec)!r})\n"
+        "import junitparser\n"
+        "print(junitparser.__file__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert str(tmp_path) not in done.stdout and "site-packages" in done.stdout
+
+
+def test_the_old_module_form_says_what_to_write_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "my_blocks.py").write_text(FACTORY_FILE)
+    spec = write(
+        tmp_path,
+        "requirements = ['reachability.converged_fraction >= 1']\n"
+        "[architecture]\nfactory = 'my_blocks:make'\n",
+    )
+    assert main(["certify", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "write factory = 'my_blocks.py:make'" in err
+    assert "--allow-module my_blocks" in err and "Traceback" not in err
+
+
+def test_a_factory_file_without_the_function_is_named(tmp_path: Path) -> None:
+    (tmp_path / "blocks.py").write_text(FACTORY_FILE)
+    spec = write(tmp_path, "[architecture]\nfactory = 'blocks.py:build'\n")
+    with pytest.raises(verify.SpecError, match=r"'blocks\.py' has no function 'build'"):
+        verify.load_spec(spec)
+
+
+def _git_repo(path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "test@example.com")
+    git("config", "user.name", "test")
+    (path / "tracked.txt").write_text("one\n")
+    git("add", "tracked.txt")
+    git("commit", "-q", "-m", "one")
+
+
+def test_the_reports_git_fields_run_no_command_the_repository_configures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from verify._certify import _git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git_repo(repo)
+    marker = tmp_path / "ran"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\necho ran >> {marker}\ncat\n")
+    hook.chmod(0o755)
+    subprocess.run(["git", "config", "core.fsmonitor", str(hook)], cwd=repo, check=True)
+    subprocess.run(["git", "config", "filter.evil.clean", str(hook)], cwd=repo, check=True)
+    (repo / ".git" / "info" / "attributes").write_text("* filter=evil\n")
+    (repo / "tracked.txt").write_text("two\n")  # status must read it: through the clean filter
+    args = ("status", "--porcelain", "--untracked-files=no")
+    # plain git runs them (so this test can fail) ...
+    subprocess.run(["git", *args], cwd=repo, check=False, capture_output=True)
+    assert marker.exists()
+    marker.unlink()
+    # ... the report's git does not, and still sees the change
+    monkeypatch.chdir(repo)
+    assert _git(*args, "--ignore-submodules=all") == "M tracked.txt"
+    assert _git("rev-parse", "HEAD") is not None
+    assert not marker.exists()
+
+
+def test_markdown_reports_escape_link_and_image_markup_in_names() -> None:
+    from verify._report import _EXAMPLE
+
+    cert = verify.Certificate.model_validate_json(_EXAMPLE)
+    name = "[click me](https://evil.example) ![x](https://evil.example/p.png) <img src=x> | *b*"
+    md = cert.model_copy(update={"name": name}).to_markdown()
+    heading = md.splitlines()[0]
+    assert "](" not in heading and "<img" not in heading and "*b*" not in heading
+    assert r"\[click me\]\(https://evil\.example\)" in heading and "&lt;img" in heading
+    assert "\\|" in heading

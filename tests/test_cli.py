@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -75,6 +78,7 @@ def test_certify_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         (["certify", "no/such/spec.toml"], "no such spec file"),
         (["analyze", "--markdown", "/nonexistent/x.md"], "analyze --markdown"),
         (["basins", "--starts", "0"], "Invalid value for '--starts'"),
+        (["certify", "--threads", "0"], "Invalid value for '--threads'"),
         (["frobnicate"], "No such command"),
     ],
 )
@@ -94,6 +98,26 @@ def test_bad_usage_exits_2_without_a_traceback(
 def test_unavailable_device_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["certify", "--device", "cuda"]) == 2
     assert "CUDA is not available here; use cpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "expected"), [([], 1), (["--threads", "3"], 3)])
+def test_commands_choose_the_thread_count(
+    args: list[str], expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+
+    def record(*a: object, **k: object) -> None:
+        seen.append(torch.get_num_threads())
+        raise dy.errors.InvalidArgumentError("stopped after recording the thread count")
+
+    monkeypatch.setattr("verify._certify.certify", record)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # what torch would choose on 2 cores
+        assert main(["certify", *FAST, *args]) == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [expected]
 
 
 def test_prove_says_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,6 +147,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         "--seed",
         "--max-steps",
         "--progress",
+        "--threads",
     ]:
         assert option in out
 
@@ -196,3 +221,236 @@ def test_report_is_json_safe_when_a_limit_is_zero_and_wording_stays_modest() -> 
     report = verify.reachability_report(system, starts_per_input=1)
     json.dumps(report.to_dict(), allow_nan=False)
     assert "evidence, not proof" in report.meaning()
+
+
+# ---------------------------------------------------------------------- reports: all or nothing
+def _factory_project(tmp_path: Path) -> Path:
+    """A copy of the user-factory example: the spec, its factory file, and a file its kwargs
+    name."""
+    root = Path(__file__).resolve().parents[1] / "examples"
+    (tmp_path / "my_blocks.py").write_text((root / "my_blocks.py").read_text())
+    (tmp_path / "wrapped.py").write_text(  # imports the module next to it
+        "from my_blocks import gated_tanh\n\n\ndef make(seed, d_model, note):\n"
+        "    return gated_tanh(seed, d_model=d_model)\n"
+    )
+    (tmp_path / "notes.txt").write_text("the user's own file\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        "requirements = ['reachability.converged_fraction >= 1']\n"
+        "[architecture]\nfactory = 'wrapped.py:make'\nd_model = 8\n"
+        "kwargs = { d_model = 8, note = 'notes.txt' }\n"
+        "[inputs]\nseq_len = 3\ncount = 2\n"
+    )
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("target", "what"),
+    [("wrapped.py", "the factory's file"), ("notes.txt", "named in architecture.kwargs")],
+)
+def test_a_report_never_overwrites_an_input_of_the_run(
+    tmp_path: Path, target: str, what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _factory_project(tmp_path)
+    before = (tmp_path / target).read_text()
+    assert main(["certify", str(spec), "--markdown", str(tmp_path / target)]) == 2
+    err = capsys.readouterr().err
+    assert f"--markdown {tmp_path / target}: that is an input of this run ({what}" in err
+    assert (tmp_path / target).read_text() == before
+
+
+def test_an_unwritable_report_folder_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # permission bits do not stop root, so the folder refuses new files the way a read-only
+    # file system does
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args: Any, **kwargs: Any) -> Any:
+        if Path(kwargs.get("dir", "")) == locked:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, **kwargs)
+
+    ran: list[int] = []
+    monkeypatch.setattr("verify._certify.certify", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert main(["certify", "--json", str(tmp_path / "ok.json"), "--html", str(locked / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"certify --html {locked / 'r'}: cannot write in {locked}" in err
+    assert "Read-only file system" in err
+    assert ran == [] and list(tmp_path.iterdir()) == [locked]
+
+
+def test_a_failed_write_leaves_no_report_and_still_says_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = Path.write_text
+
+    def disk_full(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        if self.suffix == ".html":  # half the page, then the disk is full
+            real(self, data[: len(data) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    paths = {k: tmp_path / f"report.{k}" for k in ("json", "md", "xml", "html")}
+    flags = ["--json", "--markdown", "--junit", "--html"]
+    args = [a for flag, p in zip(flags, paths.values(), strict=True) for a in (flag, str(p))]
+    assert main(["certify", *FAST, *args]) == 2
+    captured = capsys.readouterr()
+    assert "PASSED: 1/1 requirement(s) hold" in captured.out
+    assert (
+        "certify: PASSED (1/1 requirement(s) hold over 1 draw(s)); but no report was written: "
+    ) in captured.err
+    assert f"--html {paths['html']}: No space left on device" in captured.err
+    assert "PASSED" in captured.err and "Traceback" not in captured.err
+    assert list(tmp_path.iterdir()) == []  # no report, complete or truncated, and no temporary
+
+
+def test_reports_replace_old_ones_whole_and_keep_their_mode(tmp_path: Path) -> None:
+    out = tmp_path / "cert.json"
+    out.write_text("an older report\n")
+    out.chmod(0o640)
+    assert main(["certify", *FAST, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["passed"] is True
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["cert.json"]
+
+
+def test_ctrl_c_says_what_it_interrupted_and_that_nothing_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("verify._certify.certify", interrupted)
+    assert main(["certify", *FAST, "--json", str(tmp_path / "r.json")]) == 130
+    err = capsys.readouterr().err
+    assert (
+        "dynamo: interrupted (Ctrl-C) while certifying 1 draw(s) in `dynamo certify`: nothing "
+        "was written"
+    ) in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_too_large_for_memory_is_refused_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    built: list[int] = []
+    real = verify._certify.build_model
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("verify._certify.build_model", counted)
+    assert main(["certify", "--seeds", "1000000"]) == 2
+    err = capsys.readouterr().err
+    assert "1000000 draw(s) × 8 input(s) × 4 start(s)" in err and "GiB" in err
+    assert "--seeds" in err and "--starts" in err and "--inputs" in err
+    assert built == [1]  # one block to count its parameters, not a million
+
+
+# ---------------------------------------------------------------------- bad inputs, named
+def test_a_factory_that_exits_is_a_usage_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "exits_when_called.py").write_text("import sys\ndef make(seed):\n    sys.exit(0)\n")
+    req = "requirements = ['reachability.converged_fraction >= 1']\n"
+    on_import = tmp_path / "a.toml"
+    on_import.write_text(req + "[architecture]\nfactory = 'exits_on_import.py:make'\n")
+    assert main(["certify", str(on_import)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "architecture.factory = 'exits_on_import.py:make': running exits_on_import.py called "
+        "sys.exit(3)"
+    ) in err
+    assert "called sys.exit(3)" in err and "exits_on_import.py" in err
+    when_called = tmp_path / "b.toml"
+    when_called.write_text(req + "[architecture]\nfactory = 'exits_when_called.py:make'\n")
+    out = tmp_path / "r.json"
+    assert main(["certify", str(when_called), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "exits_when_called.py:make(seed=0) called sys.exit(0)" in err
+    assert "nothing was certified" in err and not out.exists()
+
+
+def test_a_stray_sys_exit_never_passes_the_gate(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def exits(*args: object, **kwargs: object) -> None:  # e.g. a block's forward
+        sys.exit(0)
+
+    monkeypatch.setattr("verify._certify.certify", exits)
+    assert main(["certify", *FAST]) == 2
+    assert "something called sys.exit(0) while certifying" in capsys.readouterr().err
+
+
+def test_a_factory_block_that_fails_its_first_step_names_the_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _factory_project(tmp_path)
+    spec.write_text(spec.read_text().replace("d_model = 8\n", "", 1))  # the inputs' width
+    assert main(["certify", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "architecture.factory = 'wrapped.py:make', called as factory(seed=0, d_model=8" in err
+    assert "(architecture.kwargs: ['d_model', 'note'])" in err
+    assert "architecture.d_model = 64 (the default: the spec does not set it)" in err
+    assert "Traceback" not in err
+
+
+def test_seeds_are_refused_alike_by_the_api_and_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    negative = "Input should be greater than or equal to 0"
+    for args in (["certify", "--seed=-1"], ["basins", "--draw=-1"]):
+        assert main(args) == 2
+        assert negative in " ".join(capsys.readouterr().err.split())
+    spec = verify.default_spec()
+    for call in (
+        lambda: verify.certify(spec, seeds=[-1]),
+        lambda: verify.build_model(spec, -1),
+        lambda: verify.default_system(seed=-1),
+        lambda: verify.reachability_report(verify.default_system(2, 2), seed=-1),
+    ):
+        with pytest.raises(dy.errors.InvalidArgumentError, match=negative):
+            call()
+    with pytest.raises(verify.SpecError, match=negative):  # and a spec's own seeds
+        verify._spec.validate({"draws": {"seeds": [-1]}})
+    with pytest.raises(
+        dy.errors.InvalidArgumentError,
+        match=r"seeds=\[1180591620717411303424\]\): seed=1180591620717411303424: Input should be "
+        "less than or equal to 9223372036854775807",
+    ):
+        verify.certify(spec, seeds=[2**70])
+    with pytest.raises(dy.errors.InvalidArgumentError, match=r"seeds=\[2, 2\]\): seeds repeat"):
+        verify.certify(spec, seeds=[2, 2])
+
+
+def test_seeds_is_a_list_of_seeds_not_a_count() -> None:
+    with pytest.raises(dy.errors.InvalidArgumentError) as info:
+        verify.certify(verify.default_spec(), seeds=3)  # type: ignore[arg-type]
+    assert (
+        "certify(spec, seeds=3): seeds are the particular initialisation seeds, not a count: "
+    ) in str(info.value)
+    assert "pass range(3)" in str(info.value)
+    with pytest.raises(dy.errors.InvalidArgumentError, match="not str"):
+        verify.certify(verify.default_spec(), seeds="0,1")  # type: ignore[arg-type]
+
+
+def test_certify_takes_a_path_or_a_spec_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "requirements = ['reachability.converged_fraction >= 1']\n"
+        "[architecture]\nd_model = 8\nn_heads = 2\n[inputs]\nseq_len = 3\ncount = 2\n"
+        "[analysis]\ninput_dependence = false\ngeometry = false\n"
+    )
+    by_path = verify.certify(str(path), timestamp=False)
+    assert by_path == verify.certify(verify.load_spec(path), timestamp=False)
+    with pytest.raises(dy.errors.InvalidArgumentError, match=r"must be a verify\.Spec or a path"):
+        verify.certify(42)  # type: ignore[arg-type]
+    with pytest.raises(verify.SpecError, match=r"load_spec\(None\): path must be a str"):
+        verify.load_spec(None)  # type: ignore[arg-type]

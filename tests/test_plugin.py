@@ -148,11 +148,54 @@ def test_plugin_seeds_option_overrides_the_specs(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=1)
 
 
+def test_plugin_certifies_with_its_own_thread_count_and_restores_the_sessions(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.mkdir("specs")
+    (pytester.path / "specs" / "ok.toml").write_text(textwrap.dedent(OK_SPEC))
+    pytester.makeconftest(
+        """
+        import types
+
+        import torch
+        import verify
+
+        torch.set_num_threads(2)
+        SEEN = []
+
+
+        def record(spec, **kwargs):
+            SEEN.append(torch.get_num_threads())
+            return types.SimpleNamespace(
+                name=spec.name, requirements=[], failed=[], draws=[], passed=True
+            )
+
+
+        verify.certify = record
+        """
+    )
+    pytester.makepyfile(
+        test_one="""
+        import torch
+
+        from conftest import SEEN
+
+
+        def test_threads(dynamo_certify):
+            dynamo_certify("specs/ok.toml")
+            assert SEEN == [3] and torch.get_num_threads() == 2
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--dynamo-threads", "3")
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--dynamo-seeds", "0"], "--dynamo-seeds 0: give at least 1 initialisation draw"),
         (["--dynamo-device", "tpu"], "--dynamo-device tpu: not a device"),
+        (["--dynamo-threads", "0"], "--dynamo-threads 0: give at least 1 thread"),
     ],
 )
 def test_plugin_rejects_bad_options_before_any_test(
@@ -223,3 +266,58 @@ def test_plugin_refuses_a_spec_without_requirements_in_one_line(
     assert "dynamo spec 'nothing' has no requirements: nothing to certify; add some" in out
     assert "draws.count: Input should be greater than or equal to 1" in out
     assert "def load_spec" not in out and "def _certify" not in out
+
+
+def test_plugin_reports_a_failing_factory_in_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        blocks="def make(seed):\n    raise RuntimeError('the block cannot be built')\n"
+    )
+    (pytester.path / "spec.toml").write_text(
+        "requirements = ['reachability.converged_fraction >= 1']\n"
+        "[architecture]\nfactory = 'blocks.py:make'\n"
+    )
+    pytester.makepyfile(
+        test_one="""
+        import pytest
+
+        @pytest.mark.dynamo(spec="spec.toml")
+        def test_block(dynamo_certificate):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    assert (
+        "architecture.factory: blocks.py:make(seed=0) raised RuntimeError: the block cannot be "
+        "built"
+    ) in out
+    assert "Traceback" not in out and "_certify.py" not in out and "def _run" not in out
+
+
+def test_plugin_imports_a_module_only_when_allowed(pytester: pytest.Pytester) -> None:
+    pkg = pytester.mkpydir("blocks_pkg")
+    (pkg / "linear.py").write_text(
+        "import torch\n\ndef make(seed):\n    return torch.nn.Linear(4, 4)\n"
+    )
+    (pytester.path / "spec.toml").write_text("[architecture]\nfactory = 'blocks_pkg.linear:make'\n")
+    pytester.makepyfile(
+        test_one="""
+        import pytest
+
+        @pytest.mark.dynamo(spec="spec.toml")
+        def test_block(dynamo_certificate):
+            pass
+        """
+    )
+    refused = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    refused.assert_outcomes(errors=1)
+    assert "the module 'blocks_pkg.linear' is not allowed" in refused.stdout.str()
+    assert "--allow-module blocks_pkg" in refused.stdout.str()
+    # allowed, the spec loads (and, having no requirements, is refused for that alone)
+    allowed = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--dynamo-allow-module", "blocks_pkg"
+    )
+    allowed.assert_outcomes(errors=1)
+    assert "has no requirements: nothing to certify" in allowed.stdout.str()
+    assert "not allowed" not in allowed.stdout.str()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -19,14 +20,15 @@ from torch.func import functional_call, stack_module_state, vmap
 import dynamo as dy
 from dynamo._results import _plain
 from dynamo._stats import clopper_pearson
+from dynamo._validate import check_memory
 
 from ._report import Certificate, DrawResult, Environment, RequirementResult, Timestamp, basis
-from ._spec import Spec, SpecError, resolve_factory
+from ._spec import Spec, SpecError, check_seed, load_spec, resolve_factory
 
 __all__ = ["build_model", "certify", "draw_inputs", "stacked_reach"]
 
 
-def build_model(spec: Spec, seed: int) -> nn.Module:
+def build_model(spec: Spec, seed: int, *, allow_modules: Iterable[str] = ()) -> nn.Module:
     """The spec's block for one initialisation seed, in eval mode.
 
     The reference :class:`dynamo.models.LoopedTransformer` with the spec's parameters, or the
@@ -38,6 +40,9 @@ def build_model(spec: Spec, seed: int) -> nn.Module:
     spec : Spec
     seed : int
         The initialisation seed (one draw).
+    allow_modules : iterable of str
+        Modules a ``package.module:function`` factory may come from (see
+        :func:`verify.load_spec`); a spec loaded with them has its factory already.
 
     Returns
     -------
@@ -51,9 +56,10 @@ def build_model(spec: Spec, seed: int) -> nn.Module:
     >>> type(block).__name__, block.training
     ('LoopedTransformer', False)
     """
+    check_seed(f"build_model(spec, seed={seed!r})", "seed", seed)
     a = spec.architecture
     if a.kind == "factory":
-        fn = resolve_factory(spec)
+        fn = resolve_factory(spec, allow_modules=allow_modules)
         call = f"{a.factory}(seed={seed}" + "".join(f", {k}={v!r}" for k, v in a.kwargs.items())
         try:
             model = fn(seed=seed, **a.kwargs)
@@ -62,6 +68,11 @@ def build_model(spec: Spec, seed: int) -> nn.Module:
                 f"architecture.factory: {call}) failed: {err}; check "
                 "architecture.kwargs against the factory's parameters (it must "
                 "also accept seed=)"
+            ) from None
+        except SystemExit as err:  # a factory that exits must not end a CI gate with its code
+            raise SpecError(
+                f"architecture.factory: {call}) called sys.exit({err.code!r}); a factory must "
+                "return a torch.nn.Module (nothing was certified)"
             ) from None
         except Exception as err:
             raise SpecError(
@@ -123,10 +134,45 @@ def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tenso
 
 
 def _git(*args: str) -> str | None:
-    """``git args`` in the working directory: its output, or None outside a repository."""
+    """``git args`` in the working directory: its output, or None outside a repository.
+
+    A report's commit and dirtiness must not run commands the repository configures: file-system
+    monitors (``core.fsmonitor``), hooks (``post-index-change`` fires when status refreshes the
+    index), clean filters (``filter.<name>.clean``/``process``, run by status on files whose
+    timestamps changed) and submodules' own configuration are all switched off, and git takes no
+    optional locks (it never writes the index).
+    """
+    base = [
+        "git",
+        "--no-optional-locks",
+        "-c",
+        "core.fsmonitor=false",
+        "-c",
+        f"core.hooksPath={os.devnull}",
+    ]
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    filters = _run_git([*base, "config", "--get-regexp", r"^filter\."], env)
+    for line in (filters or "").splitlines():
+        key = line.split(maxsplit=1)[0]
+        name = key[len("filter.") : key.rfind(".")]
+        if name:
+            for part in ("clean", "process"):
+                base += ["-c", f"filter.{name}.{part}="]
+            base += ["-c", f"filter.{name}.required=false"]
+    return _run_git([*base, *args], env)
+
+
+def _run_git(argv: list[str], env: dict[str, str]) -> str | None:
     try:
         out = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=5, check=False, cwd=Path.cwd()
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path.cwd(),
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -260,13 +306,14 @@ def stacked_reach(
 
 
 def certify(
-    spec: Spec,
+    spec: Spec | str | os.PathLike[str],
     *,
     seeds: list[int] | None = None,
     device: str | None = None,
     progress: bool = False,
     vectorize: bool = True,
     timestamp: bool = True,
+    allow_modules: Iterable[str] = (),
 ) -> Certificate:
     """Run the spec's analyses over its initialisation draws and judge each requirement.
 
@@ -280,9 +327,13 @@ def certify(
 
     Parameters
     ----------
-    spec : Spec
+    spec : Spec, or a path to a TOML spec
+        A path is read with :func:`verify.load_spec` (with ``allow_modules``).
     seeds : list of int, optional
-        Override the spec's draws (distinct integers, at least one).
+        Override the spec's draws: particular seeds, distinct integers in ``[0, 2**63 - 1]``, at
+        least one (``range(3)``, ``[0, 5, 9]``). Not a count: ``seeds=3`` is refused, because
+        ``[3]`` would mean another thing (the command line's ``--seeds 3`` is a count from the
+        spec's first seed, which is ``spec.draws.resolved(count=3)`` here).
     device : str, optional
         Where to run (default: the CPU).
     progress : bool
@@ -291,6 +342,9 @@ def certify(
         Use the stacked, vmapped path for reachability when possible.
     timestamp : bool
         Record the time (False gives byte-identical JSON across runs).
+    allow_modules : iterable of str
+        Modules a ``package.module:function`` factory may come from; a spec runs no other
+        module's code (see :func:`verify.load_spec`).
 
     Examples
     --------
@@ -303,21 +357,23 @@ def certify(
     """
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec, allow_modules=allow_modules)
+    if not isinstance(spec, Spec):
+        raise dy.errors.InvalidArgumentError(
+            f"certify(spec): spec must be a verify.Spec or a path to a TOML spec, not "
+            f"{type(spec).__name__}"
+        )
     a = spec.analysis
     dtype = torch.float64 if a.dtype == "float64" else torch.float32
     dev = _resolve_device(device, f"certify(spec, device={device!r})")
-    if seeds is not None:
-        if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-            raise dy.errors.InvalidArgumentError(
-                f"certify(spec, seeds={seeds!r}): give at least one non-negative integer seed"
-            )
-        if len(set(seeds)) != len(seeds):
-            raise dy.errors.InvalidArgumentError(
-                f"certify(spec, seeds={seeds!r}): seeds repeat; a repeated seed is the same draw"
-            )
-    draw_seeds = list(seeds) if seeds is not None else spec.draws.resolved()
-    models = [
-        build_model(spec, s).to(dtype=dtype, device=dev).requires_grad_(False) for s in draw_seeds
+    draw_seeds = _check_seeds(seeds) if seeds is not None else spec.draws.resolved()
+    resolve_factory(spec, "certify(spec)", allow_modules=allow_modules)
+    first = build_model(spec, draw_seeds[0]).to(dtype=dtype, device=dev).requires_grad_(False)
+    _check_reach_memory(spec, len(draw_seeds), first, dtype, dev, vectorize)
+    models = [first] + [
+        build_model(spec, s).to(dtype=dtype, device=dev).requires_grad_(False)
+        for s in draw_seeds[1:]
     ]
     # random embeddings are the same for every draw; random tokens are embedded by each draw's
     # own embedding table, so their encoded inputs (and the starts h0 = e) differ per draw
@@ -328,8 +384,9 @@ def certify(
         xs = [draw_inputs(spec, m, dtype).to(dev) for m in models]
     per = a.starts_per_input
     tol = dy.default_tolerance(dtype)
-    systems = [
-        dy.LoopedSystem.from_module(m, x, dtype=None) for m, x in zip(models, xs, strict=True)
+    systems = [_first_step(spec, draw_seeds[0], models[0], xs[0])] + [
+        dy.LoopedSystem.from_module(m, x, dtype=None)
+        for m, x in zip(models[1:], xs[1:], strict=True)
     ]
     same_shape = tuple(xs[0].shape[1:]) == systems[0].state_shape
     h0s = [
@@ -508,7 +565,7 @@ def certify(
                 passed=k / len(passes) >= req.quorum,
             )
         )
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--ignore-submodules=all")
     env = Environment(
         dynamo=dy.__version__,
         torch=torch.__version__,
@@ -537,6 +594,95 @@ def certify(
         requirements=results,
         passed=all(r.passed for r in results) if results else None,
     )
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    """``certify``'s ``seeds=``: particular seeds (an iterable of distinct ints in range)."""
+    call = f"certify(spec, seeds={seeds!r})"
+    if isinstance(seeds, int):  # bool included
+        raise dy.errors.InvalidArgumentError(
+            f"{call}: seeds are the particular initialisation seeds, not a count: pass "
+            f"range({seeds}) or a list such as [0, 1, 2] (the command line's --seeds N is a "
+            "count from the spec's first seed: spec.draws.resolved(count=N))"
+        )
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise dy.errors.InvalidArgumentError(
+            f"{call}: seeds must be a list (or range) of integer seeds, not {type(seeds).__name__}"
+        )
+    out = list(seeds)
+    if not out:
+        raise dy.errors.InvalidArgumentError(f"{call}: give at least one seed")
+    for s in out:
+        check_seed(call, "seed", s)
+    if len(set(out)) != len(out):
+        raise dy.errors.InvalidArgumentError(
+            f"{call}: seeds repeat; a repeated seed is the same draw"
+        )
+    return out
+
+
+#: Peak working memory of the vmapped reachability, in units of all draws' states (the state, its
+#: image, the gathered copies, and the block's activations inside vmap: attention scores, the
+#: feed-forward layer). Measured with ``ru_maxrss`` on the default block (d_model 64, 16 tokens,
+#: float64, torch 2.13) at 4-64 draws x 32-512 starts: 23-36 times the states, plus one stacked
+#: copy of the parameters. 20 keeps the estimate below every measurement: a refusal is certain to
+#: be right, never a guess.
+_REACH_FACTOR = 20.0
+
+
+def _check_reach_memory(
+    spec: Spec, n_draws: int, model: nn.Module, dtype: torch.dtype, dev: torch.device, vec: bool
+) -> None:
+    """Refuse before any work a run whose draws and reachability states cannot fit in memory.
+
+    Every draw's block is built (and, on the vmapped path, its parameters stacked once more), and
+    reachability iterates ``draws × inputs × starts`` states at once; the estimate is
+    ``draws × parameters × 2`` plus ``draws × inputs × starts × state size × _REACH_FACTOR``
+    entries of the dtype, a lower estimate of the peak.
+    """
+    a, i = spec.analysis, spec.inputs
+    size = torch.tensor([], dtype=dtype).element_size()
+    n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    state = i.seq_len * spec.architecture.d_model
+    starts = i.count * a.starts_per_input
+    stacked = 2 if vec and n_draws > 1 else 1
+    nbytes = size * (
+        n_draws * n_params * stacked + (n_draws if vec else 1) * starts * state * _REACH_FACTOR
+    )
+    check_memory(
+        f"certify({spec.name!r})",
+        f"{n_draws} draw(s) × {i.count} input(s) × {a.starts_per_input} start(s) "
+        f"({n_params} parameters per draw, states of {i.seq_len} × {spec.architecture.d_model})",
+        nbytes,
+        dev,
+        "use fewer draws (--seeds, draws.count), starts (--starts, analysis.starts_per_input) "
+        "or inputs (--inputs, inputs.count)",
+    )
+
+
+def _first_step(spec: Spec, seed: int, model: nn.Module, x: torch.Tensor) -> dy.LoopedSystem:
+    """The first draw's system; when a factory's block fails its first steps, the error names
+    the factory, the keys it was called with, and the input width the spec gives it."""
+    try:
+        return dy.LoopedSystem.from_module(model, x, dtype=None)
+    except Exception as err:
+        a = spec.architecture
+        if a.kind != "factory":
+            raise
+        kw = ", ".join(f"{k}={v!r}" for k, v in a.kwargs.items())
+        width = (
+            f"architecture.d_model = {a.d_model}"
+            if "d_model" in a.changed()
+            else f"architecture.d_model = {a.d_model} (the default: the spec does not set it)"
+        )
+        raise SpecError(
+            f"architecture.factory = {a.factory!r}, called as factory(seed={seed}"
+            + (f", {kw}" if kw else "")
+            + f") (architecture.kwargs: {sorted(a.kwargs) or 'none'}), built a block whose first "
+            f"step failed on inputs of shape {tuple(x.shape)}: {type(err).__name__}: "
+            f"{str(err)[:300]}. The inputs' width is {width}: set it to the width the block "
+            "expects, and check architecture.kwargs"
+        ) from None
 
 
 def _domain(spec: Spec) -> dy.Domain | None:

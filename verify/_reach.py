@@ -13,6 +13,8 @@ from dynamo._stats import clopper_pearson
 from dynamo._validate import call_form, check_positive_float, check_positive_int
 from dynamo.errors import InvalidArgumentError
 
+from ._spec import check_seed
+
 __all__ = [
     "DEFAULT_ARCHITECTURE",
     "ReachabilityReport",
@@ -83,9 +85,10 @@ def default_system(
     >>> system.x.shape, system.driven
     (torch.Size([2, 4, 64]), True)
     """
-    call = call_form("default_system", [], n_inputs=n_inputs, seq_len=seq_len)
+    call = call_form("default_system", [], n_inputs=n_inputs, seq_len=seq_len, seed=seed)
     check_positive_int(call, "n_inputs", n_inputs)
     check_positive_int(call, "seq_len", seq_len)
+    check_seed(call, "seed", seed)
     model = default_model()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n_inputs, seq_len, model.d_model, generator=gen, dtype=torch.float64)
@@ -305,6 +308,7 @@ def reachability_report(
     check_positive_int(call, "max_steps", max_steps)
     check_positive_float(call, "min_converged", min_converged, upper=1.0)
     check_positive_float(call, "noise", noise)
+    check_seed(call, "seed", seed)
     x = system.x
     n_inputs = 1 if x is None else int(x.shape[0])
     kind = "input" if (x is not None and tuple(x.shape[1:]) == system.state_shape) else "normal"

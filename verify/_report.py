@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -643,8 +644,19 @@ def _seeds(seeds: list[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
+#: Markdown punctuation that can start markup (links ``[..](..)``, images ``![..](..)``,
+#: emphasis, code, headings, lists, tables): escaped with a backslash, which CommonMark renders
+#: as the character itself.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;")
+    """``text`` as literal Markdown: no link, image, emphasis, table cell break or HTML in it.
+
+    >>> print(_md("[click](https://x.y) ![i](z.png) <b>|"))
+    \\[click\\]\\(https://x\\.y\\) \\!\\[i\\]\\(z\\.png\\) &lt;b&gt;\\|
+    """
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", text), quote=False)
 
 
 def _h(text: str) -> str:

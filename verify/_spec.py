@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import math
+import os
 import re
 import sys
+import unicodedata
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dynamo.errors import InvalidArgumentError
 
@@ -127,6 +141,11 @@ _MAX_COUNT = 1_000_000
 _MAX_SEED = 2**63 - 1
 
 _OPS = ("<=", ">=", "==", "!=", "<", ">")
+#: Unicode bidirectional controls (embeddings, overrides, isolates, marks): text that displays
+#: in another order than it reads ("Trojan Source", CVE-2021-42574).
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 _REQ = re.compile(r"^\s*([a-z_]+\.[a-z_0-9]+)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
@@ -143,6 +162,28 @@ class _Strict(BaseModel):
     )
 
 
+#: ``file.py:function`` (a path, relative to the spec) and ``package.module:function``.
+_FILE = re.compile(r"^[^:\x00]+\.py:[A-Za-z_]\w*$")
+_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+class _Origin:
+    """Where a spec came from and what its factory loaded: the spec file, the factory's file and
+    function. Carried along copies of the spec; not part of its value (two specs with the same
+    keys are equal wherever they came from)."""
+
+    def __init__(self) -> None:
+        self.spec_file: Path | None = None
+        self.factory_file: Path | None = None
+        self.function: Callable[..., Any] | None = None
+        self.factory: str | None = None  # the architecture.factory that function was loaded for
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Origin)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 _TRANSFORMER_ONLY = frozenset(
     {"n_heads", "n_layers", "d_ff", "recall", "norm", "norm_type", "pos", "causal", "recall_mode"}
     | {"norm_eps", "init_gain", "branch_gain"}
@@ -150,11 +191,13 @@ _TRANSFORMER_ONLY = frozenset(
 
 
 class Architecture(_Strict):
-    """The block: the reference transformer's parameters, or a factory ``package.module:function``
-    returning an ``nn.Module`` whose ``forward(h, x)`` is one loop step.
+    """The block: the reference transformer's parameters, or a factory returning an
+    ``nn.Module`` whose ``forward(h, x)`` is one loop step: ``file.py:function`` (a Python file,
+    relative to the spec) or ``package.module:function`` (a module allowed on the command line
+    with ``--allow-module``). A spec with a factory runs that code.
 
     >>> from verify import Architecture
-    >>> Architecture(recall_mode="add").d_model, Architecture(factory="my_blocks:make").kind
+    >>> Architecture(recall_mode="add").d_model, Architecture(factory="my_blocks.py:make").kind
     (64, 'factory')
     """
 
@@ -173,7 +216,11 @@ class Architecture(_Strict):
     init_gain: float | None = Field(None, gt=0)
     branch_gain: float = Field(1.0, gt=0)
     vocab_size: int | None = Field(None, ge=1, le=10_000_000)
-    factory: str | None = None
+    factory: str | None = Field(
+        None,
+        description="'file.py:function' (a Python file, relative to the spec) or "
+        "'package.module:function' (allowed with --allow-module); the spec runs that code",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def changed(self) -> list[str]:
@@ -217,9 +264,15 @@ class Architecture(_Strict):
                 "with kind = 'factory'; pass the factory's own arguments in kwargs = {...}"
             )
         if self.kind == "factory" and not self.factory:
-            raise ValueError("kind = 'factory' needs factory = 'package.module:function'")
-        if self.factory and not re.match(r"^[\w.]+:\w+$", self.factory):
-            raise ValueError(f"factory {self.factory!r} must look like 'package.module:function'")
+            raise ValueError(
+                "kind = 'factory' needs factory = 'file.py:function' (a Python file next to the "
+                "spec) or 'package.module:function'"
+            )
+        if self.factory and not (_FILE.match(self.factory) or _MODULE.match(self.factory)):
+            raise ValueError(
+                f"factory {self.factory!r} must look like 'file.py:function' (a Python file, "
+                "relative to the spec) or 'package.module:function'"
+            )
         if self.kind == "looped_transformer" and self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         return self
@@ -519,13 +572,20 @@ class Spec(_Strict):
     requirements: list[Requirement] = Field(
         default_factory=list, json_schema_extra=_requirements_schema
     )
+    _origin: _Origin = PrivateAttr(default_factory=_Origin)
 
     @field_validator("name")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        if any(unicodedata.category(c) == "Cc" for c in value):
             raise ValueError(
                 "control characters (tabs, newlines, \\u0001...) cannot appear in name"
+            )
+        bidi = sorted({f"U+{ord(c):04X}" for c in value if c in _BIDI_CONTROLS})
+        if bidi:
+            raise ValueError(
+                f"bidirectional-text controls ({', '.join(bidi)}) cannot appear in name: they "
+                "make every report that shows the name read differently from what it says"
             )
         return value
 
@@ -605,15 +665,22 @@ def _describe(err: ValidationError, source: str) -> str:
     return f"{source}: invalid spec:\n  " + "\n  ".join(lines)
 
 
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | os.PathLike[str], *, allow_modules: Iterable[str] = ()) -> Spec:
     """Read and validate a TOML spec; a bad one raises :class:`SpecError` naming every bad key.
 
-    A ``factory`` is imported here, so that a missing one is reported before any work starts.
+    A ``factory`` is loaded here, so that a missing one is reported before any work starts. **A
+    spec with a factory runs that code**: ``factory = "my_blocks.py:make"`` executes the Python
+    file ``my_blocks.py`` (relative to the spec's folder), and ``factory = "pkg.blocks:make"``
+    imports the module ``pkg.blocks``, which a spec may name only when ``allow_modules`` allows
+    it (``--allow-module pkg`` on the command line). Nothing else is imported, and ``sys.path``
+    is the same after loading as before.
 
     Parameters
     ----------
     path : str or pathlib.Path
-        A TOML file; a factory module is looked up next to it too.
+        A TOML file.
+    allow_modules : iterable of str
+        Modules (and their submodules) a ``package.module:function`` factory may come from.
 
     Returns
     -------
@@ -622,7 +689,8 @@ def load_spec(path: str | Path) -> Spec:
     Raises
     ------
     SpecError
-        A missing file, a folder, bad TOML, or every bad key with what to do.
+        A missing file, a folder, bad TOML, every bad key with what to do, or a factory that
+        cannot be loaded or is not allowed.
 
     Examples
     --------
@@ -639,6 +707,9 @@ def load_spec(path: str | Path) -> Spec:
     verify._spec.SpecError: ...: invalid spec:
       architecture.d_modle: unknown key; check its spelling against the spec reference
     """
+    call = f"load_spec({path!r})"
+    if not isinstance(path, (str, os.PathLike)):
+        raise SpecError(f"{call}: path must be a str or pathlib.Path naming a TOML spec file")
     p = Path(path)
     if p.is_dir():
         raise SpecError(f"{p} is a folder; give the spec file (a .toml) inside it")
@@ -650,58 +721,242 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{p}: not valid TOML: {err}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{p}: not a text file (TOML is UTF-8 text)") from None
-    return validate(data, str(p), base=p.resolve().parent)
+    spec = validate(data, str(p), base=p.resolve().parent, allow_modules=allow_modules)
+    spec._origin.spec_file = p.resolve()
+    return spec
 
 
-def validate(data: dict[str, Any], source: str = "spec", base: Path | None = None) -> Spec:
-    """Validate a spec given as a dict (e.g. parsed TOML), importing its factory.
+def validate(
+    data: dict[str, Any],
+    source: str = "spec",
+    base: Path | None = None,
+    *,
+    allow_modules: Iterable[str] = (),
+) -> Spec:
+    """Validate a spec given as a dict (e.g. parsed TOML), loading its factory.
 
-    Raises :class:`SpecError` naming every bad key.
+    Raises :class:`SpecError` naming every bad key. A factory file is looked up relative to
+    ``base`` (default: the current directory).
 
     >>> from verify._spec import validate
     >>> validate({"draws": {"count": 3}}).draws.resolved()
     [0, 1, 2]
     """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a spec is a table of keys (a dict), not {type(data).__name__}")
     try:
         spec = Spec.model_validate(data)
     except ValidationError as err:
         raise SpecError(_describe(err, source)) from None
-    resolve_factory(spec, source, base)
+    resolve_factory(spec, source, base, allow_modules=allow_modules)
     return spec
 
 
-def resolve_factory(spec: Spec, source: str = "spec", base: Path | None = None) -> Any:
-    """Import ``architecture.factory``; a missing module or function is a :class:`SpecError`.
+def revalidate(spec: Spec, data: dict[str, Any], source: str) -> Spec:
+    """``data`` (a changed dump of ``spec``, e.g. with command-line overrides) validated, keeping
+    where ``spec`` came from and its loaded factory, so that nothing is loaded twice.
 
-    The module is looked up on ``sys.path`` and then in ``base`` (a spec file's folder), which
-    stays on ``sys.path`` so that the factory's own imports resolve too.
+    >>> from verify._spec import default_spec, revalidate
+    >>> data = default_spec().model_dump(mode="json")
+    >>> data["draws"]["count"] = 2
+    >>> revalidate(default_spec(), data, "demo").draws.resolved()
+    [0, 1]
+    """
+    try:
+        new = Spec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_describe(err, source)) from None
+    if new.architecture != spec.architecture:
+        raise SpecError(f"{source}: the architecture cannot change once its factory is loaded")
+    new._origin = spec._origin
+    return new
+
+
+def input_files(spec: Spec) -> list[tuple[Path, str]]:
+    """The files a run reads, each with what it is: the spec file, the factory's file, and any
+    existing file named by a string in ``architecture.kwargs`` (e.g. a checkpoint; relative to the
+    spec's folder, else the current directory).
+
+    A report must never be written over one of them.
+
+    >>> from verify._spec import default_spec, input_files
+    >>> input_files(default_spec())
+    []
+    """
+    o = spec._origin
+    out: list[tuple[Path, str]] = []
+    if o.spec_file is not None:
+        out.append((o.spec_file, "the spec itself"))
+    if o.factory_file is not None:
+        out.append((o.factory_file, "the factory's file"))
+    folder = o.spec_file.parent if o.spec_file is not None else Path.cwd()
+    for value in _strings(spec.architecture.kwargs):
+        for candidate in (folder / value, Path(value)):
+            try:
+                if candidate.is_file():
+                    out.append((candidate.resolve(), f"named in architecture.kwargs: {value!r}"))
+                    break
+            except (OSError, ValueError):  # not a path at all (too long, a NUL byte)
+                break
+    return out
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside ``value`` (dicts and lists walked)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def resolve_factory(
+    spec: Spec,
+    source: str = "spec",
+    base: Path | None = None,
+    *,
+    allow_modules: Iterable[str] = (),
+) -> Any:
+    """Load ``architecture.factory`` and return the function; every failure is a SpecError.
+
+    ``"file.py:function"`` executes that Python file (relative to ``base``, the spec's folder;
+    the current directory without one). While it runs, its folder is at the *end* of
+    ``sys.path``, so that its own imports of modules next to it resolve but no installed package
+    is shadowed; ``sys.path`` is restored afterwards. ``"package.module:function"`` imports the
+    module, which must be in ``allow_modules`` (or a submodule of one). Nothing else is imported.
+    The function is remembered with the spec (and its copies).
     """
     f = spec.architecture.factory
     if spec.architecture.kind != "factory" or not f:
         return None
-    module_name, func_name = f.split(":")
+    o = spec._origin
+    if o.function is not None and o.factory == f:
+        return o.function
+    if o.factory is not None:  # a copy with another architecture: its own origin from here on
+        fresh = _Origin()
+        fresh.spec_file = o.spec_file
+        spec._origin = o = fresh
+    target, func_name = f.rsplit(":", 1)
+    allowed = [str(m) for m in allow_modules]
+    where = f"{source}: architecture.factory = {f!r}"
+    saved = list(sys.path)
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        folder = None if base is None else str(base)
-        if folder is None or err.name != module_name.split(".")[0] or folder in sys.path:
-            raise SpecError(
-                f"{source}: architecture.factory: cannot import {module_name!r} ({err}); put it "
-                "next to the spec, install it, or add its folder to PYTHONPATH"
-            ) from None
-        sys.path.insert(0, folder)
-        return resolve_factory(spec, source, None)
-    except Exception as err:
-        raise SpecError(
-            f"{source}: architecture.factory: importing {module_name!r} failed: "
-            f"{type(err).__name__}: {err}"
-        ) from None
+        if target.endswith(".py"):
+            folder = base if base is not None else Path.cwd()
+            file = Path(target) if Path(target).is_absolute() else folder / target
+            file = file.resolve()
+            if not file.is_file():
+                raise SpecError(
+                    f"{where}: no file {file} (a factory file is named relative to the spec's "
+                    "folder)"
+                )
+            module = _exec_file(file, where)
+            o.factory_file = file
+        else:
+            if not any(target == m or target.startswith(m + ".") for m in allowed):
+                raise SpecError(_not_allowed(where, target, func_name, base))
+            try:
+                module = importlib.import_module(target)
+            except ModuleNotFoundError as err:
+                raise SpecError(
+                    f"{where}: cannot import {target!r} ({err}); install it or add its folder "
+                    "to PYTHONPATH"
+                ) from None
+            except SystemExit as err:
+                raise SpecError(
+                    f"{where}: importing {target!r} called sys.exit({err.code!r}); a factory "
+                    "module must not exit"
+                ) from None
+            except Exception as err:
+                raise SpecError(
+                    f"{where}: importing {target!r} failed: {type(err).__name__}: {err}"
+                ) from None
+            file_of = getattr(module, "__file__", None)
+            o.factory_file = Path(file_of).resolve() if file_of else None
+    finally:
+        sys.path[:] = saved
     fn = getattr(module, func_name, None)
     if not callable(fn):
-        raise SpecError(
-            f"{source}: architecture.factory: {module_name!r} has no function {func_name!r}"
-        )
+        raise SpecError(f"{where}: {target!r} has no function {func_name!r}")
+    o.function, o.factory = fn, f
     return fn
+
+
+def _not_allowed(where: str, target: str, func_name: str, base: Path | None) -> str:
+    """Why a ``module:function`` factory is refused, and what to write instead."""
+    top = target.split(".")[0]
+    folder = base if base is not None else Path.cwd()
+    local = folder / (target.replace(".", "/") + ".py")
+    if local.is_file():  # the form older specs used for a module next to the spec
+        rel = target.replace(".", "/") + ".py"
+        return (
+            f"{where}: the module {target!r} is not allowed: a spec imports no module on its "
+            f"own. For the file next to the spec write factory = '{rel}:{func_name}', or allow "
+            f"the module with --allow-module {top} (allow_modules=['{top}'] in Python)"
+        )
+    return (
+        f"{where}: the module {target!r} is not allowed. A spec's factory runs code, so it is a "
+        f"Python file next to the spec (factory = 'file.py:function') or a module you allow "
+        f"on the command line: --allow-module {top} (allow_modules=['{top}'] in Python)"
+    )
+
+
+def _exec_file(file: Path, where: str) -> ModuleType:
+    """Execute a factory file as a module of its own (not registered under a name an installed
+    package could have); its folder is last on ``sys.path`` while it runs (the caller restores
+    ``sys.path``)."""
+    digest = hashlib.sha256(str(file).encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", file.stem)
+    name = f"_dynamo_factory_{digest}_{stem}"
+    loader_spec = importlib.util.spec_from_file_location(name, file)
+    if loader_spec is None or loader_spec.loader is None:  # pragma: no cover - a .py file loads
+        raise SpecError(f"{where}: {file} cannot be loaded as Python")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.path.append(str(file.parent))
+    sys.modules[name] = module  # classes defined in it pickle and introspect as usual
+    try:
+        loader_spec.loader.exec_module(module)
+    except SystemExit as err:
+        sys.modules.pop(name, None)
+        raise SpecError(
+            f"{where}: running {file.name} called sys.exit({err.code!r}); a factory file must "
+            "not exit"
+        ) from None
+    except Exception as err:
+        sys.modules.pop(name, None)
+        raise SpecError(
+            f"{where}: running {file.name} failed: {type(err).__name__}: {err}"
+        ) from None
+    return module
+
+
+def check_seed(call: str, name: str, value: Any) -> int:
+    """A torch generator seed: an integer in ``[0, 2**63 - 1]``, the range of a spec's seeds and
+    of the command line's ``--seed``.
+
+    Negative or larger values would be wrapped by ``torch.Generator.manual_seed`` into another
+    seed silently; refused instead, in the words the spec and the command line use.
+
+    >>> from verify._spec import check_seed
+    >>> try:
+    ...     check_seed("f()", "seed", -1)
+    ... except InvalidArgumentError as err:
+    ...     print(str(err).split(" (")[0])
+    f(): seed=-1: Input should be greater than or equal to 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(
+            f"{call}: {name}={value!r} must be an integer (a torch generator seed)"
+        )
+    if not 0 <= value <= _MAX_SEED:
+        bound = "greater than or equal to 0" if value < 0 else f"less than or equal to {_MAX_SEED}"
+        raise InvalidArgumentError(
+            f"{call}: {name}={value!r}: Input should be {bound} (a seed is a non-negative 64-bit "
+            "integer)"
+        )
+    return value
 
 
 def default_spec() -> Spec:

@@ -6,9 +6,13 @@ names what to fix); 3 an internal error (a bug in dynamo: please report it).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 app = typer.Typer(
     name="dynamo",
@@ -63,6 +68,26 @@ MaxStepsOpt = Annotated[
     int | None, typer.Option("--max-steps", min=1, help="Iterations per start.")
 ]
 DTypeOpt = Annotated[DType | None, typer.Option("--dtype", help="Analysis dtype.")]
+#: Why one thread: dynamo's kernels are small (a 64-wide block on 16 tokens), so torch's
+#: intra-op threads mostly wait on each other, and on a machine with anything else running a
+#: thread that is descheduled stalls every parallel region. Measured on 2 cores (torch 2.13):
+#: `dynamo certify` took 41 s with torch's default 2 threads and 27 s with 1 while other work ran,
+#: and 238 s against 71 s with one core kept busy by another process.
+_THREADS_WHY = (
+    "CPU threads for torch's kernels (default 1: dynamo's kernels are small, and more threads "
+    "mostly wait on each other; on a 2-core machine with one core busy, `dynamo certify` took "
+    "238 s with 2 threads and 71 s with 1). Raise it for a large block on an idle machine."
+)
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help=_THREADS_WHY)]
+AllowOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-module",
+        help="Let a spec's factory = 'package.module:function' import this module (and its "
+        "submodules); repeat for more. A spec runs no other module's code.",
+        show_default=False,
+    ),
+]
 ProgressOpt = Annotated[
     bool | None,
     typer.Option(
@@ -91,7 +116,26 @@ JunitOpt = Annotated[Path | None, _out("--junit")]
 HtmlOpt = Annotated[Path | None, _out("--html")]
 
 
+def _guarded(command: Callable[..., None]) -> Callable[..., None]:
+    """A command whose body (and the user code it runs: a factory, a block) cannot end the
+    process through ``sys.exit``: a stray exit would pass a CI gate with nothing checked."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except SystemExit as err:
+            raise _UsageError(
+                f"something called sys.exit({err.code!r}) while {_Run.phase}: dynamo's own "
+                "commands never do; the spec's factory or block code must not exit (nothing was "
+                "certified, nothing was written)"
+            ) from None
+
+    return run
+
+
 @app.command()
+@_guarded
 def certify(
     spec: SpecArg = None,
     seeds: SeedsOpt = None,
@@ -107,6 +151,8 @@ def certify(
     max_steps: MaxStepsOpt = None,
     dtype: DTypeOpt = None,
     progress: ProgressOpt = None,
+    threads: ThreadsOpt = 1,
+    allow_module: AllowOpt = None,
 ) -> None:
     """Certify an architecture over its initialisation draws; exit 0 if every requirement holds.
 
@@ -117,28 +163,38 @@ def certify(
     report marks it certified.
     """
     t0 = time.perf_counter()
+    _threads(threads)
     outputs = _check_outputs(
         "certify", spec, json=json_out, markdown=markdown, junit=junit, html=html
     )
-    s = _spec("certify", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype)
+    _Run.at("loading the spec")
+    s = _spec("certify", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype, allow_module)
     if not s.requirements:
         raise _UsageError(
             f"certify {spec}: the spec has no requirements: add some, or run `dynamo analyze "
             f"{spec}` to measure without judging"
         )
+    _check_inputs("certify", outputs, s)
     dev = _device("certify", device)
     from ._certify import certify as run
 
+    _Run.at(f"certifying {len(s.draws.resolved())} draw(s)")
     cert = run(s, device=dev, progress=_progress(progress))
     typer.echo(_describe_run(s, cert))
     typer.echo("")
     typer.echo(_requirement_text(cert, spec))
     typer.echo(f"\n({time.perf_counter() - t0:.1f} s)")
-    _write_reports(cert, outputs)
+    verdict = (
+        f"certify: {'PASSED' if cert.passed else 'FAILED'} "
+        f"({len(cert.requirements) - len(cert.failed)}/{len(cert.requirements)} requirement(s) "
+        f"hold over {len(cert.draws)} draw(s))"
+    )
+    _write_reports(_renderers(cert, outputs), outputs, verdict)
     raise typer.Exit(EXIT_PASS if cert.passed else EXIT_FAIL)
 
 
 @app.command()
+@_guarded
 def analyze(
     spec: SpecArg = None,
     seeds: SeedsOpt = None,
@@ -156,6 +212,8 @@ def analyze(
         bool, typer.Option(help="Skip the costly metrics (‖dh*/dx‖₂, σ_min(I − J)).")
     ] = False,
     progress: ProgressOpt = None,
+    threads: ThreadsOpt = 1,
+    allow_module: AllowOpt = None,
 ) -> None:
     """Measure every metric of a spec's analyses, without judging: exit 0 unless the input is bad.
 
@@ -163,8 +221,11 @@ def analyze(
     including the costly ones unless --quick.
     """
     t0 = time.perf_counter()
+    _threads(threads)
     outputs = _check_outputs("analyze", spec, json=json_out, markdown=markdown, html=html)
-    s = _spec("analyze", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype)
+    _Run.at("loading the spec")
+    s = _spec("analyze", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype, allow_module)
+    _check_inputs("analyze", outputs, s)
     ignored = len(s.requirements)
     s = s.model_copy(
         update={
@@ -175,6 +236,7 @@ def analyze(
     dev = _device("analyze", device)
     from ._certify import certify as run
 
+    _Run.at(f"analysing {len(s.draws.resolved())} draw(s)")
     cert = run(s, device=dev, progress=_progress(progress))
     typer.echo(_describe_run(s, cert))
     if ignored:
@@ -184,11 +246,14 @@ def analyze(
     typer.echo("")
     typer.echo(_metric_table(cert))
     typer.echo(f"\n({time.perf_counter() - t0:.1f} s)")
-    _write_reports(cert, outputs)
+    _write_reports(
+        _renderers(cert, outputs), outputs, f"analyze: {len(cert.draws)} draw(s) measured"
+    )
     raise typer.Exit(EXIT_PASS)
 
 
 @app.command()
+@_guarded
 def basins(
     spec: SpecArg = None,
     draw: Annotated[
@@ -221,12 +286,24 @@ def basins(
             help="Draw the input → attractor graph (PNG/SVG/PDF) here.", show_default=False
         ),
     ] = None,
+    threads: ThreadsOpt = 1,
+    allow_module: AllowOpt = None,
 ) -> None:
     """Basin graph of one draw of a spec's block: which starts, on which inputs, reach which
     attractor (fixed points, cycles) and how many never settle. Sampled estimates."""
     t0 = time.perf_counter()
+    _threads(threads)
     outputs = _check_outputs("basins", spec, json=json_out, graphml=graphml, plot=plot)
-    s = _spec("basins", spec, None, inputs, seq_len, None, seed, max_steps, dtype)
+    if outputs.get("plot"):  # before any work: without matplotlib there is no plot to write
+        try:
+            from dynamo import plots
+        except ImportError as err:  # pragma: no cover - matplotlib missing
+            raise _UsageError(
+                f"basins --plot needs matplotlib ({err}); pip install 'looped-dynamo[plots]'"
+            ) from err
+    _Run.at("loading the spec")
+    s = _spec("basins", spec, None, inputs, seq_len, None, seed, max_steps, dtype, allow_module)
+    _check_inputs("basins", outputs, s)
     dev = _device("basins", device)
     import torch
 
@@ -239,6 +316,7 @@ def basins(
     model = build_model(s, the_seed).to(dtype=torch_dtype, device=dev).requires_grad_(False)
     x = draw_inputs(s, model, torch_dtype).to(dev)
     system = dy.LoopedSystem.from_module(model, x, dtype=None)
+    _Run.at(f"mapping the basins of draw {the_seed}")
     graph = dy.basin_graph(
         system,
         n_starts=n_starts,
@@ -267,36 +345,41 @@ def basins(
             "  'unconverged': bounded but no fixed point or short cycle was reached "
             f"within {s.analysis.max_steps} steps; no fixed point is reported for them"
         )
+    writers: dict[str, Callable[[Path], object]] = {}
     if outputs.get("json"):
-        graph.to_json(outputs["json"])
+        writers["json"] = graph.to_json
     if outputs.get("graphml"):
-        graph.write_graphml(outputs["graphml"])
+        writers["graphml"] = graph.write_graphml
     if outputs.get("plot"):
-        try:
-            from dynamo import plots
-        except ImportError as err:  # pragma: no cover - matplotlib missing
-            raise _UsageError(
-                f"basins --plot needs matplotlib ({err}); pip install 'looped-dynamo[plots]'"
-            ) from err
-        ax = plots.basin_graph(graph)
-        fig: Any = ax.figure
-        fig.savefig(outputs["plot"], dpi=120, bbox_inches="tight")
+
+        def draw_plot(path: Path) -> None:
+            ax = plots.basin_graph(graph)
+            fig: Any = ax.figure
+            fig.savefig(path, dpi=120, bbox_inches="tight")
+
+        writers["plot"] = draw_plot
     typer.echo(f"\n({time.perf_counter() - t0:.1f} s)")
+    _write_reports(writers, outputs, f"basins: draw {the_seed} mapped")
     raise typer.Exit(EXIT_PASS)
 
 
 # ---------------------------------------------------------------------- helpers
 def _check_outputs(command: str, spec: Path | None, **paths: Path | None) -> dict[str, Path]:
-    """Every output path must be writable before any work starts, and overwrite nothing of ours."""
+    """Every output path must be writable before any work starts, and overwrite nothing of ours.
+
+    Each report's folder must exist and take a new file (tried, not guessed from permission
+    bits); a report is not a folder, not the spec, and not another report's file. The inputs a
+    spec names (its factory's file) are checked once it is loaded, by :func:`_check_inputs`.
+    """
     out: dict[str, Path] = {}
     for key, path in paths.items():
         if path is None:
             continue
-        if spec is not None and path.resolve() == spec.resolve():
+        if spec is not None and _same_file(path, spec):
             raise _UsageError(
                 f"{command} --{key} {path}: that is the spec itself; write the report elsewhere"
             )
-        same = [k for k, p in out.items() if p.resolve() == path.resolve()]
+        same = [k for k, p in out.items() if _same_file(p, path)]
         if same:
             raise _UsageError(
                 f"{command} --{key} {path}: --{same[0]} writes there too; give each report its "
@@ -309,8 +392,70 @@ def _check_outputs(command: str, spec: Path | None, **paths: Path | None) -> dic
             )
         if path.is_dir():
             raise _UsageError(f"{command} --{key} {path}: is a folder; give a file name")
+        try:  # the same operation the report will need: a new file in that folder
+            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".dynamo-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise _UsageError(
+                f"{command} --{key} {path}: cannot write in {path.parent} "
+                f"({err.strerror or err}); choose a writable folder"
+            ) from None
         out[key] = path
     return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file (through links, relative paths, or hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_inputs(command: str, outputs: dict[str, Path], spec: Any) -> None:
+    """No report may overwrite a file the run reads: the spec, its factory's file, or any file
+    named in ``architecture.kwargs`` (e.g. a checkpoint)."""
+    from ._spec import input_files
+
+    inputs = input_files(spec)
+    for key, path in outputs.items():
+        for f, what in inputs:
+            if _same_file(path, f):
+                if what == "the spec itself":
+                    raise _UsageError(
+                        f"{command} --{key} {path}: that is the spec itself; write the report "
+                        "elsewhere"
+                    )
+                raise _UsageError(
+                    f"{command} --{key} {path}: that is an input of this run ({what}); a report "
+                    "never overwrites an input: write it elsewhere"
+                )
+
+
+class _Run:
+    """What the command is doing, for the message when it is interrupted (Ctrl-C)."""
+
+    command = ""
+    phase = "starting"
+    written: list[str] = []  # noqa: RUF012 - reset by main() for each run
+
+    @classmethod
+    def at(cls, phase: str) -> None:
+        cls.phase = phase
+
+
+def _threads(n: int) -> None:
+    """Give torch ``n`` intra-op threads for this command (see ``_THREADS_WHY``).
+
+    Set when a command starts, not when dynamo is imported: importing a library should not change
+    the thread count of the program that imports it.
+    """
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def _spec(
@@ -323,10 +468,11 @@ def _spec(
     seed: int | None,
     max_steps: int | None,
     dtype: DType | None,
+    allow: list[str] | None,
 ) -> Any:
-    from ._spec import Spec, SpecError, default_spec, load_spec, validate
+    from ._spec import Spec, SpecError, default_spec, load_spec, revalidate
 
-    spec: Spec = default_spec() if path is None else load_spec(path)
+    spec: Spec = default_spec() if path is None else load_spec(path, allow_modules=allow or ())
     data = spec.model_dump(mode="json")
     changes = {
         ("draws", "count"): seeds,
@@ -344,7 +490,8 @@ def _spec(
         if value is not None:
             data[section][key] = value
     try:
-        return validate(data, f"{command} {path or '(default spec)'} with the given options")
+        where = f"{command} {path or '(default spec)'} with the given options"
+        return revalidate(spec, data, where)
     except SpecError:
         raise
     except Exception as err:  # pragma: no cover - defensive
@@ -438,23 +585,81 @@ def _metric_table(cert: Any) -> str:
     )
 
 
-def _write_reports(cert: Any, outputs: dict[str, Path]) -> None:
+def _renderers(cert: Any, outputs: dict[str, Path]) -> dict[str, Callable[[Path], object]]:
+    """A writer per requested report; every report is rendered here, before any is written."""
     render = {
         "json": cert.to_json,
         "markdown": cert.to_markdown,
         "junit": cert.to_junit,
         "html": cert.to_html,
     }
-    texts = {key: render[key]() for key in outputs}  # render all before writing any
-    for key, path in outputs.items():
-        try:
-            path.write_text(texts[key])
-        except OSError as err:
-            raise _UsageError(f"--{key} {path}: cannot write the file: {err}") from err
-        typer.echo(f"wrote {key} report: {path}")
+    texts = {key: render[key]() for key in outputs}
+
+    def writer(text: str) -> Callable[[Path], object]:
+        return lambda path: path.write_text(text, encoding="utf-8")
+
+    return {key: writer(text) for key, text in texts.items()}
+
+
+def _write_reports(
+    writers: dict[str, Callable[[Path], object]], outputs: dict[str, Path], verdict: str
+) -> None:
+    """Write every report, or none: each goes to a temporary file in its own folder, and only when
+    all of them are complete are they renamed into place (``os.replace``, atomic on one file
+    system). A failure removes the temporaries and says the verdict anyway, with what was not
+    written; a full disk never leaves a truncated report next to complete ones."""
+    if not outputs:
+        return
+    _Run.at("writing the reports")
+    temps: dict[str, Path] = {}
+    try:
+        for key, path in outputs.items():
+            fd, name = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp"
+            )
+            os.close(fd)
+            temps[key] = Path(name)
+            try:
+                writers[key](temps[key])
+            except OSError as err:
+                raise _UsageError(
+                    f"{verdict}; but no report was written: --{key} {path}: "
+                    f"{err.strerror or err} (the other reports were not written either)"
+                ) from None
+            _keep_mode(temps[key], path)
+        for key, path in outputs.items():
+            try:
+                os.replace(temps[key], path)
+            except OSError as err:
+                shown = ", ".join(_Run.written) or "none"
+                raise _UsageError(
+                    f"{verdict}; but --{key} {path} could not be written: "
+                    f"{err.strerror or err} (written: {shown})"
+                ) from None
+            del temps[key]
+            _Run.written.append(f"--{key} {path}")
+            typer.echo(f"wrote {key} report: {path}")
+    finally:  # failed, interrupted or done: no temporary file stays behind
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def _keep_mode(tmp: Path, target: Path) -> None:
+    """A temporary file is private (0600); the report gets the target's mode, or the default."""
+    try:
+        if target.exists():
+            mode = target.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        tmp.chmod(mode)
+    except OSError:  # pragma: no cover - a mode we cannot set leaves the report private
+        pass
 
 
 @app.command()
+@_guarded
 def prove(
     name: Annotated[
         str | None, typer.Argument(help="A claim (C1–C14, R1–R8); omit with --all.")
@@ -466,6 +671,7 @@ def prove(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the proofs (and checks) as JSON here.")
     ] = None,
+    threads: ThreadsOpt = 1,
 ) -> None:
     """Print sympy-checked proofs of dynamo's claims; exit 1 if any step (or check) fails.
 
@@ -473,6 +679,7 @@ def prove(
     C1–C14 are the field's and dynamo's (see the theory pages of the docs); R1–R8 are the
     per-layer Lipschitz rules behind every certified bound.
     """
+    _threads(threads)
     if name is None and not all_:
         raise _UsageError("prove: give a claim name (e.g. `dynamo prove C4`) or --all")
     if name is not None and all_:
@@ -527,14 +734,22 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage errors (unknown option, bad value) are reported by the parser with exit code 2; dynamo's
     own argument errors likewise; anything else is an internal error (3), reported in one line.
+    Ctrl-C ends with 130 and says what it interrupted and what was (not) written.
     """
     from dynamo.errors import DynamoError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    _Run.command = next((a for a in args if not a.startswith("-")), "")
+    _Run.phase, _Run.written = "starting", []
     try:
-        app(args=argv, prog_name="dynamo")
+        app(args=args, prog_name="dynamo")
     except SystemExit as done:
+        if _interrupted(done):
+            return _interrupt_message()
         code = done.code
         return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _interrupt_message()
     except (DynamoError, _UsageError) as err:
         typer.echo(f"dynamo: error: {err}", err=True)
         return EXIT_USAGE
@@ -549,6 +764,34 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         return _internal(err)
     return EXIT_PASS
+
+
+def _chain(err: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
+def _interrupted(done: SystemExit) -> bool:
+    """typer turns Ctrl-C into ``Exit(130)`` and that into ``SystemExit(130)``."""
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(done))
+
+
+def _interrupt_message() -> int:
+    written = (
+        "nothing was written"
+        if not _Run.written
+        else f"written before it: {', '.join(_Run.written)}; no other report was written"
+    )
+    typer.echo(
+        f"dynamo: interrupted (Ctrl-C) while {_Run.phase}"
+        + (f" in `dynamo {_Run.command}`" if _Run.command else "")
+        + f": {written}",
+        err=True,
+    )
+    return EXIT_INTERRUPTED
 
 
 _SMALLER = (

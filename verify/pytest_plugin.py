@@ -11,7 +11,12 @@ What it adds:
   made once per session and shared by every test naming the same spec;
 * the fixture ``dynamo_certify``: a function ``(spec, seeds=None) -> Certificate`` for a path or a
   :class:`verify.Spec`, cached the same way;
-* the options ``--dynamo-seeds N`` (initialisation draws for every spec) and ``--dynamo-device``;
+* the options ``--dynamo-seeds N`` (initialisation draws for every spec), ``--dynamo-device`` and
+  ``--dynamo-threads N`` (torch's CPU threads while a spec is certified; default 1, restored
+  afterwards: dynamo's kernels are small, and extra threads mostly wait on each other, badly so
+  on a busy machine) and ``--dynamo-allow-module MODULE`` (a module a spec's
+  ``factory = "package.module:function"`` may import; a factory file next to the spec,
+  ``factory = "file.py:function"``, needs no option);
 * a terminal summary line per certified spec.
 
 A test then asserts what it needs, e.g. ``dynamo_certificate.assert_passed()`` (a readable failure
@@ -44,6 +49,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DEVICE",
         help="device for certification (default cpu)",
     )
+    group.addoption(
+        "--dynamo-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch CPU threads while a spec is certified (default 1: dynamo's kernels are "
+        "small; more threads mostly wait on each other); the session's own count is restored "
+        "after each certification",
+    )
+    group.addoption(
+        "--dynamo-allow-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="let a spec's factory = 'package.module:function' import this module (repeat for "
+        "more); a spec runs no other module's code",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,6 +78,9 @@ def pytest_configure(config: pytest.Config) -> None:
     n = config.getoption("--dynamo-seeds")
     if n is not None and n < 1:
         raise pytest.UsageError(f"--dynamo-seeds {n}: give at least 1 initialisation draw")
+    threads = config.getoption("--dynamo-threads")
+    if threads < 1:
+        raise pytest.UsageError(f"--dynamo-threads {threads}: give at least 1 thread")
     device = config.getoption("--dynamo-device")
     if device is not None:  # torch is imported only when a device is named
         from dynamo.errors import InvalidArgumentError
@@ -80,21 +105,23 @@ def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -
             pytrace=False,
         )
     device = config.getoption("--dynamo-device")
+    allow = tuple(config.getoption("--dynamo-allow-module"))
+    threads = config.getoption("--dynamo-threads")
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         path = path if path.is_absolute() else (where / path)
         key: Any = (str(path.resolve()), n, device)
         if key not in cache:
             try:
-                loaded = verify.load_spec(path)
+                loaded = verify.load_spec(path, allow_modules=allow)
             except verify.SpecError as err:  # the message says it all; the plugin's source won't
                 pytest.fail(str(err), pytrace=False)
-            cache[key] = _run(verify, loaded, n, device)
+            cache[key] = _run(verify, loaded, n, device, threads, allow)
         return cache[key]
     if isinstance(spec, verify.Spec):
         key = (spec.model_dump_json(), n, device)
         if key not in cache:
-            cache[key] = _run(verify, spec, n, device)
+            cache[key] = _run(verify, spec, n, device, threads, allow)
         return cache[key]
     raise TypeError(
         f"dynamo_certify(spec): spec must be a path to a TOML spec or a verify.Spec, not "
@@ -102,14 +129,30 @@ def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -
     )
 
 
-def _run(verify: Any, spec: Any, n: int | None, device: str | None) -> Any:
+def _run(
+    verify: Any,
+    spec: Any,
+    n: int | None,
+    device: str | None,
+    threads: int,
+    allow: tuple[str, ...],
+) -> Any:
     if not spec.requirements:
         pytest.fail(
             f"dynamo spec {spec.name!r} has no requirements: nothing to certify; add some",
             pytrace=False,
         )
+    import torch
+
     seeds = None if n is None else spec.draws.resolved(count=n)
-    return verify.certify(spec, seeds=seeds, device=device, progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return verify.certify(spec, seeds=seeds, device=device, progress=False, allow_modules=allow)
+    except verify.SpecError as err:  # a factory that fails: its one line, not dynamo's stack
+        pytest.fail(f"dynamo spec {spec.name!r}: {err}", pytrace=False)
+    finally:  # the project's own tests keep the thread count they had
+        torch.set_num_threads(before)
 
 
 @pytest.fixture
