@@ -413,7 +413,8 @@ class InputDependence:
         different points but ``dh*/dx = 0`` at some (the point changes by switching basins, as
         without recall); *none*: one point for all inputs and ``dh*/dx = 0``, which is also the
         verdict for every map without recall, by construction (its fixed points cannot depend
-        on x); *undetermined*: fewer than two inputs, some input's iteration did not converge (a
+        on x) once some input reached a fixed point; *undetermined*: no input converged (with or
+        without recall), fewer than two inputs, some input's iteration did not converge (a
         cycle, still moving at ``max_steps``, or diverged), a linear solve behind ``dh*/dx`` did
         not converge, or the rank was not examined (state dimension above ``dense_limit``).
     reason : str
@@ -803,7 +804,16 @@ def input_dependence(
         dtype=system.dtype,
     )
     moves = (norms > sensitivity_tol * torch.clamp(rel, min=1e-3)) & conv
-    if not system.driven:
+    if not system.driven and n_conv == 0:
+        # the structure says any fixed point ignores x, but none was reached: nothing was seen
+        verdict = "undetermined"
+        reason = (
+            f"no input converged from its first start (0/{b}: on a cycle, still moving after "
+            f"{max_steps} steps, or diverged), so no fixed point was seen; without recall any "
+            f"fixed point would ignore x (f does not depend on x), but this run reached none; "
+            f"{note}"
+        )
+    elif not system.driven:
         # f does not depend on x: its fixed-point set is the same for every input (claim C1),
         # so the verdict is none by construction unless x-dependent starts pick different basins
         verdict = "weak" if n_distinct > 1 else "none"
