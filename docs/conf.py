@@ -234,8 +234,69 @@ def _tables_rendered(app: Any, exc: Exception | None) -> None:
         )
 
 
+_STEP_KEYS = frozenset(
+    {"name", "id", "if", "uses", "run", "with", "env", "shell", "continue-on-error"}
+    | {"timeout-minutes", "working-directory"}
+)
+
+
+def _workflow_problems(doc: Any) -> list[str]:
+    """What is wrong with a GitHub Actions workflow's steps: unknown keys, a step with neither or
+    both of ``uses`` and ``run``, a multi-line ``name``/``uses``/``if``, an ``if`` with an odd
+    number of quotes. (YAML lets a single-quoted scalar run on over lines, so a workflow with an
+    unterminated quote can still parse: its next steps become part of a string.)"""
+    if not isinstance(doc, dict) or "jobs" not in doc:
+        return []
+    out = []
+    for job_name, job in (doc.get("jobs") or {}).items():
+        for k, step in enumerate((job or {}).get("steps") or []):
+            where = f"jobs.{job_name}.steps[{k}]"
+            if not isinstance(step, dict):
+                out.append(f"{where} is not a mapping")
+                continue
+            unknown = sorted(set(step) - _STEP_KEYS)
+            if unknown:
+                out.append(f"{where} has unknown keys {unknown}")
+            if ("uses" in step) == ("run" in step):
+                out.append(f"{where} needs exactly one of 'uses' and 'run'")
+            for key in ("name", "uses", "if"):
+                value = str(step.get(key, ""))
+                if "\n" in value:
+                    out.append(f"{where}.{key} spans lines (an unterminated quote?)")
+            if str(step.get("if", "")).count("'") % 2:
+                out.append(f"{where}.if has an odd number of quotes")
+    return out
+
+
+def _yaml_blocks_parse(app: Any) -> None:
+    """Fail the build on a ```yaml example that is not valid YAML, or a workflow whose steps are
+    malformed (a CI workflow a reader copies must work: an unterminated quote once went
+    unnoticed)."""
+    import re
+
+    import yaml
+    from sphinx.errors import ExtensionError
+
+    fence = re.compile(r"^```ya?ml\s*\n(.*?)^```", re.S | re.M)
+    bad = []
+    for page in sorted(Path(app.srcdir).rglob("*.md")):
+        if "_build" in page.parts:
+            continue
+        for block in fence.findall(page.read_text(encoding="utf-8")):
+            where = str(page.relative_to(app.srcdir))
+            try:
+                doc = yaml.safe_load(block)
+            except yaml.YAMLError as err:
+                bad.append(f"{where}: {err}".replace("\n", " "))
+                continue
+            bad += [f"{where}: {problem}" for problem in _workflow_problems(doc)]
+    if bad:
+        raise ExtensionError("a YAML example does not parse: " + "; ".join(bad))
+
+
 def setup(app: Any) -> None:
     app.connect("autodoc-process-docstring", _data_docstring)
     app.connect("builder-inited", _claim_pages)
+    app.connect("builder-inited", _yaml_blocks_parse)
     app.connect("build-finished", _offline_assets)
     app.connect("build-finished", _tables_rendered)
