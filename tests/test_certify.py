@@ -342,7 +342,7 @@ def test_certify_reports_share_interval_and_environment(tmp_path: Path) -> None:
     env = cert.environment
     assert env.torch == torch.__version__ and env.dynamo == dy.__version__
     assert env.dtype == "float64" and env.device == "cpu" and env.seeds == [0, 1, 2]
-    assert env.reach_path == "vmap" and env.timestamp is not None
+    assert env.reach_path == "stacked" and env.timestamp is not None
 
 
 def _holds(op: str, a: Any, b: Any) -> bool:
@@ -365,12 +365,31 @@ def test_same_spec_gives_byte_identical_json_without_timestamp(tmp_path: Path) -
     assert json.loads(one)["environment"]["timestamp"] is None
 
 
-def test_vmapped_path_matches_the_loop_over_draws(tmp_path: Path) -> None:
+def test_stacked_path_matches_the_loop_over_draws(tmp_path: Path) -> None:
     spec = verify.load_spec(write(tmp_path, SMALL + "[draws]\ncount = 4\n"))
     stacked = verify.certify(spec, timestamp=False)
     looped = verify.certify(spec, timestamp=False, vectorize=False)
-    assert stacked.environment.reach_path == "vmap" and looped.environment.reach_path == "loop"
+    assert stacked.environment.reach_path == "stacked" and looped.environment.reach_path == "loop"
     assert [d.metrics for d in stacked.draws] == [d.metrics for d in looped.draws]
+
+
+def test_vmapped_and_per_draw_batching_give_the_same_iteration() -> None:
+    """The accelerator's batching (vmap over stacked parameters, padded) and the CPU's (each
+    draw's block on its running starts) are the same iteration: same outcomes, same steps."""
+    spec = verify.Spec(architecture=verify.Architecture(d_model=16, n_heads=2))  # type: ignore[call-arg]
+    models = [verify.build_model(spec, s).double().requires_grad_(False) for s in range(3)]
+    x = torch.randn(4, 4, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = {
+        b: verify.stacked_reach(models, x, x.clone(), tol=1e-10, max_steps=300, batching=b)
+        for b in ("vmap", "per_draw")
+    }
+    v, p = out["vmap"], out["per_draw"]
+    assert 0 < int(p["converged"].sum()) < p["converged"].numel()  # some run to the end
+    for key in ("converged", "diverged", "nonfinite", "steps"):
+        assert torch.equal(v[key], p[key]), key
+    assert torch.allclose(v["state"], p["state"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"batching='fast'\): choose 'auto', 'vmap' or"):
+        verify.stacked_reach(models, x, x, tol=1e-10, max_steps=3, batching="fast")  # type: ignore[arg-type]
 
 
 def test_token_inputs_are_embedded_by_each_draw(tmp_path: Path) -> None:
@@ -387,7 +406,7 @@ def test_token_inputs_are_embedded_by_each_draw(tmp_path: Path) -> None:
     assert e0.shape == (3, 4, 16) and not torch.allclose(e0, e1)
     stacked = verify.certify(spec, timestamp=False)
     looped = verify.certify(spec, timestamp=False, vectorize=False)
-    assert stacked.environment.reach_path == "vmap"
+    assert stacked.environment.reach_path == "stacked"
     assert [d.metrics for d in stacked.draws] == [d.metrics for d in looped.draws]
 
 

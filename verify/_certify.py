@@ -213,8 +213,9 @@ def stacked_reach(
     divergence: float = 1e6,
     per_draw: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    batching: Literal["auto", "vmap", "per_draw"] = "auto",
 ) -> dict[str, torch.Tensor]:
-    """Plain iteration of every draw at once: parameters stacked, the step ``vmap``-ed over draws.
+    """Plain iteration of every draw at once, all draws stepping together.
 
     ``x`` and ``h0`` are ``(N, *shape)``, the same inputs and starts for every draw, or with
     ``per_draw=True`` ``(D, N, *shape)``, one set per draw (e.g. tokens embedded by each draw's own
@@ -226,6 +227,15 @@ def stacked_reach(
     ones pay. Returns ``converged``, ``diverged``, ``nonfinite`` (bool, ``(D, N)``), ``steps`` and
     ``state`` (``(D, N, *state)``). ``on_step(k, running)`` is called every 25 steps.
 
+    ``batching`` says how one step evaluates the draws: ``"vmap"`` stacks their parameters and
+    ``vmap``-s the block over draws (one batched kernel per layer, the running starts padded to
+    the longest list); ``"per_draw"`` calls each draw's own block on exactly its running starts.
+    ``"auto"`` takes ``"per_draw"`` on the CPU, where it was measured faster (the default block,
+    16 draws × 32 starts, one thread: batched ``bmm`` and the padding made ``"vmap"`` 1.7× slower
+    than a loop of :func:`dynamo.solve` over draws, ``benchmarks/test_bench_certify.py``), and
+    ``"vmap"`` on an accelerator, where one launch per layer replaces one per draw (not measured
+    here).
+
     Examples
     --------
     >>> import torch, verify
@@ -236,15 +246,25 @@ def stacked_reach(
     >>> out["converged"].shape, out["state"].shape
     (torch.Size([3, 2]), torch.Size([3, 2, 4, 16]))
     """
+    if batching not in ("auto", "vmap", "per_draw"):
+        raise ValueError(
+            f"stacked_reach(batching={batching!r}): choose 'auto', 'vmap' or 'per_draw'"
+        )
+    if batching == "auto":
+        batching = "per_draw" if h0.device.type == "cpu" else "vmap"
     base = models[0]
-    params, buffers = stack_module_state(models)
+    if batching == "vmap":
+        params, buffers = stack_module_state(models)
 
-    def one(
-        p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], h: torch.Tensor, xx: torch.Tensor
-    ) -> torch.Tensor:
-        return functional_call(base, (p, b), (h, xx))
+        def one(
+            p: dict[str, torch.Tensor],
+            b: dict[str, torch.Tensor],
+            h: torch.Tensor,
+            xx: torch.Tensor,
+        ) -> torch.Tensor:
+            return functional_call(base, (p, b), (h, xx))
 
-    step = vmap(one, in_dims=(0, 0, 0, 0))
+        step = vmap(one, in_dims=(0, 0, 0, 0))
     n_draws = len(models)
     if per_draw:
         if h0.shape[0] != n_draws or x.shape[0] != n_draws:
@@ -274,6 +294,37 @@ def stacked_reach(
             width = int(count.max())
             if on_step is not None and k % 25 == 0:
                 on_step(k, int(count.sum()))
+            if batching == "per_draw":
+                for d, c in zip(draws.tolist(), count.tolist(), strict=True):
+                    # all starts running (the common case): views, no gather or scatter
+                    full = c == n_starts
+                    cols = None if full else torch.nonzero(running[d]).flatten()
+                    hs1 = h[d] if cols is None else h[d, cols]
+                    xd = x[d] if per_draw else x
+                    fh1 = models[d](hs1, xd if cols is None else xd[cols])
+                    r1 = (fh1 - hs1).reshape(c, -1).norm(dim=1)
+                    hn1 = hs1.reshape(c, -1).norm(dim=1)
+                    fin1 = torch.isfinite(r1) & torch.isfinite(hn1)
+                    div1 = fin1 & (hn1 > limit)
+                    conv1 = fin1 & ~div1 & (r1 <= tol * (1 + hn1))
+                    stop1 = conv1 | div1 | ~fin1
+                    if bool(stop1.any()):
+                        at = torch.arange(n_starts, device=h.device) if cols is None else cols
+                        steps[d, at[stop1]] = k
+                        conv[d, at[conv1]] = True
+                        div[d, at[div1]] = True
+                        bad[d, at[~fin1]] = True
+                        done[d, at[stop1]] = True
+                        if k < max_steps:
+                            h[d, at[~stop1]] = fh1[~stop1]
+                    elif k < max_steps:
+                        if cols is None:
+                            h[d] = fh1
+                        else:
+                            h[d, cols] = fh1
+                if k == max_steps:
+                    break
+                continue
             # running starts first (stable), then the first `width` columns of each draw
             order = torch.argsort((~running[draws]).to(torch.int8), dim=1, stable=True)
             idx = order[:, :width]
@@ -399,7 +450,7 @@ def certify(
         h0s = h0s * len(models)
     bar = _Bar(len(models), progress)
     reach: dict[str, torch.Tensor] | None = None
-    path: Literal["vmap", "loop"] = "loop"
+    path: Literal["vmap", "stacked", "loop"] = "loop"
     reach_note: str | None = None
     if a.reachability and vectorize and len(models) > 1 and systems[0].driven:
         reps: list[torch.Tensor] = []
@@ -407,11 +458,18 @@ def certify(
             rx = s.repeat_input(per).x
             assert rx is not None  # driven systems carry their input
             reps.append(rx)
+        batching: Literal["vmap", "per_draw"] = "per_draw" if dev.type == "cpu" else "vmap"
         try:
-            bar.phase(f"reachability, {len(models)} draws at once (vmap)")
+            bar.phase(f"reachability, {len(models)} draws at once ({batching})")
             if shared:
                 reach = stacked_reach(
-                    models, reps[0], h0s[0], tol=tol, max_steps=a.max_steps, on_step=bar.step
+                    models,
+                    reps[0],
+                    h0s[0],
+                    tol=tol,
+                    max_steps=a.max_steps,
+                    on_step=bar.step,
+                    batching=batching,
                 )
             else:
                 reach = stacked_reach(
@@ -422,11 +480,15 @@ def certify(
                     max_steps=a.max_steps,
                     per_draw=True,
                     on_step=bar.step,
+                    batching=batching,
                 )
-            path = "vmap"
+            path = "vmap" if batching == "vmap" else "stacked"
         except Exception as err:  # different structures or a non-vmappable module: loop instead
             reach = None
-            reach_note = f"vmap over draws failed ({type(err).__name__}: {err})"[:280] + "; looped"
+            reach_note = (
+                f"all draws at once ({batching}) failed ({type(err).__name__}: {err})"[:280]
+                + "; looped"
+            )
     bar.phase("analyses per draw")
     dom = _domain(spec)
     needed = {r.metric for r in spec.requirements}
@@ -636,18 +698,23 @@ def _check_reach_memory(
     """Refuse before any work a run whose draws and reachability states cannot fit in memory.
 
     Every draw's block is built (and, on the vmapped path, its parameters stacked once more), and
-    reachability iterates ``draws × inputs × starts`` states at once; the estimate is
-    ``draws × parameters × 2`` plus ``draws × inputs × starts × state size × _REACH_FACTOR``
-    entries of the dtype, a lower estimate of the peak.
+    reachability holds ``draws × inputs × starts`` states at once; the estimate is ``draws ×
+    parameters`` (twice on the vmapped path) plus the states times ``_REACH_FACTOR`` for every
+    draw evaluated at once (all on the vmapped path, one on the CPU's stacked path and in the
+    loop) and twice for the others (state and image), entries of the dtype: a lower estimate of
+    the peak.
     """
     a, i = spec.analysis, spec.inputs
     size = torch.tensor([], dtype=dtype).element_size()
     n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     state = i.seq_len * spec.architecture.d_model
     starts = i.count * a.starts_per_input
-    stacked = 2 if vec and n_draws > 1 else 1
+    vmapped = vec and n_draws > 1 and dev.type != "cpu"  # the CPU steps one draw at a time
+    at_once = n_draws if vmapped else 1
+    held = (n_draws - at_once) * 2 if vec else 0
     nbytes = size * (
-        n_draws * n_params * stacked + (n_draws if vec else 1) * starts * state * _REACH_FACTOR
+        n_draws * n_params * (2 if vmapped else 1)
+        + (at_once * _REACH_FACTOR + held) * starts * state
     )
     check_memory(
         f"certify({spec.name!r})",

@@ -124,12 +124,13 @@ class Environment(_Frozen):
     dtype: str
     seeds: list[int] = Field(description="initialisation seeds, one per draw")
     input_seed: int
-    reach_path: Literal["vmap", "loop"] = Field(
-        description="reachability for all draws at once (vmap over stacked parameters) or one "
-        "by one"
+    reach_path: Literal["vmap", "stacked", "loop"] = Field(
+        description="reachability for all draws at once, vmapped over stacked parameters "
+        "('vmap') or each draw's block on its running starts within every step ('stacked', the "
+        "CPU's choice), or one draw after another ('loop')"
     )
     reach_note: str | None = Field(
-        None, description="why reachability ran one draw at a time, when vmap was possible"
+        None, description="why reachability ran one draw at a time, when all at once was possible"
     )
     git_dirty: bool | None = Field(
         None, description="the working tree had uncommitted changes (null: not a git repository)"

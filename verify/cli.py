@@ -530,7 +530,10 @@ def _describe_run(spec: Any, cert: Any) -> str:
             f"  {i.count} input(s) x {i.seq_len} tokens ({what}, seed {i.seed}), "
             f"{spec.analysis.starts_per_input} start(s) each, {e.dtype} on {e.device}",
             f"  {len(cert.draws)} initialisation draw(s): seeds {_seeds(e.seeds)}"
-            + (" (reachability vmapped over stacked parameters)" if e.reach_path == "vmap" else ""),
+            + {
+                "vmap": " (reachability vmapped over stacked parameters)",
+                "stacked": " (reachability of all draws stepped together)",
+            }.get(e.reach_path, ""),
         ]
     )
 
