@@ -114,7 +114,7 @@ def test_plugin_in_a_throwaway_project(pytester: pytest.Pytester) -> None:
         "E       AssertionError: dynamo certificate 'no recall': 1 of 1 requirement(s) failed "
         "over 2 draw(s) (seeds 0, 1):\n"
         "E         FAIL input_dependence.verdict == 'strong': 0/2 draws (95% CI [0.00, 0.84]); "
-        "values [none, none]"
+        "values [none, undetermined]"
     ) in out
     # and the failure shows the test's line, not dynamo's internals
     assert "def assert_passed" not in out and "def assert_reaches_fixed_point" not in out
