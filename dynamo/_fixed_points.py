@@ -957,12 +957,12 @@ def _qmin(sub: LoopedSystem, h: torch.Tensor, *, steps: int) -> torch.Tensor:
     m = torch.zeros_like(z)
     v = torch.zeros_like(z)
     b1, b2, eps = 0.9, 0.999, 1e-12
+
+    def g(zz: torch.Tensor) -> torch.Tensor:
+        return sub.flatten(sub._step_unchecked(sub.unflatten(zz), x)) - zz
+
     with torch.no_grad():
         for t in range(1, steps + 1):
-
-            def g(zz: torch.Tensor) -> torch.Tensor:
-                return sub.flatten(sub._step_unchecked(sub.unflatten(zz), x)) - zz
-
             primal = vjp(g, z)
             grad = primal[1](primal[0])[0]
             m = b1 * m + (1 - b1) * grad

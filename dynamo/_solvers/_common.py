@@ -259,6 +259,32 @@ class Context:
 
         return matvec
 
+    def jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        """The dense ``J(z)``, ``(N, n, n)``, for all active starts: its ``n`` rows at once by
+        ``vmap`` of one ``vjp`` over the unit vectors (one reverse pass per row, against the
+        double ``vjp`` that a ``J v`` product costs), a loop over them when the map does not
+        ``vmap``. Counted as ``n`` products per start.
+        """
+        from torch.func import vjp, vmap
+
+        xx = self.x
+        rows = self.rows
+        n = int(z.shape[1])
+        try:
+            with torch.no_grad():
+                primal = vjp(lambda zz: self._fmap(zz, xx), z)
+                value, vjp_fn = primal[0], primal[1]
+                eye = torch.eye(int(value.shape[1]), dtype=z.dtype, device=z.device)
+                basis = eye[:, None, :].expand(eye.shape[0], z.shape[0], eye.shape[1])
+                try:
+                    lines = vmap(lambda u: vjp_fn(u)[0])(basis)  # row k of every J: (n, N, n)
+                except Exception:  # an operation without a batching rule: one row at a time
+                    lines = torch.stack([vjp_fn(u)[0] for u in basis])
+        except Exception as err:
+            raise _map_failure(err, "differentiating the map", self.step, rows) from err
+        self.jvp_evals[rows] += n
+        return lines.transpose(0, 1)
+
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the finished starts from the active list."""
         self.rows = self.rows[mask]

@@ -30,10 +30,11 @@ class NewtonKrylov(Method):
     """Options: ``restart`` (GMRES subspace, 30), ``max_restarts`` (3), ``eta_max`` (0.1),
     ``max_backtracks`` (12), ``dense_limit`` (64).
 
-    Up to ``dense_limit`` state entries, ``I − J`` is formed from ``n`` Jacobian products (the
-    columns of ``J``, all starts at once) and solved exactly by batched LU, by the pseudo-inverse
-    where it is singular: for a small state, ``n`` products cost less than GMRES's orthogonalisation
-    (the 3-bit flip-flop, ``n = 24``: most of a search's time went to GMRES's Gram–Schmidt).
+    Up to ``dense_limit`` state entries, ``I − J`` is formed from ``n`` reverse products (the
+    rows of ``J``, all starts and rows at once) and solved exactly by batched LU, by the
+    pseudo-inverse where it is singular: for a small state, ``n`` products cost less than GMRES's
+    orthogonalisation (the 3-bit flip-flop, ``n = 24``: most of a search's time went to GMRES's
+    Gram–Schmidt).
     """
 
     name = "newton_krylov"
@@ -62,12 +63,10 @@ class NewtonKrylov(Method):
         eta = torch.maximum(eta, torch.where(0.9 * st["eta"] ** 2 > 0.1, 0.9 * st["eta"] ** 2, 0))
         eta = torch.clamp(eta, min=10 * eps, max=eta_max)
 
-        jac = ctx.linearize(z)
         n = z.shape[1]
         if n <= int(self.options["dense_limit"]):
             eye = torch.eye(n, dtype=z.dtype, device=z.device)
-            cols = [jac(eye[k].expand_as(z)) for k in range(n)]  # J e_k for every start
-            a = eye - torch.stack(cols, dim=2)
+            a = eye - ctx.jacobian(z)
             s, info = torch.linalg.solve_ex(a, g)
             singular = info != 0
             if bool(singular.any()):
@@ -75,6 +74,7 @@ class NewtonKrylov(Method):
                 # returns 0 for a singular float32 system, and CUDA offers only full-rank gels
                 s[singular] = (torch.linalg.pinv(a[singular]) @ g[singular, :, None])[..., 0]
         else:
+            jac = ctx.linearize(z)
 
             def matvec(v: torch.Tensor) -> torch.Tensor:
                 return v - jac(v)
