@@ -676,8 +676,9 @@ def _dedup(
     groups = index[rows_c].numpy()
     clusters = _clusters(flat, groups, radius)
     raw: list[dict[str, Any]] = []
+    res_list = res_c.tolist()
     for comp in clusters:
-        best = min(comp, key=lambda i: float(res_c[i]))
+        best = min(comp, key=res_list.__getitem__)
         raw.append(
             {
                 "state": cands.state[best],

@@ -396,19 +396,31 @@ def run(
         stop = conv | div | bad | deg
         if k == settings.max_steps:
             stop = torch.ones_like(stop)
-        for i in torch.nonzero(stop).flatten().tolist():
-            row = int(rows[i])
-            steps[row] = k
-            last_z[row] = z[i]
-            if bool(conv[i]):
-                outcome[row] = Outcome.CONVERGED
-                best_z[row], best_r[row] = z[i], r[i]
-            elif bool(bad[i]):
-                outcome[row] = Outcome.NONFINITE
-            elif bool(div[i]):
-                outcome[row] = Outcome.DIVERGED
-            elif bool(deg[i]):
-                outcome[row] = Outcome.DEGENERATE
+        idx = torch.nonzero(stop).flatten()
+        if idx.numel():
+            # the stopped starts at once (a search stops hundreds in one step), then their labels
+            at = rows[idx]
+            steps[at] = k
+            last_z[at] = z[idx]
+            c = conv[idx]
+            best_z[at[c]], best_r[at[c]] = z[idx[c]], r[idx[c]]
+            flags = zip(
+                at.tolist(),
+                c.tolist(),
+                bad[idx].tolist(),
+                div[idx].tolist(),
+                deg[idx].tolist(),
+                strict=True,
+            )
+            for row, is_conv, is_bad, is_div, is_deg in flags:
+                if is_conv:
+                    outcome[row] = Outcome.CONVERGED
+                elif is_bad:
+                    outcome[row] = Outcome.NONFINITE
+                elif is_div:
+                    outcome[row] = Outcome.DIVERGED
+                elif is_deg:
+                    outcome[row] = Outcome.DEGENERATE
         if bool(stop.all()):
             break
         if bool(stop.any()):
