@@ -25,8 +25,9 @@ def test_certify_default_rests_on_several_draws_and_says_what_it_means(
 ) -> None:
     """Issue 13, item 7: the zero-configuration verdict rests on eight draws, not one (1/1 gave
     the interval [0.03, 1.00]), and one line says what the interval is. Three of the eight draws
-    of the default block (recall by concatenation) leave some input on a 2-cycle or a slow
-    transient within 1000 steps: the default fails, and says where to look."""
+    of the default block (recall by concatenation) leave some input unsettled: on a stable
+    2-cycle (draw 3), or at no fixed point or short cycle within 1000 steps (draws 2 and 5). The
+    default fails, and says where to look."""
     assert main(["certify"]) == 1
     out = capsys.readouterr().out
     assert "recall='outer', norm='outer'" in out
