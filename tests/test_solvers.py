@@ -410,3 +410,20 @@ def test_a_map_that_raises_mid_solve_is_named_with_the_iteration_and_starts(meth
     assert "ValueError at iteration" in text and "(starts 0, 1, 2)" in text
     assert "state left the table" in text
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_row_norm_neither_overflows_nor_loses_small_rows() -> None:
+    """The solvers' residual norm: the plain norm, recomputed scaled only where it may have
+    overflowed or underflowed; compared with math.hypot, which scales exactly."""
+    import math
+
+    from dynamo._solvers._common import row_norm
+
+    rows = [[1e200, 1e200], [3.0, 4.0], [1e-200, 1e-200], [0.0, 0.0], [1e-160, 3e-161]]
+    got = row_norm(torch.tensor(rows, dtype=torch.float64)).tolist()
+    assert got == pytest.approx([math.hypot(*r) for r in rows], rel=1e-15)
+    assert got[2] > 0  # squares of 1e-200 underflow to 0 in the plain norm
+    odd = row_norm(torch.tensor([[math.inf, 1.0], [math.nan, 1.0]], dtype=torch.float64))
+    assert math.isinf(odd[0]) and math.isnan(odd[1])
+    f32 = row_norm(torch.tensor([[3e30, 4e30], [3e-30, 4e-30]], dtype=torch.float32)).tolist()
+    assert f32 == pytest.approx([5e30, 5e-30], rel=1e-6)

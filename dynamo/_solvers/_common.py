@@ -343,11 +343,23 @@ class Method:
 
 
 def row_norm(z: torch.Tensor) -> torch.Tensor:
-    """2-norm of each row, scaled so that finite rows never overflow (``‖z‖² > max float``)."""
-    big = z.abs().amax(dim=1)
-    safe = torch.where((big > 0) & torch.isfinite(big), big, torch.ones_like(big))
-    out = safe * (z / safe[:, None]).norm(dim=1)
-    return torch.where(torch.isfinite(big), out, big)
+    """2-norm of each row, scaled so that finite rows never overflow (``‖z‖² > max float``) or
+    lose their small entries to underflow.
+
+    The plain norm is taken first; only rows where it may have overflowed (inf) or underflowed
+    (below ``√tiny / eps``, where squares under ``tiny`` could matter) are recomputed scaled by
+    their largest entry: a solver calls this every step, and almost every row is ordinary.
+    """
+    out = torch.linalg.vector_norm(z, dim=1)
+    fi = torch.finfo(z.dtype)
+    suspect = torch.isinf(out) | (out < math.sqrt(fi.tiny) / fi.eps)
+    if bool(suspect.any()):
+        zs = z[suspect]
+        big = zs.abs().amax(dim=1)
+        safe = torch.where((big > 0) & torch.isfinite(big), big, torch.ones_like(big))
+        scaled = safe * (zs / safe[:, None]).norm(dim=1)
+        out[suspect] = torch.where(torch.isfinite(big), scaled, big)
+    return out
 
 
 def run(
