@@ -268,6 +268,16 @@ def test_plugin_refuses_a_spec_without_requirements_in_one_line(
     assert "def load_spec" not in out and "def _certify" not in out
 
 
+#: one test that asks for the certificate of spec.toml next to it
+ONE_MARKED_TEST = """
+import pytest
+
+@pytest.mark.dynamo(spec="spec.toml")
+def test_block(dynamo_certificate):
+    pass
+"""
+
+
 def test_plugin_reports_a_failing_factory_in_one_line(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         blocks="def make(seed):\n    raise RuntimeError('the block cannot be built')\n"
@@ -276,15 +286,7 @@ def test_plugin_reports_a_failing_factory_in_one_line(pytester: pytest.Pytester)
         "requirements = ['reachability.converged_fraction >= 1']\n"
         "[architecture]\nfactory = 'blocks.py:make'\n"
     )
-    pytester.makepyfile(
-        test_one="""
-        import pytest
-
-        @pytest.mark.dynamo(spec="spec.toml")
-        def test_block(dynamo_certificate):
-            pass
-        """
-    )
+    pytester.makepyfile(test_one=ONE_MARKED_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
@@ -301,15 +303,7 @@ def test_plugin_imports_a_module_only_when_allowed(pytester: pytest.Pytester) ->
         "import torch\n\ndef make(seed):\n    return torch.nn.Linear(4, 4)\n"
     )
     (pytester.path / "spec.toml").write_text("[architecture]\nfactory = 'blocks_pkg.linear:make'\n")
-    pytester.makepyfile(
-        test_one="""
-        import pytest
-
-        @pytest.mark.dynamo(spec="spec.toml")
-        def test_block(dynamo_certificate):
-            pass
-        """
-    )
+    pytester.makepyfile(test_one=ONE_MARKED_TEST)
     refused = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     refused.assert_outcomes(errors=1)
     assert "the module 'blocks_pkg.linear' is not allowed" in refused.stdout.str()

@@ -203,6 +203,11 @@ def _resolve_device(device: str | None, where: str) -> torch.device:
     return dev
 
 
+def _batching(device: torch.device) -> Literal["vmap", "per_draw"]:
+    """How :func:`stacked_reach` steps all draws on ``device`` (see its ``batching``)."""
+    return "per_draw" if device.type == "cpu" else "vmap"
+
+
 def stacked_reach(
     models: list[nn.Module],
     x: torch.Tensor,
@@ -251,7 +256,7 @@ def stacked_reach(
             f"stacked_reach(batching={batching!r}): choose 'auto', 'vmap' or 'per_draw'"
         )
     if batching == "auto":
-        batching = "per_draw" if h0.device.type == "cpu" else "vmap"
+        batching = _batching(h0.device)
     base = models[0]
     if batching == "vmap":
         params, buffers = stack_module_state(models)
@@ -284,6 +289,17 @@ def stacked_reach(
     steps = torch.full(done.shape, max_steps, dtype=torch.long, device=h0.device)
     limit = divergence * math.sqrt(n)
     live_draws: torch.Tensor | None = None
+
+    def judge(
+        fh: torch.Tensor, hs: torch.Tensor, shape: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Converged, diverged, non-finite: dynamo.solve's picard criteria, per start."""
+        r = (fh - hs).reshape(*shape, -1).norm(dim=-1)
+        hn = hs.reshape(*shape, -1).norm(dim=-1)
+        finite = torch.isfinite(r) & torch.isfinite(hn)
+        far = finite & (hn > limit)
+        return finite & ~far & (r <= tol * (1 + hn)), far, ~finite
+
     with torch.no_grad():
         for k in range(max_steps + 1):
             running = ~done
@@ -302,18 +318,14 @@ def stacked_reach(
                     hs1 = h[d] if cols is None else h[d, cols]
                     xd = x[d] if per_draw else x
                     fh1 = models[d](hs1, xd if cols is None else xd[cols])
-                    r1 = (fh1 - hs1).reshape(c, -1).norm(dim=1)
-                    hn1 = hs1.reshape(c, -1).norm(dim=1)
-                    fin1 = torch.isfinite(r1) & torch.isfinite(hn1)
-                    div1 = fin1 & (hn1 > limit)
-                    conv1 = fin1 & ~div1 & (r1 <= tol * (1 + hn1))
-                    stop1 = conv1 | div1 | ~fin1
+                    conv1, div1, bad1 = judge(fh1, hs1, (c,))
+                    stop1 = conv1 | div1 | bad1
                     if bool(stop1.any()):
                         at = torch.arange(n_starts, device=h.device) if cols is None else cols
                         steps[d, at[stop1]] = k
                         conv[d, at[conv1]] = True
                         div[d, at[div1]] = True
-                        bad[d, at[~fin1]] = True
+                        bad[d, at[bad1]] = True
                         done[d, at[stop1]] = True
                         if k < max_steps:
                             h[d, at[~stop1]] = fh1[~stop1]
@@ -336,12 +348,8 @@ def stacked_reach(
             rows = draws[:, None].expand_as(idx)
             hs = h[rows, idx]
             fh = step(p_sub, b_sub, hs, x[rows, idx] if per_draw else x[idx])
-            r = (fh - hs).reshape(*idx.shape, -1).norm(dim=2)
-            hn = hs.reshape(*idx.shape, -1).norm(dim=2)
-            finite = torch.isfinite(r) & torch.isfinite(hn)
-            new_div = valid & finite & (hn > limit)
-            new_conv = valid & finite & ~new_div & (r <= tol * (1 + hn))
-            new_bad = valid & ~finite
+            c_all, d_all, b_all = judge(fh, hs, tuple(idx.shape))
+            new_conv, new_div, new_bad = valid & c_all, valid & d_all, valid & b_all
             stop = new_conv | new_div | new_bad
             rs, cs = rows[stop], idx[stop]
             steps[rs, cs] = k
@@ -458,7 +466,7 @@ def certify(
             rx = s.repeat_input(per).x
             assert rx is not None  # driven systems carry their input
             reps.append(rx)
-        batching: Literal["vmap", "per_draw"] = "per_draw" if dev.type == "cpu" else "vmap"
+        batching = _batching(dev)
         try:
             bar.phase(f"reachability, {len(models)} draws at once ({batching})")
             if shared:
@@ -709,7 +717,7 @@ def _check_reach_memory(
     n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     state = i.seq_len * spec.architecture.d_model
     starts = i.count * a.starts_per_input
-    vmapped = vec and n_draws > 1 and dev.type != "cpu"  # the CPU steps one draw at a time
+    vmapped = vec and n_draws > 1 and _batching(dev) == "vmap"
     at_once = n_draws if vmapped else 1
     held = (n_draws - at_once) * 2 if vec else 0
     nbytes = size * (
