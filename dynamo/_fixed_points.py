@@ -198,7 +198,8 @@ class Continuum:
     dedup tolerance would only decide how finely it gets chopped up). ``dimension`` is the
     number of tangent directions confirmed by Newton (an estimate; ``dimension_is_lower_bound``
     when a partial Arnoldi spectrum may have hidden more), and the samples are joined by paths
-    of fixed points at a resolution of 1/64 of the distance between the samples joined.
+    of fixed points whose hops are at most ``4·s``, ``s`` the non-isolation test's step (a scale
+    of the state): continua closer than that cannot be told apart.
 
     Examples
     --------
@@ -990,13 +991,17 @@ def _polish(
     return pol.state, pol.converged.to(starts.device)
 
 
+#: halvings of a path between two continuum samples: at most 2**_LINK_ROUNDS hops
+_LINK_ROUNDS = 12
+
+
 def _joined_by_fixed_points(
     system: LoopedSystem,
     inputs: _Inputs,
     pairs: list[tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor, float]],
     *,
     rtol: float,
-    max_rounds: int = 12,
+    max_rounds: int = _LINK_ROUNDS,
 ) -> list[bool]:
     """Whether a path of fixed points joins each pair ``(a, b, row, T_a, T_b, resolution)``: flat
     states, the input row, orthonormal bases (rows) of the tangent spaces found at ``a`` and
@@ -1008,11 +1013,11 @@ def _joined_by_fixed_points(
     interpolation, ``(p + q)/2 + ‖q − p‖ (t_p − t_q)/8``, which follows a circle's sagitta to
     second order, then polished by Newton. A hop is sound when Newton converged, landed within a
     quarter of the hop from the prediction, and between the ends (within three quarters of the
-    hop from each). Hops are halved until every one is at most ``‖b − a‖ / pieces``: on one
-    continuum every test passes; a gap between two continua sits inside some hop, whose
-    midpoint snaps to one side and fails. So continua closer than ``1/pieces`` of the distance
-    between the samples being joined cannot be told apart, and a sample spacing wider than the
-    continuum's curvature allows leaves it in pieces (not merged with another).
+    hop from each). Hops are halved, for at most ``max_rounds`` rounds, until every one is at
+    most the pair's resolution: on one continuum every test passes; a gap between two continua
+    sits inside some hop, whose midpoint snaps to one side and fails. So continua closer than
+    the resolution cannot be told apart, and a sample spacing wider than the continuum's
+    curvature allows leaves it in pieces (not merged with another).
     """
     points: list[torch.Tensor] = []  # per pair, (k, n): the path so far, from a to b
     tangents: list[torch.Tensor] = []  # (k, n): unit tangents along it, oriented from a to b
@@ -1186,7 +1191,8 @@ def _continua(
     members = sorted(local)
     m = len(members)
     flat = system.flatten(torch.stack([raw[i]["state"] for i in members]))
-    res = [4 * float(step[neutral.index(i)]) for i in members]  # gaps wider than this are seen
+    slot = {i: j for j, i in enumerate(neutral)}
+    res = [4 * float(step[slot[i]]) for i in members]  # gaps wider than this are seen
     inp = torch.tensor([raw[i]["input"] for i in members])
     uf = _UnionFind(m)
     if m > 1:
@@ -1194,18 +1200,19 @@ def _continua(
         iu, ju = torch.triu_indices(m, m, 1)
         keep = (inp[:, None] == inp[None, :])[iu, ju]
         iu, ju = iu[keep], ju[keep]
-        order = torch.argsort(dist[iu, ju].cpu())
-        pairs = list(zip(iu[order].tolist(), ju[order].tolist(), strict=True))
+        near = dist[iu, ju].cpu()
+        order = torch.argsort(near)
+        pairs = list(zip(iu[order].tolist(), ju[order].tolist(), near[order].tolist(), strict=True))
         tries: dict[tuple[int, int], int] = {}
         pos = 0
         while pos < len(pairs):
             batch: list[tuple[int, int]] = []
             in_batch: set[tuple[int, int]] = set()
             while pos < len(pairs) and len(batch) < 64:
-                a, b = pairs[pos]
+                a, b, gap = pairs[pos]
                 pos += 1
-                if float(dist[a, b]) > 4096 * max(res[a], res[b]):
-                    continue  # more than 4096 pieces at this resolution: not resolvable
+                if gap > 2**_LINK_ROUNDS * max(res[a], res[b]):
+                    continue  # more pieces than the path's halvings make: not resolvable
                 ga, gb = uf.find(a), uf.find(b)
                 key = (min(ga, gb), max(ga, gb))
                 if ga != gb and key not in in_batch and tries.get(key, 0) < tries_per_pair:
@@ -1511,15 +1518,15 @@ def _find_cycles(
                         for d in range(1, p + 1)
                         if p % d == 0 and float((orb[d] - orb[0]).norm()) <= closed
                     ),
-                    p,
-                )
-                known = any(
+                    None,
+                )  # None: stepping p times did not close the orbit Newton found: not a cycle
+                known = q is None or any(
                     c["period"] == q
                     and c["input_index"] == inp
                     and float((c["flat"] - orb[0][None]).norm(dim=1).min()) <= 10 * radius
                     for c in out
                 )
-                if q > 1 and not known:
+                if q is not None and q > 1 and not known:
                     out.append(
                         _cycle_record(
                             system,

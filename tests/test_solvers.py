@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -407,9 +408,13 @@ def test_a_map_that_raises_mid_solve_is_named_with_the_iteration_and_starts(meth
         dy.solve(system, torch.zeros(3, 2, dtype=torch.float64), method=method)
     text = str(info.value)
     assert text.startswith(f"solve(system, h0, method='{method}'): evaluating the map raised")
-    assert "ValueError at iteration" in text and "(starts 0, 1, 2)" in text
+    assert "ValueError at iteration" in text and "(evaluating starts 0, 1, 2)" in text
     assert "state left the table" in text
     assert isinstance(info.value.__cause__, ValueError)
+    # eight starts are listed whole; beyond that, the first eight and how many more
+    for n, shown in ((8, "0, 1, 2, 3, 4, 5, 6, 7)"), (11, "0, 1, 2, 3, 4, 5, 6, 7 and 3 more)")):
+        with pytest.raises(dy.errors.MapError, match=re.escape(f"(evaluating starts {shown}")):
+            dy.solve(system, torch.zeros(n, 2, dtype=torch.float64), method=method)
 
 
 def test_row_norm_neither_overflows_nor_loses_small_rows() -> None:

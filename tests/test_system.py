@@ -363,7 +363,8 @@ def test_map_that_changes_shape_mid_iteration_is_reported_where() -> None:
         with pytest.raises(
             MapError,
             match=rf"solve\(system, h0, method='{method}'\): evaluating the map raised ShapeError "
-            r"at iteration \d+ \(starts 0, 1\): .*returned shape \(2, 4\) for a state batch",
+            r"at iteration \d+ \(evaluating starts 0, 1\): .*returned shape \(2, 4\) for a "
+            r"state batch",
         ) as info:
             dy.solve(grown, h, method=method)
         assert isinstance(info.value.__cause__, ShapeError)

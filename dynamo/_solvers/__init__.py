@@ -219,12 +219,13 @@ def solve(
         with torch.no_grad():
             raw = run(impl, fmap, z0, xx, settings)
     except MapFailure as fail:
-        starts = ", ".join(str(r) for r in fail.rows) + (", ..." if len(fail.rows) == 8 else "")
+        more = fail.total - len(fail.rows)
+        starts = ", ".join(str(r) for r in fail.rows) + (f" and {more} more" if more else "")
         raise MapError(
             f"{call}: {fail.what} raised {type(fail.err).__name__} at iteration {fail.step} "
-            f"(starts {starts}): {fail.err}. The map must accept every state the solver visits; "
-            "a state that left the map's domain may call for smaller steps (damping) or starts "
-            "closer to the fixed point"
+            f"(evaluating starts {starts}): {fail.err}. The map must accept every state the "
+            "solver visits; a state that left the map's domain may call for smaller steps "
+            "(damping) or starts closer to the fixed point"
         ) from fail.err
     sol = Solution(
         method=method,

@@ -296,9 +296,12 @@ class MapFailure(Exception):
     """The user's map (or its derivative) raised inside the solve loop: where, for :func:`solve`
     to report with its call form."""
 
-    def __init__(self, what: str, step: int, rows: list[int], err: BaseException) -> None:
+    def __init__(
+        self, what: str, step: int, rows: list[int], err: BaseException, total: int | None = None
+    ) -> None:
         super().__init__(f"{what} raised {type(err).__name__} at iteration {step}")
         self.what, self.step, self.rows, self.err = what, step, rows, err
+        self.total = len(rows) if total is None else total  # starts evaluated (rows: the first)
 
 
 def _map_failure(err: Exception, what: str, step: int, rows: torch.Tensor) -> BaseException:
@@ -311,7 +314,7 @@ def _map_failure(err: Exception, what: str, step: int, rows: torch.Tensor) -> Ba
     passes = isinstance(err, DynamoError) and not isinstance(err, ShapeError)
     if passes or isinstance(err, MapFailure) or out_of_memory(err):
         return err
-    return MapFailure(what, step, rows[:8].tolist(), err)
+    return MapFailure(what, step, rows[:8].tolist(), err, int(rows.numel()))
 
 
 class Method:

@@ -78,8 +78,9 @@ class Broyden(Method):
             rows = torch.nonzero(ok & torch.isfinite(denom)).flatten()
             if rows.numel():
                 slot = used[rows]
+                v_new = _apply_t(U[rows, :k], V[rows, :k], s[rows])  # sᵀH before this update
                 U[rows, slot] = (s[rows] - Hy[rows]) / denom[rows, None]
-                V[rows, slot] = _apply_t(U[rows, :k], V[rows, :k], s[rows])
+                V[rows, slot] = v_new
                 used[rows] += 1
         k = int(used.max())
         step = -_apply(U[:, :k], V[:, :k], g) * float(self.options["damping"])

@@ -55,14 +55,7 @@ class NewtonKrylov(Method):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         g = fz - z
         r = g.norm(dim=1)
-        eta_max = float(self.options["eta_max"])
-        eps = torch.finfo(z.dtype).eps
-        # Eisenstat–Walker choice 2 with the usual safeguard
-        ratio = r / torch.clamp(st["r_prev"], min=torch.finfo(z.dtype).tiny)
-        eta = 0.9 * ratio**2
-        eta = torch.maximum(eta, torch.where(0.9 * st["eta"] ** 2 > 0.1, 0.9 * st["eta"] ** 2, 0))
-        eta = torch.clamp(eta, min=10 * eps, max=eta_max)
-
+        eta = st["eta"]  # the dense step is exact: the forcing term is kept for GMRES alone
         n = z.shape[1]
         if n <= int(self.options["dense_limit"]):
             eye = torch.eye(n, dtype=z.dtype, device=z.device)
@@ -74,6 +67,14 @@ class NewtonKrylov(Method):
                 # returns 0 for a singular float32 system, and CUDA offers only full-rank gels
                 s[singular] = (torch.linalg.pinv(a[singular]) @ g[singular, :, None])[..., 0]
         else:
+            # Eisenstat–Walker choice 2 with the usual safeguard
+            eps = torch.finfo(z.dtype).eps
+            ratio = r / torch.clamp(st["r_prev"], min=torch.finfo(z.dtype).tiny)
+            eta = 0.9 * ratio**2
+            eta = torch.maximum(
+                eta, torch.where(0.9 * st["eta"] ** 2 > 0.1, 0.9 * st["eta"] ** 2, 0)
+            )
+            eta = torch.clamp(eta, min=10 * eps, max=float(self.options["eta_max"]))
             jac = ctx.linearize(z)
 
             def matvec(v: torch.Tensor) -> torch.Tensor:
