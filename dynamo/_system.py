@@ -1035,4 +1035,7 @@ def _generator(seed: int | torch.Generator, device: torch.device) -> torch.Gener
         return seed
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidArgumentError(f"seed must be an int or a torch.Generator, got {seed!r}")
+    from ._validate import check_seed
+
+    check_seed("the random starts", "seed", seed)  # torch would wrap -1 into another seed
     return torch.Generator(device=device).manual_seed(seed)

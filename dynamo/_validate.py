@@ -162,3 +162,35 @@ def check_memory(call: str, what: str, nbytes: float, device: torch.device, fix:
             f"{call}: {what} needs at least {nbytes / 2**30:.3g} GiB, more than the "
             f"{avail / 2**30:.3g} GiB this {device.type} has; {fix}"
         )
+
+
+#: The largest torch generator seed dynamo accepts (torch wraps others silently).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(call: str, name: str, value: Any) -> int:
+    """A torch generator seed: an integer in ``[0, 2**63 - 1]``, the range of a spec's seeds and
+    of the command line's ``--seed``.
+
+    Negative or larger values would be wrapped by ``torch.Generator.manual_seed`` into another
+    seed silently; refused instead, in the words the spec and the command line use.
+
+    >>> from dynamo._validate import check_seed
+    >>> from dynamo.errors import InvalidArgumentError
+    >>> try:
+    ...     check_seed("f()", "seed", -1)
+    ... except InvalidArgumentError as err:
+    ...     print(str(err).split(" (")[0])
+    f(): seed=-1: Input should be greater than or equal to 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(
+            f"{call}: {name}={value!r} must be an integer (a torch generator seed)"
+        )
+    if not 0 <= value <= MAX_SEED:
+        bound = "greater than or equal to 0" if value < 0 else f"less than or equal to {MAX_SEED}"
+        raise InvalidArgumentError(
+            f"{call}: {name}={value!r}: Input should be {bound} (a seed is a non-negative 64-bit "
+            "integer)"
+        )
+    return value

@@ -407,3 +407,15 @@ def test_function_returning_float64_for_a_float32_state_is_refused_at_the_probe(
     s32 = follows.to(dtype=torch.float32)
     sol = dy.solve(s32, torch.ones(2, 3), method="anderson")
     assert sol.all_converged and sol.state.dtype == torch.float32
+
+
+def test_a_negative_or_too_large_seed_is_refused_not_wrapped() -> None:
+    """torch.Generator.manual_seed(-1) silently means 2**64 - 1: the seed check lives where the
+    generator is made, so every verb (and verify, which imports it) refuses alike."""
+    system = dy.LoopedSystem.from_function(torch.tanh, state_shape=(3,))
+    for bad in (-1, 2**63):
+        with pytest.raises(InvalidArgumentError, match=rf"seed={bad}: Input should be"):
+            system.initial_states("normal", 2, seed=bad)
+        with pytest.raises(InvalidArgumentError, match=rf"seed={bad}: Input should be"):
+            dy.find_fixed_points(system, 4, seed=bad)
+    assert system.initial_states("normal", 2, seed=2**63 - 1).shape == (2, 3)

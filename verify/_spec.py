@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from dynamo._validate import MAX_SEED as _MAX_SEED
+from dynamo._validate import check_seed as check_seed
 from dynamo.errors import InvalidArgumentError
 
 from ._schema import _summary_only
@@ -138,7 +140,6 @@ _RANGES: dict[str, tuple[float, float]] = {
 #: Upper limit on counts and sizes: beyond it a spec is a typo, not a plan.
 _MAX_COUNT = 1_000_000
 #: Seeds are torch generator seeds: non-negative and within a signed 64-bit integer.
-_MAX_SEED = 2**63 - 1
 
 _OPS = ("<=", ">=", "==", "!=", "<", ">")
 #: Unicode bidirectional controls (embeddings, overrides, isolates, marks): text that displays
@@ -930,33 +931,6 @@ def _exec_file(file: Path, where: str) -> ModuleType:
             f"{where}: running {file.name} failed: {type(err).__name__}: {err}"
         ) from None
     return module
-
-
-def check_seed(call: str, name: str, value: Any) -> int:
-    """A torch generator seed: an integer in ``[0, 2**63 - 1]``, the range of a spec's seeds and
-    of the command line's ``--seed``.
-
-    Negative or larger values would be wrapped by ``torch.Generator.manual_seed`` into another
-    seed silently; refused instead, in the words the spec and the command line use.
-
-    >>> from verify._spec import check_seed
-    >>> try:
-    ...     check_seed("f()", "seed", -1)
-    ... except InvalidArgumentError as err:
-    ...     print(str(err).split(" (")[0])
-    f(): seed=-1: Input should be greater than or equal to 0
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(
-            f"{call}: {name}={value!r} must be an integer (a torch generator seed)"
-        )
-    if not 0 <= value <= _MAX_SEED:
-        bound = "greater than or equal to 0" if value < 0 else f"less than or equal to {_MAX_SEED}"
-        raise InvalidArgumentError(
-            f"{call}: {name}={value!r}: Input should be {bound} (a seed is a non-negative 64-bit "
-            "integer)"
-        )
-    return value
 
 
 def default_spec() -> Spec:

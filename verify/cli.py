@@ -89,7 +89,7 @@ DeviceOpt = Annotated[
 InputsOpt = Annotated[int | None, typer.Option("--inputs", min=1, help="Random inputs per draw.")]
 SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1, help="Tokens per input.")]
 StartsOpt = Annotated[int | None, typer.Option("--starts", min=1, help="Starts per input.")]
-_MAX_SEED = 2**63 - 1
+_MAX_SEED = 2**63 - 1  # dynamo._validate.MAX_SEED, without importing torch at start-up
 SeedOpt = Annotated[
     int | None,
     typer.Option("--seed", min=0, max=_MAX_SEED, help="Seed of the inputs and starts."),
@@ -576,7 +576,9 @@ def _requirement_text(cert: Any, spec_path: Path | None) -> str:
     lines += [f"  {r.summary()}" for r in cert.requirements] or ["  (none)"]
     if cert.requirements:
         d = len(cert.draws)
-        best = 0.025 ** (1 / d)  # Clopper–Pearson lower end when every draw passes
+        from dynamo._stats import clopper_pearson
+
+        best = clopper_pearson(d, d)[0]  # the interval's lower end when every draw passes
         lines.append(
             f"  (the interval holds, with 95% confidence, the share of all initialisation draws "
             f"of this architecture that satisfy the requirement; {d} draw(s) are a sample, so "
