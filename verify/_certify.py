@@ -235,11 +235,12 @@ def stacked_reach(
     ``batching`` says how one step evaluates the draws: ``"vmap"`` stacks their parameters and
     ``vmap``-s the block over draws (one batched kernel per layer, the running starts padded to
     the longest list); ``"per_draw"`` calls each draw's own block on exactly its running starts.
-    ``"auto"`` takes ``"per_draw"`` on the CPU, where it was measured faster (the default block,
-    16 draws × 32 starts, one thread: batched ``bmm`` and the padding made ``"vmap"`` 1.7× slower
-    than a loop of :func:`dynamo.solve` over draws, ``benchmarks/test_bench_certify.py``), and
-    ``"vmap"`` on an accelerator, where one launch per layer replaces one per draw (not measured
-    here).
+    ``"auto"`` takes ``"per_draw"`` on the CPU (the default block with d_model 64, 16 draws, 8
+    inputs × 4 starts, one thread, ``benchmarks/test_bench_certify.py``: ``"vmap"`` took 1.66×
+    a loop of :func:`dynamo.solve` over draws, batched ``bmm`` and the padding, and
+    ``"per_draw"`` 1.01×; at d_model 16, 0.89× and 0.82×; on a noisy host the ratios move by
+    about ±0.3) and ``"vmap"`` on an accelerator, where one launch per layer replaces one per
+    draw (not measured here).
 
     Examples
     --------
@@ -376,13 +377,13 @@ def certify(
 ) -> Certificate:
     """Run the spec's analyses over its initialisation draws and judge each requirement.
 
-    Reachability runs for all draws at once (parameters stacked with
-    ``torch.func.stack_module_state``, the step ``vmap``-ed over draws) when the draws share one
-    structure, else draw by draw. Input-dependence, geometry, contraction and Lipschitz bounds run
-    draw by draw. Each requirement gets the share of draws that satisfy it with its exact 95%
-    Clopper–Pearson interval, and passes when that share reaches its quorum (all draws by
-    default). The certificate records versions, seeds, dtype, device and the git commit; the
-    same spec gives the same JSON apart from the timestamp.
+    Reachability runs for all draws at once (:func:`stacked_reach`: each draw's block on its
+    running starts on the CPU, the step ``vmap``-ed over stacked parameters on an accelerator)
+    when the draws share one structure, else draw by draw. Input-dependence, geometry,
+    contraction and Lipschitz bounds run draw by draw. Each requirement gets the share of draws
+    that satisfy it with its exact 95% Clopper–Pearson interval, and passes when that share
+    reaches its quorum (all draws by default). The certificate records versions, seeds, dtype,
+    device and the git commit; the same spec gives the same JSON apart from the timestamp.
 
     Parameters
     ----------
@@ -398,7 +399,8 @@ def certify(
     progress : bool
         Show a tqdm progress bar (on stderr).
     vectorize : bool
-        Use the stacked, vmapped path for reachability when possible.
+        Step all draws' reachability together when possible (:func:`stacked_reach`); False
+        runs :func:`dynamo.solve` draw by draw.
     timestamp : bool
         Record the time (False gives byte-identical JSON across runs).
     allow_modules : iterable of str
@@ -705,24 +707,23 @@ def _check_reach_memory(
 ) -> None:
     """Refuse before any work a run whose draws and reachability states cannot fit in memory.
 
-    Every draw's block is built (and, on the vmapped path, its parameters stacked once more), and
-    reachability holds ``draws × inputs × starts`` states at once; the estimate is ``draws ×
-    parameters`` (twice on the vmapped path) plus the states times ``_REACH_FACTOR`` for every
-    draw evaluated at once (all on the vmapped path, one on the CPU's stacked path and in the
-    loop) and twice for the others (state and image), entries of the dtype: a lower estimate of
-    the peak.
+    Every draw's block is built (and, on the vmapped path, its parameters stacked once more):
+    ``draws × parameters`` entries (twice when vmapped). Reachability, when the spec runs it,
+    holds every draw's states at once, a state and its image per start: ``2 × draws × inputs ×
+    starts × state``; on the vmapped path the block's activations for all draws come on top,
+    and the measured ``_REACH_FACTOR`` replaces the 2. Entries of the dtype: a lower estimate of
+    the peak (the activations of the one draw evaluated at a time on the other paths, 7-15× its
+    states, are left out), so a refusal is never a guess.
     """
     a, i = spec.analysis, spec.inputs
     size = torch.tensor([], dtype=dtype).element_size()
     n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     state = i.seq_len * spec.architecture.d_model
     starts = i.count * a.starts_per_input
-    vmapped = vec and n_draws > 1 and _batching(dev) == "vmap"
-    at_once = n_draws if vmapped else 1
-    held = (n_draws - at_once) * 2 if vec else 0
+    vmapped = a.reachability and vec and n_draws > 1 and _batching(dev) == "vmap"
+    per_state = (_REACH_FACTOR if vmapped else 2.0) if a.reachability else 0.0
     nbytes = size * (
-        n_draws * n_params * (2 if vmapped else 1)
-        + (at_once * _REACH_FACTOR + held) * starts * state
+        n_draws * n_params * (2 if vmapped else 1) + n_draws * per_state * starts * state
     )
     check_memory(
         f"certify({spec.name!r})",
