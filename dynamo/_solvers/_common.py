@@ -209,6 +209,7 @@ class Context:
         self.f_evals = torch.zeros(n, dtype=torch.long, device=device)
         self.jvp_evals = torch.zeros(n, dtype=torch.long, device=device)
         self.rows = torch.arange(n, device=device)  # original indices of the active starts
+        self._full_evals = 0  # evaluations on every active start, not yet added to f_evals
         self.step = 0  # the iteration under way, for error messages
         self._jac_mode: str | None = None  # set once the first Jacobian product has run
 
@@ -219,11 +220,14 @@ class Context:
 
     def f(self, z: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The flat map on active starts (all, or the subset ``idx`` of the active list)."""
-        rows = self.rows if idx is None else self.rows[idx]
-        self.f_evals[rows] += 1
+        if idx is None:
+            self._full_evals += 1  # added per start when the active list changes
+        else:
+            self.f_evals[self.rows[idx]] += 1
         try:
             return self._fmap(z, self._x_for(idx))
         except Exception as err:
+            rows = self.rows if idx is None else self.rows[idx]
             raise _map_failure(err, "evaluating the map", self.step, rows) from err
 
     def linearize(self, z: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -285,8 +289,15 @@ class Context:
         self.jvp_evals[rows] += n
         return lines.transpose(0, 1)
 
+    def flush(self) -> None:
+        """Add the evaluations made on every active start to their counts."""
+        if self._full_evals:
+            self.f_evals[self.rows] += self._full_evals
+            self._full_evals = 0
+
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the finished starts from the active list."""
+        self.flush()
         self.rows = self.rows[mask]
         if self.x is not None:
             self.x = self.x[mask]
@@ -365,6 +376,18 @@ def row_norm(z: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _step_norms(g: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`row_norm` of both, with one test for the rows that need rescaling."""
+    r = torch.linalg.vector_norm(g, dim=1)
+    zn = torch.linalg.vector_norm(z, dim=1)
+    fi = torch.finfo(z.dtype)
+    low = math.sqrt(fi.tiny) / fi.eps
+    # inf, NaN or possibly underflowed: the few such rows get the scaled norm
+    if not bool(((r >= low) & (zn >= low) & (r + zn < math.inf)).all()):
+        r, zn = row_norm(g), row_norm(z)
+    return r, zn
+
+
 def run(
     method: Method,
     fmap: FlatMap,
@@ -372,59 +395,74 @@ def run(
     x: torch.Tensor | None,
     settings: Settings,
 ) -> dict[str, Any]:
-    """The shared loop. ``z0`` is ``(N, n)`` flat; returns the raw fields of a :class:`Solution`."""
+    """The shared loop. ``z0`` is ``(N, n)`` flat; returns the raw fields of a :class:`Solution`.
+
+    The per-step bookkeeping works on the active starts only (their best iterate and residual
+    are kept aligned with them, and written out once, when a start stops); the residual trace
+    is kept as segments between the steps where starts stop. For a cheap map (a small RNN, a
+    DEQ layer) this bookkeeping, not the map, was most of a step.
+    """
     n_starts, dim = z0.shape
     dev = z0.device
     ctx = Context(fmap, x, n_starts, dev)
-    best_z = z0.clone()
+    best_z = z0.clone()  # written row by row when each start stops
     best_r = torch.full((n_starts,), math.inf, dtype=z0.dtype, device=dev)
     last_z = z0.clone()
     steps = torch.zeros(n_starts, dtype=torch.long, device=dev)
     outcome = [Outcome.MAX_STEPS_REACHED] * n_starts
-    trace: list[torch.Tensor] = []
+    segments: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # (active rows, residuals)
     limit = settings.divergence * math.sqrt(dim)
 
     z = z0
     fz = ctx.f(z)
     st = method.start(z, fz, ctx)
+    act_z = z0  # best iterate and residual of each active start (never changed in place)
+    act_r = torch.full((n_starts,), math.inf, dtype=z0.dtype, device=dev)
     degenerate: torch.Tensor | None = None
     for k in range(settings.max_steps + 1):
         ctx.step = k
         rows = ctx.rows
-        r = row_norm(fz - z)
-        zn = row_norm(z)
-        row_trace = torch.full((n_starts,), math.nan, dtype=z0.dtype, device=dev)
-        row_trace[rows] = r
-        trace.append(row_trace)
+        r, zn = _step_norms(fz - z, z)
+        if not segments or segments[-1][0] is not rows:
+            segments.append((rows, []))
+        segments[-1][1].append(r)
 
-        finite = torch.isfinite(r) & torch.isfinite(zn)
-        better = finite & (r < best_r[rows])
-        best_r[rows] = torch.where(better, r, best_r[rows])
-        best_z[rows] = torch.where(better[:, None], z, best_z[rows])
-
-        # beyond the divergence limit nothing counts as converged: far out, a relative residual
-        # is met trivially and h + c rounds to h, so the computed map has spurious fixed points
-        div = finite & (zn > limit)
-        conv = finite & ~div & (r <= settings.atol + settings.tol * zn)
-        bad = ~finite
-        deg = degenerate & finite & ~conv if degenerate is not None else torch.zeros_like(conv)
-        stop = conv | div | bad | deg
-        if k == settings.max_steps:
-            stop = torch.ones_like(stop)
+        # r < act_r only for a finite r, and a finite r means a finite z
+        better = r < act_r
+        if bool(better.all()):  # the common case: no copy (z and r are never changed in place)
+            act_r, act_z = r, z
+        else:
+            act_r = torch.where(better, r, act_r)
+            act_z = torch.where(better[:, None], z, act_z)
+        # a start goes on while its norms are finite (NaN fails every comparison), it is within
+        # the divergence limit and it has not converged; the stopped ones are labelled below
+        go = (r < math.inf) & (zn <= limit) & (r > zn.mul(settings.tol).add_(settings.atol))
+        if degenerate is not None:
+            go &= ~degenerate
+        stop = torch.ones_like(go) if k == settings.max_steps else ~go
         idx = torch.nonzero(stop).flatten()
-        if idx.numel():
-            # the stopped starts at once (a search stops hundreds in one step), then their labels
+        n_stop = int(idx.numel())
+        if n_stop:
+            # the stopped starts at once (a search stops hundreds in one step), then their labels.
+            # Beyond the divergence limit nothing counts as converged: far out, a relative
+            # residual is met trivially and h + c rounds to h, so the computed map has spurious
+            # fixed points
             at = rows[idx]
             steps[at] = k
-            last_z[at] = z[idx]
-            c = conv[idx]
-            best_z[at[c]], best_r[at[c]] = z[idx[c]], r[idx[c]]
+            z_s, r_s, zn_s = z[idx], r[idx], zn[idx]
+            last_z[at] = z_s
+            finite = torch.isfinite(r_s) & torch.isfinite(zn_s)
+            div = finite & (zn_s > limit)
+            c = finite & ~div & (r_s <= settings.atol + settings.tol * zn_s)
+            best_z[at] = torch.where(c[:, None], z_s, act_z[idx])
+            best_r[at] = torch.where(c, r_s, act_r[idx])
+            deg = degenerate[idx] & finite & ~c if degenerate is not None else torch.zeros_like(c)
             flags = zip(
                 at.tolist(),
                 c.tolist(),
-                bad[idx].tolist(),
-                div[idx].tolist(),
-                deg[idx].tolist(),
+                (~finite).tolist(),
+                div.tolist(),
+                deg.tolist(),
                 strict=True,
             )
             for row, is_conv, is_bad, is_div, is_deg in flags:
@@ -436,18 +474,26 @@ def run(
                     outcome[row] = Outcome.DIVERGED
                 elif is_deg:
                     outcome[row] = Outcome.DEGENERATE
-        if bool(stop.all()):
-            break
-        if bool(stop.any()):
+            if n_stop == int(rows.numel()):
+                break
             keep = ~stop
             z, fz = z[keep], fz[keep]
+            act_z, act_r = act_z[keep], act_r[keep]
             st = {key: val[keep] for key, val in st.items()}
             ctx.keep(keep)
         z_next, f_next, degenerate = method.propose(st, z, fz, ctx)
         z = z_next
         fz = ctx.f(z) if f_next is None else f_next
 
-    # the residual at the returned state: recompute where the best iterate was never evaluated
+    ctx.flush()
+    trace = torch.full(
+        (sum(len(rs) for _, rs in segments), n_starts), math.nan, dtype=z0.dtype, device=dev
+    )
+    k0 = 0
+    for seg_rows, rs in segments:
+        trace[k0 : k0 + len(rs), seg_rows] = torch.stack(rs)
+        k0 += len(rs)
+    # the residual at the returned state: NaN where the best iterate was never evaluated
     unset = ~torch.isfinite(best_r)
     res = best_r.clone()
     if bool(unset.any()):
@@ -460,7 +506,7 @@ def run(
         "relative_residual": rel,
         "steps": steps.cpu(),
         "outcomes": tuple(outcome),
-        "residual_trace": torch.stack(trace),
+        "residual_trace": trace,
         "f_evals": ctx.f_evals.cpu(),
         "jvp_evals": ctx.jvp_evals.cpu(),
     }
