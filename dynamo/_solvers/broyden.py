@@ -45,22 +45,31 @@ class Broyden(Method):
     def start(self, z: torch.Tensor, fz: torch.Tensor, ctx: Context) -> dict[str, torch.Tensor]:
         m = int(self.options["memory"])
         n_rows, dim = z.shape
+        g = fz - z
         return {
             "U": torch.zeros(n_rows, m, dim, dtype=z.dtype, device=z.device),
             "V": torch.zeros(n_rows, m, dim, dtype=z.dtype, device=z.device),
             "used": torch.zeros(n_rows, dtype=torch.long, device=z.device),
-            "z_prev": z.clone(),
-            "g_prev": fz - z,
+            "z_prev": z,
+            "g_prev": g,
+            "Hg_prev": -g,  # B⁻¹ g at the previous iterate, with the inverse of that step
             "started": torch.zeros(n_rows, dtype=torch.bool, device=z.device),
         }
 
     def propose(
         self, st: dict[str, torch.Tensor], z: torch.Tensor, fz: torch.Tensor, ctx: Context
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One product with ``B⁻¹`` and one with its transpose per step: ``B⁻¹y`` is
+        ``B⁻¹g − B⁻¹g_prev`` (the second kept from the last step), and after the rank-one update
+        ``B⁻¹g`` changes by ``u (v·g)``, so the step needs no third product."""
         m = int(self.options["memory"])
         g = fz - z
         U, V, used = st["U"], st["V"], st["used"]  # owned by this solve: updated in place
+        k = int(used.max())  # only the pairs in use take part in the products
+        Hg = _apply(U[:, :k], V[:, :k], g)
         if bool(st["started"].any()):
+            s = z - st["z_prev"]
+            Hy = Hg - st["Hg_prev"]
             # restart where the memory is full (before the update, which is then relative to −I):
             # dropping only the oldest pair of a product-form inverse breaks the secant
             # conditions of the later pairs and can diverge
@@ -69,23 +78,25 @@ class Broyden(Method):
                 U[full] = 0
                 V[full] = 0
                 used[full] = 0
-            k = int(used.max())  # only the pairs in use take part in the products
-            s = z - st["z_prev"]
-            y = g - st["g_prev"]
-            Hy = _apply(U[:, :k], V[:, :k], y)
+                Hg = torch.where(full[:, None], -g, Hg)
+                Hy = torch.where(full[:, None], -(g - st["g_prev"]), Hy)
+                k = int(used.max())
             denom = (s * Hy).sum(dim=1)
             ok = st["started"] & (denom.abs() > 1e-12 * s.norm(dim=1) * Hy.norm(dim=1))
-            rows = torch.nonzero(ok & torch.isfinite(denom)).flatten()
+            ok = ok & torch.isfinite(denom)
+            rows = torch.nonzero(ok).flatten()
             if rows.numel():
+                v_new = _apply_t(U[:, :k], V[:, :k], s)  # sᵀB⁻¹ before this update
+                u_new = (s - Hy) / torch.where(ok, denom, 1.0)[:, None]
                 slot = used[rows]
-                v_new = _apply_t(U[rows, :k], V[rows, :k], s[rows])  # sᵀH before this update
-                U[rows, slot] = (s[rows] - Hy[rows]) / denom[rows, None]
-                V[rows, slot] = v_new
+                U[rows, slot] = u_new[rows]
+                V[rows, slot] = v_new[rows]
                 used[rows] += 1
-        k = int(used.max())
-        step = -_apply(U[:, :k], V[:, :k], g) * float(self.options["damping"])
+                # B⁻¹g under the updated inverse: + u (v·g) on the updated rows
+                Hg = torch.where(ok[:, None], Hg + (v_new * g).sum(dim=1)[:, None] * u_new, Hg)
+        step = -Hg * float(self.options["damping"])
         # z and g are not changed in place by the loop (it replaces them): no copies needed
-        st["z_prev"], st["g_prev"] = z, g
+        st["z_prev"], st["g_prev"], st["Hg_prev"] = z, g, Hg
         st["started"] = torch.ones_like(st["started"])
         z_next = z + step
         fallback = ~torch.isfinite(z_next).all(dim=1)
