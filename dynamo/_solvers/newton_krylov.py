@@ -18,12 +18,32 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ._common import Context, Method
 from ._gmres import gmres
 
 __all__ = ["NewtonKrylov"]
+
+
+def _dense_solve(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a⁻¹ g`` for a batch of small systems, and which of them are singular (a zero pivot).
+
+    On the CPU, NumPy's batched ``solve`` (LAPACK ``gesv`` per matrix) takes about 7 µs per
+    24 × 24 system against 9-12 µs for ``torch.linalg.solve_ex``, and dense Newton spends most
+    of its time here; it raises when any system of the batch is singular, and then the batch
+    goes to ``solve_ex``, which says which ones.
+    """
+    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64):
+        try:
+            out = np.linalg.solve(a.numpy(), g.numpy()[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            pass
+        else:
+            return torch.from_numpy(out), torch.zeros(g.shape[0], dtype=torch.bool)
+    s, info = torch.linalg.solve_ex(a, g)
+    return s, info != 0
 
 
 class NewtonKrylov(Method):
@@ -60,8 +80,7 @@ class NewtonKrylov(Method):
         if n <= int(self.options["dense_limit"]):
             eye = torch.eye(n, dtype=z.dtype, device=z.device)
             a = eye - ctx.jacobian(z)
-            s, info = torch.linalg.solve_ex(a, g)
-            singular = info != 0
+            s, singular = _dense_solve(a, g)
             if bool(singular.any()):
                 # minimum-norm least squares by SVD: lstsq's default CPU driver (gelsy)
                 # returns 0 for a singular float32 system, and CUDA offers only full-rank gels
@@ -91,22 +110,28 @@ class NewtonKrylov(Method):
         finite = torch.isfinite(s).all(dim=1)
         s = torch.where(finite[:, None], s, g)  # a broken linear solve falls back to Picard
 
-        # batched backtracking on ‖g‖
-        t = torch.ones_like(r)
-        z_new = z.clone()
-        f_new = fz.clone()
-        accepted = torch.zeros_like(r, dtype=torch.bool)
-        for _ in range(int(self.options["max_backtracks"]) + 1):
-            todo = torch.nonzero(~accepted).flatten()
-            if todo.numel() == 0:
-                break
-            trial = z[todo] + t[todo, None] * s[todo]
-            f_trial = ctx.f(trial, todo)
-            r_trial = (f_trial - trial).norm(dim=1)
-            good = torch.isfinite(r_trial) & (r_trial <= (1 - 1e-4 * t[todo]) * r[todo])
-            idx = todo[good]
-            z_new[idx], f_new[idx] = trial[good], f_trial[good]
-            accepted[idx] = True
-            t[todo[~good]] *= 0.5
+        # batched backtracking on ‖g‖; the full step first, for every start at once (near a root
+        # Newton's step is taken whole, and then no copy or index is needed)
+        z_new = z + s
+        f_new = ctx.f(z_new)
+        r_new = (f_new - z_new).norm(dim=1)
+        accepted = torch.isfinite(r_new) & (r_new <= (1 - 1e-4) * r)
+        todo = torch.nonzero(~accepted).flatten()
+        if todo.numel():
+            t = torch.ones_like(r)
+            for _ in range(int(self.options["max_backtracks"])):
+                t[todo] *= 0.5
+                trial = z[todo] + t[todo, None] * s[todo]
+                f_trial = ctx.f(trial, todo)
+                r_trial = (f_trial - trial).norm(dim=1)
+                good = torch.isfinite(r_trial) & (r_trial <= (1 - 1e-4 * t[todo]) * r[todo])
+                idx = todo[good]
+                z_new[idx], f_new[idx] = trial[good], f_trial[good]
+                accepted[idx] = True
+                todo = todo[~good]
+                if todo.numel() == 0:
+                    break
+            # a start whose line search failed keeps its iterate (and stops as degenerate)
+            z_new[todo], f_new[todo] = z[todo], fz[todo]
         st["r_prev"], st["eta"] = r, eta
         return z_new, f_new, ~accepted
