@@ -51,8 +51,9 @@ class FixedPoint:
         ``‖f(h*) − h*‖₂``.
     found_by : tuple of str
         ``"iteration"`` (plain iteration converged to it: it is reached), ``"newton"`` (root-finding
-        from a start or a perturbed trajectory state), ``"qmin"`` (minimisation of
-        ``½‖f(h) − h‖²``, then Newton), ``"bridge"`` (Newton from the midpoint of two points).
+        from a start or a perturbed trajectory state), ``"qmin"`` (where Newton from a perturbed
+        state failed: minimisation of ``½‖f(h) − h‖²`` from it, then Newton), ``"bridge"``
+        (Newton from the midpoint of two points).
     basin_count : int
         Starts of this input whose plain iteration converged here.
     basin_fraction : float
@@ -83,7 +84,7 @@ class FixedPoint:
     >>> p.state, p.stability, round(p.spectral_radius, 6)
     (tensor([-1., -1.], dtype=torch.float64), 'stable', 0.6)
     >>> p.found_by, p.basin_count
-    (('bridge', 'iteration', 'newton', 'qmin'), 6)
+    (('bridge', 'iteration', 'newton'), 6)
     """
 
     state: torch.Tensor
@@ -562,16 +563,17 @@ def _clusters(points: np.ndarray, groups: np.ndarray, radius: float) -> list[lis
     leaders: list[int] = []
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
-        tree = cKDTree(points[idx])
+        pts = points[idx]
+        tree = cKDTree(pts)
         free = np.ones(len(idx), dtype=bool)
-        for j in range(len(idx)):
-            if not free[j]:
-                continue
-            near = np.asarray(tree.query_ball_point(points[idx[j]], 0.5 * radius), dtype=np.int64)
+        j = 0  # the first point not yet covered (found by argmax, not a Python scan)
+        while j < len(idx) and free[j]:
+            near = np.asarray(tree.query_ball_point(pts[j], 0.5 * radius), dtype=np.int64)
             near = near[free[near]]
             free[near] = False
             ball_of[idx[near]] = len(leaders)
             leaders.append(int(idx[j]))
+            j += int(np.argmax(free[j:]))
     m = len(leaders)
     order = np.argsort(ball_of, kind="stable")
     bounds = np.searchsorted(ball_of[order], np.arange(m + 1))
@@ -602,10 +604,10 @@ def _clusters(points: np.ndarray, groups: np.ndarray, radius: float) -> list[lis
         shape=(m, m),
     )
     _, comp = connected_components(graph, directed=False)
-    out: dict[int, list[int]] = {}
-    for i, k in enumerate(comp[ball_of].tolist()):
-        out.setdefault(k, []).append(i)
-    return sorted(out.values(), key=lambda mem: mem[0])
+    labels = comp[ball_of]
+    order = np.argsort(labels, kind="stable")  # members of a component in increasing order
+    parts = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if n else []
+    return sorted((part.tolist() for part in parts), key=lambda mem: mem[0])
 
 
 def _classify(mods: torch.Tensor, delta: float, exact: bool) -> tuple[str, int]:
@@ -638,23 +640,49 @@ class _Inputs:
 
 
 class _Candidates:
-    """Converged states found by any route, with their input row and how they were found."""
+    """Converged states found by any route, with their input row and how they were found.
+
+    Append-only, in batches (one per solve): candidate ``i`` keeps its index for the whole
+    search, so results computed for it (its spectrum) can be cached by that index.
+    """
 
     def __init__(self) -> None:
-        self.state: list[torch.Tensor] = []
+        self._chunks: list[torch.Tensor] = []
+        self._stacked: torch.Tensor | None = None
         self.row: list[int] = []
         self.src: list[str] = []
         self.reach: list[int] = []  # the iteration start that converged here, or -1
         self.sampled: list[bool] = []  # from the random root-finding sample
 
+    def __len__(self) -> int:
+        return len(self.row)
+
     def add(
-        self, state: torch.Tensor, row: int, src: str, reach: int = -1, sampled: bool = False
+        self,
+        states: torch.Tensor,
+        rows: torch.Tensor,
+        src: str,
+        reach: torch.Tensor | None = None,
+        sampled: bool = False,
     ) -> None:
-        self.state.append(state.detach())
-        self.row.append(row)
-        self.src.append(src)
-        self.reach.append(reach)
-        self.sampled.append(sampled)
+        """Add ``states`` (``(k, *state_shape)``) found for the input rows ``rows``."""
+        k = int(rows.numel())
+        if k == 0:
+            return
+        self._chunks.append(states.detach())
+        self._stacked = None
+        self.row.extend(rows.tolist())
+        self.src.extend([src] * k)
+        self.reach.extend(reach.tolist() if reach is not None else [-1] * k)
+        self.sampled.extend([sampled] * k)
+
+    @property
+    def states(self) -> torch.Tensor:
+        """All candidates, ``(len(self), *state_shape)``."""
+        if self._stacked is None:
+            self._stacked = torch.cat(self._chunks)
+            self._chunks = [self._stacked]
+        return self._stacked
 
 
 def _dedup(
@@ -666,9 +694,9 @@ def _dedup(
     rtol: float,
 ) -> tuple[list[dict[str, Any]], float]:
     """Clusters of candidates within the dedup radius (per input), least residual first."""
-    if not cands.state:
+    if not len(cands):
         return [], (dedup_tol if dedup_tol is not None else 1e3 * rtol)
-    stacked = torch.stack(cands.state)
+    stacked = cands.states
     rows_c = torch.tensor(cands.row, dtype=torch.long)
     res_c = _residuals(inputs, rows_c, stacked)
     flat = system.flatten(stacked).detach().cpu().double().numpy()
@@ -682,7 +710,8 @@ def _dedup(
         best = min(comp, key=res_list.__getitem__)
         raw.append(
             {
-                "state": cands.state[best],
+                "state": stacked[best],
+                "cand": best,  # the candidate's index: a key for what is computed for it
                 "row": cands.row[best],
                 "input": int(index[cands.row[best]]),
                 "found_by": tuple(sorted({cands.src[i] for i in comp})),
@@ -697,17 +726,87 @@ def _dedup_curve(
     system: LoopedSystem, index: torch.Tensor, cands: _Candidates, radius: float
 ) -> list[tuple[float, int]]:
     """Distinct points at tolerances from 1e-3 to 1e6 times the dedup radius."""
-    if not cands.state:
+    if not len(cands):
         return []
-    flat = system.flatten(torch.stack(cands.state)).detach().cpu().double().numpy()
+    flat = system.flatten(cands.states).detach().cpu().double().numpy()
     groups = index[torch.tensor(cands.row, dtype=torch.long)].numpy()
-    counts: list[tuple[float, int]] = []
-    floor = len(np.unique(groups))  # once everything has merged, coarser tolerances agree
-    for e in range(-3, 7):
-        t = radius * 10.0**e
-        done = bool(counts) and counts[-1][1] == floor
-        counts.append((float(t), floor if done else len(_clusters(flat, groups, t))))
-    return counts
+    return _single_linkage_counts(flat, groups, radius, [radius * 10.0**e for e in range(-3, 7)])
+
+
+#: clusters up to this size get their merge heights from one dense single linkage
+_DENSE_LINKAGE = 2048
+
+
+def _single_linkage_counts(
+    points: np.ndarray, groups: np.ndarray, radius: float, scales: list[float]
+) -> list[tuple[float, int]]:
+    """Components of "within ``t``" (single linkage, within each group) at each scale ``t``,
+    exactly, from one clustering at ``radius``.
+
+    Components at a finer scale split those at ``radius``: each cluster's single-linkage merge
+    heights (``scipy.cluster.hierarchy.linkage``, from its own pairwise distances; the ball
+    cover of :func:`_clusters` per scale for clusters over ``_DENSE_LINKAGE``) give its count at
+    every finer scale at once. Components at a coarser scale join whole clusters: two clusters
+    are within ``t`` of each other for certain when two of their members are (the
+    representatives' distance ``d``), and cannot be when ``d`` minus both clusters' radii about
+    their representatives exceeds ``t``; only pairs in between get their exact least distance
+    (a KD-tree query). Groups with more than ``_DENSE_LINKAGE`` clusters fall back to
+    :func:`_clusters` per scale.
+    """
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import cdist, pdist
+
+    base = _clusters(points, groups, radius)
+    counts = dict.fromkeys(scales, 0)
+    fine = [t for t in scales if t < radius]
+    coarse = [t for t in scales if t >= radius]
+    for mem in base:
+        m = len(mem)
+        if m == 1:
+            for t in fine:
+                counts[t] += 1
+        elif m <= _DENSE_LINKAGE:
+            heights = linkage(pdist(points[mem]), method="single")[:, 2]
+            for t in fine:
+                counts[t] += m - int((heights <= t).sum())
+        else:
+            for t in fine:
+                counts[t] += len(_clusters(points[mem], np.zeros(m, dtype=np.int64), t))
+    if coarse:
+        first = np.array([mem[0] for mem in base], dtype=np.int64)
+        for g in np.unique(groups[first]):
+            sel = np.flatnonzero(groups[first] == g)
+            k = len(sel)
+            if k > _DENSE_LINKAGE:
+                idx = np.flatnonzero(groups == g)
+                zero = np.zeros(len(idx), dtype=np.int64)
+                for t in coarse:
+                    counts[t] += len(_clusters(points[idx], zero, t))
+                continue
+            reps = points[first[sel]]
+            members = [np.asarray(base[c], dtype=np.int64) for c in sel]
+            reach = np.array(
+                [float(np.linalg.norm(points[mm] - points[mm[0]], axis=1).max()) for mm in members]
+            )
+            upper = cdist(reps, reps)
+            lower = upper - reach[:, None] - reach[None, :]
+            exact: dict[tuple[int, int], float] = {}
+            iu, ju = np.triu_indices(k, 1)
+            for t in coarse:
+                near = upper[iu, ju] <= t
+                maybe = np.flatnonzero(~near & (lower[iu, ju] <= t))
+                for q in maybe.tolist():
+                    i, j = int(iu[q]), int(ju[q])
+                    if (i, j) not in exact:
+                        small, big = (i, j) if len(members[i]) <= len(members[j]) else (j, i)
+                        d, _ = cKDTree(points[members[big]]).query(points[members[small]], k=1)
+                        exact[(i, j)] = float(np.min(d))
+                    near[q] = exact[(i, j)] <= t
+                graph = coo_matrix(
+                    (np.ones(int(near.sum()), dtype=np.int8), (iu[near], ju[near])), shape=(k, k)
+                )
+                counts[t] += int(connected_components(graph, directed=False)[0])
+    return [(float(t), counts[t]) for t in scales]
 
 
 def _root_finding(
@@ -768,15 +867,20 @@ def _root_finding(
         max_steps=newton_steps,
         throw=False,
     )
-    for j in range(rows.numel()):
-        if nk.outcomes[j].ok:
-            cands.add(nk.state[j], int(rows[j]), "newton", sampled=j >= total)
-    if qmin_steps > 0:
-        q = _qmin(inputs.sub(pick_s), pert, steps=qmin_steps)
+    ok_nk = torch.tensor([o.ok for o in nk.outcomes], dtype=torch.bool)
+    given = ok_nk.clone()
+    given[total:] = False
+    cands.add(nk.state[given], rows[given], "newton")
+    ok_nk[:total] = False
+    cands.add(nk.state[ok_nk], rows[ok_nk], "newton", sampled=True)
+    failed = ~ok_nk[total:]
+    if qmin_steps > 0 and bool(failed.any()):
+        sel = torch.nonzero(failed).flatten()
+        q = _qmin(inputs.sub(pick_s[sel]), pert[sel], steps=qmin_steps)
         ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten()
         if ok.numel():
             qp = solve(
-                inputs.sub(pick_s[ok]),
+                inputs.sub(pick_s[sel][ok]),
                 q[ok],
                 method="newton_krylov",
                 tol=rtol,
@@ -784,9 +888,8 @@ def _root_finding(
                 max_steps=30,
                 throw=False,
             )
-            for j, r in enumerate(ok.tolist()):
-                if qp.outcomes[j].ok:
-                    cands.add(qp.state[j], int(pick_s[r]), "qmin")
+            good = torch.tensor([o.ok for o in qp.outcomes], dtype=torch.bool)
+            cands.add(qp.state[good], pick_s[sel][ok][good], "qmin")
     return m
 
 
@@ -848,9 +951,8 @@ def _bridge(
         max_steps=newton_steps,
         throw=False,
     )
-    for j in range(rows.numel()):
-        if nk.outcomes[j].ok:
-            cands.add(nk.state[j], int(rows[j]), "bridge")
+    good = torch.tensor([o.ok for o in nk.outcomes], dtype=torch.bool)
+    cands.add(nk.state[good], rows[good], "bridge")
 
 
 def _classify_all(
@@ -865,10 +967,10 @@ def _classify_all(
     seed: int,
 ) -> bool:
     """Eigenvalues, class, nullity and residual of every point; spectra already computed for the
-    same representative (``cache``, by the id of its state) are reused. Returns whether the
+    same representative (``cache``, by its candidate index) are reused. Returns whether the
     spectra are full (dense) rather than top-``k``."""
     exact = system.state_dim <= dense_limit
-    todo = [r for r in raw if id(r["state"]) not in cache]
+    todo = [r for r in raw if r["cand"] not in cache]
     if todo:
         rows_r = torch.tensor([r["row"] for r in todo], dtype=torch.long)
         states = torch.stack([r["state"] for r in todo])
@@ -877,9 +979,9 @@ def _classify_all(
         )
         res_r = _residuals(inputs, rows_r, states)
         for r, ev, rr in zip(todo, eigs, res_r.tolist(), strict=True):
-            cache[id(r["state"])] = (ev.detach(), float(rr))
+            cache[r["cand"]] = (ev.detach(), float(rr))
     for r in raw:
-        ev, rr = cache[id(r["state"])]
+        ev, rr = cache[r["cand"]]
         r["eig"] = ev
         r["rho"] = float(ev.abs().max())
         r["stability"], r["n_out"] = _classify(ev.abs(), neutral_band, exact)
@@ -1590,9 +1692,10 @@ def find_fixed_points(
     period-``p`` orbits (``2 <= p <= max_period``, least period, Newton on ``f^p``); a start
     counts on a cycle once it is inside the orbit's linear regime.
     **mode="all"** adds root-finding, which finds saddles and repellers too, which iteration
-    never reaches: Newton–Krylov from every start itself; Newton–Krylov, and minimisation of
-    ``q(h) = ½‖f(h) − h‖²`` followed by Newton (Sussillo & Barak 2013), from perturbed states of
-    the starts' short trajectories, each start's trajectory used once before any twice; then
+    never reaches: Newton–Krylov from every start itself; Newton–Krylov from perturbed states of
+    the starts' short trajectories, each start's trajectory used once before any twice, and where
+    that run fails, minimisation of ``q(h) = ½‖f(h) − h‖²`` (Sussillo & Barak 2013) from the
+    same state followed by Newton; then
     Newton from the midpoints of pairs of the points found (saddles sit between attractors),
     round after round while new points appear. The perturbed Newton runs are the random sample
     behind :attr:`FixedPointSet.unseen_points`, and the fixed-point indices are summed in
@@ -1640,7 +1743,8 @@ def find_fixed_points(
         Noise on trajectory states for mode "all", relative to their RMS entry (0.5, as
         FixedPointFinder's examples use: diverse starts reach more saddles).
     qmin_steps : int
-        Adam steps on ``q`` in mode "all" (0: no q-minimisation).
+        Adam steps on ``q`` in mode "all", from each perturbed state whose Newton run failed
+        (0: no q-minimisation).
     newton_steps : int
         Newton–Krylov steps per root-finding start in mode "all".
     bridge_rounds : int
@@ -1758,9 +1862,8 @@ def find_fixed_points(
             max_steps=20,
             throw=False,
         )
-        better = pol.residual <= reach.residual[conv]
-        for j, row in enumerate(conv.tolist()):
-            cands.add(pol.state[j] if bool(better[j]) else reach.state[row], row, "iteration", row)
+        better = (pol.residual <= reach.residual[conv]).reshape(-1, *shape_ones)
+        cands.add(torch.where(better, pol.state, reach.state[conv]), conv, "iteration", reach=conv)
 
     # 2. mode "all": root-finding from every start, from perturbed trajectory states (the random
     # sample the unseen estimate of points rests on), and from between the points found
@@ -1786,7 +1889,7 @@ def find_fixed_points(
     # mode "all", then Newton from the midpoints of pairs of nondegenerate points (saddles sit
     # between attractors), round after round while new points appear
     raw, radius = _dedup(system, inputs, index, cands, dedup_tol, rtol)
-    spectra: dict[int, tuple[torch.Tensor, float]] = {}  # by id of the representative state
+    spectra: dict[int, tuple[torch.Tensor, float]] = {}  # by candidate index
     exact = _classify_all(
         system,
         inputs,

@@ -15,7 +15,7 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
     The interval inverts two one-sided binomial tests, so its coverage is at least ``confidence``
     for every true proportion (conservative, never below). Clopper & Pearson, Biometrika 26
-    (1934); computed from beta quantiles with scipy.
+    (1934); computed from beta quantiles (``scipy.special.betaincinv``).
 
     Parameters
     ----------
@@ -44,11 +44,13 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
         raise InvalidArgumentError(
             f"clopper_pearson(k={k}, n={n}, confidence={confidence}): confidence must be in (0, 1)"
         )
-    from scipy import stats  # imported on use: scipy.stats costs ~0.3 s at `import dynamo`
+    # the beta quantile is the inverse regularised incomplete beta function: the same numbers
+    # as scipy.stats.beta.ppf at about 3 µs a call instead of 100 (a search calls this per point)
+    from scipy.special import betaincinv
 
     alpha = 1 - confidence
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))
+    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
     return lo, hi
 
 

@@ -644,6 +644,45 @@ def test_a_search_too_large_for_the_machine_is_refused_before_allocating() -> No
         dy.find_fixed_points(system, 10**9)
 
 
+def test_dedup_curve_counts_are_exactly_single_linkage_at_every_scale(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The discovery curve's counts from one clustering (merge heights below the dedup radius,
+    bounds and exact least distances above it) equal a separate clustering at every scale,
+    also on the fallback paths for clusters and groups too large for a dense linkage."""
+    import numpy as np
+
+    import dynamo._fixed_points as fp
+
+    rng = np.random.default_rng(0)
+    for limit in (fp._DENSE_LINKAGE, 5):
+        monkeypatch.setattr(fp, "_DENSE_LINKAGE", limit)
+        for trial in range(12):
+            dim = (2, 3, 24)[trial % 3]
+            n = 300
+            pts = rng.uniform(size=(n, dim)) * (0.1, 1.0, 3.0)[trial % 3]
+            groups = rng.integers(0, 1 + trial % 3, n)
+            # copies of a few points, at Newton-sized and coarser spreads
+            c = n // 2
+            spread = (1e-11, 1e-6, 1e-3)[trial % 3]
+            pts[:c] = pts[rng.integers(c, c + 10, c)] + spread * rng.normal(size=(c, dim))
+            radius = (1e-9, 1e-5, 1e-3, 0.05)[trial % 4]
+            scales = [radius * 10.0**e for e in range(-3, 7)]
+            expected = [(t, len(fp._clusters(pts, groups, t))) for t in scales]
+            assert fp._single_linkage_counts(pts, groups, radius, scales) == expected
+        # chains (single linkage joins them at the radius) whose representatives are far apart
+        # while their ends come close: the coarse scales need the exact least distances
+        for trial in range(12):
+            chains = []
+            for _ in range(8):
+                steps = rng.normal(size=(40, 2))
+                steps *= 0.4 / np.linalg.norm(steps, axis=1, keepdims=True)
+                chains.append(rng.uniform(-30, 30, size=2) + np.cumsum(steps, axis=0))
+            pts = np.concatenate(chains)
+            groups = rng.integers(0, 1 + trial % 2, len(pts))
+            scales = [10.0**e for e in range(-3, 7)] + [1.5, 2.5, 4.0, 7.0]
+            expected = [(t, len(fp._clusters(pts, groups, t))) for t in scales]
+            assert fp._single_linkage_counts(pts, groups, 1.0, scales) == expected
+
+
 def test_dedup_clusters_are_exactly_single_linkage() -> None:
     """The ball cover is exact: the same partition as joining every pair within the radius."""
     import numpy as np
