@@ -1077,6 +1077,63 @@ def _qmin(sub: LoopedSystem, h: torch.Tensor, *, steps: int) -> torch.Tensor:
     return sub.unflatten(z)
 
 
+def _polish_limits(
+    system: LoopedSystem,
+    inputs: _Inputs,
+    index: torch.Tensor,
+    limits: torch.Tensor,
+    res: torch.Tensor,
+    rows: torch.Tensor,
+    dedup_tol: float | None,
+    rtol: float,
+) -> torch.Tensor:
+    """Iteration's limits (row i with the input of ``rows[i]``, residual ``res[i]``) polished by
+    Newton–Krylov well below the search tolerance (near rounding level), keeping whichever of the
+    limit and Newton's best iterate has the smaller residual.
+
+    Hundreds of starts converge to each attractor: the limits are grouped at a quarter of the
+    dedup radius and one limit of each group (the least residual) is polished; a limit within
+    that quarter radius of its group's polished point takes that point (deduplication would
+    merge them anyway), any other (along a continuum, say) is polished on its own.
+    """
+    fine = 100 * torch.finfo(system.dtype).eps
+    flat_t = system.flatten(limits)
+    flat = flat_t.detach().cpu().double().numpy()
+    scale = max(1.0, float(np.linalg.norm(flat, axis=1).max()))
+    tight = 0.25 * (dedup_tol if dedup_tol is not None else 1e3 * rtol * scale)
+    res_list = res.tolist()
+    groups = _clusters(flat, index[rows.cpu()].numpy(), tight)
+    lead = torch.tensor([min(g, key=res_list.__getitem__) for g in groups], dtype=torch.long)
+    member_of = torch.empty(len(rows), dtype=torch.long)
+    for k, g in enumerate(groups):
+        member_of[g] = k
+
+    def polish(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pol = solve(
+            inputs.sub(rows[sel]),
+            limits[sel],
+            method="newton_krylov",
+            tol=fine,
+            atol=fine,
+            max_steps=20,
+            throw=False,
+        )
+        return pol.state, pol.residual
+
+    lead_state, lead_res = polish(lead)
+    out_state = lead_state[member_of.to(lead_state.device)]
+    out_res = lead_res[member_of]
+    far = (system.flatten(out_state) - flat_t).norm(dim=1).cpu() > tight
+    far[lead] = False  # a group's own lead keeps its polish, wherever it went
+    if bool(far.any()):
+        own = torch.nonzero(far).flatten()
+        own_state, own_res = polish(own)
+        out_state[own.to(out_state.device)] = own_state
+        out_res[own] = own_res
+    better = (out_res.to(res.device) <= res).reshape(-1, *([1] * len(system.state_shape)))
+    return torch.where(better.to(limits.device), out_state, limits)
+
+
 def _polish(
     inputs: _Inputs, rows: torch.Tensor, starts: torch.Tensor, rtol: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1850,20 +1907,13 @@ def find_fixed_points(
     cands = _Candidates()
     conv = torch.tensor([i for i, o in enumerate(outcomes_list) if o.ok], dtype=torch.long)
     if conv.numel():
-        # polish well below the search tolerance (near rounding level), keeping whichever of the
-        # iteration's limit and Newton's best iterate has the smaller residual
-        fine = 100 * torch.finfo(system.dtype).eps
-        pol = solve(
-            inputs.sub(conv),
-            reach.state[conv],
-            method="newton_krylov",
-            tol=fine,
-            atol=fine,
-            max_steps=20,
-            throw=False,
+        lims, lim_res = reach.state[conv], reach.residual[conv]
+        cands.add(
+            _polish_limits(system, inputs, index, lims, lim_res, conv, dedup_tol, rtol),
+            conv,
+            "iteration",
+            reach=conv,
         )
-        better = (pol.residual <= reach.residual[conv]).reshape(-1, *shape_ones)
-        cands.add(torch.where(better, pol.state, reach.state[conv]), conv, "iteration", reach=conv)
 
     # 2. mode "all": root-finding from every start, from perturbed trajectory states (the random
     # sample the unseen estimate of points rests on), and from between the points found
