@@ -19,12 +19,14 @@ from torch import nn
 from torch.func import jacrev
 
 from ._fixed_points import FixedPointSet, find_fixed_points
+from ._krylov import arnoldi, golub_kahan
 from ._linearize import JacobianOperator, _flat, _per_example, jacobian
+from ._results import _finite_or_none
 from ._solvers import default_tolerance, solve
 from ._solvers._gmres import gmres
-from ._spectral import _arnoldi, _golub_kahan
 from ._stats import clopper_pearson
 from ._system import LoopedSystem
+from ._types import StartKind
 from ._validate import (
     call_form,
     check_choice,
@@ -57,10 +59,6 @@ def _q(values: torch.Tensor) -> dict[str, float | None]:
         "p90": float(torch.quantile(v, 0.9)),
         "max": float(v.max()),
     }
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
 
 
 # ---------------------------------------------------------------------- reachability
@@ -154,7 +152,7 @@ def reachability(
     starts: torch.Tensor | None = None,
     *,
     n_starts: int = 16,
-    start: str = "normal",
+    start: StartKind = "normal",
     scale: float = 1.0,
     tol: float | None = None,
     max_steps: int = 1000,
@@ -275,7 +273,7 @@ class _Sensitivity:
         """``‖S‖₂`` to about 4 digits, or the best lower estimate after ``max_steps`` Krylov steps
         (a summary; each step costs two GMRES solves). Exact (to the solves' accuracy) once the
         Krylov space is full, after ``min(n, n_in)`` steps."""
-        kr = _golub_kahan(
+        kr = golub_kahan(
             self.apply,
             self.apply_t,
             self.Jh.shape[0],
@@ -519,7 +517,7 @@ class InputDependence:
             "n_converged": int(self.converged.sum()),
             "n_distinct": self.n_distinct,
             "distance_ratio": self.distance_ratio,
-            "sensitivity_norm": [_finite(v) for v in self.sensitivity_norm.tolist()],
+            "sensitivity_norm": [_finite_or_none(v) for v in self.sensitivity_norm.tolist()],
             "sensitivity_rank": ints(self.sensitivity_rank),
             "full_rank": ints(self.full_rank),
             "image_dim": ints(self.image_dim),
@@ -601,7 +599,7 @@ def input_dependence(
     model_or_system_factory: SystemSource,
     inputs: torch.Tensor | list[torch.Tensor],
     *,
-    starts: str = "input",
+    starts: StartKind = "input",
     n_starts: int = 4,
     scale: float = 1.0,
     tol: float | None = None,
@@ -992,10 +990,10 @@ class Geometry:
             "eigenvalues": torch.view_as_real(self.eigenvalues.cpu()).tolist(),
             "transient": {str(k): v.tolist() for k, v in self.transient.items()},
             "max_transient": self.max_transient.tolist(),
-            "sigma_min_I_minus_J": [_finite(v) for v in self.sigma_min.tolist()],
+            "sigma_min_I_minus_J": [_finite_or_none(v) for v in self.sigma_min.tolist()],
             "ift_norm": None
             if self.ift_norm is None
-            else [_finite(v) for v in self.ift_norm.tolist()],
+            else [_finite_or_none(v) for v in self.ift_norm.tolist()],
             "basin_radius": self.basin_radius.tolist(),
             "basin_samples": self.basin_samples,
             "radii": list(self.radii),
@@ -1103,10 +1101,10 @@ def geometry(
         op = JacobianOperator(_flat(sub, sub.x if sub.driven else None), sub.flatten(h_star))
         dims = (n_states, n, system.dtype, system.device)
         tol = math.sqrt(torch.finfo(system.dtype).eps)
-        kr = _arnoldi(op.matvec, *dims, k=min(k, n), tol=tol, max_steps=min(n, 300), seed=seed)
+        kr = arnoldi(op.matvec, *dims, k=min(k, n), tol=tol, max_steps=min(n, 300), seed=seed)
         ev = kr.values
         rho = ev.abs().amax(dim=1)
-        gk = _golub_kahan(
+        gk = golub_kahan(
             op.matvec, op.rmatvec, *dims, k=1, tol=tol, max_steps=min(n, 300), seed=seed
         )
         norm2 = gk.values[:, 0]
@@ -1129,7 +1127,7 @@ def geometry(
                     u = op.rmatvec(u)
                 return u
 
-            transient[p] = _golub_kahan(
+            transient[p] = golub_kahan(
                 mv, rmv, *dims, k=1, tol=1e-4, max_steps=min(n, 60), seed=seed
             ).values[:, 0]
 
@@ -1151,7 +1149,7 @@ def geometry(
             solved = solved & out.converged.to(solved.device)
             return out.x
 
-        big = _golub_kahan(inv, inv_t, *dims, k=1, tol=1e-6, max_steps=min(n, 60), seed=seed)
+        big = golub_kahan(inv, inv_t, *dims, k=1, tol=1e-6, max_steps=min(n, 60), seed=seed)
         top = big.values[:, 0]
         smin = torch.where(solved, 1.0 / top, torch.full_like(top, math.nan))
         if not bool(solved.all()):
@@ -1317,7 +1315,7 @@ def stability_axes(
         raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
     if inputs is not None:
         system = system.with_input(inputs)
-    start = (
+    start: StartKind = (
         "input"
         if (system.x is not None and tuple(system.x.shape[1:]) == system.state_shape)
         else "normal"

@@ -12,15 +12,16 @@ import numpy as np
 import torch
 
 from ._fixed_points import FixedPointSet, find_fixed_points
+from ._krylov import arnoldi
 from ._linearize import JacobianOperator, _flat, jacobian
 from ._solvers import default_tolerance, solve
-from ._spectral import _arnoldi
 from ._stats import clopper_pearson
 from ._system import LoopedSystem
 from ._validate import call_form, check_finite_tensor, check_positive_int, check_state_shape
 
 if TYPE_CHECKING:
     import networkx as nx
+from ._types import StartKind
 from .errors import InvalidArgumentError, ShapeError
 
 __all__ = [
@@ -424,7 +425,7 @@ def _unstable_directions(
             out.append(d / d.norm())
         return out
     op = JacobianOperator(_flat(sub, sub.x if sub.driven else None), sub.flatten(state[None]))
-    kr = _arnoldi(
+    kr = arnoldi(
         op.matvec, 1, n, op.dtype, op.device, k=1, tol=1e-6, max_steps=min(n, 200), seed=seed
     )
     d = kr.vectors["right"][0].real
@@ -437,7 +438,7 @@ def basin_graph(
     *,
     n_starts: int = 256,
     inputs: torch.Tensor | None = None,
-    start: str = "normal",
+    start: StartKind = "normal",
     scale: float = 1.0,
     tol: float | None = None,
     max_steps: int = 1000,

@@ -13,12 +13,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ._krylov import arnoldi
 from ._linearize import JacobianOperator, jacobian
 from ._results import Outcome
 from ._solvers import default_tolerance, solve
-from ._spectral import _arnoldi
 from ._stats import UnseenEstimate, chao1, clopper_pearson
 from ._system import LoopedSystem
+from ._types import SearchMode, StartKind
 from ._validate import (
     call_form,
     check_choice,
@@ -1015,7 +1016,7 @@ def _spectra(
 
     op = JacobianOperator(_flat(sub, sub.x if sub.driven else None), sub.flatten(states))
     tol = math.sqrt(torch.finfo(system.dtype).eps)
-    kr = _arnoldi(
+    kr = arnoldi(
         op.matvec,
         op.shape[0],
         n,
@@ -1721,8 +1722,8 @@ def find_fixed_points(
     n_starts: int = 128,
     *,
     starts: torch.Tensor | None = None,
-    mode: str = "reach",
-    start: str = "normal",
+    mode: SearchMode = "reach",
+    start: StartKind = "normal",
     scale: float = 1.0,
     tol: float | None = None,
     max_steps: int = 1000,

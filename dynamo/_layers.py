@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from ._fixed_points import _classify
+from ._krylov import arnoldi
 from ._linearize import JacobianOperator, jacobian
 from ._results import _plain
 from ._solvers import default_tolerance
-from ._spectral import _arnoldi
 from ._system import LoopedSystem
 from ._validate import (
     call_form,
@@ -481,7 +481,7 @@ def layer_cycle(
             from ._linearize import _flat
 
             op = JacobianOperator(_flat(rot, rot.x if rot.driven else None), rot.flatten(at))
-            kr = _arnoldi(
+            kr = arnoldi(
                 op.matvec,
                 n,
                 system.state_dim,

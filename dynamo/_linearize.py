@@ -28,6 +28,7 @@ from torch.func import jacfwd, jacrev, vjp, vmap
 
 from ._compat import jvp
 from ._system import LoopedSystem
+from ._types import ADMode
 from ._validate import call_form, check_choice, check_finite_tensor, check_positive_int
 from ._validate import check_state_shape as _check_shape
 from .errors import InvalidArgumentError, MapError
@@ -80,7 +81,7 @@ def jacobian(
     h: torch.Tensor,
     *,
     x: torch.Tensor | None = None,
-    mode: str = "auto",
+    mode: ADMode = "auto",
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Dense Jacobians ``∂f/∂h`` of the flat state map at a batch of states, ``(N, n, n)``.

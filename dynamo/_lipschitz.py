@@ -24,9 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._krylov import golub_kahan
 from ._linearize import _flat, _prepare
-from ._spectral import _golub_kahan
+from ._results import _finite_or_none
 from ._system import LoopedSystem
+from ._types import LowerBoundMethod
 from ._validate import call_form, check_choice, check_positive_float, check_positive_int
 from .errors import InvalidArgumentError
 from .models._canonical import (
@@ -229,8 +231,8 @@ class BoundStep:
             "where": self.where,
             "rule": self.rule,
             "claims": self.claims,
-            "factor": _num(self.factor),
-            "norms": [_num(self.norms[0]), _num(self.norms[1])],
+            "factor": _finite_or_none(self.factor),
+            "norms": [_finite_or_none(self.norms[0]), _finite_or_none(self.norms[1])],
             "note": self.note,
         }
 
@@ -301,7 +303,7 @@ class Bound:
         """
         return {
             "kind": self.kind,
-            "value": _num(self.value),
+            "value": _finite_or_none(self.value),
             "certified": self.certified,
             "method": self.method,
             "domain": None if self.domain is None else self.domain.to_dict(),
@@ -326,10 +328,6 @@ class Bound:
                 f"{s.norms[1]:.4g}]{note}"
             )
         return "\n".join(lines)
-
-
-def _num(v: float) -> float | None:
-    return v if math.isfinite(v) else None
 
 
 # ---------------------------------------------------------------------- certified rules
@@ -852,7 +850,7 @@ def lipschitz_lower_bound(
     system: LoopedSystem,
     states: torch.Tensor,
     *,
-    method: str = "sampled",
+    method: LowerBoundMethod = "sampled",
     steps: int = 20,
     step_size: float = 0.1,
     domain: Domain | None = None,
@@ -916,7 +914,7 @@ def lipschitz_lower_bound(
         from ._linearize import JacobianOperator
 
         op = JacobianOperator(fn, zz)
-        kr = _golub_kahan(
+        kr = golub_kahan(
             op.matvec,
             op.rmatvec,
             zz.shape[0],

@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ._compat import differentiating, math_attention
+from ._types import StartKind
 from ._validate import (
     _short,
     call_form,
@@ -737,7 +738,7 @@ class LoopedSystem:
 
     def initial_states(
         self,
-        kind: str = "normal",
+        kind: StartKind = "normal",
         n_starts: int = 1,
         *,
         scale: float = 1.0,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._solvers._common import Solution
+    from ._results import Solution
 
 __all__ = [
     "ConvergenceError",

@@ -32,8 +32,8 @@ from torch import nn
 from ._axes import InputDependence, input_dependence
 from ._contraction import ContractionVerdict, Verdict, check_contraction
 from ._lipschitz import Domain
+from ._results import Solution
 from ._solvers import default_tolerance, solve
-from ._solvers._common import Solution
 from ._stats import clopper_pearson
 from ._system import LoopedSystem
 from ._validate import call_form

@@ -307,7 +307,7 @@ def test_layer_cycle_krylov_spectra_carry_their_convergence_flag(
     from problems import LAYER_CYCLE_UNSTABLE
 
     import dynamo._layers as lay
-    from dynamo._spectral import _Krylov
+    from dynamo._krylov import KrylovResult
 
     system, h, _ = LAYER_CYCLE_UNSTABLE.make()
     lc = dy.layer_cycle(system, h, dense_limit=1)  # Arnoldi, exact at dimension 2
@@ -315,16 +315,16 @@ def test_layer_cycle_krylov_spectra_carry_their_convergence_flag(
     assert float(lc.spectral_radius[0]) == pytest.approx(1.63, abs=1e-12)
     assert lc.stability == ("unstable",) and lc.attracts == (False,)
 
-    real = lay._arnoldi
+    real = lay.arnoldi
     calls: list[int] = []
     stall = {"all": False}
 
-    def stall_first(*args: Any, **kwargs: Any) -> _Krylov:  # rotation 0 runs out of steps
+    def stall_first(*args: Any, **kwargs: Any) -> KrylovResult:  # rotation 0 runs out of steps
         calls.append(1)
         if len(calls) > 1 and not stall["all"]:
             return real(*args, **kwargs)
         k = int(kwargs["k"])
-        return _Krylov(
+        return KrylovResult(
             values=torch.zeros(1, k, dtype=torch.complex128) + 0.5,  # would read as stable
             residuals=torch.ones(1, k, dtype=F64),
             steps=torch.zeros(1, dtype=torch.long),
@@ -332,7 +332,7 @@ def test_layer_cycle_krylov_spectra_carry_their_convergence_flag(
             vectors={},
         )
 
-    monkeypatch.setattr(lay, "_arnoldi", stall_first)
+    monkeypatch.setattr(lay, "arnoldi", stall_first)
     lc = dy.layer_cycle(system, h, dense_limit=1)
     assert lc.rotation_converged.tolist() == [[False], [True]]
     assert math.isnan(float(lc.rotation_spread[0]))  # unconverged Ritz values prove nothing
@@ -372,12 +372,12 @@ def test_halting_rules_fire_and_say_how_far_from_the_fixed_point() -> None:
 
 def test_unconverged_ritz_values_never_classify_a_point(monkeypatch: pytest.MonkeyPatch) -> None:
     import dynamo._fixed_points as fp
-    from dynamo._spectral import _Krylov
+    from dynamo._krylov import KrylovResult
 
-    def stalled(*args: object, **kwargs: object) -> _Krylov:  # as if Arnoldi ran out of steps
+    def stalled(*args: object, **kwargs: object) -> KrylovResult:  # as if Arnoldi ran out of steps
         k = int(kwargs["k"])  # type: ignore[call-overload]
         z = torch.zeros(2, k, dtype=torch.complex128)
-        return _Krylov(
+        return KrylovResult(
             values=z + 5.0,  # far outside the true spectrum: would read as unstable
             residuals=torch.ones(2, k, dtype=F64),
             steps=torch.zeros(2, dtype=torch.long),
@@ -385,7 +385,7 @@ def test_unconverged_ritz_values_never_classify_a_point(monkeypatch: pytest.Monk
             vectors={},
         )
 
-    monkeypatch.setattr(fp, "_arnoldi", stalled)
+    monkeypatch.setattr(fp, "arnoldi", stalled)
     lin = dy.models.LinearMap(n=6, spectral_radius=0.5, seed=0)
     system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 6))
     states = torch.zeros(2, 6, dtype=F64)

@@ -176,13 +176,13 @@ def test_golub_kahan_on_rectangular_matrices_agrees_with_svdvals(
     shape: tuple[int, int], k: int
 ) -> None:
     """dh*/dx is n_state × n_input: the kernel must size its left basis by the output (issue 12)."""
-    from dynamo._spectral import _golub_kahan
+    from dynamo._krylov import golub_kahan
 
     m, n = shape
     A = torch.randn(2, m, n, generator=gen(m + n), dtype=F64)
     mv, rmv = _batched(A)
     tol = math.sqrt(torch.finfo(F64).eps)
-    kr = _golub_kahan(
+    kr = golub_kahan(
         mv, rmv, 2, n, F64, torch.device("cpu"), k=k, tol=tol, max_steps=300, seed=0, out_dim=m
     )
     dense = torch.linalg.svdvals(A)[:, :k]
@@ -203,14 +203,14 @@ def test_golub_kahan_on_rectangular_matrices_agrees_with_svdvals(
 @pytest.mark.parametrize("shape", [(7, 13), (13, 7)])
 def test_golub_kahan_on_a_rank_deficient_rectangular_matrix(shape: tuple[int, int]) -> None:
     """Rank 3 of 7: breakdowns restart in fresh blocks; the zero singular values come out 0."""
-    from dynamo._spectral import _golub_kahan
+    from dynamo._krylov import golub_kahan
 
     m, n = shape
     g = gen(5)
     A = torch.randn(1, m, 3, generator=g, dtype=F64) @ torch.randn(1, 3, n, generator=g, dtype=F64)
     mv, rmv = _batched(A)
     tol = math.sqrt(torch.finfo(F64).eps)
-    kr = _golub_kahan(
+    kr = golub_kahan(
         mv, rmv, 1, n, F64, torch.device("cpu"), k=7, tol=tol, max_steps=300, seed=0, out_dim=m
     )
     dense = torch.linalg.svdvals(A)
@@ -219,11 +219,11 @@ def test_golub_kahan_on_a_rank_deficient_rectangular_matrix(shape: tuple[int, in
 
 
 def test_golub_kahan_refuses_more_values_than_a_rectangular_matrix_has() -> None:
-    from dynamo._spectral import _golub_kahan
+    from dynamo._krylov import golub_kahan
 
     mv, rmv = _batched(torch.ones(1, 3, 5, dtype=F64))
     with pytest.raises(ValueError, match=r"k=4 exceeds min\(dim, out_dim\) = 3"):
-        _golub_kahan(
+        golub_kahan(
             mv, rmv, 1, 5, F64, torch.device("cpu"), k=4, tol=1e-8, max_steps=10, seed=0, out_dim=3
         )
 

@@ -381,7 +381,7 @@ def _attention_1d(x: torch.Tensor, a: float) -> torch.Tensor:
 
 
 def _check_c6(a: float = 1.0) -> CheckResult:
-    from dynamo._compat import _prime_forward_ad
+    from dynamo.kernel import prime_forward_ad as _prime_forward_ad
 
     _prime_forward_ad()  # jacfwd's first use would warn about torch's own deprecated internals
     vals = []

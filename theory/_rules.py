@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 import dynamo as dy
-from dynamo._lipschitz import ACTIVATION_SLOPES, _attention_rule
+from dynamo.kernel import ACTIVATION_SLOPES
+from dynamo.kernel import attention_rule as _attention_rule
 
 from ._core import CheckResult, Proof, Prover, claim
 

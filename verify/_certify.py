@@ -18,9 +18,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 import dynamo as dy
-from dynamo._results import _plain
-from dynamo._stats import clopper_pearson
-from dynamo._validate import check_memory
+from dynamo.kernel import check_memory, clopper_pearson, finite_or_none
+from dynamo.kernel import plain as _plain
 
 from ._report import Certificate, DrawResult, Environment, RequirementResult, Timestamp, basis
 from ._spec import Spec, SpecError, check_seed, load_spec, resolve_factory
@@ -791,7 +790,7 @@ def _reach_metrics(
     k = int(conv.sum())
     st = torch.where(conv, steps.double(), torch.full_like(steps, math.inf, dtype=torch.float64))
     median = float(st.sort().values[(n - 1) // 2])  # the lower median, an order statistic
-    out["reachability.steps_median"] = median if math.isfinite(median) else None
+    out["reachability.steps_median"] = finite_or_none(median)
     out["reachability.steps_max"] = float(st.max()) if k == n else None
     if k < n:
         notes["reachability.steps_max"] = (

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 import dynamo as dy
-from dynamo._stats import clopper_pearson
-from dynamo._validate import call_form, check_positive_float, check_positive_int
 from dynamo.errors import InvalidArgumentError
+from dynamo.kernel import (
+    call_form,
+    check_positive_float,
+    check_positive_int,
+    clopper_pearson,
+    finite_or_none,
+)
 
 from ._spec import check_seed
 
@@ -166,9 +171,6 @@ class ReachabilityReport:
         ('reachability (sampled estimate)', 4, 4)
         """
 
-        def num(v: float) -> float | None:  # JSON has no NaN or inf
-            return v if math.isfinite(v) else None
-
         return {
             "kind": "reachability (sampled estimate)",
             "passed": self.passed,
@@ -177,15 +179,15 @@ class ReachabilityReport:
             "n_starts": self.n_starts,
             "converged_fraction": self.fraction,
             "converged_fraction_ci95": list(self.interval),
-            "steps_median": num(self.steps_median),
+            "steps_median": finite_or_none(self.steps_median),
             "steps_max": self.steps_max,
-            "residual_max": num(self.residual_max),
-            "relative_residual_max": num(self.relative_residual_max),
+            "residual_max": finite_or_none(self.residual_max),
+            "relative_residual_max": finite_or_none(self.relative_residual_max),
             "outcome_counts": dict(self.outcome_counts),
             "n_inputs": self.n_inputs,
             "starts_per_input": self.starts_per_input,
             "path_independent_inputs": self.path_independent_inputs,
-            "max_spread_same_input": num(self.max_spread),
+            "max_spread_same_input": finite_or_none(self.max_spread),
             "same_point_tolerance": self.same_point,
             "context": dict(self.context),
             "solution": self.solution.to_dict(),
@@ -311,7 +313,9 @@ def reachability_report(
     check_seed(call, "seed", seed)
     x = system.x
     n_inputs = 1 if x is None else int(x.shape[0])
-    kind = "input" if (x is not None and tuple(x.shape[1:]) == system.state_shape) else "normal"
+    kind: Literal["input", "normal"] = (
+        "input" if (x is not None and tuple(x.shape[1:]) == system.state_shape) else "normal"
+    )
     h0 = system.initial_states(kind, starts_per_input, scale=noise, seed=seed)
     run_sys = system.repeat_input(starts_per_input) if x is not None else system
     sol = dy.solve(

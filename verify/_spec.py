@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from dynamo._validate import MAX_SEED as _MAX_SEED
-from dynamo._validate import check_seed as check_seed
 from dynamo.errors import InvalidArgumentError
+from dynamo.kernel import MAX_SEED as _MAX_SEED
+from dynamo.kernel import check_seed as check_seed
 
 from ._schema import _summary_only
 

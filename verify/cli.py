@@ -89,7 +89,7 @@ DeviceOpt = Annotated[
 InputsOpt = Annotated[int | None, typer.Option("--inputs", min=1, help="Random inputs per draw.")]
 SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1, help="Tokens per input.")]
 StartsOpt = Annotated[int | None, typer.Option("--starts", min=1, help="Starts per input.")]
-_MAX_SEED = 2**63 - 1  # dynamo._validate.MAX_SEED, without importing torch at start-up
+_MAX_SEED = 2**63 - 1  # dynamo.kernel.MAX_SEED, without importing torch at start-up
 SeedOpt = Annotated[
     int | None,
     typer.Option("--seed", min=0, max=_MAX_SEED, help="Seed of the inputs and starts."),
@@ -576,7 +576,7 @@ def _requirement_text(cert: Any, spec_path: Path | None) -> str:
     lines += [f"  {r.summary()}" for r in cert.requirements] or ["  (none)"]
     if cert.requirements:
         d = len(cert.draws)
-        from dynamo._stats import clopper_pearson
+        from dynamo.kernel import clopper_pearson
 
         best = clopper_pearson(d, d)[0]  # the interval's lower end when every draw passes
         lines.append(

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from .._results import Outcome
+from .._results import Outcome, Solution
 from .._system import LoopedSystem
+from .._types import MethodName
 from .._validate import (
     call_form,
     check_choice,
@@ -19,7 +20,7 @@ from .._validate import (
     check_state_shape,
 )
 from ..errors import ConvergenceError, InvalidArgumentError, MapError
-from ._common import MapFailure, Method, Settings, Solution, row_norm, run
+from ._common import MapFailure, Method, Settings, row_norm, run
 from .anderson import Anderson
 from .broyden import Broyden
 from .newton_krylov import NewtonKrylov
@@ -53,7 +54,7 @@ def solve(
     system: LoopedSystem,
     h0: torch.Tensor,
     *,
-    method: str = "anderson",
+    method: MethodName = "anderson",
     tol: float | None = None,
     atol: float | None = None,
     max_steps: int = 1000,

@@ -1,4 +1,5 @@
-"""The batched solve loop shared by every method, and its frozen result :class:`Solution`.
+"""The batched solve loop shared by every method (its frozen result, :class:`Solution`, lives in
+:mod:`dynamo._results` with the other shared result types).
 
 Each method proposes the next iterate for the starts still running; the loop evaluates residuals,
 keeps each start's best iterate, decides outcomes and drops finished starts from the batch (so a
@@ -8,16 +9,15 @@ start that converged costs nothing more).
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from .._results import Outcome
 
-__all__ = ["Context", "Method", "Settings", "Solution", "run"]
+__all__ = ["Context", "Method", "Settings", "run"]
 
 FlatMap = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -30,173 +30,6 @@ class Settings:
     atol: float
     max_steps: int
     divergence: float  # a start diverges when its RMS entry ‖h‖/√n exceeds this
-
-
-@dataclass(frozen=True)
-class Solution:
-    """The result of :func:`dynamo.solve` for a batch of N starts.
-
-    Only starts whose outcome is :attr:`Outcome.CONVERGED` hold a fixed point (to ``residual <=
-    atol + tol·‖h‖``); the others hold their best iterate, which is **not** a fixed point.
-    :attr:`fixed_points` returns the converged states alone.
-
-    Attributes
-    ----------
-    method : str
-        Solver name.
-    state : torch.Tensor
-        ``(N, *state_shape)``: per start the converged state, or the iterate of least residual.
-    last_state : torch.Tensor or None
-        ``(N, *state_shape)``: per start the iterate at which it stopped. For a start that ran out
-        of steps this is where the iteration had got to (on a cycle, say), while :attr:`state` may
-        be an early transient that merely passed close to a fixed point.
-    residual : torch.Tensor
-        ``(N,)``: ``‖f(h) − h‖₂`` at ``state``.
-    relative_residual : torch.Tensor
-        ``(N,)``: ``residual / ‖state‖₂``.
-    steps : torch.Tensor
-        ``(N,)``: iterations taken by each start before it stopped.
-    outcomes : tuple of Outcome
-        Per start.
-    residual_trace : torch.Tensor
-        ``(K + 1, N)``: residual at every iterate (row 0 is the start), NaN once a start stopped.
-    f_evals, jvp_evals : torch.Tensor
-        ``(N,)``: map evaluations and Jacobian-vector products spent on each start.
-    tol, atol : float
-        Relative and absolute tolerance.
-    max_steps : int
-    dtype, device : str
-    options : dict
-        The method's options as used (damping, memory, ...).
-
-    Examples
-    --------
-    :func:`dynamo.solve` returns one:
-
-    >>> import torch, dynamo as dy
-    >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
-    >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
-    >>> sol = dy.solve(system, torch.zeros(2, 3, dtype=torch.float64), method="picard")
-    >>> sol.method, sol.n_converged, sol.steps.tolist()
-    ('picard', 2, [13, 13])
-    >>> sol.fixed_points.shape, sol.options
-    (torch.Size([2, 3]), {'damping': 1.0})
-    """
-
-    method: str
-    state: torch.Tensor
-    residual: torch.Tensor
-    relative_residual: torch.Tensor
-    steps: torch.Tensor
-    outcomes: tuple[Outcome, ...]
-    residual_trace: torch.Tensor
-    f_evals: torch.Tensor
-    jvp_evals: torch.Tensor
-    tol: float
-    atol: float
-    max_steps: int
-    dtype: str
-    device: str
-    options: dict[str, Any] = field(default_factory=dict)
-    last_state: torch.Tensor | None = None
-
-    @property
-    def converged(self) -> torch.Tensor:
-        """``(N,)`` bool: which starts converged."""
-        return torch.tensor([o is Outcome.CONVERGED for o in self.outcomes], dtype=torch.bool)
-
-    @property
-    def n_converged(self) -> int:
-        """How many starts converged."""
-        return sum(o is Outcome.CONVERGED for o in self.outcomes)
-
-    @property
-    def all_converged(self) -> bool:
-        """True when every start converged."""
-        return self.n_converged == len(self.outcomes)
-
-    @property
-    def fixed_points(self) -> torch.Tensor:
-        """``(n_converged, *state_shape)``: the states of the converged starts only."""
-        return self.state[self.converged.to(self.state.device)]
-
-    def outcome_counts(self) -> dict[str, int]:
-        """``{label: count}`` over the starts, in the enum's order.
-
-        Examples
-        --------
-        >>> import torch, dynamo as dy
-        >>> henon = dy.LoopedSystem.from_module(dy.models.Henon())
-        >>> starts = torch.tensor([[0.0, 0.0], [5.0, 5.0]], dtype=torch.float64)
-        >>> sol = dy.solve(henon, starts, method="picard", max_steps=50, throw=False)
-        >>> sol.outcome_counts()  # the chaotic orbit never settles; the far start escapes
-        {'max_steps_reached': 1, 'diverged': 1}
-        """
-        counts = Counter(self.outcomes)
-        return {o.label: counts[o] for o in Outcome if counts[o]}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary: per-start outcome, residual and steps, plus the settings.
-
-        A residual that is NaN or inf (a start whose map was never finite) becomes ``None``.
-
-        Examples
-        --------
-        >>> import torch, dynamo as dy
-        >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
-        >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
-        >>> sol = dy.solve(system, torch.zeros(2, 3, dtype=torch.float64), method="picard")
-        >>> d = sol.to_dict()
-        >>> d["n_converged"], d["outcomes"], d["f_evals"]
-        (2, ['converged', 'converged'], [14, 14])
-        """
-        return {
-            "method": self.method,
-            "n_starts": len(self.outcomes),
-            "n_converged": self.n_converged,
-            "outcome_counts": self.outcome_counts(),
-            "outcomes": [o.label for o in self.outcomes],
-            "residual": [_finite_or_none(v) for v in self.residual.tolist()],
-            "relative_residual": [_finite_or_none(v) for v in self.relative_residual.tolist()],
-            "steps": [int(v) for v in self.steps.tolist()],
-            "f_evals": [int(v) for v in self.f_evals.tolist()],
-            "jvp_evals": [int(v) for v in self.jvp_evals.tolist()],
-            "tol": self.tol,
-            "atol": self.atol,
-            "max_steps": self.max_steps,
-            "dtype": self.dtype,
-            "device": self.device,
-            "options": {k: _plain(v) for k, v in self.options.items()},
-        }
-
-    def __str__(self) -> str:
-        n = len(self.outcomes)
-        counts = ", ".join(f"{c} {label}" for label, c in self.outcome_counts().items())
-        steps = self.steps.to(torch.float64)
-        conv = self.converged.to(self.residual.device)
-        if bool(conv.any()):
-            res = f"residual max {float(self.residual[conv].max()):.2e} over converged"
-        else:
-            res = f"best residual min {float(self.residual.min()):.2e}: no fixed point reported"
-        return (
-            f"Solution({self.method}: {self.n_converged}/{n} converged ({counts}); steps median "
-            f"{float(steps.median()):.0f}, max {int(steps.max())}; {res}; tol {self.tol:.1e} "
-            f"rel + {self.atol:.1e} abs)"
-        )
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _finite_or_none(v: float) -> float | None:
-    """JSON has no NaN or inf: a residual that was never finite is reported as null."""
-    return float(v) if math.isfinite(v) else None
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (bool, int, float, str)) or v is None:
-        return v
-    return repr(v)
 
 
 class Context:

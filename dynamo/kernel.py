@@ -1,0 +1,81 @@
+"""The engine kernel: what dynamo's own packages above the engine (``theory``, ``verify``) may use
+besides the public API.
+
+These names are public to those packages and internal to users: they keep their meaning within a
+release of dynamo, carry no promise across releases, and are not exported by ``import dynamo``.
+Everything else with a leading underscore in ``dynamo`` is private to the engine; a test
+(``tests/test_layering.py``) checks that nothing above the engine imports it.
+
+Argument checking, with the call form every error message begins with:
+
+* :func:`call_form`, :func:`check_positive_int`, :func:`check_positive_float`, :func:`check_seed`
+  (and :data:`MAX_SEED`), :func:`check_memory`.
+
+Results and statistics:
+
+* :func:`plain` (a value made JSON-safe: tensors as numbers, NaN and infinities as ``None``),
+  :func:`finite_or_none` (a number as JSON: ``float``, or ``None`` where not finite);
+  :func:`clopper_pearson` (exact binomial interval, also public as ``dynamo.clopper_pearson``).
+
+Rules the certificates and the claims share:
+
+* :data:`ACTIVATION_SLOPES` (the Lipschitz constant of each elementwise activation the bound
+  knows), :func:`attention_rule` (the Lipschitz factor and output token-norm bound of one
+  dot-product attention layer, inputs of token norm at most ``R``).
+
+Autodiff set-up:
+
+* :func:`prime_forward_ad` (import torch's forward-mode decompositions once, with torch's own
+  deprecation warning silenced).
+
+Krylov routines (matrix-free, batched over starts): :func:`arnoldi`, :func:`golub_kahan`,
+:func:`lanczos_sym`, in :mod:`dynamo._krylov`.
+
+Examples
+--------
+>>> from dynamo.kernel import call_form, check_positive_int, plain
+>>> call_form("certify", ["spec"], seeds=8)
+'certify(spec, seeds=8)'
+>>> check_positive_int("certify(spec, seeds=0)", "seeds", 0)
+Traceback (most recent call last):
+...
+dynamo.errors.InvalidArgumentError: certify(spec, seeds=0): seeds must be >= 1, got 0
+>>> plain(float("nan")), plain(2.5)
+(None, 2.5)
+"""
+
+from __future__ import annotations
+
+from ._compat import _prime_forward_ad as prime_forward_ad
+from ._krylov import arnoldi, golub_kahan, lanczos_sym
+from ._lipschitz import ACTIVATION_SLOPES
+from ._lipschitz import _attention_rule as attention_rule
+from ._results import _finite_or_none as finite_or_none
+from ._results import _plain as plain
+from ._stats import clopper_pearson
+from ._validate import (
+    MAX_SEED,
+    call_form,
+    check_memory,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
+
+__all__ = [
+    "ACTIVATION_SLOPES",
+    "MAX_SEED",
+    "arnoldi",
+    "attention_rule",
+    "call_form",
+    "check_memory",
+    "check_positive_float",
+    "check_positive_int",
+    "check_seed",
+    "clopper_pearson",
+    "finite_or_none",
+    "golub_kahan",
+    "lanczos_sym",
+    "plain",
+    "prime_forward_ad",
+]
