@@ -15,6 +15,7 @@ verbs that return frozen results saying what is proven and what is estimated.
 from . import errors as errors
 from . import models as models
 from . import plots as plots
+from . import protocols as protocols
 from ._axes import AxesReport as AxesReport
 from ._axes import Geometry as Geometry
 from ._axes import InputDependence as InputDependence
@@ -128,6 +129,7 @@ __all__ = [
     "lyapunov_certificate",
     "models",
     "plots",
+    "protocols",
     "reachability",
     "singular_values",
     "solve",

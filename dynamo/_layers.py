@@ -22,6 +22,7 @@ from ._validate import (
     check_state_shape,
 )
 from .errors import InvalidArgumentError, ShapeError
+from .protocols import AttentionMaps
 
 __all__ = ["LayerCycle", "layer_cycle"]
 
@@ -412,9 +413,7 @@ def layer_cycle(
         curves = []
         att_change = []
         model = system.module
-        want_att = (
-            model is not None and hasattr(model, "attention_maps") and hasattr(model, "layers")
-        )
+        want_att = isinstance(model, AttentionMaps)
         prev_att: list[torch.Tensor] | None = None
         h = start
         for t in range(n_steps + 1):

@@ -26,6 +26,7 @@ from ._validate import (
     check_state_shape,
 )
 from .errors import InvalidArgumentError, NonDeterministicMapError, ShapeError
+from .protocols import DeclaresDriven, DeclaresStateShape, LayerMaps, StateShapeFor
 
 __all__ = ["LoopedSystem", "Trajectory"]
 
@@ -249,8 +250,10 @@ class LoopedSystem:
             )
         _check_not_stochastic(call, module)
         if driven is None:
-            flag = getattr(module, "driven", None)
-            driven = bool(flag) if flag is not None else _takes_two_args(module.forward)
+            if isinstance(module, DeclaresDriven) and module.driven is not None:
+                driven = bool(module.driven)
+            else:
+                driven = _takes_two_args(module.forward)
         if x is not None:
             x = _check_input(call, x)
         if driven and x is None:
@@ -274,14 +277,16 @@ class LoopedSystem:
                     f"{call}: x is on {x.device} but the module's parameters are on {p.device}; "
                     "move one of them"
                 )
-        declared: Any = module  # optional protocol attributes: state_shape(_for), layer_maps
+        # what the block offers (dynamo.protocols): state_shape or state_shape_for, layer_maps
         if state_shape is None:
-            if getattr(declared, "state_shape", None) is not None and not hasattr(
-                declared, "state_shape_for"
+            if (
+                isinstance(module, DeclaresStateShape)
+                and module.state_shape is not None
+                and not isinstance(module, StateShapeFor)
             ):
-                state_shape = tuple(declared.state_shape)
-            elif x is not None and hasattr(declared, "state_shape_for"):
-                state_shape = tuple(declared.state_shape_for(x))
+                state_shape = tuple(module.state_shape)
+            elif x is not None and isinstance(module, StateShapeFor):
+                state_shape = tuple(module.state_shape_for(x))
             elif x is not None:
                 state_shape = tuple(x.shape[1:])
             else:
@@ -289,8 +294,8 @@ class LoopedSystem:
                     f"{call}: cannot infer the state shape without x; pass state_shape=(...)"
                 )
         layers = None
-        if hasattr(declared, "layer_maps"):
-            layers = tuple(declared.layer_maps())
+        if isinstance(module, LayerMaps):
+            layers = tuple(module.layer_maps())
         fn: StepFn = module if driven else _autonomous_module_call(module)
         system = cls(
             fn,
@@ -719,8 +724,7 @@ class LoopedSystem:
         fn = self._user_fn
         if module is not None:
             fn = module if self._driven else _autonomous_module_call(module)
-        declared: Any = module
-        layers = tuple(declared.layer_maps()) if hasattr(declared, "layer_maps") else self._layers
+        layers = tuple(module.layer_maps()) if isinstance(module, LayerMaps) else self._layers
         system = LoopedSystem(
             fn,
             self._state_shape,

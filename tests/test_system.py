@@ -419,3 +419,39 @@ def test_a_negative_or_too_large_seed_is_refused_not_wrapped() -> None:
         with pytest.raises(InvalidArgumentError, match=rf"seed={bad}: Input should be"):
             dy.find_fixed_points(system, 4, seed=bad)
     assert system.initial_states("normal", 2, seed=2**63 - 1).shape == (2, 3)
+
+
+def test_a_users_block_offers_the_protocols_and_dynamo_uses_them() -> None:
+    """Issue 14: what a block may offer is a declared Protocol, read by isinstance."""
+    from dynamo.protocols import DeclaresDriven, LayerMaps, StateShapeFor
+
+    class TwoLayers(torch.nn.Module):
+        driven = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(4, 4)
+            self.b = torch.nn.Linear(4, 4)
+
+        def state_shape_for(self, x: torch.Tensor) -> tuple[int, ...]:
+            return (4,)
+
+        def layer_maps(self) -> list:  # type: ignore[type-arg]
+            return [lambda h, x: torch.tanh(self.a(h) + x), lambda h, x: torch.tanh(self.b(h))]
+
+        def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            for f in self.layer_maps():
+                h = f(h, x)
+            return h
+
+    block = TwoLayers()
+    assert isinstance(block, DeclaresDriven) and isinstance(block, StateShapeFor)
+    assert isinstance(block, LayerMaps)
+    x = torch.randn(2, 6, dtype=torch.float64)[:, :4]
+    system = dy.LoopedSystem.from_module(block, x)
+    assert system.driven and system.state_shape == (4,)
+    assert system.layers is not None and len(system.layers) == 2
+    # a plain module offers none of them, and dynamo falls back to forward's signature and x
+    plain = torch.nn.Linear(4, 4)
+    assert not isinstance(plain, DeclaresDriven) and not isinstance(plain, LayerMaps)
+    assert dy.LoopedSystem.from_module(plain, state_shape=(4,)).driven is False
