@@ -20,7 +20,7 @@ from torch.func import jacrev
 
 from ._fixed_points import FixedPointSet, find_fixed_points
 from ._krylov import arnoldi, golub_kahan
-from ._linearize import JacobianOperator, _flat, _per_example, jacobian
+from ._linearize import JacobianOperator, _flat, _operator_at, _per_example, jacobian
 from ._results import _finite_or_none
 from ._solvers import default_tolerance, solve
 from ._solvers._gmres import gmres
@@ -1098,7 +1098,7 @@ def geometry(
         }
         smin = torch.linalg.svdvals(eye - J)[:, -1]
     else:
-        op = JacobianOperator(_flat(sub, sub.x if sub.driven else None), sub.flatten(h_star))
+        op = _operator_at(sub, h_star)
         dims = (n_states, n, system.dtype, system.device)
         tol = math.sqrt(torch.finfo(system.dtype).eps)
         kr = arnoldi(op.matvec, *dims, k=min(k, n), tol=tol, max_steps=min(n, 300), seed=seed)

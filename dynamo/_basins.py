@@ -13,7 +13,7 @@ import torch
 
 from ._fixed_points import FixedPointSet, find_fixed_points
 from ._krylov import arnoldi
-from ._linearize import JacobianOperator, _flat, jacobian
+from ._linearize import _operator_at, jacobian
 from ._solvers import default_tolerance, solve
 from ._stats import clopper_pearson
 from ._system import LoopedSystem
@@ -424,7 +424,7 @@ def _unstable_directions(
                 d = vec[:, i].imag
             out.append(d / d.norm())
         return out
-    op = JacobianOperator(_flat(sub, sub.x if sub.driven else None), sub.flatten(state[None]))
+    op = _operator_at(sub, state[None])
     kr = arnoldi(
         op.matvec, 1, n, op.dtype, op.device, k=1, tol=1e-6, max_steps=min(n, 200), seed=seed
     )

@@ -13,8 +13,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from ._krylov import arnoldi
-from ._linearize import JacobianOperator, jacobian
+from ._linearize import _top_eigenvalues, jacobian
 from ._results import Outcome
 from ._solvers import default_tolerance, solve
 from ._stats import UnseenEstimate, chao1, clopper_pearson
@@ -1004,46 +1003,17 @@ def _spectra(
     """Eigenvalues of ∂f/∂h at each state: all of them when n <= dense_limit, else top-k."""
     if states.shape[0] == 0:
         return [], True
-    sub = inputs.sub(rows)
-    n = system.state_dim
-    if n <= dense_limit:
-        J = jacobian(sub, states)
-        eig = torch.linalg.eigvals(J)
-        order = torch.argsort(eig.abs(), dim=1, descending=True)
-        eig = torch.gather(eig, 1, order)
-        return list(eig), True
-    from ._linearize import _flat
-
-    op = JacobianOperator(_flat(sub, sub.x if sub.driven else None), sub.flatten(states))
-    tol = math.sqrt(torch.finfo(system.dtype).eps)
-    kr = arnoldi(
-        op.matvec,
-        op.shape[0],
-        n,
-        op.dtype,
-        op.device,
-        k=min(k, n),
-        tol=tol,
-        max_steps=min(n, 300),
-        seed=seed,
+    values, _, exact = _top_eigenvalues(
+        inputs.sub(rows), states, k=k, dense_limit=dense_limit, seed=seed, dense_fallback=True
     )
-    values = kr.values.clone()
-    bad = torch.nonzero(~kr.converged.to(values.device)).flatten()
-    if bad.numel():
-        # unconverged Ritz values of a non-normal J may lie anywhere (even outside the spectrum):
-        # never classify a point by them; pay for the dense spectrum of those states instead
-        J = jacobian(inputs.sub(rows[bad.cpu()]), states[bad])
-        eig = torch.linalg.eigvals(J)
-        eig = torch.gather(eig, 1, torch.argsort(eig.abs(), dim=1, descending=True))
-        values[bad] = eig[:, : values.shape[1]].to(values.dtype)
-    return list(values), False
+    return list(values), exact
 
 
 def _residuals(inputs: _Inputs, rows: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
     """``‖f(h) − h‖₂`` of each state with the input of its row."""
     sub = inputs.sub(rows)
     with torch.no_grad():
-        out = sub._step_unchecked(states, sub.x if sub.driven else None)
+        out = sub._step_unchecked(states, sub.step_x)
     return sub.flatten(out - states).norm(dim=1)
 
 
@@ -1055,7 +1025,7 @@ def _qmin(sub: LoopedSystem, h: torch.Tensor, *, steps: int) -> torch.Tensor:
     """
     from torch.func import vjp
 
-    x = sub.x if sub.driven else None
+    x = sub.step_x
     z = sub.flatten(h).clone()
     rms = torch.clamp(z.norm(dim=1, keepdim=True) / math.sqrt(z.shape[1]), min=1e-3)
     lr = 1e-2 * rms
@@ -1483,7 +1453,7 @@ def _merge_degenerate(
     sub = inputs.sub(rows)
     J = jacobian(sub, states)
     with torch.no_grad():
-        F = sub.flatten(sub._step_unchecked(states, sub.x if sub.driven else None) - states)
+        F = sub.flatten(sub._step_unchecked(states, sub.step_x) - states)
     eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
     delta = torch.linalg.lstsq(eye - J, F[..., None]).solution[..., 0]
     u = torch.clamp(4 * delta.norm(dim=1), min=radius)
@@ -1514,7 +1484,7 @@ def _merge_degenerate(
 
 def _compose(system: LoopedSystem, sub: LoopedSystem, p: int) -> LoopedSystem:
     """``f^p`` with the inputs of ``sub``."""
-    x = sub.x if sub.driven else None
+    x = sub.step_x
 
     def fp(h: torch.Tensor, xx: torch.Tensor | None = None) -> torch.Tensor:
         for _ in range(p):
@@ -1665,9 +1635,7 @@ def _find_cycles(
                 orbit = [pol.state[j]]
                 with torch.no_grad():
                     for _ in range(p):
-                        orbit.append(
-                            one._step_unchecked(orbit[-1][None], one.x if one.driven else None)[0]
-                        )
+                        orbit.append(one._step_unchecked(orbit[-1][None], one.step_x)[0])
                 orb = system.flatten(torch.stack(orbit))
                 # least period: the smallest divisor q of p whose orbit closes as well as Newton
                 # closed f^p (tied to the solve's residual, not to the dedup tolerance)

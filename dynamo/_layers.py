@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from ._fixed_points import _classify
-from ._krylov import arnoldi
-from ._linearize import JacobianOperator, jacobian
+from ._linearize import _top_eigenvalues
 from ._results import _plain
 from ._solvers import default_tolerance
 from ._system import LoopedSystem
@@ -469,29 +468,12 @@ def layer_cycle(
             dtype=system.dtype,
             device=system.device,
         )
-        if dense:
-            ev = torch.linalg.eigvals(jacobian(rot, at))
-            ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))
-            if s == 0:
-                full = ev
-            ev = ev[:, :m]
-            conv = torch.ones(n, dtype=torch.bool)
-        else:
-            from ._linearize import _flat
-
-            op = JacobianOperator(_flat(rot, rot.x if rot.driven else None), rot.flatten(at))
-            kr = arnoldi(
-                op.matvec,
-                n,
-                system.state_dim,
-                op.dtype,
-                op.device,
-                k=m,
-                tol=math.sqrt(torch.finfo(system.dtype).eps),
-                max_steps=300,
-                seed=seed,
-            )
-            ev, conv = kr.values, kr.converged.to(torch.bool).cpu()
+        ev, conv, exact_s = _top_eigenvalues(
+            rot, at, k=m, dense_limit=dense_limit, seed=seed, dense_fallback=False
+        )
+        if exact_s and s == 0:
+            full = ev
+        ev = ev[:, :m]
         rot_eigs.append(ev)
         rot_conv.append(conv)
     rot_t = torch.stack(rot_eigs)

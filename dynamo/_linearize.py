@@ -66,6 +66,65 @@ def _flat(system: LoopedSystem, xx: torch.Tensor | None) -> FlatFn:
     return f
 
 
+def _operator_at(system: LoopedSystem, states: torch.Tensor) -> JacobianOperator:
+    """``J = ∂f/∂h`` of the flat step at a batch of states (row i with the system's input row i),
+    matrix-free."""
+    return JacobianOperator(_flat(system, system.step_x), system.flatten(states))
+
+
+def _top_eigenvalues(
+    system: LoopedSystem,
+    states: torch.Tensor,
+    *,
+    k: int,
+    dense_limit: int,
+    seed: int,
+    dense_fallback: bool,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Eigenvalues of ``∂f/∂h`` at each state, by modulus, largest first: the engine's one switch
+    between dense and Krylov.
+
+    Up to ``dense_limit`` state entries, every eigenvalue of the dense Jacobian (``exact``);
+    above, the top ``k`` by Arnoldi (tolerance ``√eps``, at most 300 steps), with the rows where
+    Arnoldi did not converge either given the dense spectrum's top ``k`` (``dense_fallback``:
+    unconverged Ritz values of a non-normal ``J`` may lie anywhere, even outside the spectrum)
+    or flagged unconverged. Returns ``(values (N, m) complex, converged (N,) bool on the CPU,
+    exact)``.
+    """
+    from ._krylov import arnoldi
+
+    n = system.state_dim
+    if n <= dense_limit:
+        ev = torch.linalg.eigvals(jacobian(system, states))
+        ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))
+        return ev, torch.ones(ev.shape[0], dtype=torch.bool), True
+    op = _operator_at(system, states)
+    kr = arnoldi(
+        op.matvec,
+        op.shape[0],
+        n,
+        op.dtype,
+        op.device,
+        k=min(k, n),
+        tol=math.sqrt(torch.finfo(system.dtype).eps),
+        max_steps=min(n, 300),
+        seed=seed,
+    )
+    values, converged = kr.values, kr.converged.to(torch.bool).cpu()
+    bad = torch.nonzero(~converged).flatten()
+    if dense_fallback and bad.numel():
+        values = values.clone()
+        sub = (
+            system.with_input(system.x[bad.to(system.x.device)]) if system.x is not None else system
+        )
+        J = jacobian(sub, states[bad.to(states.device)])
+        ev = torch.linalg.eigvals(J)
+        ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))
+        values[bad.to(values.device)] = ev[:, : values.shape[1]].to(values.dtype)
+        converged = torch.ones_like(converged)
+    return values, converged, False
+
+
 def _per_example(
     system: LoopedSystem,
 ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:

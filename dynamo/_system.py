@@ -411,6 +411,21 @@ class LoopedSystem:
         return self._driven
 
     @property
+    def step_x(self) -> torch.Tensor | None:
+        """The input the step receives: :attr:`x` for a driven system, None for an autonomous
+        one (whose ``x``, if any, is only a source of starts).
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0, recall=False)
+        >>> system = dy.LoopedSystem.from_module(f, torch.ones(2, 3))
+        >>> system.driven, system.x is None, system.step_x is None
+        (False, False, True)
+        """
+        return self._x if self._driven else None
+
+    @property
     def module(self) -> nn.Module | None:
         """The module behind the map, if any."""
         return self._module

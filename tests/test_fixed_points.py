@@ -306,7 +306,7 @@ def test_layer_cycle_krylov_spectra_carry_their_convergence_flag(
 ) -> None:
     from problems import LAYER_CYCLE_UNSTABLE
 
-    import dynamo._layers as lay
+    import dynamo._krylov as kry
     from dynamo._krylov import KrylovResult
 
     system, h, _ = LAYER_CYCLE_UNSTABLE.make()
@@ -315,7 +315,7 @@ def test_layer_cycle_krylov_spectra_carry_their_convergence_flag(
     assert float(lc.spectral_radius[0]) == pytest.approx(1.63, abs=1e-12)
     assert lc.stability == ("unstable",) and lc.attracts == (False,)
 
-    real = lay.arnoldi
+    real = kry.arnoldi
     calls: list[int] = []
     stall = {"all": False}
 
@@ -332,7 +332,7 @@ def test_layer_cycle_krylov_spectra_carry_their_convergence_flag(
             vectors={},
         )
 
-    monkeypatch.setattr(lay, "arnoldi", stall_first)
+    monkeypatch.setattr(kry, "arnoldi", stall_first)  # the engine's one eigenvalue switch
     lc = dy.layer_cycle(system, h, dense_limit=1)
     assert lc.rotation_converged.tolist() == [[False], [True]]
     assert math.isnan(float(lc.rotation_spread[0]))  # unconverged Ritz values prove nothing
@@ -372,6 +372,7 @@ def test_halting_rules_fire_and_say_how_far_from_the_fixed_point() -> None:
 
 def test_unconverged_ritz_values_never_classify_a_point(monkeypatch: pytest.MonkeyPatch) -> None:
     import dynamo._fixed_points as fp
+    import dynamo._krylov as kry
     from dynamo._krylov import KrylovResult
 
     def stalled(*args: object, **kwargs: object) -> KrylovResult:  # as if Arnoldi ran out of steps
@@ -385,7 +386,7 @@ def test_unconverged_ritz_values_never_classify_a_point(monkeypatch: pytest.Monk
             vectors={},
         )
 
-    monkeypatch.setattr(fp, "arnoldi", stalled)
+    monkeypatch.setattr(kry, "arnoldi", stalled)
     lin = dy.models.LinearMap(n=6, spectral_radius=0.5, seed=0)
     system = dy.LoopedSystem.from_module(lin, torch.zeros(1, 6))
     states = torch.zeros(2, 6, dtype=F64)
