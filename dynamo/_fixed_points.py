@@ -288,7 +288,9 @@ class FixedPointSet:
         Distance under which two converged states count as one point.
     dedup_curve : tuple of (float, int)
         Distinct points at other dedup tolerances: a count that moves a lot with the tolerance
-        signals points that are not isolated.
+        signals points that are not isolated. Iteration's limits within a quarter of the dedup
+        radius of their group's polished point count as that point (only one per group is
+        polished), so below that scale a continuum's close samples count as one.
     steps : torch.Tensor
         ``(n_inputs · starts_per_input,)``: iterations each start took (until it converged or
         stopped).
@@ -851,7 +853,7 @@ def _root_finding(
     rms_b = system.flatten(base).norm(dim=1) / math.sqrt(system.state_dim)
     rms_0 = system.flatten(h0[pick_s]).norm(dim=1) / math.sqrt(system.state_dim)
     bad = ~torch.isfinite(rms_b) | (rms_b > 100 * torch.clamp(rms_0, min=1.0))
-    base[bad] = h0[pick_s[bad]]
+    base[bad] = h0[pick_s[bad.cpu()]]  # pick_s lives on the CPU, the states where the system does
     rms = system.flatten(base).norm(dim=1) / math.sqrt(system.state_dim)
     rms = torch.clamp(rms, min=1e-3, max=1e3).reshape(-1, *shape_ones)
     noise = torch.randn(base.shape, generator=gen, dtype=torch.float64).to(base)
@@ -877,7 +879,7 @@ def _root_finding(
     if qmin_steps > 0 and bool(failed.any()):
         sel = torch.nonzero(failed).flatten()
         q = _qmin(inputs.sub(pick_s[sel]), pert[sel], steps=qmin_steps)
-        ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten()
+        ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten().cpu()
         if ok.numel():
             qp = solve(
                 inputs.sub(pick_s[sel][ok]),
@@ -1065,7 +1067,9 @@ def _polish_limits(
     Hundreds of starts converge to each attractor: the limits are grouped at a quarter of the
     dedup radius and one limit of each group (the least residual) is polished; a limit within
     that quarter radius of its group's polished point takes that point (deduplication would
-    merge them anyway), any other (along a continuum, say) is polished on its own.
+    merge them anyway), any other (along a continuum, say) is polished on its own. So the
+    discovery curve's scales below a quarter of the radius count such limits as one point (on a
+    continuum, samples that close to a polished one merge there).
     """
     fine = 100 * torch.finfo(system.dtype).eps
     flat_t = system.flatten(limits)

@@ -21,7 +21,7 @@ from ._validate import (
     check_state_shape,
 )
 from .errors import InvalidArgumentError, ShapeError
-from .protocols import AttentionMaps
+from .protocols import AttentionMaps, offers
 
 __all__ = ["LayerCycle", "layer_cycle"]
 
@@ -412,7 +412,7 @@ def layer_cycle(
         curves = []
         att_change = []
         model = system.module
-        want_att = isinstance(model, AttentionMaps)
+        want_att = offers(model, AttentionMaps)
         prev_att: list[torch.Tensor] | None = None
         h = start
         for t in range(n_steps + 1):

@@ -114,9 +114,10 @@ def _top_eigenvalues(
     bad = torch.nonzero(~converged).flatten()
     if dense_fallback and bad.numel():
         values = values.clone()
-        sub = (
-            system.with_input(system.x[bad.to(system.x.device)]) if system.x is not None else system
-        )
+        # one input row per state only where the step takes the input: an autonomous system's x
+        # (a source of starts) has its own batch size
+        x = system.step_x
+        sub = system.with_input(x[bad.to(x.device)]) if x is not None else system
         J = jacobian(sub, states[bad.to(states.device)])
         ev = torch.linalg.eigvals(J)
         ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))

@@ -26,7 +26,7 @@ from ._validate import (
     check_state_shape,
 )
 from .errors import InvalidArgumentError, NonDeterministicMapError, ShapeError
-from .protocols import DeclaresDriven, DeclaresStateShape, LayerMaps, StateShapeFor
+from .protocols import DeclaresDriven, DeclaresStateShape, LayerMaps, StateShapeFor, offers
 
 __all__ = ["LoopedSystem", "Trajectory"]
 
@@ -250,7 +250,7 @@ class LoopedSystem:
             )
         _check_not_stochastic(call, module)
         if driven is None:
-            if isinstance(module, DeclaresDriven) and module.driven is not None:
+            if offers(module, DeclaresDriven):
                 driven = bool(module.driven)
             else:
                 driven = _takes_two_args(module.forward)
@@ -278,15 +278,12 @@ class LoopedSystem:
                     "move one of them"
                 )
         # what the block offers (dynamo.protocols): state_shape or state_shape_for, layer_maps
+        declared: Any = module
         if state_shape is None:
-            if (
-                isinstance(module, DeclaresStateShape)
-                and module.state_shape is not None
-                and not isinstance(module, StateShapeFor)
-            ):
-                state_shape = tuple(module.state_shape)
-            elif x is not None and isinstance(module, StateShapeFor):
-                state_shape = tuple(module.state_shape_for(x))
+            if offers(module, DeclaresStateShape) and not offers(module, StateShapeFor):
+                state_shape = tuple(declared.state_shape)
+            elif x is not None and offers(module, StateShapeFor):
+                state_shape = tuple(declared.state_shape_for(x))
             elif x is not None:
                 state_shape = tuple(x.shape[1:])
             else:
@@ -294,8 +291,8 @@ class LoopedSystem:
                     f"{call}: cannot infer the state shape without x; pass state_shape=(...)"
                 )
         layers = None
-        if isinstance(module, LayerMaps):
-            layers = tuple(module.layer_maps())
+        if offers(module, LayerMaps):
+            layers = tuple(declared.layer_maps())
         fn: StepFn = module if driven else _autonomous_module_call(module)
         system = cls(
             fn,
@@ -739,7 +736,8 @@ class LoopedSystem:
         fn = self._user_fn
         if module is not None:
             fn = module if self._driven else _autonomous_module_call(module)
-        layers = tuple(module.layer_maps()) if isinstance(module, LayerMaps) else self._layers
+        declared: Any = module
+        layers = tuple(declared.layer_maps()) if offers(module, LayerMaps) else self._layers
         system = LoopedSystem(
             fn,
             self._state_shape,

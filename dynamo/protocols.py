@@ -1,10 +1,11 @@
 """What a looped block may offer dynamo, as ``typing.Protocol`` classes.
 
 A block is any ``torch.nn.Module`` whose ``forward(h)`` or ``forward(h, x)`` is one step of the
-loop. Each protocol below is optional: a block that offers one gets the matching behaviour, and
-dynamo asks with ``isinstance(block, Protocol)`` (they are runtime-checkable). From Python 3.12
-that check looks attributes up statically: declare ``driven`` and ``state_shape`` as class
-attributes, properties or plain instance attributes (not as buffers or submodules).
+loop. Each protocol below is optional: a block that offers one gets the matching behaviour.
+dynamo asks with :func:`offers`, which looks the members up as attribute access does (through
+``nn.Module.__getattr__``, and through wrappers such as ``torch.compile``'s); the protocols are
+also runtime-checkable, but from Python 3.12 ``isinstance`` looks attributes up statically and
+misses a compiled block's members or an ``encode`` that is a submodule.
 
 * :class:`DeclaresDriven`: ``driven`` says whether ``forward`` takes the input ``x`` (otherwise
   dynamo reads it from ``forward``'s signature).
@@ -24,7 +25,7 @@ Examples
 >>> import torch
 >>> from torch import nn
 >>> import dynamo as dy
->>> from dynamo.protocols import DeclaresStateShape, LayerMaps
+>>> from dynamo.protocols import DeclaresStateShape, LayerMaps, offers
 >>> class Block(nn.Module):
 ...     driven = False
 ...     state_shape = (3,)
@@ -33,7 +34,7 @@ Examples
 ...         self.lin = nn.Linear(3, 3)
 ...     def forward(self, h):
 ...         return torch.tanh(0.5 * self.lin(h))
->>> isinstance(Block(), DeclaresStateShape), isinstance(Block(), LayerMaps)
+>>> offers(Block(), DeclaresStateShape), offers(Block(), LayerMaps)
 (True, False)
 >>> dy.LoopedSystem.from_module(Block()).state_shape
 (3,)
@@ -42,7 +43,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -53,6 +54,7 @@ __all__ = [
     "Encodes",
     "LayerMaps",
     "StateShapeFor",
+    "offers",
 ]
 
 
@@ -102,3 +104,55 @@ class Encodes(Protocol):
     """``encode(tokens)``: token ids ``(B, T)`` to the encoded input ``(B, T, d)``."""
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+
+#: each protocol's members, and which of them are methods (callable)
+_MEMBERS: dict[type, tuple[tuple[str, bool], ...]] = {
+    DeclaresDriven: (("driven", False),),
+    DeclaresStateShape: (("state_shape", False),),
+    StateShapeFor: (("state_shape_for", True),),
+    LayerMaps: (("layer_maps", True),),
+    AttentionMaps: (("attention_maps", True),),
+    Encodes: (("encode", True),),
+}
+
+
+def offers(block: Any, protocol: Any) -> bool:
+    """Whether ``block`` offers ``protocol``: each member is there and not None, and each method
+    is callable, looked up as attribute access does.
+
+    Parameters
+    ----------
+    block : object
+        Usually an ``nn.Module`` (or a wrapper of one, such as ``torch.compile``'s).
+    protocol : type
+        One of this module's protocols.
+
+    Returns
+    -------
+    bool
+        True when the block offers it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynamo.protocols import DeclaresDriven, offers
+    >>> class Block(torch.nn.Module):
+    ...     driven = None  # not declared: dynamo reads forward's signature instead
+    ...     def forward(self, h):
+    ...         return h
+    >>> offers(Block(), DeclaresDriven)
+    False
+    """
+    try:
+        members = _MEMBERS[protocol]
+    except KeyError:
+        known = ", ".join(p.__name__ for p in _MEMBERS)
+        raise TypeError(
+            f"offers(block, {protocol!r}): not a dynamo protocol; known: {known}"
+        ) from None
+    for name, is_method in members:
+        value = getattr(block, name, None)
+        if value is None or (is_method and not callable(value)):
+            return False
+    return True

@@ -716,3 +716,29 @@ def test_dedup_clusters_are_exactly_single_linkage() -> None:
                 same_ref = ref[:, None] == ref[None, :]
                 assert (same_mine == same_ref).all(), (dim, r, g)
             assert len(set(label[groups == 0]) & set(label[groups == 1])) == 0
+
+
+def test_dense_fallback_for_unconverged_ritz_values_on_an_autonomous_map_with_an_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An autonomous system keeps x only as a source of starts, with its own batch size: the
+    dense fallback must not index x by the states' rows (review of issue 14's eigenvalue
+    switch: IndexError for any unconverged row past x's batch)."""
+    import dynamo._krylov as kry
+    from dynamo._krylov import KrylovResult
+
+    real = kry.arnoldi
+
+    def stalls(*args: Any, **kwargs: Any) -> KrylovResult:  # Ritz values far off, unconverged
+        kr = real(*args, **kwargs)
+        conv = torch.zeros_like(kr.converged)
+        return KrylovResult(kr.values + 5.0, kr.residuals, kr.steps, conv, kr.vectors)
+
+    monkeypatch.setattr(kry, "arnoldi", stalls)
+    m = dy.models.Hopfield(n=8, n_patterns=2, seed=0)
+    system = dy.LoopedSystem.from_module(m, torch.zeros(1, 8))
+    assert not system.driven and system.x is not None and system.x.shape[0] == 1
+    found = dy.find_fixed_points(system, 32, dense_limit=1, seed=0)
+    assert len(found.points) >= 2  # rows past x's single row reach the fallback
+    # every spectrum recomputed densely: none of the +5 Ritz values classifies a point
+    assert all(p.stability == "stable" and p.spectral_radius < 1 for p in found.points)

@@ -112,11 +112,12 @@ def test_the_engine_module_graph_has_no_circle_and_errors_is_at_the_bottom() -> 
                 if cand in mods and cand != module:
                     graph.add_edge(module, cand)
                     break
-    # a package's __init__ gathers its modules: edges into a package from its own modules are
-    # the package's public face, not a dependency of the module on its siblings
+    # a subpackage's __init__ gathers its modules: an edge from one of them into the subpackage
+    # is the package's public face, not a dependency on its siblings. Not so for the top-level
+    # package: an engine module importing `dynamo` itself goes through everything
     for module in list(graph.nodes):
         for target in list(graph.successors(module)):
-            if module.startswith(target + "."):
+            if module.startswith(target + ".") and target != "dynamo":
                 graph.remove_edge(module, target)
     cycles = list(nx.simple_cycles(graph))
     assert not cycles, f"import circles among dynamo's modules: {cycles[:5]}"

@@ -432,3 +432,53 @@ def test_row_norm_neither_overflows_nor_loses_small_rows() -> None:
     assert math.isinf(odd[0]) and math.isnan(odd[1])
     f32 = row_norm(torch.tensor([[3e30, 4e30], [3e-30, 4e-30]], dtype=torch.float32)).tolist()
     assert f32 == pytest.approx([5e30, 5e-30], rel=1e-6)
+
+
+def test_broyden_secant_condition_holds_for_short_damped_steps() -> None:
+    """After each update, B⁻¹ y = s for the latest pair (Sherman–Morrison's good Broyden). With a
+    damping of 1e-3 the steps are short and y is tiny against g: B⁻¹y taken as the difference
+    B⁻¹g − B⁻¹g_prev loses digits (1e-4 relative in float32 here), so those rows take the
+    product itself (1e-7)."""
+    from dynamo._solvers._common import Context
+    from dynamo._solvers.broyden import Broyden, _apply
+
+    worst = 0.0
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        A = torch.randn(8, 8, generator=gen, dtype=torch.float32)
+        A = 0.5 * A / torch.linalg.matrix_norm(A, ord=2)
+        c = torch.randn(8, generator=gen, dtype=torch.float32)
+
+        def fmap(
+            z: torch.Tensor, x: torch.Tensor | None, A: torch.Tensor = A, c: torch.Tensor = c
+        ) -> torch.Tensor:
+            return z @ A.T + c
+
+        method = Broyden(damping=1e-3)
+        z = torch.randn(4, 8, generator=gen, dtype=torch.float32)
+        ctx = Context(fmap, None, 4, z.device)
+        fz = fmap(z, None)
+        st = method.start(z, fz, ctx)
+        z_prev, fz_prev = z, fz
+        for step in range(20):
+            z_new, _, _ = method.propose(st, z, fz, ctx)
+            if step:  # the pair (s, y) of the previous step went in during this propose
+                k = int(st["used"].max())
+                s, y = z - z_prev, (fz - z) - (fz_prev - z_prev)
+                lhs = _apply(st["U"][:, :k], st["V"][:, :k], y)
+                worst = max(worst, float(((lhs - s).norm(dim=1) / s.norm(dim=1)).max()))
+            z_prev, fz_prev = z, fz
+            z, fz = z_new, fmap(z_new, None)
+    assert worst < 1e-5, worst
+
+
+def test_a_state_whose_norm_overflows_is_never_the_best_iterate() -> None:
+    """A finite state can have an infinite norm in float32; its residual must not be reported
+    as the best one (with a relative residual of 0)."""
+    system = dy.LoopedSystem.from_function(
+        lambda h: torch.clamp(2 * h, max=1e38), state_shape=(16,), dtype=torch.float32
+    )
+    h0 = torch.full((1, 16), 9e37, dtype=torch.float32)
+    sol = dy.solve(system, h0, method="picard", max_steps=5, divergence=1e38, throw=False)
+    assert sol.outcomes[0] is not dy.Outcome.CONVERGED
+    assert float(sol.relative_residual[0]) != 0.0  # NaN: the norm never was finite

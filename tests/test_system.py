@@ -423,7 +423,7 @@ def test_a_negative_or_too_large_seed_is_refused_not_wrapped() -> None:
 
 def test_a_users_block_offers_the_protocols_and_dynamo_uses_them() -> None:
     """Issue 14: what a block may offer is a declared Protocol, read by isinstance."""
-    from dynamo.protocols import DeclaresDriven, LayerMaps, StateShapeFor
+    from dynamo.protocols import DeclaresDriven, Encodes, LayerMaps, StateShapeFor, offers
 
     class TwoLayers(torch.nn.Module):
         driven = True
@@ -445,13 +445,16 @@ def test_a_users_block_offers_the_protocols_and_dynamo_uses_them() -> None:
             return h
 
     block = TwoLayers()
-    assert isinstance(block, DeclaresDriven) and isinstance(block, StateShapeFor)
-    assert isinstance(block, LayerMaps)
+    assert offers(block, DeclaresDriven) and offers(block, StateShapeFor)
+    assert offers(block, LayerMaps) and not offers(block, Encodes)
     x = torch.randn(2, 6, dtype=torch.float64)[:, :4]
     system = dy.LoopedSystem.from_module(block, x)
     assert system.driven and system.state_shape == (4,)
     assert system.layers is not None and len(system.layers) == 2
     # a plain module offers none of them, and dynamo falls back to forward's signature and x
     plain = torch.nn.Linear(4, 4)
-    assert not isinstance(plain, DeclaresDriven) and not isinstance(plain, LayerMaps)
+    assert not offers(plain, DeclaresDriven) and not offers(plain, LayerMaps)
+    # looked up as attribute access does: a submodule called encode counts, as it did before
+    plain.encode = torch.nn.Identity()
+    assert offers(plain, Encodes)
     assert dy.LoopedSystem.from_module(plain, state_shape=(4,)).driven is False

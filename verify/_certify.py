@@ -20,7 +20,7 @@ from torch.func import functional_call, stack_module_state, vmap
 import dynamo as dy
 from dynamo.kernel import check_memory, clopper_pearson, finite_or_none
 from dynamo.kernel import plain as _plain
-from dynamo.protocols import Encodes
+from dynamo.protocols import Encodes, offers
 
 from ._report import Certificate, DrawResult, Environment, RequirementResult, Timestamp, basis
 from ._spec import Spec, SpecError, check_seed, load_spec, resolve_factory
@@ -120,13 +120,14 @@ def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tenso
     if i.kind == "tokens":
         assert a.vocab_size is not None
         tokens = torch.randint(0, a.vocab_size, (i.count, i.seq_len), generator=gen)
-        if not isinstance(model, Encodes):
+        if not offers(model, Encodes):
             raise SpecError(
                 f"inputs.kind = 'tokens' needs a block with encode(tokens) -> embeddings; "
                 f"{type(model).__name__} has none: use inputs.kind = 'embeddings'"
             )
         with torch.no_grad():
-            return model.encode(tokens).to(dtype) * i.scale
+            encoded: torch.Tensor = model.encode(tokens)  # type: ignore[operator]
+            return encoded.to(dtype) * i.scale
     # drawn in float64 and cast: the same seed gives the same inputs in float32 and float64
     e = torch.randn(i.count, i.seq_len, a.d_model, generator=gen, dtype=torch.float64)
     return (i.scale * e).to(dtype)

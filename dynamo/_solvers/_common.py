@@ -260,8 +260,8 @@ def run(
             segments.append((rows, []))
         segments[-1][1].append(r)
 
-        # r < act_r only for a finite r, and a finite r means a finite z
-        better = r < act_r
+        # r < act_r only for a finite r; a finite z may still have an infinite norm
+        better = (r < act_r) & (zn < math.inf)
         if bool(better.all()):  # the common case: no copy (z and r are never changed in place)
             act_r, act_z = r, z
         else:

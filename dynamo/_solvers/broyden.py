@@ -61,7 +61,9 @@ class Broyden(Method):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """One product with ``B⁻¹`` and one with its transpose per step: ``B⁻¹y`` is
         ``B⁻¹g − B⁻¹g_prev`` (the second kept from the last step), and after the rank-one update
-        ``B⁻¹g`` changes by ``u (v·g)``, so the step needs no third product."""
+        ``B⁻¹g`` changes by ``u (v·g)``, so the step needs no third product. Rows where that
+        difference would cancel (``‖y‖ < ½ max(‖g‖, ‖g_prev‖)``) or where the last step fell back
+        to Picard take the product ``B⁻¹y`` itself."""
         m = int(self.options["memory"])
         g = fz - z
         U, V, used = st["U"], st["V"], st["used"]  # owned by this solve: updated in place
@@ -69,7 +71,16 @@ class Broyden(Method):
         Hg = _apply(U[:, :k], V[:, :k], g)
         if bool(st["started"].any()):
             s = z - st["z_prev"]
+            y = g - st["g_prev"]
             Hy = Hg - st["Hg_prev"]
+            # the difference loses digits when y is small against g (short or damped steps), and
+            # is no use after a step that fell back to Picard (B⁻¹g_prev was not finite): there,
+            # the product itself
+            g_big = torch.maximum(g.norm(dim=1), st["g_prev"].norm(dim=1))
+            direct = ~torch.isfinite(Hy).all(dim=1) | (y.norm(dim=1) < 0.5 * g_big)
+            if bool(direct.any()):
+                rows_d = torch.nonzero(direct).flatten()
+                Hy[rows_d] = _apply(U[rows_d, :k], V[rows_d, :k], y[rows_d])
             # restart where the memory is full (before the update, which is then relative to −I):
             # dropping only the oldest pair of a product-form inverse breaks the secant
             # conditions of the later pairs and can diverge
@@ -79,7 +90,7 @@ class Broyden(Method):
                 V[full] = 0
                 used[full] = 0
                 Hg = torch.where(full[:, None], -g, Hg)
-                Hy = torch.where(full[:, None], -(g - st["g_prev"]), Hy)
+                Hy = torch.where(full[:, None], -y, Hy)
                 k = int(used.max())
             denom = (s * Hy).sum(dim=1)
             ok = st["started"] & (denom.abs() > 1e-12 * s.norm(dim=1) * Hy.norm(dim=1))
