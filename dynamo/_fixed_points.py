@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ._linearize import _top_eigenvalues, jacobian
-from ._results import Outcome
+from ._results import Outcome, Solution
 from ._solvers import default_tolerance, solve
 from ._stats import UnseenEstimate, chao1, clopper_pearson
 from ._system import LoopedSystem
@@ -860,16 +860,8 @@ def _root_finding(
     pert = base + perturb * rms * noise
     total = h0.shape[0]
     rows = torch.cat([torch.arange(total), pick_s])
-    nk = solve(
-        inputs.sub(rows),
-        torch.cat([h0, pert]),
-        method="newton_krylov",
-        tol=rtol,
-        atol=rtol,
-        max_steps=newton_steps,
-        throw=False,
-    )
-    ok_nk = torch.tensor([o.ok for o in nk.outcomes], dtype=torch.bool)
+    nk = _newton(inputs, rows, torch.cat([h0, pert]), rtol, newton_steps)
+    ok_nk = nk.converged
     given = ok_nk.clone()
     given[total:] = False
     cands.add(nk.state[given], rows[given], "newton")
@@ -881,16 +873,8 @@ def _root_finding(
         q = _qmin(inputs.sub(pick_s[sel]), pert[sel], steps=qmin_steps)
         ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten().cpu()
         if ok.numel():
-            qp = solve(
-                inputs.sub(pick_s[sel][ok]),
-                q[ok],
-                method="newton_krylov",
-                tol=rtol,
-                atol=rtol,
-                max_steps=30,
-                throw=False,
-            )
-            good = torch.tensor([o.ok for o in qp.outcomes], dtype=torch.bool)
+            qp = _newton(inputs, pick_s[sel][ok], q[ok], rtol)
+            good = qp.converged
             cands.add(qp.state[good], pick_s[sel][ok][good], "qmin")
     return m
 
@@ -944,16 +928,8 @@ def _bridge(
     states = torch.stack([r["state"] for r in pts])
     mids = 0.5 * (states[iu] + states[ju])
     rows = torch.tensor([pts[int(a)]["row"] for a in iu], dtype=torch.long)
-    nk = solve(
-        inputs.sub(rows),
-        mids,
-        method="newton_krylov",
-        tol=rtol,
-        atol=rtol,
-        max_steps=newton_steps,
-        throw=False,
-    )
-    good = torch.tensor([o.ok for o in nk.outcomes], dtype=torch.bool)
+    nk = _newton(inputs, rows, mids, rtol, newton_steps)
+    good = nk.converged
     cands.add(nk.state[good], rows[good], "bridge")
 
 
@@ -1084,15 +1060,7 @@ def _polish_limits(
         member_of[g] = k
 
     def polish(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pol = solve(
-            inputs.sub(rows[sel]),
-            limits[sel],
-            method="newton_krylov",
-            tol=fine,
-            atol=fine,
-            max_steps=20,
-            throw=False,
-        )
+        pol = _newton(inputs, rows[sel], limits[sel], fine, max_steps=20)
         return pol.state, pol.residual
 
     lead_state, lead_res = polish(lead)
@@ -1109,19 +1077,27 @@ def _polish_limits(
     return torch.where(better.to(limits.device), out_state, limits)
 
 
+def _newton(
+    inputs: _Inputs, rows: torch.Tensor, starts: torch.Tensor, tol: float, max_steps: int = 30
+) -> Solution:
+    """Newton–Krylov from ``starts`` (row i with the input of ``rows[i]``) to ``tol`` (relative
+    and absolute), never raising: the search's one root-finding call."""
+    return solve(
+        inputs.sub(rows),
+        starts,
+        method="newton_krylov",
+        tol=tol,
+        atol=tol,
+        max_steps=max_steps,
+        throw=False,
+    )
+
+
 def _polish(
     inputs: _Inputs, rows: torch.Tensor, starts: torch.Tensor, rtol: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Newton–Krylov from ``starts`` (row i with the input of ``rows[i]``): states, converged."""
-    pol = solve(
-        inputs.sub(rows),
-        starts,
-        method="newton_krylov",
-        tol=rtol,
-        atol=rtol,
-        max_steps=30,
-        throw=False,
-    )
+    pol = _newton(inputs, rows, starts, rtol)
     return pol.state, pol.converged.to(starts.device)
 
 
