@@ -57,6 +57,7 @@ from ._lipschitz import Domain as Domain
 from ._lipschitz import lipschitz_lower_bound as lipschitz_lower_bound
 from ._lipschitz import lipschitz_upper_bound as lipschitz_upper_bound
 from ._results import Outcome as Outcome
+from ._results import Trust as Trust
 from ._solvers import METHODS as METHODS
 from ._solvers import Solution as Solution
 from ._solvers import default_tolerance as default_tolerance

@@ -21,7 +21,7 @@ from torch.func import jacrev
 from ._fixed_points import FixedPointSet, find_fixed_points
 from ._krylov import arnoldi, golub_kahan
 from ._linearize import JacobianOperator, _flat, _operator_at, _per_example, jacobian
-from ._results import _finite_or_none
+from ._results import Trust, _finite_or_none
 from ._solvers import default_tolerance, solve
 from ._solvers._gmres import gmres
 from ._stats import clopper_pearson
@@ -87,6 +87,8 @@ class Reachability:
         Largest ρ(∂f/∂h) at a reached point (< 1: every reached point attracts locally).
     fixed_points : FixedPointSet
         The search behind the numbers.
+    kind, trust :
+        ``"estimate"`` and ESTIMATED: from sampled starts and iterated solves.
 
     Examples
     --------
@@ -110,6 +112,7 @@ class Reachability:
     max_spectral_radius: float | None
     fixed_points: FixedPointSet
     kind: str = field(default="estimate", init=False)
+    trust: Trust = field(default=Trust.ESTIMATED, init=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
@@ -126,6 +129,7 @@ class Reachability:
         """
         return {
             "kind": self.kind,
+            "trust": self.trust.value,
             "converged_fraction": self.converged_fraction,
             "converged_fraction_ci95": list(self.interval),
             "steps": dict(self.steps),
@@ -447,6 +451,8 @@ class InputDependence:
     starts_converged : torch.Tensor
         ``(B,)``: starts of each input whose iteration converged.
     driven : bool
+    kind, trust :
+        ``"estimate"`` and ESTIMATED: from sampled starts and iterated solves.
 
     Examples
     --------
@@ -476,6 +482,7 @@ class InputDependence:
     starts_converged: torch.Tensor
     driven: bool
     kind: str = field(default="estimate", init=False)
+    trust: Trust = field(default=Trust.ESTIMATED, init=False)
 
     @property
     def multistable(self) -> bool:
@@ -510,6 +517,7 @@ class InputDependence:
 
         return {
             "kind": self.kind,
+            "trust": self.trust.value,
             "verdict": self.verdict,
             "reason": self.reason,
             "driven": self.driven,
@@ -939,6 +947,8 @@ class Geometry:
     notes : tuple of str
         What could not be computed, where, and why (a NaN entry always has one): e.g. GMRES on
         ``I − J`` did not converge at a state where 1 is nearly an eigenvalue of ``J``.
+    kind, trust :
+        ``"estimate"`` and ESTIMATED: from sampled starts and iterated solves.
 
     Examples
     --------
@@ -967,6 +977,7 @@ class Geometry:
     exact: bool
     notes: tuple[str, ...] = ()
     kind: str = field(default="estimate", init=False)
+    trust: Trust = field(default=Trust.ESTIMATED, init=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
@@ -984,6 +995,7 @@ class Geometry:
         """
         return {
             "kind": self.kind,
+            "trust": self.trust.value,
             "exact_linear_algebra": self.exact,
             "spectral_radius": self.spectral_radius.tolist(),
             "spectral_norm": self.spectral_norm.tolist(),

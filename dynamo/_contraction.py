@@ -15,7 +15,7 @@ import torch
 from ._fixed_points import Continuum, FixedPoint, FixedPointSet, find_fixed_points
 from ._linearize import jacobian
 from ._lipschitz import Domain, lipschitz_lower_bound, lipschitz_upper_bound
-from ._results import _plain
+from ._results import Trust, _plain
 from ._system import LoopedSystem
 from ._validate import call_form, check_finite_tensor, check_positive_int, check_state_shape
 from .errors import InvalidArgumentError
@@ -49,19 +49,29 @@ class Verdict(enum.Enum):
     def __str__(self) -> str:
         return self.label.upper()
 
+    @property
+    def trust(self) -> Trust:
+        """What this verdict about the map rests on: PROVEN on a certified bound, CHECKED on a
+        re-checkable witness (REFUTED), ESTIMATED otherwise (sampled evidence, or none).
 
-#: Trust of a piece of evidence (SCIENCE.md section 7) and the tag it is printed with.
-_TRUST_TAGS = {"proven": "certified", "checked": "checked", "estimated": "sampled"}
+        >>> from dynamo import Verdict
+        >>> [v.trust.value for v in Verdict]
+        ['proven', 'checked', 'estimated', 'estimated']
+        """
+        return {
+            "proven": Trust.PROVEN,
+            "refuted": Trust.CHECKED,
+        }.get(self.label, Trust.ESTIMATED)
 
 
 @dataclass(frozen=True)
 class Evidence:
     """One piece of evidence: what was checked, the numbers, and how far it can be trusted.
 
-    ``trust`` is ``"proven"`` (rigorous, rounding included: only then is ``certified`` true),
-    ``"checked"`` (a float test on a computed instance, such as a fixed point found numerically)
-    or ``"estimated"`` (sampled); by default ``"proven"`` when ``certified``, else
-    ``"estimated"``.
+    ``trust`` is a :class:`~dynamo.Trust` (a string works too): PROVEN (rigorous, rounding
+    included: only then is ``certified`` true), CHECKED (a float test on a computed instance,
+    such as a fixed point found numerically) or ESTIMATED (sampled); by default PROVEN when
+    ``certified``, else ESTIMATED.
 
     Examples
     --------
@@ -72,9 +82,9 @@ class Evidence:
     >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
     >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
     >>> e = v.evidence[0]
-    >>> e.kind, round(e.value, 6), e.certified, e.trust
+    >>> e.kind, round(e.value, 6), e.certified, e.trust.value
     ('certified Lipschitz upper bound', 0.5, True, 'proven')
-    >>> v.evidence[-1].kind, v.evidence[-1].trust  # a float test at the fixed point found
+    >>> v.evidence[-1].kind, v.evidence[-1].trust.value  # a float test at the fixed point found
     ('discrete Lyapunov check', 'checked')
     """
 
@@ -83,15 +93,18 @@ class Evidence:
     value: float | None
     certified: bool
     details: dict[str, Any] = field(default_factory=dict)
-    trust: str = ""
+    trust: Trust | str = ""
 
     def __post_init__(self) -> None:
-        trust = self.trust or ("proven" if self.certified else "estimated")
-        if trust not in _TRUST_TAGS:
+        given = self.trust or (Trust.PROVEN if self.certified else Trust.ESTIMATED)
+        try:
+            trust = Trust(given)
+        except ValueError:
+            known = ", ".join(t.value for t in Trust)
             raise InvalidArgumentError(
-                f"Evidence(...): trust must be one of {sorted(_TRUST_TAGS)}, got {trust!r}"
-            )
-        if (trust == "proven") != bool(self.certified):
+                f"Evidence(...): trust must be one of {known}, got {given!r}"
+            ) from None
+        if (trust is Trust.PROVEN) != bool(self.certified):
             raise InvalidArgumentError(
                 f"Evidence(...): certified={self.certified} does not go with trust={trust!r}; "
                 "only proven evidence is certified"
@@ -117,7 +130,7 @@ class Evidence:
             "claim": self.claim,
             "value": None if v is None or not math.isfinite(v) else v,
             "certified": self.certified,
-            "trust": self.trust,
+            "trust": Trust(self.trust).value,
             "details": {k: _plain(val) for k, val in self.details.items()},
         }
 
@@ -142,7 +155,7 @@ class ContractionVerdict:
         themselves found by sampling; above ``dense_limit``, when every computed ρ < 1),
         REFUTED when one has ρ > 1, UNDETERMINED when none was found or a check failed.
     evidence : tuple of Evidence
-        Each with its trust: ``"proven"``, ``"checked"`` or ``"estimated"``.
+        Each with its :class:`~dynamo.Trust`: PROVEN, CHECKED or ESTIMATED.
     witness : dict
         The refuting witness (``"a"``, ``"b"`` states of the domain with their images' distance
         ratio, or fixed points on it), re-checkable by evaluating the map.
@@ -168,6 +181,28 @@ class ContractionVerdict:
     witness: dict[str, Any]
     domain: Domain | None
 
+    @property
+    def trust(self) -> Trust:
+        """What :attr:`verdict` rests on (see :attr:`Verdict.trust`)."""
+        return self.verdict.trust
+
+    @property
+    def local_trust(self) -> Trust:
+        """What :attr:`local_verdict` rests on: CHECKED when a float test at each fixed point
+        found decided it (SUPPORTED or REFUTED), ESTIMATED when nothing did (UNDETERMINED). The
+        points themselves were found by sampling: a point not found was not checked.
+
+        >>> import torch, dynamo as dy
+        >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
+        >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
+        >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
+        >>> v.trust.value, v.local_trust.value
+        ('proven', 'checked')
+        """
+        if self.local_verdict in (Verdict.SUPPORTED, Verdict.REFUTED):
+            return Trust.CHECKED
+        return Trust.ESTIMATED
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
 
@@ -187,7 +222,9 @@ class ContractionVerdict:
         return {
             "verdict": self.verdict.label.upper(),
             "verdict_meaning": self.verdict.message,
+            "trust": self.trust.value,
             "local_verdict": self.local_verdict.label.upper(),
+            "local_trust": self.local_trust.value,
             "evidence": [e.to_dict() for e in self.evidence],
             "witness": wit,
             "domain": None if self.domain is None else self.domain.to_dict(),
@@ -197,7 +234,7 @@ class ContractionVerdict:
         lines = [f"contraction: {self.verdict} (local: {self.local_verdict})"]
         for e in self.evidence:
             # an entry without a value (no certified rule applies) is no result of any trust
-            tag = _TRUST_TAGS[e.trust] if e.value is not None else "none"
+            tag = Trust(e.trust).word if e.value is not None else "none"
             val = "" if e.value is None else f" = {e.value:.6g}"
             lines.append(f"  [{tag}] {e.kind}{val}: {e.claim}")
         return "\n".join(lines)
@@ -246,7 +283,7 @@ def lyapunov_certificate(J: torch.Tensor, rate: float | None = None) -> dict[str
             "min_eig_P": None,
             "min_eig_gap": None,
             "cond_P": None,
-            "trust": "checked",
+            "trust": Trust.CHECKED.value,
         }
     A = Jn / lam
     P = scipy.linalg.solve_discrete_lyapunov(A.T, np.eye(Jn.shape[0]))
@@ -262,7 +299,7 @@ def lyapunov_certificate(J: torch.Tensor, rate: float | None = None) -> dict[str
         "min_eig_P": float(eig_p.min()),
         "min_eig_gap": float(gap.min()),
         "cond_P": float(eig_p.max() / eig_p.min()),
-        "trust": "checked",
+        "trust": Trust.CHECKED.value,
     }
 
 
@@ -430,7 +467,7 @@ def check_contraction(
                     "checked by evaluating the map",
                     pair["ratio"],
                     False,
-                    trust="checked",
+                    trust=Trust.CHECKED,
                 )
             )
     found = find_fixed_points(
@@ -454,7 +491,7 @@ def check_contraction(
                 float(len(off)),
                 False,
                 {"relative_distances": sorted(off)},
-                trust="checked",
+                trust=Trust.CHECKED,
             )
         )
     for b in range(found.n_inputs):
@@ -474,7 +511,7 @@ def check_contraction(
                     + " on the domain (a contraction has exactly one)",
                     float(len(pts)),
                     False,
-                    trust="checked",
+                    trust=Trust.CHECKED,
                 )
             )
             break
@@ -492,7 +529,7 @@ def check_contraction(
                 f"domain (residual {worst.residual:.1e})",
                 worst.spectral_radius,
                 False,
-                trust="checked",
+                trust=Trust.CHECKED,
             )
         )
 
@@ -522,7 +559,7 @@ def check_contraction(
                         rate_max,
                         False,
                         {"cond_P_max": max(c["cond_P"] for c in checks)},
-                        trust="checked",
+                        trust=Trust.CHECKED,
                     )
                 )
         elif all(p.spectral_radius < 1 for p in points):
@@ -534,7 +571,7 @@ def check_contraction(
                     "on the domain (computed points found by sampling: not a proof)",
                     max(p.spectral_radius for p in points),
                     False,
-                    trust="checked",
+                    trust=Trust.CHECKED,
                 )
             )
 

@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ._linearize import _top_eigenvalues, jacobian
-from ._results import Outcome, Solution
+from ._results import Outcome, Solution, Trust
 from ._solvers import default_tolerance, solve
 from ._stats import UnseenEstimate, chao1, clopper_pearson
 from ._system import LoopedSystem
@@ -72,6 +72,10 @@ class FixedPoint:
     stability : {"stable", "marginal", "saddle", "unstable"}
         Stable: every ``|λ| < 1 − δ``; marginal: some ``|λ|`` within ``δ`` of 1; saddle: some
         inside and some outside; unstable: every computed ``|λ| > 1 + δ``.
+    trust : Trust
+        ESTIMATED: a floating-point iterate whose residual is below the tolerance, not a proof
+        that a fixed point lies near it; its spectrum and stability are float computations at
+        that iterate.
 
     Examples
     --------
@@ -100,6 +104,7 @@ class FixedPoint:
     n_unstable_exact: bool
     nullity: int
     stability: str
+    trust: Trust = Trust.ESTIMATED
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (the state as its norm; eigenvalues as ``[re, im]`` pairs).
@@ -127,6 +132,7 @@ class FixedPoint:
             "n_unstable_exact": self.n_unstable_exact,
             "nullity": self.nullity,
             "stability": self.stability,
+            "trust": self.trust.value,
         }
 
 
@@ -297,6 +303,10 @@ class FixedPointSet:
     mode, tol, neutral_band, seed, dtype, device, damping :
         Settings (with ``damping < 1`` the reach search iterates ``(1 − α) h + α f(h)``, whose
         attractors can be points that are unstable for ``f`` itself).
+    trust : Trust
+        ESTIMATED: a multi-start search can miss basins, and each point is a float iterate.
+    guaranteed : bool
+        False (kept for compatibility; read :attr:`trust`).
 
     Examples
     --------
@@ -305,8 +315,8 @@ class FixedPointSet:
     >>> import dynamo as dy
     >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
     >>> found = dy.find_fixed_points(system, 16, mode="all")
-    >>> len(found.points), found.start_outcomes["converged"], found.guaranteed
-    (9, 16, False)
+    >>> len(found.points), found.start_outcomes["converged"], found.trust.value
+    (9, 16, 'estimated')
     """
 
     points: tuple[FixedPoint, ...]
@@ -331,6 +341,7 @@ class FixedPointSet:
     index_sums: tuple[int | None, ...] = ()
     damping: float = 1.0
     guaranteed: bool = field(default=False, init=False)
+    trust: Trust = field(default=Trust.ESTIMATED, init=False)
 
     def stable(self) -> tuple[FixedPoint, ...]:
         """The stable points.
@@ -415,6 +426,7 @@ class FixedPointSet:
         """
         return {
             "kind": "estimate",
+            "trust": self.trust.value,
             "mode": self.mode,
             "points": [p.to_dict() for p in self.points],
             "cycles": [c.to_dict() for c in self.cycles],
@@ -1765,7 +1777,8 @@ def find_fixed_points(
     Returns
     -------
     FixedPointSet
-        An estimate (``guaranteed`` is False): a multi-start search can miss basins.
+        An estimate (``trust`` is ESTIMATED, ``guaranteed`` False): a multi-start search can
+        miss basins.
 
     References
     ----------

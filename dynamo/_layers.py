@@ -10,7 +10,7 @@ import torch
 
 from ._fixed_points import _classify
 from ._linearize import _top_eigenvalues
-from ._results import _plain
+from ._results import Trust, _plain
 from ._solvers import default_tolerance
 from ._system import LoopedSystem
 from ._validate import (
@@ -127,6 +127,12 @@ class LayerCycle:
         return int(self.states.shape[0])
 
     @property
+    def trust(self) -> Trust:
+        """Of the stability classes: CHECKED (a float eigenvalue test of the dense Jacobian at
+        the given point), ESTIMATED when the spectrum is Arnoldi's top Ritz values."""
+        return Trust.CHECKED if self.spectrum == "dense" else Trust.ESTIMATED
+
+    @property
     def attracts(self) -> tuple[bool | None, ...]:
         """Per point: does iteration near ``h*`` converge to its cycle?
 
@@ -180,7 +186,7 @@ class LayerCycle:
             "stability": list(self.stability),
             "attracts": list(self.attracts),
             "n_unstable": list(self.n_unstable),
-            "trust": "checked",
+            "trust": self.trust.value,
             "spectrum": self.spectrum,
             "rotation_converged": self.rotation_converged.tolist(),
             "rotation_spread": [_plain(float(s)) for s in self.rotation_spread.tolist()],

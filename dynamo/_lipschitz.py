@@ -26,7 +26,7 @@ from torch import nn
 
 from ._krylov import golub_kahan
 from ._linearize import _flat, _prepare
-from ._results import _finite_or_none
+from ._results import Trust, _finite_or_none
 from ._system import LoopedSystem
 from ._types import LowerBoundMethod
 from ._validate import call_form, check_choice, check_positive_float, check_positive_int
@@ -289,6 +289,18 @@ class Bound:
     local_values: torch.Tensor | None = field(default=None, repr=False)
     out_norms: tuple[float, float] | None = None
 
+    @property
+    def trust(self) -> Trust:
+        """PROVEN for a certified upper bound (rules proved in theory/, rounding bounded
+        outward), ESTIMATED for a lower bound found by sampling or ascent.
+
+        >>> import dynamo as dy
+        >>> dy.lipschitz_upper_bound(dy.models.ZeroBranchRMSNorm(d=4),
+        ...                          dy.Domain.shell(1.0, 3.0)).trust.value
+        'proven'
+        """
+        return Trust.PROVEN if self.certified else Trust.ESTIMATED
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (the witness state is left out; its norm is kept).
 
@@ -305,6 +317,7 @@ class Bound:
             "kind": self.kind,
             "value": _finite_or_none(self.value),
             "certified": self.certified,
+            "trust": self.trust.value,
             "method": self.method,
             "domain": None if self.domain is None else self.domain.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
@@ -313,7 +326,7 @@ class Bound:
         }
 
     def __str__(self) -> str:
-        label = "certified" if self.certified else "estimate"
+        label = self.trust.word
         head = f"Lipschitz {self.kind} bound {self.value:.6g} ({label}, {self.method})"
         if self.domain is not None:
             head += f" on {self.domain!r}"

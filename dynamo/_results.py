@@ -1,17 +1,19 @@
-"""Result types shared by every solver and analysis: outcomes (values, not exceptions), the
-solver's :class:`Solution`, and the JSON-safe conversion of a value."""
+"""Result types shared by every solver and analysis: outcomes (values, not exceptions), the trust
+every reported number carries, the solver's :class:`Solution`, and the JSON-safe conversion of a
+value."""
 
 from __future__ import annotations
 
 import enum
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["Outcome", "Solution"]
+__all__ = ["Outcome", "Solution", "Trust"]
 
 
 class Outcome(enum.Enum):
@@ -66,6 +68,66 @@ class Outcome(enum.Enum):
                 return member
         known = ", ".join(m.label for m in cls)
         raise ValueError(f"Outcome.from_label({label!r}): unknown label; known labels: {known}")
+
+
+class Trust(str, enum.Enum):
+    """How far a reported number or verdict can be trusted: the one vocabulary of every result
+    (SCIENCE.md §7), strongest first.
+
+    * ``PROVEN``: rigorous for every point of the stated set, every rounding error accounted for,
+      from rules proved in general. Only this may be called *certified*.
+    * ``CHECKED``: an exact or floating-point test on a computed instance (an eigenvalue test at
+      a fixed point found numerically, an identity on one instance): true of that instance, not
+      of a claim about all of them.
+    * ``ESTIMATED``: sampled or iterated; its result says from how many samples.
+
+    A member is a string (``Trust.PROVEN == "proven"``), so it reads and writes as JSON as it is.
+
+    Examples
+    --------
+    >>> from dynamo import Trust
+    >>> Trust.PROVEN.word, Trust.ESTIMATED.word
+    ('certified', 'estimated')
+    >>> Trust("checked") is Trust.CHECKED, Trust.PROVEN == "proven"
+    (True, True)
+    >>> Trust.weakest([Trust.PROVEN, Trust.CHECKED]).value
+    'checked'
+    """
+
+    PROVEN = "proven"
+    CHECKED = "checked"
+    ESTIMATED = "estimated"
+
+    @property
+    def word(self) -> str:
+        """The word a report prints beside the number: ``certified`` (only for PROVEN),
+        ``checked`` or ``estimated``."""
+        return {"proven": "certified", "checked": "checked", "estimated": "estimated"}[self.value]
+
+    @property
+    def meaning(self) -> str:
+        """One line on what this trust means."""
+        return {
+            "proven": "rigorous on the stated set, rounding included, from rules proved in general",
+            "checked": "a test on a computed instance: true of that instance, not of the claim",
+            "estimated": "sampled or iterated: an estimate from the stated number of samples",
+        }[self.value]
+
+    @classmethod
+    def weakest(cls, trusts: Iterable[Trust | str]) -> Trust:
+        """The weakest of several trusts (what a statement resting on all of them has);
+        ``ESTIMATED`` for none.
+
+        >>> from dynamo import Trust
+        >>> Trust.weakest(["proven", "proven"]).value, Trust.weakest([]).value
+        ('proven', 'estimated')
+        """
+        order = list(cls)
+        got = [cls(t) for t in trusts]
+        return max(got, key=order.index) if got else cls.ESTIMATED
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def _plain(v: Any) -> Any:

@@ -31,7 +31,7 @@ import torch
 
 from ._krylov import KrylovResult, arnoldi, golub_kahan, lanczos_sym
 from ._linearize import JacobianOperator, _flat, _prepare
-from ._results import Outcome
+from ._results import Outcome, Trust
 from ._system import LoopedSystem
 from ._types import ReverseOrForward
 from ._validate import call_form, check_positive_float, check_positive_int
@@ -80,6 +80,9 @@ class SpectralEstimate:
     method : str
     seed : int
     dtype, device : str
+    trust : Trust
+        ESTIMATED: Krylov values from a random start (``guaranteed`` is False, kept for
+        compatibility).
 
     Examples
     --------
@@ -110,6 +113,7 @@ class SpectralEstimate:
     dtype: str
     device: str
     guaranteed: bool = field(default=False, init=False)
+    trust: Trust = field(default=Trust.ESTIMATED, init=False)
 
     @property
     def converged(self) -> torch.Tensor:
@@ -143,6 +147,7 @@ class SpectralEstimate:
         return {
             "quantity": self.quantity,
             "kind": "estimate",
+            "trust": self.trust.value,
             "lower_bound": self.lower_bound,
             "values": plain(self.values),
             "residuals": plain(self.residuals),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ._results import Trust
 from .errors import InvalidArgumentError
 
 __all__ = ["UnseenEstimate", "chao1", "clopper_pearson"]
@@ -108,6 +109,11 @@ class UnseenEstimate:
     draws: int
     of: str = "attractors"
 
+    @property
+    def trust(self) -> Trust:
+        """ESTIMATED: Chao1 estimates the classes not seen; it is not an upper bound."""
+        return Trust.ESTIMATED
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
 
@@ -118,6 +124,7 @@ class UnseenEstimate:
         """
         return {
             "kind": "estimate",
+            "trust": self.trust.value,
             "of": self.of,
             "observed": self.observed,
             "f1": self.f1,

@@ -32,7 +32,7 @@ from torch import nn
 from ._axes import InputDependence, input_dependence
 from ._contraction import ContractionVerdict, Verdict, check_contraction
 from ._lipschitz import Domain
-from ._results import Solution
+from ._results import Solution, Trust
 from ._solvers import default_tolerance, solve
 from ._stats import clopper_pearson
 from ._system import LoopedSystem
@@ -237,7 +237,7 @@ def assert_contractive(
     evidence = "; ".join(
         f"{e.kind}: {e.claim}"
         + ("" if e.value is None else f" = {e.value:.4g}")
-        + (" (certified)" if e.certified and e.value is not None else "")
+        + ("" if e.value is None else f" ({Trust(e.trust).word})")
         for e in v.evidence
     )
     need = " (proven=True needs PROVEN)" if proven and v.verdict is not Verdict.REFUTED else ""
