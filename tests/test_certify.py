@@ -237,7 +237,13 @@ def test_basis_follows_the_values_of_a_verdict() -> None:
     # the local verdict is a float check at sampled fixed points, never a proof
     assert verify.basis("contraction.local_verdict", ["SUPPORTED"] * 2).startswith("float check")
     assert verify.basis("contraction.local_verdict", ["PROVEN"]) == "sampled estimate"
-    assert verify.basis("contraction.local_verdict", ["SUPPORTED", "REFUTED"]) == "sampled estimate"
+    # each draw's value is then a float check (passing in one draw, failing in the other): the
+    # values are checked, whatever they read (this said "sampled estimate" before Trust)
+    assert verify.basis("contraction.local_verdict", ["SUPPORTED", "REFUTED"]).startswith("float")
+    assert verify.basis("contraction.verdict", ["PROVEN", "REFUTED"]).startswith("checked")
+    assert verify.basis("contraction.local_verdict", ["SUPPORTED", "UNDETERMINED"]) == (
+        "sampled estimate"
+    )
 
 
 def test_two_reports_cannot_share_a_file(
@@ -739,6 +745,9 @@ def test_contraction_and_lipschitz_share_one_certified_bound(
     direct = original(system, dy.Domain(r_min=0.5, r_max=10.0, x_max=10.0)).value
     assert cert.draws[0].metrics["lipschitz.upper_bound"] == direct
     assert cert.requirements[0].passed and cert.requirements[0].basis == "certified bound"
+    # the trust is recorded with the value, not guessed from the name when the report is read
+    assert cert.requirements[0].trust == "proven"
+    assert cert.draws[0].trust["lipschitz.upper_bound"] == "proven"
 
 
 # ---------------------------------------------------------------------- what a spec may run

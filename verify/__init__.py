@@ -35,7 +35,12 @@ _EXPORTS: dict[str, str] = {
     "Timestamp": "._report",
     "basis": "._report",
     "certificate_schema": "._report",
-    "METRICS": "._spec",
+    "METRICS": "._metrics",
+    "DrawContext": "._metrics",
+    "Metric": "._metrics",
+    "metric": "._metrics",
+    "register_metric": "._metrics",
+    "unregister_metric": "._metrics",
     "Analysis": "._spec",
     "Architecture": "._spec",
     "Draws": "._spec",
@@ -43,7 +48,13 @@ _EXPORTS: dict[str, str] = {
     "Requirement": "._spec",
     "Spec": "._spec",
     "SpecError": "._spec",
-    "VERDICT_VALUES": "._spec",
+    "VERDICT_VALUES": "._metrics",
+    "Renderer": "._render",
+    "register_renderer": "._render",
+    "render": "._render",
+    "renderer": "._render",
+    "renderers": "._render",
+    "unregister_renderer": "._render",
     "default_spec": "._spec",
     "load_spec": "._spec",
     "parse_requirement": "._spec",
@@ -74,12 +85,25 @@ if TYPE_CHECKING:
     from ._certify import certify as certify
     from ._certify import draw_inputs as draw_inputs
     from ._certify import stacked_reach as stacked_reach
+    from ._metrics import METRICS as METRICS
+    from ._metrics import VERDICT_VALUES as VERDICT_VALUES
+    from ._metrics import DrawContext as DrawContext
+    from ._metrics import Metric as Metric
+    from ._metrics import metric as metric
+    from ._metrics import register_metric as register_metric
+    from ._metrics import unregister_metric as unregister_metric
     from ._reach import DEFAULT_ARCHITECTURE as DEFAULT_ARCHITECTURE
     from ._reach import ReachabilityReport as ReachabilityReport
     from ._reach import clopper_pearson as clopper_pearson
     from ._reach import default_model as default_model
     from ._reach import default_system as default_system
     from ._reach import reachability_report as reachability_report
+    from ._render import Renderer as Renderer
+    from ._render import register_renderer as register_renderer
+    from ._render import render as render
+    from ._render import renderer as renderer
+    from ._render import renderers as renderers
+    from ._render import unregister_renderer as unregister_renderer
     from ._report import BASIS as BASIS
     from ._report import Certificate as Certificate
     from ._report import DrawResult as DrawResult
@@ -88,8 +112,6 @@ if TYPE_CHECKING:
     from ._report import Timestamp as Timestamp
     from ._report import basis as basis
     from ._report import certificate_schema as certificate_schema
-    from ._spec import METRICS as METRICS
-    from ._spec import VERDICT_VALUES as VERDICT_VALUES
     from ._spec import Analysis as Analysis
     from ._spec import Architecture as Architecture
     from ._spec import Draws as Draws

@@ -18,10 +18,14 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 import dynamo as dy
+from dynamo import Trust
 from dynamo.kernel import check_memory, clopper_pearson, finite_or_none
 from dynamo.kernel import plain as _plain
 from dynamo.protocols import Encodes, offers
 
+from ._metrics import DrawContext, Metric
+from ._metrics import metric as _metric
+from ._metrics import registered as _registered
 from ._report import Certificate, DrawResult, Environment, RequirementResult, Timestamp, basis
 from ._spec import Spec, SpecError, check_seed, load_spec, resolve_factory
 
@@ -583,7 +587,7 @@ def certify(
                 + "; ".join(
                     f"{e.kind}: "
                     + ("none" if e.value is None else f"{e.value:.4g}")
-                    + (" (certified)" if e.certified and e.value is not None else "")
+                    + ("" if e.value is None else f" ({Trust(e.trust).word})")
                     for e in cv.evidence
                 )
                 + ")"
@@ -607,12 +611,21 @@ def certify(
                 notes["lipschitz.upper_bound"] = (
                     f"no certified bound: {known[0].claim.removeprefix('none: ')}"
                 )
+        for m in _registered():
+            if m.compute is not None and (full or m.name in needed):
+                metrics[m.name] = _compute_metric(m, system, x, h0, seed, metrics)
         if metrics.get("reachability.converged") == 0:
             notes["reachability.converged"] = (
                 "no start converged: no fixed point is reported (this is not '0 fixed points')"
             )
+        plain = {k: _plain(v) for k, v in metrics.items()}
         draws.append(
-            DrawResult(seed=seed, metrics={k: _plain(v) for k, v in metrics.items()}, notes=notes)
+            DrawResult(
+                seed=seed,
+                metrics=plain,
+                notes=notes,
+                trust={k: _metric(k).trust_of(v).value for k, v in plain.items()},
+            )
         )
         bar.draw(d + 1)
     bar.close()
@@ -630,6 +643,7 @@ def certify(
                 value=req.value,
                 quorum=req.quorum,
                 basis=basis(req.metric, values),
+                trust=Trust.weakest(dr.trust[req.metric] for dr in draws).value,
                 values=values,
                 passes=passes,
                 proportion=k / len(passes),
@@ -768,6 +782,43 @@ def _domain(spec: Spec) -> dy.Domain | None:
     return dy.Domain(
         r_min=d.r_min, r_max=math.inf if d.r_max is None else d.r_max, x_min=d.x_min, x_max=d.x_max
     )
+
+
+def _compute_metric(
+    m: Metric, system: Any, x: Any, h0: Any, seed: int, metrics: dict[str, Any]
+) -> float | int | str | None:
+    """One draw's value of a metric registered from outside, checked against its declaration."""
+    ctx = DrawContext(system=system, x=x, h0=h0, seed=seed, metrics=dict(metrics))
+    assert m.compute is not None
+    try:
+        value = m.compute(ctx)
+    except SystemExit as err:  # user code must not end a CI gate with its own exit code
+        raise SpecError(
+            f"metric {m.name}: its compute function called sys.exit({err.code!r}) at draw seed "
+            f"{seed} (nothing was certified)"
+        ) from None
+    except Exception as err:
+        raise SpecError(
+            f"metric {m.name}: its compute function raised {type(err).__name__}: {err} "
+            f"(draw seed {seed})"
+        ) from None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if value is None:
+        return None
+    if m.type == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(
+                f"metric {m.name}: compute returned {type(value).__name__}; a number metric "
+                "returns an int, a float or None"
+            )
+        return value
+    if not isinstance(value, str) or value not in (m.values or ()):
+        raise SpecError(
+            f"metric {m.name}: compute returned {value!r}; its values are "
+            + ", ".join(repr(v) for v in m.values or ())
+        )
+    return value
 
 
 def _reach_metrics(

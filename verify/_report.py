@@ -11,6 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dynamo import Trust
+
+from ._metrics import metric as _metric
+from ._metrics import registered as _registered
+from ._metrics import trust_of as _trust_of
 from ._schema import _summary_only
 
 __all__ = [
@@ -20,16 +25,22 @@ __all__ = [
     "Environment",
     "RequirementResult",
     "Timestamp",
+    "TrustLabel",
     "basis",
     "certificate_schema",
 ]
 
-#: What each metric's value rests on, whatever it reads. Everything sampled is an estimate; a
-#: certified Lipschitz bound is sound on the spec's domain (derivation: theory R1–R8). The
-#: contraction verdicts depend on their values: see :func:`basis`.
+#: What each built-in metric's value rests on where that does not depend on the value (a
+#: certified Lipschitz bound is sound on the spec's domain: derivation theory R1–R8); every other
+#: metric is a sampled estimate unless its values say otherwise: see :func:`basis`.
 BASIS: dict[str, str] = {
-    "lipschitz.upper_bound": "certified bound",
+    m.name: m.basis_for(m.trust)
+    for m in _registered()
+    if isinstance(m.trust, Trust) and m.trust is not Trust.ESTIMATED
 }
+
+#: A trust as the certificate's JSON writes it (the values of :class:`dynamo.Trust`).
+TrustLabel = Literal["proven", "checked", "estimated"]
 
 
 #: Metrics plotted for an analysis (a certificate without requirements).
@@ -43,14 +54,16 @@ _HEADLINE = (
 
 
 def basis(metric: str, values: list[Any] | None = None) -> str:
-    """What a metric's values rest on: ``"sampled estimate"`` unless they rest on a proof.
+    """What a metric's values rest on, in words: ``"sampled estimate"`` unless they rest on a
+    proof or a check (the weakest :class:`dynamo.Trust` of the values, see
+    :meth:`verify.Metric.trust_of`).
 
     ``lipschitz.upper_bound`` is a certified bound. ``contraction.verdict`` is a proof when it
-    reads PROVEN in every draw (a certified bound below 1) and a checked witness when REFUTED in
-    every draw; ``contraction.local_verdict`` SUPPORTED in every draw is a float check (a discrete
-    Lyapunov inequality, or ρ < 1) at each fixed point found, those points themselves found by
-    sampling: a check at computed points, not a proof. Mixed or other values are sampled
-    estimates.
+    reads PROVEN in every draw (a certified bound below 1), a checked witness or a proof when it
+    reads REFUTED or PROVEN in every draw; ``contraction.local_verdict`` SUPPORTED or REFUTED in
+    every draw is a float check (a discrete Lyapunov inequality, or ρ < 1) at each fixed point
+    found, those points themselves found by sampling: a check at computed points, not a proof.
+    Other values are sampled estimates.
 
     Parameters
     ----------
@@ -75,17 +88,11 @@ def basis(metric: str, values: list[Any] | None = None) -> str:
     >>> basis("contraction.local_verdict", ["SUPPORTED", "SUPPORTED"])
     'float check at the sampled fixed points (Lyapunov, or ρ < 1)'
     """
-    if metric in BASIS:
-        return BASIS[metric]
-    vals = [v for v in (values or []) if v is not None]
-    if values and len(vals) == len(values):
-        if metric == "contraction.verdict" and all(v == "PROVEN" for v in vals):
-            return "proof (PROVEN in every draw)"
-        if metric == "contraction.verdict" and all(v == "REFUTED" for v in vals):
-            return "checked witness (REFUTED in every draw)"
-        if metric == "contraction.local_verdict" and all(v == "SUPPORTED" for v in vals):
-            return "float check at the sampled fixed points (Lyapunov, or ρ < 1)"
-    return "sampled estimate"
+    try:
+        m = _metric(metric)
+    except KeyError:  # a certificate written with a metric this process has not registered
+        return "sampled estimate"
+    return m.basis_for(_trust_of(metric, values))
 
 
 class _Frozen(BaseModel):
@@ -157,6 +164,12 @@ class DrawResult(_Frozen):
     notes: dict[str, str] = Field(
         default_factory=dict, description="metric -> why it is null, or what its verdict rests on"
     )
+    trust: dict[str, TrustLabel] = Field(
+        default_factory=dict,
+        description="metric -> how far its value can be trusted (dynamo.Trust): 'proven' "
+        "(rigorous, rounding included: only these are certified), 'checked' (a test on a "
+        "computed instance) or 'estimated' (sampled)",
+    )
 
 
 class RequirementResult(_Frozen):
@@ -174,6 +187,11 @@ class RequirementResult(_Frozen):
     value: float | str
     quorum: float = Field(description="share of draws that must satisfy it")
     basis: str = Field(description="'sampled estimate', 'certified bound', ...")
+    trust: TrustLabel = Field(
+        default="estimated",
+        description="the weakest trust of the values over the draws (dynamo.Trust): 'proven' "
+        "only when every draw's value is",
+    )
     values: list[float | int | str | None] = Field(description="the metric in each draw")
     passes: list[bool] = Field(description="whether each draw satisfies it")
     proportion: float = Field(description="share of draws that satisfy it")
@@ -478,6 +496,19 @@ exact 95% Clopper–Pearson intervals of the share of draws.</p>
 """
 
     # ------------------------------------------------------------------ helpers
+    def _basis(self, metric: str) -> str:
+        """What a metric's values rest on, read from the trust each draw recorded (a
+        certificate written before trust was recorded: from the metric's registration)."""
+        values = [d.metrics.get(metric) for d in self.draws]
+        recorded = [d.trust[metric] for d in self.draws if metric in d.trust]
+        if len(recorded) < len(self.draws):
+            return basis(metric, values)
+        trust = Trust.weakest(recorded)
+        try:
+            return _metric(metric).basis_for(trust)
+        except KeyError:
+            return "sampled estimate" if trust is Trust.ESTIMATED else trust.word
+
     def _metric_names(self) -> list[str]:
         names: list[str] = []
         for d in self.draws:
@@ -503,7 +534,7 @@ exact 95% Clopper–Pearson intervals of the share of draws.</p>
     def _metric_rows(self, max_columns: int = 8) -> tuple[list[str], list[list[str]]]:
         """Rows per metric: one column per draw when there are few, else median/min/max."""
         names = self._metric_names()
-        based = {m: basis(m, [d.metrics.get(m) for d in self.draws]) for m in names}
+        based = {m: self._basis(m) for m in names}
         label = {m: m if based[m] == "sampled estimate" else f"{m} ({based[m]})" for m in names}
         if len(self.draws) <= max_columns:
             header = ["metric"] + [f"seed {d.seed}" for d in self.draws]

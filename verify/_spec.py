@@ -29,6 +29,8 @@ from dynamo.errors import InvalidArgumentError
 from dynamo.kernel import MAX_SEED as _MAX_SEED
 from dynamo.kernel import check_seed as check_seed
 
+from ._metrics import METRICS, VERDICT_VALUES
+from ._metrics import metric as _metric
 from ._schema import _summary_only
 
 if sys.version_info >= (3, 11):
@@ -67,76 +69,6 @@ class SpecError(InvalidArgumentError):
     """
 
 
-#: Every metric a requirement may name: its type and what it measures (per draw).
-METRICS: dict[str, tuple[str, str]] = {
-    "reachability.converged_fraction": ("number", "share of starts whose iteration converged"),
-    "reachability.converged": ("number", "starts whose iteration converged"),
-    "reachability.starts": ("number", "starts iterated (inputs × starts per input)"),
-    "reachability.diverged": ("number", "starts whose iteration diverged"),
-    "reachability.nonfinite": ("number", "starts whose iteration hit NaN or inf"),
-    "reachability.path_independence": (
-        "number",
-        "mean cosine of limits from different starts on one input (1: one limit per input); "
-        "n/a unless every start converged",
-    ),
-    "reachability.steps_median": (
-        "number",
-        "median iterations to tolerance over all starts (an unconverged start counts as more "
-        "than max_steps); n/a when half or more did not converge",
-    ),
-    "reachability.steps_max": (
-        "number",
-        "largest iterations to tolerance; n/a unless every start converged",
-    ),
-    "input_dependence.verdict": (
-        "string",
-        "'none', 'weak', 'partial', 'strong' or 'undetermined'",
-    ),
-    "input_dependence.n_distinct": (
-        "number",
-        "distinct fixed points across the inputs; n/a unless every input's iteration converged",
-    ),
-    "input_dependence.distance_ratio": (
-        "number",
-        "mean pairwise fixed-point distance over mean pairwise input distance; n/a unless every "
-        "input's iteration converged",
-    ),
-    "input_dependence.sensitivity_norm": ("number", "largest ‖dh*/dx‖₂ over the inputs"),
-    "geometry.spectral_radius": (
-        "number",
-        "largest ρ(∂f/∂h) at the fixed points reached; n/a unless every input's iteration "
-        "converged",
-    ),
-    "geometry.spectral_norm": (
-        "number",
-        "largest ‖∂f/∂h‖₂ at the fixed points reached; n/a unless every input's iteration "
-        "converged",
-    ),
-    "geometry.sigma_min": (
-        "number",
-        "smallest σ_min(I − ∂f/∂h) at the fixed points reached; n/a unless every input's "
-        "iteration converged",
-    ),
-    "contraction.verdict": ("string", "'PROVEN', 'SUPPORTED', 'REFUTED' or 'UNDETERMINED'"),
-    "contraction.local_verdict": (
-        "string",
-        "the local verdict at the fixed points found: a float (Lyapunov) check, at most SUPPORTED",
-    ),
-    "lipschitz.upper_bound": ("number", "certified Lipschitz upper bound on the spec's domain"),
-}
-
-#: The values a verdict metric can take (as reported in a certificate).
-VERDICT_VALUES: dict[str, tuple[str, ...]] = {
-    "input_dependence.verdict": ("none", "weak", "strong", "partial", "undetermined"),
-    "contraction.verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
-    # a float check at computed points is never a proof: the local verdict is at most SUPPORTED
-    "contraction.local_verdict": ("SUPPORTED", "REFUTED", "UNDETERMINED"),
-}
-#: Numeric metrics confined to a range: a threshold outside it can never (or always) hold.
-_RANGES: dict[str, tuple[float, float]] = {
-    "reachability.converged_fraction": (0.0, 1.0),
-    "reachability.path_independence": (-1.0, 1.0),
-}
 #: Upper limit on counts and sizes: beyond it a spec is a typo, not a plan.
 _MAX_COUNT = 1_000_000
 #: Seeds are torch generator seeds: non-negative and within a signed 64-bit integer.
@@ -432,8 +364,9 @@ class Requirement(_Strict):
                 )
         if isinstance(self.value, float) and not math.isfinite(self.value):
             raise ValueError(f"{self.metric} compared with {self.value}: use a finite threshold")
-        if isinstance(self.value, (int, float)) and self.metric in _RANGES:
-            lo, hi = _RANGES[self.metric]
+        rng = _metric(self.metric).range
+        if isinstance(self.value, (int, float)) and rng is not None:
+            lo, hi = rng
             v = self.value
             never = {">": v >= hi, ">=": v > hi, "<": v <= lo, "<=": v < lo}.get(self.op, False)
             if not lo <= v <= hi or never:

@@ -1,0 +1,343 @@
+"""Certificate metrics: one registry, each metric one object that knows its name, type, range,
+values, trust and (for metrics registered from outside) how to compute it.
+
+The built-in metrics are measured by :func:`verify.certify`'s analyses (reachability, input
+dependence, geometry, contraction, the Lipschitz bound), several at once; a metric registered with
+:func:`register_metric` carries its own ``compute``, called once per draw on a
+:class:`DrawContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dynamo import Trust
+
+__all__ = [
+    "METRICS",
+    "VERDICT_VALUES",
+    "DrawContext",
+    "Metric",
+    "metric",
+    "register_metric",
+    "unregister_metric",
+]
+
+
+@dataclass(frozen=True)
+class DrawContext:
+    """What a registered metric's ``compute`` sees of one initialisation draw.
+
+    Attributes
+    ----------
+    system : dynamo.LoopedSystem
+        The draw's looped block on the spec's inputs.
+    x : torch.Tensor or None
+        The inputs (None for an autonomous block).
+    h0 : torch.Tensor
+        The starts the reachability analysis iterates (``per`` starts for each input).
+    seed : int
+        The draw's initialisation seed.
+    metrics : Mapping
+        The built-in metrics measured on this draw so far (read-only).
+    """
+
+    system: Any
+    x: Any
+    h0: Any
+    seed: int
+    metrics: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One certificate metric.
+
+    Parameters
+    ----------
+    name : str
+        ``"family.quantity"`` in lower case, e.g. ``"geometry.spectral_radius"``.
+    type : {"number", "string"}
+        A number compared with ``<``, ``<=``, … or a verdict compared with ``==`` / ``!=``.
+    description : str
+        What it measures, per draw (shown in the spec reference and reports).
+    trust : Trust or callable
+        How far a value can be trusted (:class:`dynamo.Trust`): fixed, or a function of the
+        value (a verdict that is PROVEN in one draw and SUPPORTED in another).
+    values : tuple of str, optional
+        A verdict's possible values (``type="string"`` only).
+    range : (float, float), optional
+        Where a number lies: a requirement that can never (or always) hold is refused.
+    basis : dict, optional
+        The words a report prints for each trust, e.g. ``{Trust.PROVEN: "certified bound"}``
+        (default: ``"sampled estimate"`` for ESTIMATED, the trust's word otherwise).
+    compute : callable, optional
+        ``compute(ctx: DrawContext) -> float | str | None`` for a metric registered from
+        outside; None for the built-in metrics, which the analyses measure.
+
+    Examples
+    --------
+    >>> from dynamo import Trust
+    >>> from verify import metric
+    >>> m = metric("contraction.verdict")
+    >>> m.type, m.trust_of("PROVEN").value, m.trust_of("SUPPORTED").value
+    ('string', 'proven', 'estimated')
+    >>> metric("lipschitz.upper_bound").basis_for(Trust.PROVEN)
+    'certified bound'
+    """
+
+    name: str
+    type: Literal["number", "string"]
+    description: str
+    trust: Trust | Callable[[Any], Trust] = Trust.ESTIMATED
+    values: tuple[str, ...] | None = None
+    range: tuple[float, float] | None = None
+    basis: Mapping[Trust, str] = field(default_factory=dict)
+    compute: Callable[[DrawContext], Any] | None = None
+
+    def trust_of(self, value: Any) -> Trust:
+        """The trust of one draw's value (ESTIMATED for a verdict with no value)."""
+        if isinstance(self.trust, Trust):
+            return self.trust
+        if value is None:
+            return Trust.ESTIMATED
+        return Trust(self.trust(value))
+
+    def basis_for(self, trust: Trust) -> str:
+        """What a report prints for values of this trust."""
+        if trust in self.basis:
+            return self.basis[trust]
+        return "sampled estimate" if trust is Trust.ESTIMATED else trust.word
+
+
+def _verdict_trust(value: Any) -> Trust:
+    # PROVEN rests on a certified bound; REFUTED on a re-checkable witness
+    return {"PROVEN": Trust.PROVEN, "REFUTED": Trust.CHECKED}.get(value, Trust.ESTIMATED)
+
+
+def _local_trust(value: Any) -> Trust:
+    # a float (Lyapunov, or ρ) test at each fixed point found: checked, never proven
+    return Trust.CHECKED if value in ("SUPPORTED", "REFUTED") else Trust.ESTIMATED
+
+
+_ALL_CONVERGED = "n/a unless every input's iteration converged"
+
+_BUILTIN = (
+    Metric(
+        "reachability.converged_fraction",
+        "number",
+        "share of starts whose iteration converged",
+        range=(0.0, 1.0),
+    ),
+    Metric("reachability.converged", "number", "starts whose iteration converged"),
+    Metric("reachability.starts", "number", "starts iterated (inputs × starts per input)"),
+    Metric("reachability.diverged", "number", "starts whose iteration diverged"),
+    Metric("reachability.nonfinite", "number", "starts whose iteration hit NaN or inf"),
+    Metric(
+        "reachability.path_independence",
+        "number",
+        "mean cosine of limits from different starts on one input (1: one limit per input); "
+        "n/a unless every start converged",
+        range=(-1.0, 1.0),
+    ),
+    Metric(
+        "reachability.steps_median",
+        "number",
+        "median iterations to tolerance over all starts (an unconverged start counts as more "
+        "than max_steps); n/a when half or more did not converge",
+    ),
+    Metric(
+        "reachability.steps_max",
+        "number",
+        "largest iterations to tolerance; n/a unless every start converged",
+    ),
+    Metric(
+        "input_dependence.verdict",
+        "string",
+        "'none', 'weak', 'partial', 'strong' or 'undetermined'",
+        values=("none", "weak", "strong", "partial", "undetermined"),
+    ),
+    Metric(
+        "input_dependence.n_distinct",
+        "number",
+        f"distinct fixed points across the inputs; {_ALL_CONVERGED}",
+    ),
+    Metric(
+        "input_dependence.distance_ratio",
+        "number",
+        f"mean pairwise fixed-point distance over mean pairwise input distance; {_ALL_CONVERGED}",
+    ),
+    Metric("input_dependence.sensitivity_norm", "number", "largest ‖dh*/dx‖₂ over the inputs"),
+    Metric(
+        "geometry.spectral_radius",
+        "number",
+        f"largest ρ(∂f/∂h) at the fixed points reached; {_ALL_CONVERGED}",
+    ),
+    Metric(
+        "geometry.spectral_norm",
+        "number",
+        f"largest ‖∂f/∂h‖₂ at the fixed points reached; {_ALL_CONVERGED}",
+    ),
+    Metric(
+        "geometry.sigma_min",
+        "number",
+        f"smallest σ_min(I − ∂f/∂h) at the fixed points reached; {_ALL_CONVERGED}",
+    ),
+    Metric(
+        "contraction.verdict",
+        "string",
+        "'PROVEN', 'SUPPORTED', 'REFUTED' or 'UNDETERMINED'",
+        trust=_verdict_trust,
+        values=("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
+        basis={
+            Trust.PROVEN: "proof (PROVEN in every draw)",
+            Trust.CHECKED: "checked witness (REFUTED) or proof (PROVEN) in every draw",
+        },
+    ),
+    Metric(
+        "contraction.local_verdict",
+        "string",
+        "the local verdict at the fixed points found: a float (Lyapunov) check, at most SUPPORTED",
+        trust=_local_trust,
+        # a float check at computed points is never a proof: the local verdict is at most SUPPORTED
+        values=("SUPPORTED", "REFUTED", "UNDETERMINED"),
+        basis={Trust.CHECKED: "float check at the sampled fixed points (Lyapunov, or ρ < 1)"},
+    ),
+    Metric(
+        "lipschitz.upper_bound",
+        "number",
+        "certified Lipschitz upper bound on the spec's domain",
+        trust=Trust.PROVEN,
+        basis={Trust.PROVEN: "certified bound"},
+    ),
+)
+
+_REGISTRY: dict[str, Metric] = {m.name: m for m in _BUILTIN}
+
+#: Every metric a requirement may name: its type and what it measures (per draw). A view of the
+#: registry, kept up to date by :func:`register_metric`.
+METRICS: dict[str, tuple[str, str]] = {m.name: (m.type, m.description) for m in _BUILTIN}
+
+#: The values a verdict metric can take (as reported in a certificate).
+VERDICT_VALUES: dict[str, tuple[str, ...]] = {
+    m.name: m.values for m in _BUILTIN if m.values is not None
+}
+
+
+def metric(name: str) -> Metric:
+    """The registered metric called ``name``.
+
+    Raises
+    ------
+    KeyError
+        Naming the known metrics.
+
+    Examples
+    --------
+    >>> from verify import metric
+    >>> metric("reachability.converged_fraction").range
+    (0.0, 1.0)
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"metric({name!r}): unknown metric; known metrics: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def register_metric(m: Metric, *, replace: bool = False) -> Metric:
+    """Add a metric that specs may then name in requirements; its ``compute`` runs once per draw.
+
+    Parameters
+    ----------
+    m : Metric
+        With a ``compute`` function (the built-in names are measured by the analyses and cannot
+        be replaced).
+    replace : bool
+        Allow replacing an earlier registration of the same name (not a built-in one).
+
+    Returns
+    -------
+    Metric
+        ``m``, so that it can be used as a decorator's result.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynamo import Trust
+    >>> from verify import DrawContext, Metric, register_metric, unregister_metric
+    >>> def weight_norm(ctx: DrawContext) -> float:
+    ...     '''the largest entry of the draw's parameters, in absolute value'''
+    ...     return max(float(p.abs().max()) for p in ctx.system.module.parameters())
+    >>> m = register_metric(Metric("custom.max_weight", "number", "largest |weight|",
+    ...                            trust=Trust.CHECKED, compute=weight_norm), replace=True)
+    >>> m.name, m.trust_of(0.5).value
+    ('custom.max_weight', 'checked')
+    >>> unregister_metric("custom.max_weight")
+    """
+    if not isinstance(m, Metric):
+        raise TypeError(f"register_metric(m): m must be a verify.Metric, got {type(m).__name__}")
+    parts = m.name.split(".")
+    if len(parts) != 2 or not all(p and p.replace("_", "a").isalnum() for p in parts):
+        raise ValueError(
+            f"register_metric(m): m.name={m.name!r} must read 'family.quantity' (letters, digits "
+            "and underscores)"
+        )
+    if m.name != m.name.lower():
+        raise ValueError(f"register_metric(m): m.name={m.name!r} must be lower case")
+    if m.compute is None:
+        raise ValueError(
+            f"register_metric(m): {m.name} has no compute function; give compute=f, where "
+            "f(ctx: DrawContext) returns the value for one draw"
+        )
+    if m.type not in ("number", "string"):
+        raise ValueError(f"register_metric(m): m.type={m.type!r} must be 'number' or 'string'")
+    if m.type == "string" and not m.values:
+        raise ValueError(
+            f"register_metric(m): {m.name} is a verdict (type 'string'); list its values"
+        )
+    builtin = {b.name for b in _BUILTIN}
+    if m.name in builtin:
+        raise ValueError(f"register_metric(m): {m.name} is a built-in metric; choose another name")
+    if m.name in _REGISTRY and not replace:
+        raise ValueError(
+            f"register_metric(m): {m.name} is already registered; pass replace=True to replace it"
+        )
+    _REGISTRY[m.name] = m
+    METRICS[m.name] = (m.type, m.description)
+    if m.values is not None:
+        VERDICT_VALUES[m.name] = m.values
+    return m
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric added by :func:`register_metric` (the built-in ones stay).
+
+    >>> from verify import unregister_metric
+    >>> unregister_metric("geometry.spectral_radius")
+    Traceback (most recent call last):
+    ...
+    ValueError: unregister_metric('geometry.spectral_radius'): a built-in metric cannot be removed
+    """
+    if name in {b.name for b in _BUILTIN}:
+        raise ValueError(f"unregister_metric({name!r}): a built-in metric cannot be removed")
+    metric(name)  # a KeyError naming the known metrics
+    del _REGISTRY[name]
+    METRICS.pop(name, None)
+    VERDICT_VALUES.pop(name, None)
+
+
+def registered() -> tuple[Metric, ...]:
+    """Every metric, built-in ones first, in registration order."""
+    return tuple(_REGISTRY.values())
+
+
+def trust_of(name: str, values: list[Any] | None) -> Trust:
+    """The weakest trust of ``name``'s values over the draws (its fixed trust without values)."""
+    m = metric(name)
+    if not values:
+        return m.trust if isinstance(m.trust, Trust) else Trust.ESTIMATED
+    return Trust.weakest(m.trust_of(v) for v in values)
