@@ -109,6 +109,17 @@ _THREADS_WHY = (
     "98 s with 2 threads and 33 s with 1). Raise it for a large block on an idle machine."
 )
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help=_THREADS_WHY)]
+ReportOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--report",
+        metavar="FORMAT=PATH",
+        help="Write the report in FORMAT here; repeat for more. FORMAT is any registered format: "
+        "json, markdown, junit, html, and those a package registers "
+        "(verify.register_renderer, or the entry-point group dynamo.renderers).",
+        show_default=False,
+    ),
+]
 AllowOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -174,6 +185,7 @@ def certify(
     markdown: MarkdownOpt = None,
     junit: JunitOpt = None,
     html: HtmlOpt = None,
+    report: ReportOpt = None,
     inputs: InputsOpt = None,
     seq_len: SeqLenOpt = None,
     starts: StartsOpt = None,
@@ -195,7 +207,13 @@ def certify(
     t0 = time.perf_counter()
     _threads(threads)
     outputs = _check_outputs(
-        "certify", spec, json=json_out, markdown=markdown, junit=junit, html=html
+        "certify",
+        spec,
+        json=json_out,
+        markdown=markdown,
+        junit=junit,
+        html=html,
+        **_report_paths("certify", report),
     )
     _Run.at("loading the spec")
     s = _spec("certify", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype, allow_module)
@@ -232,6 +250,7 @@ def analyze(
     json_out: JsonOpt = None,
     markdown: MarkdownOpt = None,
     html: HtmlOpt = None,
+    report: ReportOpt = None,
     inputs: InputsOpt = None,
     seq_len: SeqLenOpt = None,
     starts: StartsOpt = None,
@@ -252,7 +271,14 @@ def analyze(
     """
     t0 = time.perf_counter()
     _threads(threads)
-    outputs = _check_outputs("analyze", spec, json=json_out, markdown=markdown, html=html)
+    outputs = _check_outputs(
+        "analyze",
+        spec,
+        json=json_out,
+        markdown=markdown,
+        html=html,
+        **_report_paths("analyze", report),
+    )
     _Run.at("loading the spec")
     s = _spec("analyze", spec, seeds, inputs, seq_len, starts, seed, max_steps, dtype, allow_module)
     _check_inputs("analyze", outputs, s)
@@ -394,6 +420,44 @@ def basins(
 
 
 # ---------------------------------------------------------------------- helpers
+#: The key of a ``--report FORMAT=PATH`` output (the built-in flags use the format's name).
+_REPORT = "report:"
+
+
+def _flag(key: str, path: Path | None = None) -> str:
+    """How the user wrote an output option: ``--json out.json`` or ``--report toy=out.txt``."""
+    if key.startswith(_REPORT):
+        name = key.removeprefix(_REPORT)
+        return f"--report {name}" + ("" if path is None else f"={path}")
+    return f"--{key}" + ("" if path is None else f" {path}")
+
+
+def _report_paths(command: str, entries: list[str] | None) -> dict[str, Path]:
+    """``--report FORMAT=PATH`` entries as output keys, each format checked to be registered
+    (before any work)."""
+    if not entries:
+        return {}
+    from ._render import renderer
+
+    out: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise _UsageError(
+                f"{command} --report {entry}: write FORMAT=PATH, e.g. --report markdown=report.md"
+            )
+        try:
+            renderer(name)
+        except KeyError as err:
+            raise _UsageError(f"{command} --report {entry}: {err.args[0]}") from None
+        key = _REPORT + name
+        if key in out:
+            raise _UsageError(f"{command} --report {entry}: --report {name} is given twice")
+        out[key] = Path(path)
+    return out
+
+
 def _check_outputs(command: str, spec: Path | None, **paths: Path | None) -> dict[str, Path]:
     """Every output path must be writable before any work starts, and overwrite nothing of ours.
 
@@ -407,28 +471,28 @@ def _check_outputs(command: str, spec: Path | None, **paths: Path | None) -> dic
             continue
         if spec is not None and _same_file(path, spec):
             raise _UsageError(
-                f"{command} --{key} {path}: that is the spec itself; write the report elsewhere"
+                f"{command} {_flag(key, path)}: that is the spec itself; write the report elsewhere"
             )
         same = [k for k, p in out.items() if _same_file(p, path)]
         if same:
             raise _UsageError(
-                f"{command} --{key} {path}: --{same[0]} writes there too; give each report its "
+                f"{command} {_flag(key, path)}: --{same[0]} writes there too; give each report its "
                 "own file"
             )
         if not path.parent.is_dir():
             raise _UsageError(
-                f"{command} --{key} {path}: the folder {path.parent} does not exist; create it or "
-                "choose another path"
+                f"{command} {_flag(key, path)}: the folder {path.parent} does not exist; create "
+                "it or choose another path"
             )
         if path.is_dir():
-            raise _UsageError(f"{command} --{key} {path}: is a folder; give a file name")
+            raise _UsageError(f"{command} {_flag(key, path)}: is a folder; give a file name")
         try:  # the same operation the report will need: a new file in that folder
             fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".dynamo-probe-")
             os.close(fd)
             os.unlink(probe)
         except OSError as err:
             raise _UsageError(
-                f"{command} --{key} {path}: cannot write in {path.parent} "
+                f"{command} {_flag(key, path)}: cannot write in {path.parent} "
                 f"({err.strerror or err}); choose a writable folder"
             ) from None
         out[key] = path
@@ -456,12 +520,12 @@ def _check_inputs(command: str, outputs: dict[str, Path], spec: Any) -> None:
             if _same_file(path, f):
                 if what == "the spec itself":
                     raise _UsageError(
-                        f"{command} --{key} {path}: that is the spec itself; write the report "
+                        f"{command} {_flag(key, path)}: that is the spec itself; write the report "
                         "elsewhere"
                     )
                 raise _UsageError(
-                    f"{command} --{key} {path}: that is an input of this run ({what}); a report "
-                    "never overwrites an input: write it elsewhere"
+                    f"{command} {_flag(key, path)}: that is an input of this run ({what}); a "
+                    "report never overwrites an input: write it elsewhere"
                 )
 
 
@@ -630,13 +694,24 @@ def _metric_table(cert: Any) -> str:
 
 def _renderers(cert: Any, outputs: dict[str, Path]) -> dict[str, Callable[[Path], object]]:
     """A writer per requested report; every report is rendered here, before any is written."""
-    render = {
-        "json": cert.to_json,
-        "markdown": cert.to_markdown,
-        "junit": cert.to_junit,
-        "html": cert.to_html,
-    }
-    texts = {key: render[key]() for key in outputs}
+    from ._render import renderer
+
+    texts = {}
+    for key in outputs:
+        fmt = renderer(key.removeprefix(_REPORT))
+        try:
+            text = fmt.render(cert)
+        except Exception as err:  # a registered format's own code
+            raise _UsageError(
+                f"{_flag(key, outputs[key])}: the {fmt.title} renderer raised "
+                f"{type(err).__name__}: {err} (no report was written)"
+            ) from None
+        if not isinstance(text, str):
+            raise _UsageError(
+                f"{_flag(key, outputs[key])}: the {fmt.title} renderer returned "
+                f"{type(text).__name__}, not text (no report was written)"
+            )
+        texts[key] = text
 
     def writer(text: str) -> Callable[[Path], object]:
         return lambda path: path.write_text(text, encoding="utf-8")
@@ -666,7 +741,7 @@ def _write_reports(
                 writers[key](temps[key])
             except OSError as err:
                 raise _UsageError(
-                    f"{verdict}; but no report was written: --{key} {path}: "
+                    f"{verdict}; but no report was written: {_flag(key, path)}: "
                     f"{err.strerror or err} (the other reports were not written either)"
                 ) from None
             _keep_mode(temps[key], path)
@@ -676,12 +751,12 @@ def _write_reports(
             except OSError as err:
                 shown = ", ".join(_Run.written) or "none"
                 raise _UsageError(
-                    f"{verdict}; but --{key} {path} could not be written: "
+                    f"{verdict}; but {_flag(key, path)} could not be written: "
                     f"{err.strerror or err} (written: {shown})"
                 ) from None
             del temps[key]
-            _Run.written.append(f"--{key} {path}")
-            typer.echo(f"wrote {key} report: {path}")
+            _Run.written.append(_flag(key, path))
+            typer.echo(f"wrote {key.removeprefix(_REPORT)} report: {path}")
     finally:  # failed, interrupted or done: no temporary file stays behind
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
