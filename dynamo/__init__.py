@@ -54,8 +54,13 @@ from ._linearize import jacobian_operator as jacobian_operator
 from ._lipschitz import Bound as Bound
 from ._lipschitz import BoundStep as BoundStep
 from ._lipschitz import Domain as Domain
+from ._lipschitz import LayerBound as LayerBound
+from ._lipschitz import RuleContext as RuleContext
 from ._lipschitz import lipschitz_lower_bound as lipschitz_lower_bound
+from ._lipschitz import lipschitz_rules as lipschitz_rules
 from ._lipschitz import lipschitz_upper_bound as lipschitz_upper_bound
+from ._lipschitz import register_lipschitz_rule as register_lipschitz_rule
+from ._lipschitz import unregister_lipschitz_rule as unregister_lipschitz_rule
 from ._results import Outcome as Outcome
 from ._results import Trust as Trust
 from ._solvers import METHODS as METHODS
@@ -95,14 +100,17 @@ __all__ = [
     "HaltingReport",
     "InputDependence",
     "JacobianOperator",
+    "LayerBound",
     "LayerCycle",
     "LoopedSystem",
     "Outcome",
     "Plane",
     "Reachability",
+    "RuleContext",
     "Solution",
     "SpectralEstimate",
     "Trajectory",
+    "Trust",
     "UnseenEstimate",
     "Verdict",
     "basin_entropy",
@@ -125,6 +133,7 @@ __all__ = [
     "label_states",
     "layer_cycle",
     "lipschitz_lower_bound",
+    "lipschitz_rules",
     "lipschitz_upper_bound",
     "log_norm",
     "lyapunov_certificate",
@@ -132,9 +141,11 @@ __all__ = [
     "plots",
     "protocols",
     "reachability",
+    "register_lipschitz_rule",
     "singular_values",
     "solve",
     "spectral_norm",
     "spectral_radius",
     "stability_axes",
+    "unregister_lipschitz_rule",
 ]

@@ -409,16 +409,19 @@ def check_contraction(
         invariant = lo * (1 - 1e-12) >= dom.r_min and hi * (1 + 1e-12) <= dom.r_max
         evidence.append(
             Evidence(
-                "certified Lipschitz upper bound",
+                "certified Lipschitz upper bound"
+                if ub.certified
+                else "Lipschitz upper bound from rules not all proven",
                 f"Lip(f) <= {ub.value:.6g} on {dom!r}; the image's "
                 f"token norms lie in [{lo:.4g}, {hi:.4g}]"
                 + (" (inside the domain)" if invariant else " (not inside the domain)"),
                 ub.value,
-                True,
+                ub.certified,
                 {"out_norms": [lo, hi]},
+                ub.trust,
             )
         )
-        proven = ub.value < 1 and invariant
+        proven = ub.certified and ub.value < 1 and invariant
     except InvalidArgumentError as err:
         evidence.append(Evidence("certified Lipschitz upper bound", f"none: {err}", None, True))
 

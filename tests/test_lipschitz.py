@@ -273,7 +273,8 @@ def test_singular_values_are_rounded_outward_against_a_40_digit_svd() -> None:
     # a certified bound multiplies by must never be below it (nor the smallest one above it)
     import mpmath
 
-    from dynamo._lipschitz import _sigma, _sigma_min
+    from dynamo._lipschitz._arith import sigma as _sigma
+    from dynamo._lipschitz._arith import sigma_min as _sigma_min
 
     gen = torch.Generator().manual_seed(0)
     below = 0

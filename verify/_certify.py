@@ -598,19 +598,32 @@ def certify(
             known = [
                 e
                 for e in (cv.evidence if cv is not None else ())
-                if e.kind == "certified Lipschitz upper bound"
+                if e.kind.endswith("Lipschitz upper bound")
+                or e.kind == "Lipschitz upper bound from rules not all proven"
             ]
+            value: float | None = None
+            certified = True
             try:
-                metrics["lipschitz.upper_bound"] = (
-                    known[0].value if known else dy.lipschitz_upper_bound(system, dom).value
-                )
+                if known:
+                    value, certified = known[0].value, known[0].certified
+                else:
+                    ub = dy.lipschitz_upper_bound(system, dom)
+                    value, certified = ub.value, ub.certified
             except dy.errors.InvalidArgumentError as err:
-                metrics["lipschitz.upper_bound"] = None
                 notes["lipschitz.upper_bound"] = f"no certified bound: {err}"
             if known and known[0].value is None:
                 notes["lipschitz.upper_bound"] = (
                     f"no certified bound: {known[0].claim.removeprefix('none: ')}"
                 )
+            if value is not None and not certified:
+                # the metric is a certified bound: one resting on an unproven registered rule is
+                # not one (its value is in the contraction evidence, with its trust)
+                notes["lipschitz.upper_bound"] = (
+                    f"no certified bound: the rules give {value:.6g}, but not every rule applied "
+                    "is proven (a registered rule declared checked or estimated)"
+                )
+                value = None
+            metrics["lipschitz.upper_bound"] = value
         for m in _registered():
             if m.compute is not None and (full or m.name in needed):
                 metrics[m.name] = _compute_metric(m, system, x, h0, seed, metrics)

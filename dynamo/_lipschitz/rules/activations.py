@@ -1,0 +1,44 @@
+"""Elementwise activations: the factor is ``sup |φ′|`` (R2)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from .._arith import mul
+from .._registry import RuleContext, _Trace, builtin_rule
+
+__all__ = ["ACTIVATION_SLOPES"]
+
+#: Upper bounds of ``sup |φ′|`` for elementwise activations, rounded up at the 4th decimal.
+#: GELU: ``Φ(√2) + √2 φ(√2) = 1.128904…`` (exact form; the tanh form peaks at 1.128993…);
+#: SiLU: ``1.099839…``; sigmoid ``1/4``; tanh, ReLU, softplus ``1``.
+ACTIVATION_SLOPES: dict[type, float] = {
+    nn.ReLU: 1.0,
+    nn.Tanh: 1.0,
+    nn.Softplus: 1.0,
+    nn.Identity: 1.0,
+    nn.Sigmoid: 0.25,
+    nn.GELU: 1.1290,
+    nn.SiLU: 1.0999,
+}
+
+
+@builtin_rule(*ACTIVATION_SLOPES, name="elementwise", claims=("R2",))
+def elementwise(m: nn.Module, tr: _Trace, ctx: RuleContext) -> None:
+    kind = type(m)
+    # |φ(t)| <= |t| for ReLU, tanh, GELU, SiLU (and identity); not for sigmoid/softplus
+    if kind in (nn.Sigmoid, nn.Softplus):
+        tr.lo, tr.hi = 0.0, math.inf
+    else:
+        tr.lo = 0.0
+    name = f"elementwise {kind.__name__}"
+    tr.add(ctx.where or kind.__name__, name, ACTIVATION_SLOPES[kind], "sup |φ′|", ("R2",))
+
+
+@builtin_rule(nn.LeakyReLU, name="elementwise LeakyReLU", claims=("R2",))
+def leaky_relu(m: nn.LeakyReLU, tr: _Trace, ctx: RuleContext) -> None:
+    slope = max(1.0, abs(m.negative_slope))
+    tr.lo, tr.hi = 0.0, mul(slope, tr.hi)  # |φ(t)| <= max(1, |a|) |t|
+    tr.add(ctx.where or "leaky_relu", "elementwise LeakyReLU", slope, "", ("R2",))

@@ -1,0 +1,224 @@
+"""Rules for dynamo's reference models (the canonical maps of ``dynamo.models`` and the
+:class:`~dynamo.models.LoopedTransformer`): the only rule file that knows them."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from ...errors import InvalidArgumentError
+from ...models._canonical import (
+    Bistable,
+    ContractiveTanh,
+    Henon,
+    Hopfield,
+    LinearMap,
+    Logistic,
+    MonDEQ,
+    ZeroBranchRMSNorm,
+)
+from ...models._transformer import _MLP, LoopedTransformer, _Attention, _Layer, _Sublayer
+from .._arith import linear_interval, mul, sigma, sigma_min, vnorm
+from .._registry import RuleContext, _apply, _Trace, builtin_rule
+from .activations import ACTIVATION_SLOPES
+from .attention import attention_rule
+from .norms import apply_norm, norm_rule
+
+__all__ = ["mlp_rule"]
+
+
+@builtin_rule(ZeroBranchRMSNorm, name="RMSNorm", claims=("R5",))
+def zero_branch_norm(m: ZeroBranchRMSNorm, tr: _Trace, ctx: RuleContext) -> None:
+    where = (ctx.where + "." if ctx.where else "") + "norm"
+    _apply(ctx.call, where, m.norm, tr, ctx.domain, ctx.n_tokens)
+
+
+@builtin_rule(ContractiveTanh, name="tanh(W h + ...)", claims=("R1", "R2"))
+def contractive_tanh(m: ContractiveTanh, tr: _Trace, ctx: RuleContext) -> None:
+    tr.lo, tr.hi = 0.0, math.sqrt(m.state_shape[0])
+    tr.add(
+        ctx.where or "ContractiveTanh", "tanh(W h + ...)", sigma(m.W), "σ_max(W) · 1", ("R1", "R2")
+    )
+
+
+@builtin_rule(LinearMap, name="A h + ...", claims=("R1",))
+def linear_map(m: LinearMap, tr: _Trace, ctx: RuleContext) -> None:
+    tr.lo, tr.hi = 0.0, math.inf
+    tr.add(ctx.where or "LinearMap", "A h + ...", sigma(m.A), "σ_max(A)", ("R1",))
+
+
+@builtin_rule(MonDEQ, name="relu(W z + ...)", claims=("R1", "R2"))
+def mon_deq(m: MonDEQ, tr: _Trace, ctx: RuleContext) -> None:
+    tr.lo, tr.hi = 0.0, math.inf
+    tr.add(ctx.where or "MonDEQ", "relu(W z + ...)", sigma(m.W), "σ_max(W) · 1", ("R1", "R2"))
+
+
+@builtin_rule(Hopfield, name="tanh(β W h)", claims=("R1", "R2"))
+def hopfield(m: Hopfield, tr: _Trace, ctx: RuleContext) -> None:
+    tr.lo, tr.hi = 0.0, math.sqrt(m.state_shape[0])
+    tr.add(ctx.where or "Hopfield", "tanh(β W h)", m.beta * sigma(m.W), "β σ_max(W)", ("R1", "R2"))
+
+
+@builtin_rule(Logistic, Henon, Bistable, name="polynomial on a ball", claims=())
+def polynomial(m: Logistic | Henon | Bistable, tr: _Trace, ctx: RuleContext) -> None:
+    """The sup of ``‖J‖`` over the ball of radius ``R`` that holds the domain (convex: the mean
+    value theorem gives the Lipschitz bound)."""
+    kind = type(m)
+    if math.isinf(tr.hi):
+        raise InvalidArgumentError(
+            f"{ctx.call}: {kind.__name__} is polynomial, not globally Lipschitz; bound the "
+            "domain (r_max < inf)"
+        )
+    R = tr.hi  # the domain lies in the ball of radius R, which is convex
+    if isinstance(m, Logistic):
+        r = float(m.r)
+        lip, note = r * (1 + 2 * R), "sup |r(1 − 2h)| on |h| <= R"
+    elif isinstance(m, Henon):
+        a, b = float(m.a), float(m.b)
+        lip, note = math.sqrt(4 * a * a * R * R + 1 + b * b), "Frobenius of [[−2ax, 1], [b, 0]]"
+    else:
+        eta = float(m.eta)
+        lip, note = max(abs(1 + eta), abs(1 + eta - 3 * eta * R * R)), "sup |1 + η(1 − 3h²)|"
+    tr.lo, tr.hi = 0.0, math.inf
+    tr.add(ctx.where or kind.__name__, "polynomial on a ball", lip, note)
+
+
+# ---------------------------------------------------------------------- the looped transformer
+def mlp_rule(mlp: _MLP, lo: float, hi: float) -> tuple[float, float]:
+    """``W₂ gelu(W₁ x + b₁) + b₂``: ``Lip ≤ ‖W₂‖ · 1.1290 · ‖W₁‖``; ``|gelu(t)| ≤ |t|``."""
+    w1, w2 = mlp.up.weight, mlp.down.weight
+    lip = sigma(w2) * ACTIVATION_SLOPES[nn.GELU] * sigma(w1)
+    _, hi1 = linear_interval(w1, mlp.up.bias, lo, hi)
+    out_hi = mul(sigma(w2), hi1) + vnorm(mlp.down.bias)
+    return lip, out_hi
+
+
+_PARTS = (
+    LoopedTransformer,
+    nn.ModuleList,
+    _Layer,
+    _Sublayer,
+    _Attention,
+    _MLP,
+    nn.Linear,
+    nn.RMSNorm,
+    nn.LayerNorm,
+    nn.Embedding,
+)
+
+
+def _check_parts(call: str, model: LoopedTransformer) -> None:
+    """The transformer's rules cover its reference parts only, with bias-free attention."""
+    for name, sub in model.named_modules():
+        if type(sub) not in _PARTS:
+            raise InvalidArgumentError(
+                f"{call}: no Lipschitz rule for {type(sub).__name__} at '{name}' inside the "
+                "LoopedTransformer (its rules cover the reference parts only)"
+            )
+        if type(sub) is _Attention:
+            for proj in ("q", "k", "v", "o"):
+                if getattr(sub, proj).bias is not None:
+                    raise InvalidArgumentError(
+                        f"{call}: the attention projection '{name}.{proj}' has a bias; the "
+                        "attention rule covers bias-free projections only"
+                    )
+
+
+@builtin_rule(
+    LoopedTransformer, name="looped transformer", claims=("R1", "R3", "R4", "R5", "R6", "R7")
+)
+def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
+    """``h ↦ N_final(…(sublayers)…(recall(h, e)))``: each part's rule in order."""
+    call, domain, n_tokens = ctx.call, ctx.domain, ctx.n_tokens
+    if n_tokens is None:
+        raise InvalidArgumentError(
+            f"{call}: attention's bound depends on the sequence length; pass a LoopedSystem "
+            "or Domain(..., n_tokens=T)"
+        )
+    _check_parts(call, model)
+    e_lo = domain.x_min
+    e_hi = domain.x_max
+    if model.driven and (e_hi is None or math.isinf(e_hi)):
+        raise InvalidArgumentError(
+            f"{call}: the block has recall='{model.recall}', so the token-norm ranges inside it "
+            "depend on the input: give the input's, Domain(..., x_max=...)"
+        )
+    e_hi_f = 0.0 if e_hi is None else float(e_hi)
+    # entry: recall
+    if model.adapter is not None:
+        w = model.adapter.weight.detach().double()
+        d = model.d_model
+        if model.recall_mode == "concat":
+            ws, we = w[:, :d], w[:, d:]
+            bn = vnorm(model.adapter.bias)
+            tr.lo = max(0.0, mul(sigma_min(ws), tr.lo) - mul(sigma(we), e_hi_f) - bn)
+            tr.hi = mul(sigma(ws), tr.hi) + mul(sigma(we), e_hi_f) + bn
+            tr.add("adapter (outer recall)", "linear [h; e]", sigma(ws), "σ_max(W_s)", ("R1", "R4"))
+        else:
+            tr.lo = max(0.0, tr.lo - mul(sigma(w), e_hi_f))
+            tr.hi = tr.hi + mul(sigma(w), e_hi_f)
+            tr.add("adapter (outer recall)", "h + P e", 1.0, "", ("R4",))
+    for li, layer in enumerate(model.layers):
+        for name in ("attn", "mlp"):
+            sub = getattr(layer, name)
+            assert isinstance(sub, _Sublayer)
+            _sublayer(call, f"layers.{li}.{name}", sub, n_tokens, tr, e_lo, e_hi_f)
+    if model.final_norm is not None:
+        lip, lo, hi, note = norm_rule(call, "final_norm", model.final_norm, tr.lo, tr.hi)
+        tr.lo, tr.hi = lo, hi
+        claim = "R5" if isinstance(model.final_norm, nn.RMSNorm) else "R6"
+        tr.add("final_norm (outer)", type(model.final_norm).__name__, lip, note, (claim,))
+
+
+def _sublayer(
+    call: str, where: str, sub: _Sublayer, n_tokens: int, tr: _Trace, e_lo: float, e_hi: float
+) -> None:
+    """``u ↦ N_out(u + F(N_in(r(u))))``: ``Lip ≤ L(N_out) (1 + L(r) L(N_in) L(F))``."""
+    u_lo, u_hi = tr.lo, tr.hi
+    branch = 1.0
+    notes = []
+    claims = ["R3"]
+    r_lo, r_hi = u_lo, u_hi
+    if sub.rec is not None:
+        w = sub.rec.weight.detach().double()
+        d = w.shape[0]
+        ws, we = w[:, :d], w[:, d:]
+        bn = vnorm(sub.rec.bias)
+        r_lo = max(0.0, mul(sigma_min(ws), u_lo) - mul(sigma(we), e_hi) - bn)
+        r_hi = mul(sigma(ws), u_hi) + mul(sigma(we), e_hi) + bn
+        branch *= sigma(ws)
+        notes.append(f"recall σ(W_rec,h)={sigma(ws):.4g}")
+        claims += ["R1", "R4"]
+    if sub.n_in is not None:
+        lip, r_lo, r_hi, note = norm_rule(call, where + ".n_in", sub.n_in, r_lo, r_hi)
+        branch *= lip
+        notes.append(f"N_in {type(sub.n_in).__name__} ×{lip:.4g} ({note})")
+        claims.append("R5" if isinstance(sub.n_in, nn.RMSNorm) else "R6")
+    if isinstance(sub.branch, _Attention):
+        att = sub.branch
+        if att.pos == "absolute":
+            pmax = float(att._tables["abs"][:n_tokens].norm(dim=1).max())
+            r_hi = r_hi + pmax
+        if math.isinf(r_hi):
+            raise InvalidArgumentError(
+                f"{call}: attention at '{where}' sees unbounded token norms on this domain, where "
+                "dot-product attention is not Lipschitz (Kim et al. 2021); bound the domain "
+                "(r_max < inf) or normalize before attention"
+            )
+        lip_f, f_hi, note = attention_rule(att, n_tokens, r_hi)
+        rule = "attention"
+        claims.append("R7")
+    else:
+        assert isinstance(sub.branch, _MLP)
+        lip_f, f_hi = mlp_rule(sub.branch, r_lo, r_hi)
+        note = "‖W₂‖ · 1.1290 · ‖W₁‖"
+        rule = "mlp (gelu)"
+        claims += ["R1", "R2"]
+    branch *= lip_f
+    notes.append(f"F ×{lip_f:.4g} ({note})")
+    tr.lo = max(0.0, u_lo - f_hi)
+    tr.hi = u_hi + f_hi
+    tr.add(where, f"residual + {rule}", 1.0 + branch, "; ".join(notes), claims)
+    if sub.n_out is not None:
+        apply_norm(call, where + ".n_out", sub.n_out, tr)
