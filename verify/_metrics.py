@@ -42,6 +42,16 @@ class DrawContext:
         The draw's initialisation seed.
     metrics : Mapping
         The built-in metrics measured on this draw so far (read-only).
+
+    Examples
+    --------
+    :func:`verify.certify` builds one per draw for each registered metric's ``compute``:
+
+    >>> from verify import DrawContext
+    >>> ctx = DrawContext(system=None, x=None, h0=None, seed=3,
+    ...                   metrics={"reachability.converged": 6})
+    >>> ctx.seed, ctx.metrics["reachability.converged"]
+    (3, 6)
     """
 
     system: Any

@@ -229,7 +229,12 @@ class Inputs(_Strict):
 
 
 class Draws(_Strict):
-    """Initialisation draws: ``count`` seeds from ``first_seed``, or an explicit list."""
+    """Initialisation draws: ``count`` seeds from ``first_seed``, or an explicit list.
+
+    >>> from verify import Draws
+    >>> Draws(count=3, first_seed=5).resolved(), Draws(seeds=[7, 2]).resolved()
+    ([5, 6, 7], [7, 2])
+    """
 
     count: int = Field(1, ge=1, le=_MAX_COUNT)
     first_seed: int = Field(0, ge=0, le=_MAX_SEED)
