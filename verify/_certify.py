@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -422,6 +423,88 @@ def certify(
     """
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
+    run = _prepare_run(spec, seeds, device, allow_modules, vectorize)
+    draws = _build_draws(run)
+    bar = _Bar(len(run.seeds), progress)
+    reach = _reach_all_draws(run, draws, bar)
+    bar.phase("analyses per draw")
+    results = []
+    for d in range(len(run.seeds)):
+        results.append(_measure_draw(run, draws, reach, d))
+        bar.draw(d + 1)
+    bar.close()
+    judged = _judge(run.spec, results)
+    env = _environment(run, reach, started if timestamp else None, t0)
+    return Certificate(
+        name=run.spec.name,
+        spec=run.spec.model_dump(mode="json"),
+        environment=env,
+        draws=results,
+        requirements=judged,
+        passed=all(r.passed for r in judged) if judged else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A certification's checked settings: the spec, its draws' seeds, dtype and device."""
+
+    spec: Spec
+    seeds: list[int]
+    dtype: torch.dtype
+    device: torch.device
+    vectorize: bool
+    domain: dy.Domain | None  # where contraction and the Lipschitz bound are judged
+
+    @property
+    def needed(self) -> set[str]:
+        """The metrics the requirements name."""
+        return {r.metric for r in self.spec.requirements}
+
+    def wants(self, metric: str) -> bool:
+        """A costly metric is measured when a requirement names it or every metric is asked."""
+        return self.spec.analysis.all_metrics or metric in self.needed
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """Every draw's block, inputs, system and starts (``per`` starts for each input)."""
+
+    models: list[nn.Module]
+    xs: list[torch.Tensor]
+    systems: list[dy.LoopedSystem]
+    h0s: list[torch.Tensor]
+    per: int
+    tol: float
+    shared: bool  # one set of inputs and starts for every draw (random embeddings)
+
+
+@dataclass(frozen=True)
+class _AllReach:
+    """Reachability of all draws at once, when that ran (``result`` None: draw by draw)."""
+
+    result: dict[str, torch.Tensor] | None
+    path: Literal["vmap", "stacked", "loop"]
+    note: str | None
+
+
+@dataclass
+class _Measured:
+    """One draw's metrics and the notes on them, filled in by each analysis in turn."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _prepare_run(
+    spec: Spec | str | os.PathLike[str],
+    seeds: list[int] | None,
+    device: str | None,
+    allow_modules: Iterable[str],
+    vectorize: bool,
+) -> _Run:
+    """Load and check everything before any work: the spec, the seeds, the device, the factory
+    (it may import only what the user allowed) and the memory reachability will need."""
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec, allow_modules=allow_modules)
     if not isinstance(spec, Spec):
@@ -429,16 +512,21 @@ def certify(
             f"certify(spec): spec must be a verify.Spec or a path to a TOML spec, not "
             f"{type(spec).__name__}"
         )
-    a = spec.analysis
-    dtype = torch.float64 if a.dtype == "float64" else torch.float32
+    dtype = torch.float64 if spec.analysis.dtype == "float64" else torch.float32
     dev = _resolve_device(device, f"certify(spec, device={device!r})")
     draw_seeds = _check_seeds(seeds) if seeds is not None else spec.draws.resolved()
     resolve_factory(spec, "certify(spec)", allow_modules=allow_modules)
-    first = build_model(spec, draw_seeds[0]).to(dtype=dtype, device=dev).requires_grad_(False)
-    _check_reach_memory(spec, len(draw_seeds), first, dtype, dev, vectorize)
+    return _Run(spec, draw_seeds, dtype, dev, vectorize, _domain(spec))
+
+
+def _build_draws(run: _Run) -> _Draws:
+    """Each draw's block (built from its seed), inputs, system and starts."""
+    spec, dtype, dev, a = run.spec, run.dtype, run.device, run.spec.analysis
+    first = build_model(spec, run.seeds[0]).to(dtype=dtype, device=dev).requires_grad_(False)
+    _check_reach_memory(spec, len(run.seeds), first, dtype, dev, run.vectorize)
     models = [first] + [
         build_model(spec, s).to(dtype=dtype, device=dev).requires_grad_(False)
-        for s in draw_seeds[1:]
+        for s in run.seeds[1:]
     ]
     # random embeddings are the same for every draw; random tokens are embedded by each draw's
     # own embedding table, so their encoded inputs (and the starts h0 = e) differ per draw
@@ -448,8 +536,7 @@ def certify(
     else:
         xs = [draw_inputs(spec, m, dtype).to(dev) for m in models]
     per = a.starts_per_input
-    tol = dy.default_tolerance(dtype)
-    systems = [_first_step(spec, draw_seeds[0], models[0], xs[0])] + [
+    systems = [_first_step(spec, run.seeds[0], models[0], xs[0])] + [
         dy.LoopedSystem.from_module(m, x, dtype=None)
         for m, x in zip(models[1:], xs[1:], strict=True)
     ]
@@ -462,186 +549,214 @@ def certify(
     ]
     if shared:
         h0s = h0s * len(models)
-    bar = _Bar(len(models), progress)
-    reach: dict[str, torch.Tensor] | None = None
-    path: Literal["vmap", "stacked", "loop"] = "loop"
-    reach_note: str | None = None
-    if a.reachability and vectorize and len(models) > 1 and systems[0].driven:
-        reps: list[torch.Tensor] = []
-        for s in systems[:1] if shared else systems:
-            rx = s.repeat_input(per).x
-            assert rx is not None  # driven systems carry their input
-            reps.append(rx)
-        batching = _batching(dev)
-        try:
-            bar.phase(f"reachability, {len(models)} draws at once ({batching})")
-            if shared:
-                reach = stacked_reach(
-                    models,
-                    reps[0],
-                    h0s[0],
-                    tol=tol,
-                    max_steps=a.max_steps,
-                    on_step=bar.step,
-                    batching=batching,
-                )
-            else:
-                reach = stacked_reach(
-                    models,
-                    torch.stack(reps),
-                    torch.stack(h0s),
-                    tol=tol,
-                    max_steps=a.max_steps,
-                    per_draw=True,
-                    on_step=bar.step,
-                    batching=batching,
-                )
-            path = "vmap" if batching == "vmap" else "stacked"
-        except Exception as err:  # different structures or a non-vmappable module: loop instead
-            reach = None
-            reach_note = (
-                f"all draws at once ({batching}) failed ({type(err).__name__}: {err})"[:280]
-                + "; looped"
-            )
-    bar.phase("analyses per draw")
-    dom = _domain(spec)
-    needed = {r.metric for r in spec.requirements}
-    full = a.all_metrics
-    draws: list[DrawResult] = []
-    for d, (seed, system, x, h0) in enumerate(zip(draw_seeds, systems, xs, h0s, strict=True)):
-        metrics: dict[str, Any] = {}
-        notes: dict[str, str] = {}
-        if a.reachability:
-            if reach is not None:
-                conv, steps, state = reach["converged"][d], reach["steps"][d], reach["state"][d]
-                outcomes = {
-                    "converged": int(conv.sum()),
-                    "diverged": int(reach["diverged"][d].sum()),
-                    "nonfinite": int(reach["nonfinite"][d].sum()),
-                }
-            else:
-                rep = system.repeat_input(per) if system.x is not None else system
-                sol = dy.solve(
-                    rep, h0, method="picard", tol=tol, atol=tol, max_steps=a.max_steps, throw=False
-                )
-                conv, steps, state = sol.converged, sol.steps, sol.state
-                oc = sol.outcome_counts()
-                outcomes = {
-                    "converged": oc.get("converged", 0),
-                    "diverged": oc.get("diverged", 0),
-                    "nonfinite": oc.get("nonfinite", 0),
-                }
-            metrics.update(_reach_metrics(conv, steps, state, per, outcomes, a.max_steps, notes))
-        if a.input_dependence:
-            # the verdict needs ‖dh*/dx‖ > 0, which one Golub–Kahan step (a lower estimate)
-            # shows, and the rank of ∂f/∂x from the dense step Jacobian; the norm itself is
-            # reported when asked for (40 steps, two GMRES each). One start per input: the
-            # reachability metrics already iterate every start (path independence)
-            want_norm = full or "input_dependence.sensitivity_norm" in needed
-            dep = dy.input_dependence(
-                system,
-                x,
-                n_starts=1,
-                max_steps=a.max_steps,
-                sensitivity_steps=40 if want_norm else 1,
-            )
-            metrics["input_dependence.verdict"] = dep.verdict
-            n_in, n_ok = dep.converged.numel(), int(dep.converged.sum())
-            if n_ok == n_in:
-                metrics["input_dependence.n_distinct"] = dep.n_distinct
-                metrics["input_dependence.distance_ratio"] = dep.distance_ratio
-            else:  # a count over the converged inputs only would undercount: unknown, not less
-                metrics["input_dependence.n_distinct"] = None
-                metrics["input_dependence.distance_ratio"] = None
-                why = (
-                    "no input's iteration from h0 = x converged: no fixed point to count"
-                    if n_ok == 0
-                    else f"only {n_ok} of {n_in} inputs' iterations from h0 = x converged: "
-                    "a count over those would leave the others out"
-                )
-                notes["input_dependence.n_distinct"] = why
-                notes["input_dependence.distance_ratio"] = why
-            if want_norm:
-                sn = dep.sensitivity_norm[dep.converged] if bool(dep.converged.any()) else None
-                metrics["input_dependence.sensitivity_norm"] = (
-                    None if sn is None or not bool(torch.isfinite(sn).all()) else float(sn.max())
-                )
-            fixed = dep.fixed_points[dep.converged]
-            conv_in = torch.nonzero(dep.converged).flatten()
+    return _Draws(models, xs, systems, h0s, per, dy.default_tolerance(dtype), shared)
+
+
+def _reach_all_draws(run: _Run, draws: _Draws, bar: _Bar) -> _AllReach:
+    """Reachability for all draws at once (:func:`stacked_reach`) when the analysis asks for it
+    and the draws allow it; otherwise each draw iterates on its own in :func:`_measure_draw`."""
+    a, models, per = run.spec.analysis, draws.models, draws.per
+    if not (a.reachability and run.vectorize and len(models) > 1 and draws.systems[0].driven):
+        return _AllReach(None, "loop", None)
+    reps: list[torch.Tensor] = []
+    for s in draws.systems[:1] if draws.shared else draws.systems:
+        rx = s.repeat_input(per).x
+        assert rx is not None  # driven systems carry their input
+        reps.append(rx)
+    batching = _batching(run.device)
+    try:
+        bar.phase(f"reachability, {len(models)} draws at once ({batching})")
+        if draws.shared:
+            x, h0 = reps[0], draws.h0s[0]
         else:
-            fixed, conv_in = None, None
-        if a.geometry:
-            want_smin = full or "geometry.sigma_min" in needed
-            metrics.update(
-                _geometry_metrics(system, x, fixed, conv_in, tol, a.max_steps, want_smin, notes)
-            )
-        cv = None
-        if a.contraction:
-            cv = dy.check_contraction(
-                system, dom, n_samples=8, ascent_steps=8, n_starts=4, max_steps=a.max_steps
-            )
-            metrics["contraction.verdict"] = str(cv.verdict)
-            metrics["contraction.local_verdict"] = str(cv.local_verdict)
-            notes["contraction.verdict"] = (
-                f"{cv.verdict.message} ("
-                + "; ".join(
-                    f"{e.kind}: "
-                    + ("none" if e.value is None else f"{e.value:.4g}")
-                    + ("" if e.value is None else f" ({Trust(e.trust).word})")
-                    for e in cv.evidence
-                )
-                + ")"
-            )
-        if a.lipschitz:
-            assert dom is not None
-            # check_contraction computed this very bound on the same domain: reuse it
-            known = [
-                e
-                for e in (cv.evidence if cv is not None else ())
-                if e.kind.endswith("Lipschitz upper bound")
-                or e.kind == "Lipschitz upper bound from rules not all proven"
-            ]
-            value: float | None = None
-            certified = True
-            try:
-                if known:
-                    value, certified = known[0].value, known[0].certified
-                else:
-                    ub = dy.lipschitz_upper_bound(system, dom)
-                    value, certified = ub.value, ub.certified
-            except dy.errors.InvalidArgumentError as err:
-                notes["lipschitz.upper_bound"] = f"no certified bound: {err}"
-            if known and known[0].value is None:
-                notes["lipschitz.upper_bound"] = (
-                    f"no certified bound: {known[0].claim.removeprefix('none: ')}"
-                )
-            if value is not None and not certified:
-                # the metric is a certified bound: one resting on an unproven registered rule is
-                # not one (its value is in the contraction evidence, with its trust)
-                notes["lipschitz.upper_bound"] = (
-                    f"no certified bound: the rules give {value:.6g}, but not every rule applied "
-                    "is proven (a registered rule declared checked or estimated)"
-                )
-                value = None
-            metrics["lipschitz.upper_bound"] = value
-        for m in _registered():
-            if m.compute is not None and (full or m.name in needed):
-                metrics[m.name] = _compute_metric(m, system, x, h0, seed, metrics)
-        if metrics.get("reachability.converged") == 0:
-            notes["reachability.converged"] = (
-                "no start converged: no fixed point is reported (this is not '0 fixed points')"
-            )
-        plain = {k: _plain(v) for k, v in metrics.items()}
-        draws.append(
-            DrawResult(
-                seed=seed,
-                metrics=plain,
-                notes=notes,
-                trust={k: _metric(k).trust_of(v).value for k, v in plain.items()},
+            x, h0 = torch.stack(reps), torch.stack(draws.h0s)
+        result = stacked_reach(
+            models,
+            x,
+            h0,
+            tol=draws.tol,
+            max_steps=a.max_steps,
+            per_draw=not draws.shared,
+            on_step=bar.step,
+            batching=batching,
+        )
+    except Exception as err:  # different structures or a non-vmappable module: loop instead
+        note = f"all draws at once ({batching}) failed ({type(err).__name__}: {err})"[:280]
+        return _AllReach(None, "loop", note + "; looped")
+    return _AllReach(result, "vmap" if batching == "vmap" else "stacked", None)
+
+
+def _measure_draw(run: _Run, draws: _Draws, reach: _AllReach, d: int) -> DrawResult:
+    """Every analysis the spec asks for on draw ``d``, then the registered metrics; each value
+    is stored with its trust."""
+    a = run.spec.analysis
+    system, x, h0 = draws.systems[d], draws.xs[d], draws.h0s[d]
+    out = _Measured()
+    if a.reachability:
+        _reachability(run, draws, reach, d, out)
+    fixed, conv_in = _dependence(run, system, x, out) if a.input_dependence else (None, None)
+    if a.geometry:
+        want_smin = run.wants("geometry.sigma_min")
+        out.metrics.update(
+            _geometry_metrics(
+                system, x, fixed, conv_in, draws.tol, a.max_steps, want_smin, out.notes
             )
         )
-        bar.draw(d + 1)
-    bar.close()
+    dom = run.domain
+    cv = _contraction(system, dom, a.max_steps, out) if a.contraction else None
+    if a.lipschitz:
+        assert dom is not None
+        _lipschitz(system, dom, cv, out)
+    for m in _registered():
+        if m.compute is not None and run.wants(m.name):
+            out.metrics[m.name] = _compute_metric(m, system, x, h0, run.seeds[d], out.metrics)
+    if out.metrics.get("reachability.converged") == 0:
+        out.notes["reachability.converged"] = (
+            "no start converged: no fixed point is reported (this is not '0 fixed points')"
+        )
+    plain = {k: _plain(v) for k, v in out.metrics.items()}
+    return DrawResult(
+        seed=run.seeds[d],
+        metrics=plain,
+        notes=out.notes,
+        trust={k: _metric(k).trust_of(v).value for k, v in plain.items()},
+    )
+
+
+def _reachability(run: _Run, draws: _Draws, reach: _AllReach, d: int, out: _Measured) -> None:
+    """Draw ``d``'s reachability metrics: from the all-draws run, or by its own iteration."""
+    a, per = run.spec.analysis, draws.per
+    if reach.result is not None:
+        r = reach.result
+        conv, steps, state = r["converged"][d], r["steps"][d], r["state"][d]
+        outcomes = {
+            "converged": int(conv.sum()),
+            "diverged": int(r["diverged"][d].sum()),
+            "nonfinite": int(r["nonfinite"][d].sum()),
+        }
+    else:
+        system = draws.systems[d]
+        rep = system.repeat_input(per) if system.x is not None else system
+        sol = dy.solve(
+            rep,
+            draws.h0s[d],
+            method="picard",
+            tol=draws.tol,
+            atol=draws.tol,
+            max_steps=a.max_steps,
+            throw=False,
+        )
+        conv, steps, state = sol.converged, sol.steps, sol.state
+        oc = sol.outcome_counts()
+        outcomes = {key: oc.get(key, 0) for key in ("converged", "diverged", "nonfinite")}
+    out.metrics.update(_reach_metrics(conv, steps, state, per, outcomes, a.max_steps, out.notes))
+
+
+def _dependence(
+    run: _Run, system: dy.LoopedSystem, x: torch.Tensor, out: _Measured
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input-dependence metrics; returns the fixed points reached from ``h0 = x`` and which
+    inputs they belong to (geometry examines them)."""
+    # the verdict needs ‖dh*/dx‖ > 0, which one Golub–Kahan step (a lower estimate) shows, and
+    # the rank of ∂f/∂x from the dense step Jacobian; the norm itself is reported when asked
+    # for (40 steps, two GMRES each). One start per input: the reachability metrics already
+    # iterate every start (path independence)
+    want_norm = run.wants("input_dependence.sensitivity_norm")
+    dep = dy.input_dependence(
+        system,
+        x,
+        n_starts=1,
+        max_steps=run.spec.analysis.max_steps,
+        sensitivity_steps=40 if want_norm else 1,
+    )
+    m, notes = out.metrics, out.notes
+    m["input_dependence.verdict"] = dep.verdict
+    n_in, n_ok = dep.converged.numel(), int(dep.converged.sum())
+    if n_ok == n_in:
+        m["input_dependence.n_distinct"] = dep.n_distinct
+        m["input_dependence.distance_ratio"] = dep.distance_ratio
+    else:  # a count over the converged inputs only would undercount: unknown, not less
+        m["input_dependence.n_distinct"] = None
+        m["input_dependence.distance_ratio"] = None
+        why = (
+            "no input's iteration from h0 = x converged: no fixed point to count"
+            if n_ok == 0
+            else f"only {n_ok} of {n_in} inputs' iterations from h0 = x converged: "
+            "a count over those would leave the others out"
+        )
+        notes["input_dependence.n_distinct"] = why
+        notes["input_dependence.distance_ratio"] = why
+    if want_norm:
+        sn = dep.sensitivity_norm[dep.converged] if bool(dep.converged.any()) else None
+        m["input_dependence.sensitivity_norm"] = (
+            None if sn is None or not bool(torch.isfinite(sn).all()) else float(sn.max())
+        )
+    return dep.fixed_points[dep.converged], torch.nonzero(dep.converged).flatten()
+
+
+def _contraction(
+    system: dy.LoopedSystem, dom: dy.Domain | None, max_steps: int, out: _Measured
+) -> dy.ContractionVerdict:
+    """The contraction verdicts, with a note listing the evidence and its trust."""
+    cv = dy.check_contraction(
+        system, dom, n_samples=8, ascent_steps=8, n_starts=4, max_steps=max_steps
+    )
+    out.metrics["contraction.verdict"] = str(cv.verdict)
+    out.metrics["contraction.local_verdict"] = str(cv.local_verdict)
+    out.notes["contraction.verdict"] = (
+        f"{cv.verdict.message} ("
+        + "; ".join(
+            f"{e.kind}: "
+            + ("none" if e.value is None else f"{e.value:.4g}")
+            + ("" if e.value is None else f" ({Trust(e.trust).word})")
+            for e in cv.evidence
+        )
+        + ")"
+    )
+    return cv
+
+
+def _lipschitz(
+    system: dy.LoopedSystem, dom: dy.Domain, cv: dy.ContractionVerdict | None, out: _Measured
+) -> None:
+    """The certified Lipschitz upper bound on the spec's domain (null, with the reason, where
+    no certified bound exists)."""
+    notes = out.notes
+    # check_contraction computed this very bound on the same domain: reuse it
+    known = [
+        e
+        for e in (cv.evidence if cv is not None else ())
+        if e.kind.endswith("Lipschitz upper bound")
+        or e.kind == "Lipschitz upper bound from rules not all proven"
+    ]
+    value: float | None = None
+    certified = True
+    try:
+        if known:
+            value, certified = known[0].value, known[0].certified
+        else:
+            ub = dy.lipschitz_upper_bound(system, dom)
+            value, certified = ub.value, ub.certified
+    except dy.errors.InvalidArgumentError as err:
+        notes["lipschitz.upper_bound"] = f"no certified bound: {err}"
+    if known and known[0].value is None:
+        notes["lipschitz.upper_bound"] = (
+            f"no certified bound: {known[0].claim.removeprefix('none: ')}"
+        )
+    if value is not None and not certified:
+        # the metric is a certified bound: one resting on an unproven registered rule is not
+        # one (its value is in the contraction evidence, with its trust)
+        notes["lipschitz.upper_bound"] = (
+            f"no certified bound: the rules give {value:.6g}, but not every rule applied is "
+            "proven (a registered rule declared checked or estimated)"
+        )
+        value = None
+    out.metrics["lipschitz.upper_bound"] = value
+
+
+def _judge(spec: Spec, draws: list[DrawResult]) -> list[RequirementResult]:
+    """Each requirement over the draws: the share that satisfies it, its exact 95% interval,
+    and the weakest trust of its values."""
     results = []
     for req in spec.requirements:
         values = [dr.metrics.get(req.metric) for dr in draws]
@@ -664,34 +779,32 @@ def certify(
                 passed=k / len(passes) >= req.quorum,
             )
         )
+    return results
+
+
+def _environment(run: _Run, reach: _AllReach, started: datetime | None, t0: float) -> Environment:
+    """Versions, platform, git state, device, dtype, seeds, and (unless ``started`` is None,
+    for reproducible output) when it ran and for how long."""
     dirty = _git("status", "--porcelain", "--untracked-files=no", "--ignore-submodules=all")
-    env = Environment(
+    return Environment(
         dynamo=dy.__version__,
         torch=torch.__version__,
         python=platform.python_version(),
         platform=platform.platform(),
         git_commit=_git("rev-parse", "HEAD") or None,
-        device=str(dev),
-        dtype=a.dtype,
-        seeds=list(draw_seeds),
-        input_seed=spec.inputs.seed,
-        reach_path=path,
-        reach_note=reach_note,
+        device=str(run.device),
+        dtype=run.spec.analysis.dtype,
+        seeds=list(run.seeds),
+        input_seed=run.spec.inputs.seed,
+        reach_path=reach.path,
+        reach_note=reach.note,
         git_dirty=None if dirty is None else bool(dirty),
         timestamp=Timestamp(
             started=started.isoformat(timespec="seconds"),
             elapsed_s=round(time.perf_counter() - t0, 3),
         )
-        if timestamp
+        if started is not None
         else None,
-    )
-    return Certificate(
-        name=spec.name,
-        spec=spec.model_dump(mode="json"),
-        environment=env,
-        draws=draws,
-        requirements=results,
-        passed=all(r.passed for r in results) if results else None,
     )
 
 
