@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ._fixed_points import FixedPointSet, find_fixed_points
+from ._fixed_points import Continuum, Cycle, FixedPoint, FixedPointSet, find_fixed_points
 from ._krylov import arnoldi
 from ._linearize import _operator_at, jacobian
 from ._solvers import default_tolerance, solve
@@ -396,7 +396,97 @@ class BasinGraph:
         )
 
 
+_Target = tuple[str, torch.Tensor, int]  # (node, points, input index): what a state is matched to
+
+
+@dataclass(frozen=True)
+class _BasinOptions:
+    """:func:`basin_graph`'s arguments once checked: the system already bound to ``inputs`` and
+    ``n_newton`` resolved to a number."""
+
+    system: LoopedSystem
+    starts: torch.Tensor | None
+    n_starts: int
+    start: StartKind
+    scale: float
+    tol: float | None
+    max_steps: int
+    max_period: int
+    saddles: bool
+    n_newton: int
+    step: float
+    dense_limit: int
+    seed: int
+
+    @property
+    def rtol(self) -> float:
+        """The tolerance for iterating off a saddle: ``tol``, else the dtype's default."""
+        # a property, not a field: computed only once a search with that dtype has succeeded
+        return default_tolerance(self.system.dtype) if self.tol is None else self.tol
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A node to add to the graph: its id and its attributes (plain numbers and strings)."""
+
+    id: str
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Attractors:
+    """The attractor nodes, in the order of ``find_fixed_points``' basin labels."""
+
+    nodes: tuple[_Node, ...]
+    node_of_label: dict[int, str]
+    targets: tuple[_Target, ...]
+
+
+@dataclass(frozen=True)
+class _BasinEdge:
+    """``source → target``: how many of the source's starts ended on the target."""
+
+    source: str
+    target: str
+    count: int
+    fraction: float
+    lo: float
+    hi: float
+    median_steps: float
+
+    def attrs(self) -> dict[str, Any]:
+        """The edge's attributes, in the order the graph has always stored them."""
+        return {
+            "kind": "basin",
+            "count": self.count,
+            "fraction": self.fraction,
+            "lo": self.lo,
+            "hi": self.hi,
+            "median_steps": self.median_steps,
+        }
+
+
+@dataclass(frozen=True)
+class _Unstable:
+    """A fixed point iteration does not reach (a saddle, unstable or marginal), with its node."""
+
+    node: _Node
+    point: FixedPoint
+
+
+@dataclass(frozen=True)
+class _ManifoldEdge:
+    """``saddle → destination`` along unstable directions; ``direction`` lists them, e.g.
+    ``"+v0,-v1"``."""
+
+    source: str
+    target: str
+    direction: str
+
+
 def _node_attrs(**kw: Any) -> dict[str, Any]:
+    """Node attributes as plain numbers: tensors to floats, non-finite floats to -1 (GraphML
+    and strict JSON have no NaN or infinity)."""
     out = {}
     for k, v in kw.items():
         if isinstance(v, torch.Tensor):
@@ -410,7 +500,12 @@ def _node_attrs(**kw: Any) -> dict[str, Any]:
 def _unstable_directions(
     system: LoopedSystem, state: torch.Tensor, sub: LoopedSystem, dense_limit: int, seed: int
 ) -> list[torch.Tensor]:
-    """Unit vectors along the expanding eigen-directions (real parts for complex pairs)."""
+    """Unit vectors along the expanding eigen-directions (real parts for complex pairs).
+
+    This is the file's one dense-or-Krylov switch. It does not use
+    ``_linearize._top_eigenvalues``, which returns eigenvalues only: the directions need the
+    eigenvectors (and its Krylov tolerance and step cap differ from this one's).
+    """
     n = system.state_dim
     if n <= dense_limit:
         J = jacobian(sub, state[None])[0]
@@ -430,6 +525,322 @@ def _unstable_directions(
     )
     d = kr.vectors["right"][0].real
     return [d / d.norm()] if float(kr.values[0, 0].abs()) > 1 else []
+
+
+def _basin_options(
+    system: LoopedSystem,
+    starts: torch.Tensor | None,
+    inputs: torch.Tensor | None,
+    *,
+    n_starts: int,
+    start: StartKind,
+    scale: float,
+    tol: float | None,
+    max_steps: int,
+    max_period: int,
+    saddles: bool,
+    n_newton: int | None,
+    step: float,
+    dense_limit: int,
+    seed: int,
+) -> _BasinOptions:
+    """Check what :func:`basin_graph` checks itself (the rest is :func:`find_fixed_points`'),
+    bind ``inputs`` and resolve ``n_newton``."""
+    call = call_form("basin_graph", ["system"])
+    if not isinstance(system, LoopedSystem):
+        raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
+    if starts is not None:
+        check_state_shape(call, "starts", starts, system.state_shape)
+    if inputs is not None:
+        system = system.with_input(inputs)
+    if n_newton is None:
+        # basins need many starts, saddles far fewer
+        n_newton = min(n_starts if starts is None else int(starts.shape[0]), 256)
+    return _BasinOptions(
+        system=system,
+        starts=starts,
+        n_starts=n_starts,
+        start=start,
+        scale=scale,
+        tol=tol,
+        max_steps=max_steps,
+        max_period=max_period,
+        saddles=saddles,
+        n_newton=n_newton,
+        step=step,
+        dense_limit=dense_limit,
+        seed=seed,
+    )
+
+
+def _search(opts: _BasinOptions) -> FixedPointSet:
+    """The multi-start search behind the graph (root-finding for the saddles only when asked)."""
+    return find_fixed_points(
+        opts.system,
+        opts.n_starts,
+        starts=opts.starts,
+        mode="all" if opts.saddles else "reach",
+        start=opts.start,
+        scale=opts.scale,
+        tol=opts.tol,
+        max_steps=opts.max_steps,
+        max_period=opts.max_period,
+        dense_limit=opts.dense_limit,
+        n_newton=opts.n_newton,
+        seed=opts.seed,
+    )
+
+
+def _sources(found: FixedPointSet) -> tuple[str, ...]:
+    """One source node id per input: ``"start"`` for a single one, else ``"input:b"``."""
+    if found.n_inputs == 1:
+        return ("start",)
+    return tuple(f"input:{b}" for b in range(found.n_inputs))
+
+
+def _frame_nodes(sources: tuple[str, ...], per: int, opts: _BasinOptions) -> tuple[_Node, ...]:
+    """The nodes every graph has: the sources (``per`` starts each) and the two sinks."""
+    unconverged = (
+        f"bounded, no fixed point or cycle of period <= {opts.max_period} reached in "
+        f"{opts.max_steps} steps (too few steps, a slow transient, a long cycle or a strange "
+        "attractor: this run cannot tell which)"
+    )
+    return (
+        *(
+            _Node(s, dict(kind="source", input_index=b, label=s, n_starts=per, attractor=False))
+            for b, s in enumerate(sources)
+        ),
+        _Node(
+            DIVERGED,
+            dict(
+                kind="sink",
+                label="diverged (escaped the divergence limit or went non-finite)",
+                attractor=False,
+                input_index=-1,
+            ),
+        ),
+        _Node(UNCONVERGED, dict(kind="sink", label=unconverged, attractor=False, input_index=-1)),
+    )
+
+
+def _fixed_point_node(node: str, p: FixedPoint) -> _Node:
+    """The node of a fixed point that iteration reached."""
+    return _Node(
+        node,
+        _node_attrs(
+            kind="fixed_point",
+            attractor=True,
+            stability=p.stability,
+            input_index=p.input_index,
+            residual=p.residual,
+            spectral_radius=p.spectral_radius,
+            basin_fraction=p.basin_fraction,
+            basin_lo=p.basin_interval[0],
+            basin_hi=p.basin_interval[1],
+            state_norm=float(p.state.norm()),
+            label=f"{p.stability} fixed point, ρ = {p.spectral_radius:.3g}",
+        ),
+    )
+
+
+def _continuum_node(node: str, c: Continuum) -> _Node:
+    """The node of a continuum of fixed points that iteration reached."""
+    return _Node(
+        node,
+        _node_attrs(
+            kind="continuum",
+            attractor=True,
+            dimension=c.dimension,
+            input_index=c.input_index,
+            basin_fraction=c.basin_fraction,
+            label=f"continuum of dimension {c.dimension}",
+        ),
+    )
+
+
+def _cycle_node(node: str, cyc: Cycle) -> _Node:
+    """The node of a cycle that iteration reached."""
+    return _Node(
+        node,
+        _node_attrs(
+            kind="cycle",
+            attractor=True,
+            period=cyc.period,
+            stability=cyc.stability,
+            input_index=cyc.input_index,
+            spectral_radius=cyc.spectral_radius,
+            basin_fraction=cyc.basin_fraction,
+            basin_lo=cyc.basin_interval[0],
+            basin_hi=cyc.basin_interval[1],
+            label=f"{cyc.stability} {cyc.period}-cycle",
+        ),
+    )
+
+
+def _attractors(found: FixedPointSet) -> _Attractors:
+    """A node for every attractor some start reached, in the order of ``found.labels``' basin
+    labels: fixed points, then continua, then cycles."""
+    nodes: list[_Node] = []
+    targets: list[_Target] = []
+    for p in found.points:
+        if p.basin_count:  # fixed points come first, so len(nodes) counts them
+            nodes.append(_fixed_point_node(f"fp:{len(nodes)}", p))
+            targets.append((nodes[-1].id, p.state[None], p.input_index))
+    for i, c in enumerate(found.continua):
+        if c.basin_count:
+            nodes.append(_continuum_node(f"continuum:{i}", c))
+            targets.append((nodes[-1].id, c.samples, c.input_index))
+    for i, cyc in enumerate(found.cycles):
+        # every cycle that iteration landed on gets a label, in find_fixed_points' order
+        if cyc.basin_count:
+            nodes.append(_cycle_node(f"cycle:{i}", cyc))
+            targets.append((nodes[-1].id, cyc.points, cyc.input_index))
+    return _Attractors(
+        nodes=tuple(nodes),
+        node_of_label={label: n.id for label, n in enumerate(nodes)},
+        targets=tuple(targets),
+    )
+
+
+def _basin_edges(
+    found: FixedPointSet, sources: tuple[str, ...], node_of_label: dict[int, str]
+) -> tuple[_BasinEdge, ...]:
+    """Per source, one edge to each node its starts ended on, with the fraction's 95%
+    Clopper–Pearson interval and the median steps."""
+    per = found.starts_per_input
+    edges: list[_BasinEdge] = []
+    for b, s in enumerate(sources):
+        labs = found.labels[b * per : (b + 1) * per]
+        st = found.steps[b * per : (b + 1) * per]
+        buckets: dict[str, list[int]] = {}
+        for j, lab in enumerate(labs.tolist()):
+            if lab >= 0:
+                node = node_of_label[lab]
+            elif lab in (-2, -3):
+                node = DIVERGED
+            else:
+                node = UNCONVERGED
+            buckets.setdefault(node, []).append(j)
+        for node, js in buckets.items():
+            lo, hi = clopper_pearson(len(js), per)
+            med = float(st[torch.tensor(js)].double().median()) if js else 0.0
+            edges.append(_BasinEdge(s, node, len(js), len(js) / per, lo, hi, med))
+    return tuple(edges)
+
+
+def _unstable_points(found: FixedPointSet) -> tuple[_Unstable, ...]:
+    """A node for every fixed point no start reached, numbered per stability
+    (``"saddle:0"``, ``"unstable:0"``, …)."""
+    counters: dict[str, int] = {}
+    out: list[_Unstable] = []
+    for p in found.points:
+        if p.basin_count:
+            continue
+        idx = counters.get(p.stability, 0)
+        counters[p.stability] = idx + 1
+        attrs = _node_attrs(
+            kind=p.stability,
+            attractor=False,
+            input_index=p.input_index,
+            residual=p.residual,
+            spectral_radius=p.spectral_radius,
+            n_unstable=p.n_unstable,
+            state_norm=float(p.state.norm()),
+            label=f"{p.stability}, {p.n_unstable} unstable direction(s), "
+            f"ρ = {p.spectral_radius:.3g}",
+        )
+        out.append(_Unstable(_Node(f"{p.stability}:{idx}", attrs), p))
+    return tuple(out)
+
+
+def _manifold_ends(
+    opts: _BasinOptions, p: FixedPoint, every: list[_Target], radius: float
+) -> list[tuple[str, str]]:
+    """Where plain iteration takes a step off ``p`` along each unstable direction, both ways:
+    ``(destination node, "±vk")`` in the order ``+v0, -v0, +v1, …``."""
+    system = opts.system
+    sub = (
+        system.with_input(system.x[p.input_index : p.input_index + 1])
+        if (system.driven and system.x is not None)
+        else system
+    )
+    dirs = _unstable_directions(system, p.state, sub, opts.dense_limit, opts.seed)
+    if not dirs:
+        return []
+    scale_p = max(1.0, float(p.state.norm()))
+    z0 = sub.flatten(p.state[None])
+    pushed = torch.cat(
+        [z0 + sgn * opts.step * scale_p * d[None] for d in dirs for sgn in (1.0, -1.0)]
+    )
+    rep = sub.repeat_input(pushed.shape[0]) if (sub.driven and sub.x is not None) else sub
+    sol = solve(
+        rep,
+        rep.unflatten(pushed),
+        method="picard",
+        tol=opts.rtol,
+        atol=opts.rtol,
+        max_steps=opts.max_steps,
+        throw=False,
+    )
+    return [
+        (
+            _match(
+                system,
+                sol.state[j],
+                sol.outcomes[j].ok,
+                every,
+                p.input_index,
+                radius,
+                sol.outcomes[j].label,
+            ),
+            f"{'+' if j % 2 == 0 else '-'}v{j // 2}",
+        )
+        for j in range(pushed.shape[0])
+    ]
+
+
+def _unstable_manifolds(
+    opts: _BasinOptions,
+    found: FixedPointSet,
+    targets: tuple[_Target, ...],
+    unstable: tuple[_Unstable, ...],
+) -> tuple[_ManifoldEdge, ...]:
+    """The heteroclinic skeleton: one edge from each unstable point to each node its unstable
+    directions lead to, the directions that do so joined by commas."""
+    # an unstable manifold may end on another unstable point (a heteroclinic connection
+    # along an invariant set), so the skeleton matches against every fixed point
+    every = [*targets, *((u.node.id, u.point.state[None], u.point.input_index) for u in unstable)]
+    directions: dict[tuple[str, str], str] = {}  # first-seen order: the graph's edge order
+    for u in unstable:
+        for dest, direction in _manifold_ends(opts, u.point, every, found.dedup_tol):
+            key = (u.node.id, dest)
+            directions[key] = f"{directions[key]},{direction}" if key in directions else direction
+    return tuple(_ManifoldEdge(a, b, d) for (a, b), d in directions.items())
+
+
+def _graph(
+    nodes: tuple[_Node, ...],
+    basins: tuple[_BasinEdge, ...],
+    unstable: tuple[_Unstable, ...],
+    manifolds: tuple[_ManifoldEdge, ...],
+) -> nx.DiGraph:
+    """The networkx graph; a sink no edge touches says so in its label."""
+    import networkx as nx  # imported on use: `import dynamo` stays light
+
+    # insertion order is the order of nodes, edges and JSON output, so it is kept as it was
+    g = nx.DiGraph()
+    for n in nodes:
+        g.add_node(n.id, **n.attrs)
+    for e in basins:
+        g.add_edge(e.source, e.target, **e.attrs())
+    for u in unstable:
+        g.add_node(u.node.id, **u.node.attrs)
+    for m in manifolds:
+        g.add_edge(m.source, m.target, kind="unstable_manifold", direction=m.direction)
+    for n in list(g.nodes):
+        if g.nodes[n].get("kind") == "sink" and g.degree(n) == 0:
+            g.nodes[n]["label"] += " [no start ended here]"
+    return g
 
 
 def basin_graph(
@@ -484,228 +895,48 @@ def basin_graph(
     >>> len(g.attractors()), len(g.nodes("saddle")), len(g.nodes("unstable"))
     (4, 4, 1)
     """
-    import networkx as nx  # imported on use: `import dynamo` stays light
-
-    call = call_form("basin_graph", ["system"])
-    if not isinstance(system, LoopedSystem):
-        raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
-    if starts is not None:
-        check_state_shape(call, "starts", starts, system.state_shape)
-    if inputs is not None:
-        system = system.with_input(inputs)
-    found = find_fixed_points(
+    opts = _basin_options(
         system,
-        n_starts,
-        starts=starts,
-        mode="all" if saddles else "reach",
+        starts,
+        inputs,
+        n_starts=n_starts,
         start=start,
         scale=scale,
         tol=tol,
         max_steps=max_steps,
         max_period=max_period,
+        saddles=saddles,
+        n_newton=n_newton,
+        step=step,
         dense_limit=dense_limit,
-        n_newton=n_newton
-        if n_newton is not None
-        else min(n_starts if starts is None else int(starts.shape[0]), 256),
         seed=seed,
     )
-    g = nx.DiGraph()
-    per = found.starts_per_input
-    sources = ["start"] if found.n_inputs == 1 else [f"input:{b}" for b in range(found.n_inputs)]
-    for b, s in enumerate(sources):
-        g.add_node(s, kind="source", input_index=b, label=s, n_starts=per, attractor=False)
-    g.add_node(
-        DIVERGED,
-        kind="sink",
-        label="diverged (escaped the divergence limit or went non-finite)",
-        attractor=False,
-        input_index=-1,
+    found = _search(opts)
+    sources = _sources(found)
+    attractors = _attractors(found)
+    basins = _basin_edges(found, sources, attractors.node_of_label)
+    unstable = _unstable_points(found) if saddles else ()
+    manifolds = _unstable_manifolds(opts, found, attractors.targets, unstable) if saddles else ()
+    nodes = (*_frame_nodes(sources, found.starts_per_input, opts), *attractors.nodes)
+    return BasinGraph(
+        graph=_graph(nodes, basins, unstable, manifolds),
+        fixed_points=found,
+        node_of_label=attractors.node_of_label,
+        targets=list(attractors.targets),
     )
-    g.add_node(
-        UNCONVERGED,
-        kind="sink",
-        label="bounded, no fixed point or cycle of period <= "
-        f"{max_period} reached in {max_steps} steps (too few steps, a slow transient, a long "
-        "cycle or a strange attractor: this run cannot tell which)",
-        attractor=False,
-        input_index=-1,
-    )
-    node_of_label: dict[int, str] = {}
-    label = 0
-    targets: list[tuple[str, torch.Tensor, int]] = []  # (node, points, input) for matching
-    n_fp = 0
-    for p in found.points:
-        if p.basin_count:
-            node = f"fp:{n_fp}"
-            n_fp += 1
-            node_of_label[label] = node
-            label += 1
-            g.add_node(
-                node,
-                **_node_attrs(
-                    kind="fixed_point",
-                    attractor=True,
-                    stability=p.stability,
-                    input_index=p.input_index,
-                    residual=p.residual,
-                    spectral_radius=p.spectral_radius,
-                    basin_fraction=p.basin_fraction,
-                    basin_lo=p.basin_interval[0],
-                    basin_hi=p.basin_interval[1],
-                    state_norm=float(p.state.norm()),
-                    label=f"{p.stability} fixed point, ρ = {p.spectral_radius:.3g}",
-                ),
-            )
-            targets.append((node, p.state[None], p.input_index))
-    for i, c in enumerate(found.continua):
-        if c.basin_count:
-            node = f"continuum:{i}"
-            node_of_label[label] = node
-            label += 1
-            g.add_node(
-                node,
-                **_node_attrs(
-                    kind="continuum",
-                    attractor=True,
-                    dimension=c.dimension,
-                    input_index=c.input_index,
-                    basin_fraction=c.basin_fraction,
-                    label=f"continuum of dimension {c.dimension}",
-                ),
-            )
-            targets.append((node, c.samples, c.input_index))
-    for i, cyc in enumerate(found.cycles):
-        # every cycle that iteration landed on gets a label, in find_fixed_points' order
-        if cyc.basin_count:
-            node = f"cycle:{i}"
-            node_of_label[label] = node
-            label += 1
-            g.add_node(
-                node,
-                **_node_attrs(
-                    kind="cycle",
-                    attractor=True,
-                    period=cyc.period,
-                    stability=cyc.stability,
-                    input_index=cyc.input_index,
-                    spectral_radius=cyc.spectral_radius,
-                    basin_fraction=cyc.basin_fraction,
-                    basin_lo=cyc.basin_interval[0],
-                    basin_hi=cyc.basin_interval[1],
-                    label=f"{cyc.stability} {cyc.period}-cycle",
-                ),
-            )
-            targets.append((node, cyc.points, cyc.input_index))
-    # basin edges, per source
-    steps = found.steps
-    for b, s in enumerate(sources):
-        labs = found.labels[b * per : (b + 1) * per]
-        st = steps[b * per : (b + 1) * per]
-        buckets: dict[str, list[int]] = {}
-        for j, lab in enumerate(labs.tolist()):
-            if lab >= 0:
-                node = node_of_label[lab]
-            elif lab in (-2, -3):
-                node = DIVERGED
-            else:
-                node = UNCONVERGED
-            buckets.setdefault(node, []).append(j)
-        for node, js in buckets.items():
-            lo, hi = clopper_pearson(len(js), per)
-            med = float(st[torch.tensor(js)].double().median()) if js else 0.0
-            g.add_edge(
-                s,
-                node,
-                kind="basin",
-                count=len(js),
-                fraction=len(js) / per,
-                lo=lo,
-                hi=hi,
-                median_steps=med,
-            )
-    # the unstable points and their unstable manifolds
-    if saddles:
-        counters: dict[str, int] = {}
-        rtol = default_tolerance(system.dtype) if tol is None else tol
-        unstable_nodes: list[tuple[str, Any]] = []
-        for p in found.points:
-            if p.basin_count:
-                continue
-            idx = counters.get(p.stability, 0)
-            counters[p.stability] = idx + 1
-            node = f"{p.stability}:{idx}"
-            g.add_node(
-                node,
-                **_node_attrs(
-                    kind=p.stability,
-                    attractor=False,
-                    input_index=p.input_index,
-                    residual=p.residual,
-                    spectral_radius=p.spectral_radius,
-                    n_unstable=p.n_unstable,
-                    state_norm=float(p.state.norm()),
-                    label=f"{p.stability}, {p.n_unstable} unstable direction(s), "
-                    f"ρ = {p.spectral_radius:.3g}",
-                ),
-            )
-            unstable_nodes.append((node, p))
-        # an unstable manifold may end on another unstable point (a heteroclinic connection
-        # along an invariant set), so the skeleton matches against every fixed point
-        every = targets + [(node, p.state[None], p.input_index) for node, p in unstable_nodes]
-        for node, p in unstable_nodes:
-            sub = (
-                system.with_input(system.x[p.input_index : p.input_index + 1])
-                if (system.driven and system.x is not None)
-                else system
-            )
-            dirs = _unstable_directions(system, p.state, sub, dense_limit, seed)
-            if not dirs:
-                continue
-            scale_p = max(1.0, float(p.state.norm()))
-            z0 = sub.flatten(p.state[None])
-            pushed = torch.cat(
-                [z0 + sgn * step * scale_p * d[None] for d in dirs for sgn in (1.0, -1.0)]
-            )
-            rep = sub.repeat_input(pushed.shape[0]) if (sub.driven and sub.x is not None) else sub
-            sol = solve(
-                rep,
-                rep.unflatten(pushed),
-                method="picard",
-                tol=rtol,
-                atol=rtol,
-                max_steps=max_steps,
-                throw=False,
-            )
-            for j in range(pushed.shape[0]):
-                dest = _match(
-                    system,
-                    sol.state[j],
-                    sol.outcomes[j].ok,
-                    every,
-                    p.input_index,
-                    found.dedup_tol,
-                    sol.outcomes[j].label,
-                )
-                direction = f"{'+' if j % 2 == 0 else '-'}v{j // 2}"
-                if g.has_edge(node, dest):
-                    g.edges[node, dest]["direction"] += f",{direction}"
-                else:
-                    g.add_edge(node, dest, kind="unstable_manifold", direction=direction)
-    for n in list(g.nodes):
-        if g.nodes[n].get("kind") == "sink" and g.degree(n) == 0:
-            g.nodes[n]["label"] += " [no start ended here]"
-    return BasinGraph(graph=g, fixed_points=found, node_of_label=node_of_label, targets=targets)
 
 
 def _match(
     system: LoopedSystem,
     state: torch.Tensor,
     ok: bool,
-    targets: list[tuple[str, torch.Tensor, int]],
+    targets: list[_Target],
     input_index: int,
     radius: float,
     outcome: str,
 ) -> str:
+    """The node an iteration's end state is on: the nearest target of its input within
+    ``max(1e3·radius, 1e-6·‖z‖)``, a sink when it failed (by its outcome) or is near none."""
     if not ok:
         return DIVERGED if outcome in ("diverged", "nonfinite") else UNCONVERGED
     z = system.flatten(state[None])
