@@ -497,6 +497,10 @@ def _node_attrs(**kw: Any) -> dict[str, Any]:
     return out
 
 
+#: Ritz pairs examined for expanding directions above ``dense_limit``
+_KRYLOV_DIRECTIONS = 8
+
+
 def _unstable_directions(
     system: LoopedSystem, state: torch.Tensor, sub: LoopedSystem, dense_limit: int, seed: int
 ) -> list[torch.Tensor]:
@@ -519,12 +523,32 @@ def _unstable_directions(
                 d = vec[:, i].imag
             out.append(d / d.norm())
         return out
+    # the top _KRYLOV_DIRECTIONS Ritz pairs: every expanding one among them (a saddle of
+    # higher index than that keeps only its strongest directions)
     op = _operator_at(sub, state[None])
+    k = min(_KRYLOV_DIRECTIONS, n)
     kr = arnoldi(
-        op.matvec, 1, n, op.dtype, op.device, k=1, tol=1e-6, max_steps=min(n, 200), seed=seed
+        op.matvec,
+        1,
+        n,
+        op.dtype,
+        op.device,
+        k=k,
+        tol=1e-6,
+        max_steps=min(n, 200),
+        seed=seed,
+        all_vectors=True,
     )
-    d = kr.vectors["right"][0].real
-    return [d / d.norm()] if float(kr.values[0, 0].abs()) > 1 else []
+    lam, vec = kr.values[0], kr.vectors["right_all"][0]
+    out = []
+    for i in torch.nonzero(lam.abs() > 1).flatten().tolist():
+        if float(lam[i].imag) < 0:
+            continue  # one direction per conjugate pair
+        d = vec[i].real
+        if float(d.norm()) < 1e-8:
+            d = vec[i].imag
+        out.append(d / d.norm())
+    return out
 
 
 def _basin_options(

@@ -202,8 +202,13 @@ def arnoldi(
     tol: float,
     max_steps: int,
     seed: int,
+    all_vectors: bool = False,
 ) -> KrylovResult:
     """Top-k eigenvalues by modulus, Arnoldi with full reorthogonalization.
+
+    The Ritz vector of the top value is returned as ``vectors["right"]`` ``(N, dim)``; with
+    ``all_vectors``, those of all ``k`` values too, as ``vectors["right_all"]`` ``(N, k, dim)``
+    (zero columns where fewer than ``k`` values were found).
 
     Examples
     --------
@@ -226,6 +231,7 @@ def arnoldi(
     vals = torch.zeros(n_rows, k, dtype=ctype, device=device)
     resid = torch.full((n_rows, k), math.inf, dtype=dtype, device=device)
     vec = torch.zeros(n_rows, dim, dtype=ctype, device=device)
+    vecs = torch.zeros(n_rows, k, dim, dtype=ctype, device=device) if all_vectors else None
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     first = _min_steps(k, dim)
     for j in range(m):
@@ -254,11 +260,16 @@ def arnoldi(
         vals = torch.where(done[:, None], vals, newly_vals)
         resid = torch.where(done[:, None], resid, newly_res)
         vec = torch.where(done[:, None], vec, v0)
+        if vecs is not None:
+            now = torch.zeros_like(vecs)
+            now[:, :top] = torch.einsum("bjn,bjt->btn", Q[:, :kk].to(ctype), Ysel)
+            vecs = torch.where(done[:, None, None], vecs, now)
         steps = torch.where(~done, torch.full_like(steps, kk), steps)
         done = done | conv_now
         if bool(done.all()):
             break
-    return KrylovResult(vals, resid, steps.cpu(), done.cpu(), {"right": vec})
+    found = {"right": vec} if vecs is None else {"right": vec, "right_all": vecs}
+    return KrylovResult(vals, resid, steps.cpu(), done.cpu(), found)
 
 
 def lanczos_sym(

@@ -191,3 +191,22 @@ def test_bad_input() -> None:
     g = dy.basin_graph(system, n_starts=8, saddles=False)
     with pytest.raises(InvalidArgumentError, match="resolution must be >= 1"):
         dy.plots.basin_map(system, dy.Plane.box((-1, 1), (-1, 1)), g, resolution=0)
+
+
+def test_krylov_unstable_directions_keep_every_expanding_direction() -> None:
+    """Above dense_limit, a saddle of index 2 or 3 has as many unstable directions as the dense
+    spectrum gives (the Krylov path used to keep only the top one)."""
+    from dynamo._basins import _unstable_directions
+
+    system = dy.LoopedSystem.from_module(dy.models.Bistable(n=3))
+    found = dy.find_fixed_points(system, 32, mode="all")
+    saddles = [p for p in found.points if p.n_unstable >= 2]
+    assert {p.n_unstable for p in saddles} == {2, 3}
+    for p in saddles:
+        dense = _unstable_directions(system, p.state, system, dense_limit=64, seed=0)
+        krylov = _unstable_directions(system, p.state, system, dense_limit=1, seed=0)
+        assert len(dense) == len(krylov) == p.n_unstable
+        # the same expanding subspace: each Krylov direction lies in the dense directions' span
+        q, _ = torch.linalg.qr(torch.stack(dense).T)
+        for d in krylov:
+            assert float((d - q @ (q.T @ d)).norm()) < 1e-5
