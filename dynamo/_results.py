@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,12 +130,16 @@ class Trust(str, enum.Enum):
         return self.value
 
 
-def _plain(v: Any) -> Any:
-    """JSON-safe: a tensor as (nested) Python numbers, NaN and infinities as None."""
+def _plain(v: Any, *, other: Callable[[Any], Any] | None = None) -> Any:
+    """JSON-safe: a tensor as (nested) Python numbers, NaN and infinities as None; with
+    ``other``, any value that is not a plain scalar or a tensor goes through it (``repr`` for
+    a solver's options). The one JSON helper of the packages, with :func:`_finite_or_none`."""
     if isinstance(v, torch.Tensor):
         return v.detach().cpu().tolist()
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if other is not None and not (isinstance(v, (bool, int, float, str)) or v is None):
+        return other(v)
     return v
 
 
@@ -273,7 +277,7 @@ class Solution:
             "max_steps": self.max_steps,
             "dtype": self.dtype,
             "device": self.device,
-            "options": {k: _option_plain(v) for k, v in self.options.items()},
+            "options": {k: _plain(v, other=repr) for k, v in self.options.items()},
         }
 
     def __str__(self) -> str:
@@ -299,10 +303,3 @@ def _finite_or_none(v: float) -> float | None:
     """A number as JSON, which has no NaN or inf: ``float(v)``, or ``None`` where it is not finite
     (a residual that was never finite is reported as null). The one such helper of the packages."""
     return float(v) if math.isfinite(v) else None
-
-
-def _option_plain(v: Any) -> Any:
-    """A solver option as JSON: plain scalars as they are, anything else by its repr."""
-    if isinstance(v, (bool, int, float, str)) or v is None:
-        return v
-    return repr(v)
