@@ -4,7 +4,8 @@ root-finding, stability classes, cycles, continua, and a count with confidence."
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -541,6 +542,8 @@ class FixedPointSet:
 
 # ---------------------------------------------------------------------- helpers
 class _UnionFind:
+    """Disjoint sets of ``0 … n − 1`` (path halving; a union keeps the smaller root)."""
+
     def __init__(self, n: int) -> None:
         self.parent = list(range(n))
 
@@ -625,6 +628,8 @@ def _clusters(points: np.ndarray, groups: np.ndarray, radius: float) -> list[lis
 
 
 def _classify(mods: torch.Tensor, delta: float, exact: bool) -> tuple[str, int]:
+    """Stability class from the eigenvalue moduli ``mods`` with neutral band ``delta``, and the
+    number of moduli above ``1 + delta``; ``exact``: ``mods`` is the full spectrum."""
     n_out = int((mods > 1 + delta).sum())
     n_in = int((mods < 1 - delta).sum())
     n_mid = int(mods.numel() - n_out - n_in)
@@ -699,6 +704,153 @@ class _Candidates:
         return self._stacked
 
 
+# ---------------------------------------------------------------------- stage records
+@dataclass(frozen=True)
+class _Options:
+    """Every setting of a :func:`find_fixed_points` call, checked (:func:`_check_options`).
+
+    The values are the caller's own (an int ``damping`` stays an int in the result), except
+    ``rtol``, the residual tolerance with its dtype default filled in; ``call`` is the call form
+    that every error message starts with.
+    """
+
+    call: str
+    n_starts: int
+    mode: SearchMode
+    start: StartKind
+    scale: float
+    rtol: float
+    max_steps: int
+    damping: float
+    dedup_tol: float | None
+    neutral_band: float
+    max_period: int
+    n_newton: int | None
+    perturb: float
+    qmin_steps: int
+    newton_steps: int
+    bridge_rounds: int
+    k_eigenvalues: int
+    dense_limit: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _Seeds:
+    """The iteration starts of every input, input after input: row ``i`` is start ``i % per`` of
+    input ``index[i]``; ``inputs`` binds rows to their inputs and ``run_sys`` is the system with
+    every row's input at once."""
+
+    h0: torch.Tensor
+    per: int
+    n_inputs: int
+    index: torch.Tensor
+    inputs: _Inputs
+    run_sys: LoopedSystem
+
+    @property
+    def total(self) -> int:
+        """Starts over all inputs, ``n_inputs · per``."""
+        return int(self.h0.shape[0])
+
+
+@dataclass(frozen=True)
+class _Reach:
+    """Plain iteration from every start: its outcome, the iterate it stopped at (where cycles are
+    looked for) and the steps it took."""
+
+    outcomes: tuple[Outcome, ...]
+    last_state: torch.Tensor
+    steps: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    """Candidates of one input within the dedup radius of each other, represented by the one of
+    least residual.
+
+    ``cand`` is the representative's index in the candidate pool (a key for what is computed
+    for it), ``row`` its input row; ``reach_rows`` are the iteration starts that converged into
+    the cluster (sorted) and ``hits`` the candidates it holds from the random root-finding sample.
+    """
+
+    state: torch.Tensor
+    cand: int
+    row: int
+    input: int
+    found_by: tuple[str, ...]
+    reach_rows: tuple[int, ...]
+    hits: int
+
+
+@dataclass(frozen=True)
+class _Point(_Cluster):
+    """A classified cluster: the eigenvalues ``eig`` of ``∂f/∂h`` at its state, their largest
+    modulus ``rho``, its stability class, ``n_out`` eigenvalues outside the neutral band,
+    ``nullity`` eigenvalues within it of 1, and the residual ``‖f(h) − h‖₂``."""
+
+    eig: torch.Tensor
+    rho: float
+    stability: str
+    n_out: int
+    nullity: int
+    residual: float
+
+
+@dataclass(frozen=True)
+class _Classified:
+    """The deduplicated, classified points (continua's samples still among them), the dedup
+    radius, whether their spectra are full rather than top-``k``, and the count of distinct
+    candidates at other radii."""
+
+    points: tuple[_Point, ...]
+    radius: float
+    exact: bool
+    dedup_curve: tuple[tuple[float, int], ...]
+
+
+@dataclass(frozen=True)
+class _ContinuumRecord:
+    """A continuum of fixed points before assembly: what :class:`Continuum` reports, the
+    iteration starts that converged onto it (sorted), and its samples' indices among the
+    classified points (``members``)."""
+
+    dimension: int
+    dimension_is_lower_bound: bool
+    input_index: int
+    samples: torch.Tensor
+    evidence: str
+    reach_rows: tuple[int, ...]
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _CycleRecord:
+    """A cycle before assembly: what :class:`Cycle` reports (``flat``: its points flattened, for
+    distances), and the iteration starts that settled on it (sorted)."""
+
+    period: int
+    points: torch.Tensor
+    flat: torch.Tensor
+    input_index: int
+    residual: float
+    multipliers: torch.Tensor
+    spectral_radius: float
+    stability: str
+    reach_rows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """What the classified points make up: the isolated points (degenerate duplicates merged, in
+    report order), the continua, and the attracting cycles that iteration settled on."""
+
+    isolated: tuple[_Point, ...]
+    continua: tuple[_ContinuumRecord, ...]
+    cycles: tuple[_CycleRecord, ...]
+
+
+# ---------------------------------------------------------------------- helpers of the stages
 def _dedup(
     system: LoopedSystem,
     inputs: _Inputs,
@@ -706,7 +858,7 @@ def _dedup(
     cands: _Candidates,
     dedup_tol: float | None,
     rtol: float,
-) -> tuple[list[dict[str, Any]], float]:
+) -> tuple[list[_Cluster], float]:
     """Clusters of candidates within the dedup radius (per input), least residual first."""
     if not len(cands):
         return [], (dedup_tol if dedup_tol is not None else 1e3 * rtol)
@@ -718,22 +870,22 @@ def _dedup(
     radius = dedup_tol if dedup_tol is not None else 1e3 * rtol * scale_states
     groups = index[rows_c].numpy()
     clusters = _clusters(flat, groups, radius)
-    raw: list[dict[str, Any]] = []
+    out: list[_Cluster] = []
     res_list = res_c.tolist()
     for comp in clusters:
         best = min(comp, key=res_list.__getitem__)
-        raw.append(
-            {
-                "state": stacked[best],
-                "cand": best,  # the candidate's index: a key for what is computed for it
-                "row": cands.row[best],
-                "input": int(index[cands.row[best]]),
-                "found_by": tuple(sorted({cands.src[i] for i in comp})),
-                "reach_rows": sorted({cands.reach[i] for i in comp if cands.reach[i] >= 0}),
-                "hits": sum(cands.sampled[i] for i in comp),
-            }
+        out.append(
+            _Cluster(
+                state=stacked[best],
+                cand=best,
+                row=cands.row[best],
+                input=int(index[cands.row[best]]),
+                found_by=tuple(sorted({cands.src[i] for i in comp})),
+                reach_rows=tuple(sorted({cands.reach[i] for i in comp if cands.reach[i] >= 0})),
+                hits=sum(cands.sampled[i] for i in comp),
+            )
         )
-    return raw, float(radius)
+    return out, float(radius)
 
 
 def _dedup_curve(
@@ -823,38 +975,27 @@ def _single_linkage_counts(
     return [(float(t), counts[t]) for t in scales]
 
 
-def _root_finding(
-    system: LoopedSystem,
-    inputs: _Inputs,
-    run_sys: LoopedSystem,
-    h0: torch.Tensor,
-    cands: _Candidates,
-    *,
-    per: int,
-    n_inputs: int,
-    m: int,
-    perturb: float,
-    qmin_steps: int,
-    newton_steps: int,
-    rtol: float,
-    seed: int,
-) -> int:
-    """Newton–Krylov from every start, and Newton (and Adam on ``q`` followed by Newton) from
-    perturbed states of the starts' short trajectories; returns the size of the random sample
-    per input (the Newton runs from perturbed states, independent draws from one distribution).
+def _root_finding(system: LoopedSystem, seeds: _Seeds, cands: _Candidates, opts: _Options) -> int:
+    """Stage 2 (mode "all"): Newton–Krylov from every start, and Newton (and Adam on ``q``
+    followed by Newton) from perturbed states of the starts' short trajectories, adding what
+    converges to ``cands``; returns the size of the random sample per input (the Newton runs from
+    perturbed states, independent draws from one distribution).
 
     Every given start seeds a run of its own, unperturbed (no start is left out), and the
-    sample of ``m`` perturbed states per input cycles through the starts without replacement
-    (each start once before any twice), at a random time of its first 16 steps plus Gaussian
-    noise of ``perturb`` times the state's RMS entry (FixedPointFinder's recipe).
+    sample of ``m`` perturbed states per input (``n_newton``, default one per start) cycles
+    through the starts without replacement (each start once before any twice), at a random time
+    of its first 16 steps plus Gaussian noise of ``perturb`` times the state's RMS entry
+    (FixedPointFinder's recipe).
     """
+    h0, per, inputs, rtol = seeds.h0, seeds.per, seeds.inputs, opts.rtol
+    m = per if opts.n_newton is None else opts.n_newton
     shape_ones = [1] * len(system.state_shape)
-    gen = torch.Generator().manual_seed(seed + 7)
+    gen = torch.Generator().manual_seed(opts.seed + 7)
     with torch.no_grad():
-        traj = run_sys.iterate(h0, n_steps=16, record=True).states
+        traj = seeds.run_sys.iterate(h0, n_steps=16, record=True).states
     assert traj is not None
     picks = []
-    for b in range(n_inputs):
+    for b in range(seeds.n_inputs):
         reps = -(-m // per)
         order = torch.cat([torch.randperm(per, generator=gen) for _ in range(reps)])[:m]
         picks.append(order + b * per)
@@ -869,10 +1010,10 @@ def _root_finding(
     rms = system.flatten(base).norm(dim=1) / math.sqrt(system.state_dim)
     rms = torch.clamp(rms, min=1e-3, max=1e3).reshape(-1, *shape_ones)
     noise = torch.randn(base.shape, generator=gen, dtype=torch.float64).to(base)
-    pert = base + perturb * rms * noise
+    pert = base + opts.perturb * rms * noise
     total = h0.shape[0]
     rows = torch.cat([torch.arange(total), pick_s])
-    nk = _newton(inputs, rows, torch.cat([h0, pert]), rtol, newton_steps)
+    nk = _newton(inputs, rows, torch.cat([h0, pert]), rtol, opts.newton_steps)
     ok_nk = nk.converged
     given = ok_nk.clone()
     given[total:] = False
@@ -880,9 +1021,9 @@ def _root_finding(
     ok_nk[:total] = False
     cands.add(nk.state[ok_nk], rows[ok_nk], "newton", sampled=True)
     failed = ~ok_nk[total:]
-    if qmin_steps > 0 and bool(failed.any()):
+    if opts.qmin_steps > 0 and bool(failed.any()):
         sel = torch.nonzero(failed).flatten()
-        q = _qmin(inputs.sub(pick_s[sel]), pert[sel], steps=qmin_steps)
+        q = _qmin(inputs.sub(pick_s[sel]), pert[sel], steps=opts.qmin_steps)
         ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten().cpu()
         if ok.numel():
             qp = _newton(inputs, pick_s[sel][ok], q[ok], rtol)
@@ -893,8 +1034,8 @@ def _root_finding(
 
 def _bridge(
     inputs: _Inputs,
-    raw: list[dict[str, Any]],
-    prev: list[dict[str, Any]],
+    points: list[_Point],
+    prev: list[_Point],
     cands: _Candidates,
     *,
     radius: float,
@@ -911,15 +1052,15 @@ def _bridge(
     ``max_pairs`` per input a round. Points with an eigenvalue near 1 are left out: on a
     continuum every midpoint polishes into yet another sample of it.
     """
-    pts = [r for r in raw if r["nullity"] == 0]
+    pts = [r for r in points if r.nullity == 0]
     if len(pts) < 2:
         return
-    flat = torch.stack([r["state"].flatten() for r in pts])
-    inp = torch.tensor([r["input"] for r in pts])
+    flat = torch.stack([r.state.flatten() for r in pts])
+    inp = torch.tensor([r.input for r in pts])
     new = torch.ones(len(pts), dtype=torch.bool)
     if prev:
-        old = torch.stack([r["state"].flatten() for r in prev])
-        old_inp = torch.tensor([r["input"] for r in prev])
+        old = torch.stack([r.state.flatten() for r in prev])
+        old_inp = torch.tensor([r.input for r in prev])
         near = (torch.cdist(flat, old) <= 10 * radius).cpu() & (inp[:, None] == old_inp[None, :])
         new = ~near.any(dim=1)
     iu, ju = torch.triu_indices(len(pts), len(pts), 1)
@@ -937,9 +1078,9 @@ def _bridge(
         rank_in_input[sel] = torch.arange(sel.numel())
     order = order[rank_in_input < max_pairs]
     iu, ju = iu[order], ju[order]
-    states = torch.stack([r["state"] for r in pts])
+    states = torch.stack([r.state for r in pts])
     mids = 0.5 * (states[iu] + states[ju])
-    rows = torch.tensor([pts[int(a)]["row"] for a in iu], dtype=torch.long)
+    rows = torch.tensor([pts[int(a)].row for a in iu], dtype=torch.long)
     nk = _newton(inputs, rows, mids, rtol, newton_steps)
     good = nk.converged
     cands.add(nk.state[good], rows[good], "bridge")
@@ -948,36 +1089,44 @@ def _bridge(
 def _classify_all(
     system: LoopedSystem,
     inputs: _Inputs,
-    raw: list[dict[str, Any]],
+    clusters: list[_Cluster],
     cache: dict[int, tuple[torch.Tensor, float]],
     *,
     k: int,
     dense_limit: int,
     neutral_band: float,
     seed: int,
-) -> bool:
-    """Eigenvalues, class, nullity and residual of every point; spectra already computed for the
-    same representative (``cache``, by its candidate index) are reused. Returns whether the
-    spectra are full (dense) rather than top-``k``."""
+) -> tuple[list[_Point], bool]:
+    """Eigenvalues, class, nullity and residual of every cluster's representative; spectra already
+    computed for the same representative (``cache``, by its candidate index) are reused. Returns
+    the points and whether the spectra are full (dense) rather than top-``k``."""
     exact = system.state_dim <= dense_limit
-    todo = [r for r in raw if r["cand"] not in cache]
+    todo = [c for c in clusters if c.cand not in cache]
     if todo:
-        rows_r = torch.tensor([r["row"] for r in todo], dtype=torch.long)
-        states = torch.stack([r["state"] for r in todo])
+        rows_r = torch.tensor([c.row for c in todo], dtype=torch.long)
+        states = torch.stack([c.state for c in todo])
         eigs, exact = _spectra(
             system, states, inputs, rows_r, k=k, dense_limit=dense_limit, seed=seed
         )
         res_r = _residuals(inputs, rows_r, states)
-        for r, ev, rr in zip(todo, eigs, res_r.tolist(), strict=True):
-            cache[r["cand"]] = (ev.detach(), float(rr))
-    for r in raw:
-        ev, rr = cache[r["cand"]]
-        r["eig"] = ev
-        r["rho"] = float(ev.abs().max())
-        r["stability"], r["n_out"] = _classify(ev.abs(), neutral_band, exact)
-        r["nullity"] = int(((ev - 1).abs() <= neutral_band).sum())
-        r["residual"] = rr
-    return exact
+        for c, ev, rr in zip(todo, eigs, res_r.tolist(), strict=True):
+            cache[c.cand] = (ev.detach(), float(rr))
+    points = []
+    for c in clusters:
+        ev, rr = cache[c.cand]
+        stability, n_out = _classify(ev.abs(), neutral_band, exact)
+        points.append(
+            _Point(
+                **vars(c),
+                eig=ev,
+                rho=float(ev.abs().max()),
+                stability=stability,
+                n_out=n_out,
+                nullity=int(((ev - 1).abs() <= neutral_band).sum()),
+                residual=rr,
+            )
+        )
+    return points, exact
 
 
 def _spectra(
@@ -1218,14 +1367,15 @@ def _joined_by_fixed_points(
 def _continua(
     system: LoopedSystem,
     inputs: _Inputs,
-    raw: list[dict[str, Any]],
+    points: Sequence[_Point],
     *,
     rtol: float,
     exact: bool,
     seed: int,
     tries_per_pair: int = 2,
-) -> tuple[list[dict[str, Any]], set[int]]:
-    """Group neutral, non-isolated fixed points into continua.
+) -> tuple[list[_ContinuumRecord], set[int]]:
+    """Group neutral, non-isolated fixed points into continua; returns them and the indices (in
+    ``points``) of the points they hold.
 
     **Non-isolation** of a point with ``nullity >= 1`` (an eigenvalue within δ of 1) is tested in
     two rounds of Newton–Krylov with steps of ``s = max(1e-3·ρ, 300·tol·r)``, ``ρ = max(1,
@@ -1250,15 +1400,15 @@ def _continua(
     about ``4·s`` (each path is built of at most 4096 pieces: samples farther apart than that
     are not joined directly).
     """
-    neutral = [i for i, r in enumerate(raw) if r["nullity"] >= 1]
+    neutral = [i for i, r in enumerate(points) if r.nullity >= 1]
     if not neutral:
         return [], set()
     n = system.state_dim
-    dt = raw[neutral[0]]["state"].dtype
-    dev = raw[neutral[0]]["state"].device
+    dt = points[neutral[0]].state.dtype
+    dev = points[neutral[0]].state.device
     gen = torch.Generator(device=system.device).manual_seed(seed + 11)
-    base = system.flatten(torch.stack([raw[i]["state"] for i in neutral]))
-    row_of = torch.tensor([raw[i]["row"] for i in neutral], dtype=torch.long)
+    base = system.flatten(torch.stack([points[i].state for i in neutral]))
+    row_of = torch.tensor([points[i].row for i in neutral], dtype=torch.long)
     norms = base.norm(dim=1)
     step = torch.maximum(
         1e-3 * torch.clamp(norms / math.sqrt(n), min=1.0), 300 * rtol * torch.clamp(norms, min=1.0)
@@ -1266,7 +1416,7 @@ def _continua(
     noise = 3 * rtol * torch.clamp(norms, min=1.0)
 
     # round 1: random directions; the landing displacements estimate the tangent space
-    n_dir = [min(n, raw[i]["nullity"] * (1 if exact else 2) + 3) for i in neutral]
+    n_dir = [min(n, points[i].nullity * (1 if exact else 2) + 3) for i in neutral]
     owner = torch.cat([torch.full((c,), j, dtype=torch.long) for j, c in enumerate(n_dir)])
     d = torch.randn(int(owner.numel()), n, generator=gen, dtype=dt, device=dev)
     d = d / d.norm(dim=1, keepdim=True) * step[owner, None]
@@ -1312,10 +1462,10 @@ def _continua(
     # linking: Kruskal's order over the pairs of one input, the nearest few per pair of groups
     members = sorted(local)
     m = len(members)
-    flat = system.flatten(torch.stack([raw[i]["state"] for i in members]))
+    flat = system.flatten(torch.stack([points[i].state for i in members]))
     slot = {i: j for j, i in enumerate(neutral)}
     res = [4 * float(step[slot[i]]) for i in members]  # gaps wider than this are seen
-    inp = torch.tensor([raw[i]["input"] for i in members])
+    inp = torch.tensor([points[i].input for i in members])
     uf = _UnionFind(m)
     if m > 1:
         dist = torch.cdist(flat, flat)
@@ -1350,7 +1500,7 @@ def _continua(
                     (
                         flat[a],
                         flat[b],
-                        raw[members[a]]["row"],
+                        points[members[a]].row,
                         tangents[members[a]],
                         tangents[members[b]],
                         max(res[a], res[b]),
@@ -1384,34 +1534,33 @@ def _continua(
         taken.update(idx)
         dim = max(local[i] for i in idx)
         lower = any(i in saturated and local[i] == dim for i in idx)
-        reach_rows = sorted({row for i in idx for row in raw[i]["reach_rows"]})
         out.append(
-            {
-                "dimension": dim,
-                "dimension_is_lower_bound": lower,
-                "input_index": raw[idx[0]]["input"],
-                "samples": torch.stack([raw[i]["state"] for i in idx]),
-                "evidence": (
+            _ContinuumRecord(
+                dimension=dim,
+                dimension_is_lower_bound=lower,
+                input_index=points[idx[0]].input,
+                samples=torch.stack([points[i].state for i in idx]),
+                evidence=(
                     f"{len(idx)} fixed points with eigenvalue 1 (nullity up to "
-                    f"{max(raw[i]['nullity'] for i in idx)}); Newton from steps along the "
+                    f"{max(points[i].nullity for i in idx)}); Newton from steps along the "
                     f"tangent directions lands on them (local dimension {'>= ' if lower else ''}"
                     f"{dim}); {len(comp) - 1} paths of fixed points join the samples"
                 ),
-                "reach_rows": reach_rows,
-                "members": idx,
-            }
+                reach_rows=tuple(sorted({row for i in idx for row in points[i].reach_rows})),
+                members=tuple(idx),
+            )
         )
     return out, taken
 
 
-def _index_sum(points: list[dict[str, Any]], *, exact: bool, continuum: bool) -> int | None:
+def _index_sum(points: list[_Point], *, exact: bool, continuum: bool) -> int | None:
     """``Σ sign det(I − J)`` over isolated points: ``(−1)^(number of real eigenvalues > 1)``
     each (a complex pair contributes ``|1 − λ|² > 0``); None where it is undefined."""
-    if not exact or continuum or any(r["nullity"] >= 1 for r in points):
+    if not exact or continuum or any(r.nullity >= 1 for r in points):
         return None
     total = 0
     for r in points:
-        ev = r["eig"]
+        ev = r.eig
         tiny = 1e3 * torch.finfo(ev.real.dtype).eps * max(1.0, float(ev.abs().max()))
         real_above = int(((ev.imag.abs() <= tiny) & (ev.real > 1)).sum())
         total += -1 if real_above % 2 else 1
@@ -1421,11 +1570,11 @@ def _index_sum(points: list[dict[str, Any]], *, exact: bool, continuum: bool) ->
 def _merge_degenerate(
     system: LoopedSystem,
     inputs: _Inputs,
-    iso: list[dict[str, Any]],
+    iso: list[_Point],
     *,
     radius: float,
     dense_limit: int,
-) -> list[dict[str, Any]]:
+) -> list[_Point]:
     """Merge isolated points closer than their location uncertainty.
 
     Newton converges only linearly to a degenerate root (``I − J`` singular there, as at 0 for
@@ -1437,11 +1586,11 @@ def _merge_degenerate(
     dimensions up to ``dense_limit``; for a nondegenerate point ``4‖δ‖`` is far below the dedup
     radius and nothing changes.
     """
-    cand = [i for i, r in enumerate(iso) if r["nullity"] >= 1]
+    cand = [i for i, r in enumerate(iso) if r.nullity >= 1]
     if len(cand) < 2 or system.state_dim > dense_limit:
         return iso
-    rows = torch.tensor([iso[i]["row"] for i in cand], dtype=torch.long)
-    states = torch.stack([iso[i]["state"] for i in cand])
+    rows = torch.tensor([iso[i].row for i in cand], dtype=torch.long)
+    states = torch.stack([iso[i].state for i in cand])
     sub = inputs.sub(rows)
     J = jacobian(sub, states)
     with torch.no_grad():
@@ -1453,7 +1602,7 @@ def _merge_degenerate(
     uf = _UnionFind(len(cand))
     for a in range(len(cand)):
         for b in range(a + 1, len(cand)):
-            if iso[cand[a]]["input"] != iso[cand[b]]["input"]:
+            if iso[cand[a]].input != iso[cand[b]].input:
                 continue
             if float((flat[a] - flat[b]).norm()) <= float(u[a] + u[b]):
                 uf.union(a, b)
@@ -1464,12 +1613,13 @@ def _merge_degenerate(
     for members in groups.values():
         if len(members) < 2:
             continue
-        best = min(members, key=lambda i: iso[i]["residual"])
-        rep = dict(iso[best])
-        rep["found_by"] = tuple(sorted({s for i in members for s in iso[i]["found_by"]}))
-        rep["reach_rows"] = sorted({row for i in members for row in iso[i]["reach_rows"]})
-        rep["hits"] = sum(iso[i].get("hits", 0) for i in members)
-        iso[best] = rep
+        best = min(members, key=lambda i: iso[i].residual)
+        iso[best] = replace(
+            iso[best],
+            found_by=tuple(sorted({s for i in members for s in iso[i].found_by})),
+            reach_rows=tuple(sorted({row for i in members for row in iso[i].reach_rows})),
+            hits=sum(iso[i].hits for i in members),
+        )
         drop.update(i for i in members if i != best)
     return [r for i, r in enumerate(iso) if i not in drop]
 
@@ -1513,7 +1663,7 @@ def _cycle_record(
     k: int,
     delta: float,
     seed: int,
-) -> dict[str, Any]:
+) -> _CycleRecord:
     """A q-cycle's residual under ``f^q``, multipliers (spectrum of ``∂f^q/∂h``) and class."""
     q = int(points.shape[0])
     zero = torch.zeros(1, dtype=torch.long)
@@ -1522,17 +1672,16 @@ def _cycle_record(
     mult, exact = _spectra(fq.system, points[:1], fq, zero, k=k, dense_limit=dense_limit, seed=seed)
     ev = mult[0].detach()
     stability, _ = _classify(ev.abs(), delta, exact)
-    return {
-        "period": q,
-        "points": points,
-        "flat": system.flatten(points),
-        "input_index": inp,
-        "residual": res,
-        "multipliers": ev,
-        "spectral_radius": float(ev.abs().max()),
-        "stability": stability,
-        "reach_rows": [],
-    }
+    return _CycleRecord(
+        period=q,
+        points=points,
+        flat=system.flatten(points),
+        input_index=inp,
+        residual=res,
+        multipliers=ev,
+        spectral_radius=float(ev.abs().max()),
+        stability=stability,
+    )
 
 
 def _find_cycles(
@@ -1548,7 +1697,7 @@ def _find_cycles(
     k: int,
     delta: float,
     seed: int,
-) -> tuple[list[dict[str, Any]], dict[int, int]]:
+) -> list[_CycleRecord]:
     """Period-p orbits (2 <= p <= max_period) among starts that neither converged nor diverged.
 
     Each such start is followed on from ``last``, the iterate where its plain iteration stopped
@@ -1565,10 +1714,11 @@ def _find_cycles(
     unit circle) and the start's last iterate lies within ``√tol · max(1, ‖orbit‖)`` of it: inside
     the linear regime of an attracting orbit, which it then approaches geometrically. Orbits that
     are not stable (Newton may find them near a start that lingers on a chaotic attractor, which
-    holds infinitely many) are not reported: no start settles on them.
+    holds infinitely many) are not reported: no start settles on them. Each orbit returned carries
+    the starts that settled on it.
     """
     if not rows or max_period < 2:
-        return [], {}
+        return []
     rows_t = torch.tensor(rows, dtype=torch.long)
     sub = inputs.sub(rows_t)
     window = 2 * max_period
@@ -1589,17 +1739,17 @@ def _find_cycles(
 
     end = flat[-1]
     settle = math.sqrt(rtol)
-    out: list[dict[str, Any]] = []
-    cycle_of_row: dict[int, int] = {}
+    out: list[_CycleRecord] = []
+    settled_rows: list[list[int]] = []  # per orbit in out, the starts settled on it so far
 
     def settled_on(i: int, inp: int) -> int | None:
         """The stable orbit of input ``inp`` whose linear regime start ``i`` ended in, if any."""
         best, best_d = None, math.inf
         for c_i, c in enumerate(out):
-            if c["input_index"] != inp or c["stability"] != "stable":
+            if c.input_index != inp or c.stability != "stable":
                 continue
-            d = float((c["flat"] - end[i][None]).norm(dim=1).min())
-            if d <= settle * max(1.0, float(c["flat"].norm(dim=1).max())) and d < best_d:
+            d = float((c.flat - end[i][None]).norm(dim=1).min())
+            if d <= settle * max(1.0, float(c.flat.norm(dim=1).max())) and d < best_d:
                 best, best_d = c_i, d
         return best
 
@@ -1641,12 +1791,13 @@ def _find_cycles(
                     None,
                 )  # None: stepping p times did not close the orbit Newton found: not a cycle
                 known = q is None or any(
-                    c["period"] == q
-                    and c["input_index"] == inp
-                    and float((c["flat"] - orb[0][None]).norm(dim=1).min()) <= 10 * radius
+                    c.period == q
+                    and c.input_index == inp
+                    and float((c.flat - orb[0][None]).norm(dim=1).min()) <= 10 * radius
                     for c in out
                 )
                 if q is not None and q > 1 and not known:
+                    settled_rows.append([])
                     out.append(
                         _cycle_record(
                             system,
@@ -1663,17 +1814,382 @@ def _find_cycles(
             c_i = settled_on(i, inp)
             if c_i is not None:
                 done[i] = True
-                out[c_i]["reach_rows"].append(row)
-                cycle_of_row[row] = c_i
+                settled_rows[c_i].append(row)
     # only attracting orbits that starts settled on are reported: unstable periodic orbits met on
     # the way are incidental (a chaotic attractor holds infinitely many) and not searched for
-    kept = [c_i for c_i, c in enumerate(out) if c["reach_rows"]]
-    renumber = {old: new for new, old in enumerate(kept)}
-    out = [out[c_i] for c_i in kept]
-    for c in out:
-        c["reach_rows"].sort()
-    cycle_of_row = {row: renumber[c_i] for row, c_i in cycle_of_row.items()}
-    return out, cycle_of_row
+    return [
+        replace(c, reach_rows=tuple(sorted(rows_c)))
+        for c, rows_c in zip(out, settled_rows, strict=True)
+        if rows_c
+    ]
+
+
+# ---------------------------------------------------------------------- the stages
+def _check_options(
+    system: LoopedSystem,
+    n_starts: int,
+    *,
+    mode: SearchMode,
+    start: StartKind,
+    scale: float,
+    tol: float | None,
+    max_steps: int,
+    damping: float,
+    dedup_tol: float | None,
+    neutral_band: float,
+    max_period: int,
+    n_newton: int | None,
+    perturb: float,
+    qmin_steps: int,
+    newton_steps: int,
+    bridge_rounds: int,
+    k_eigenvalues: int,
+    dense_limit: int,
+    seed: int,
+) -> _Options:
+    """Every setting of :func:`find_fixed_points` checked before any work, one at a time in a
+    fixed order (the first bad one is the one named); the starts are checked by :func:`_seed`."""
+    call = call_form("find_fixed_points", ["system"], n_starts=n_starts, mode=mode)
+    if not isinstance(system, LoopedSystem):
+        raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
+    check_positive_int(call, "n_starts", n_starts)
+    check_choice(call, "mode", mode, ("reach", "all"))
+    check_choice(call, "start", start, ("normal", "input", "zeros"))
+    check_positive_float(call, "scale", scale)
+    check_positive_int(call, "max_steps", max_steps)
+    check_positive_float(call, "damping", damping, upper=1.0)
+    check_positive_float(call, "neutral_band", neutral_band, upper=1.0, upper_inclusive=False)
+    check_positive_int(call, "max_period", max_period)
+    check_positive_float(call, "perturb", perturb)
+    check_positive_int(call, "qmin_steps", qmin_steps, minimum=0)
+    check_positive_int(call, "newton_steps", newton_steps)
+    check_positive_int(call, "bridge_rounds", bridge_rounds, minimum=0)
+    check_positive_int(call, "k_eigenvalues", k_eigenvalues)
+    check_positive_int(call, "dense_limit", dense_limit, minimum=0)
+    if n_newton is not None:
+        check_positive_int(call, "n_newton", n_newton)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidArgumentError(f"{call}: seed must be an int, got {seed!r}")
+    check_solvable_dtype(call, "the system", system.dtype)
+    rtol = (
+        default_tolerance(system.dtype) if tol is None else check_positive_float(call, "tol", tol)
+    )
+    if dedup_tol is not None:
+        check_positive_float(call, "dedup_tol", dedup_tol)
+    return _Options(
+        call=call,
+        n_starts=n_starts,
+        mode=mode,
+        start=start,
+        scale=scale,
+        rtol=rtol,
+        max_steps=max_steps,
+        damping=damping,
+        dedup_tol=dedup_tol,
+        neutral_band=neutral_band,
+        max_period=max_period,
+        n_newton=n_newton,
+        perturb=perturb,
+        qmin_steps=qmin_steps,
+        newton_steps=newton_steps,
+        bridge_rounds=bridge_rounds,
+        k_eigenvalues=k_eigenvalues,
+        dense_limit=dense_limit,
+        seed=seed,
+    )
+
+
+def _seed(system: LoopedSystem, starts: torch.Tensor | None, opts: _Options) -> _Seeds:
+    """The starts of every input: ``starts`` (checked) repeated per input, or ``n_starts`` drawn
+    by :meth:`LoopedSystem.initial_states`, once the search is known to fit in memory."""
+    driven_inputs = system.driven and system.x is not None
+    n_inputs = int(system.x.shape[0]) if driven_inputs and system.x is not None else 1
+    shape_ones = [1] * len(system.state_shape)
+    if starts is not None:
+        check_state_shape(opts.call, "starts", starts, system.state_shape)
+        check_finite_tensor(opts.call, "starts", starts)
+    per = int(starts.shape[0]) if starts is not None else opts.n_starts
+    # the search keeps about 16 copies of the starts at once (iterates, best and last states,
+    # trajectories, root-finding runs): refuse what cannot fit before allocating any of it
+    itemsize = torch.empty(0, dtype=system.dtype).element_size()
+    check_memory(
+        opts.call,
+        f"a search from {per} starts x {n_inputs} input(s) of {system.state_dim} entries",
+        16.0 * per * n_inputs * system.state_dim * itemsize,
+        system.device,
+        "pass fewer starts (n_starts= or starts=) or fewer inputs",
+    )
+    if starts is not None:
+        h0 = (
+            starts.detach()
+            .to(dtype=system.dtype, device=system.device)
+            .repeat(n_inputs, *shape_ones)
+        )
+    else:
+        h0 = system.initial_states(opts.start, opts.n_starts, scale=opts.scale, seed=opts.seed)
+        per = int(h0.shape[0]) // n_inputs
+    index = torch.arange(n_inputs).repeat_interleave(per)
+    inputs = _Inputs(system, index)
+    run_sys = inputs.sub(torch.arange(int(h0.shape[0])))
+    return _Seeds(h0=h0, per=per, n_inputs=n_inputs, index=index, inputs=inputs, run_sys=run_sys)
+
+
+def _iterate(system: LoopedSystem, seeds: _Seeds, cands: _Candidates, opts: _Options) -> _Reach:
+    """Stage 1: plain (damped) iteration from every start; the limits of the converged starts,
+    polished, join ``cands`` as found by ``"iteration"``."""
+    reach = solve(
+        seeds.run_sys,
+        seeds.h0,
+        method="picard",
+        damping=opts.damping,
+        tol=opts.rtol,
+        atol=opts.rtol,
+        max_steps=opts.max_steps,
+        throw=False,
+    )
+    outcomes = tuple(reach.outcomes)
+    conv = torch.tensor([i for i, o in enumerate(outcomes) if o.ok], dtype=torch.long)
+    if conv.numel():
+        lims, lim_res = reach.state[conv], reach.residual[conv]
+        polished = _polish_limits(
+            system, seeds.inputs, seeds.index, lims, lim_res, conv, opts.dedup_tol, opts.rtol
+        )
+        cands.add(polished, conv, "iteration", reach=conv)
+    assert reach.last_state is not None
+    return _Reach(outcomes=outcomes, last_state=reach.last_state, steps=reach.steps)
+
+
+def _classify_points(
+    system: LoopedSystem, seeds: _Seeds, cands: _Candidates, opts: _Options
+) -> _Classified:
+    """Stage 3: deduplicate the candidates per input, keeping the least-residual representative,
+    and classify them; in mode "all", then Newton from the midpoints of pairs of nondegenerate
+    points (saddles sit between attractors), round after round while new points appear."""
+    # by candidate index: a representative that survives a round keeps its spectrum
+    spectra: dict[int, tuple[torch.Tensor, float]] = {}
+
+    def dedup_and_classify() -> tuple[list[_Point], float, bool]:
+        """Cluster the whole pool as it stands and classify each cluster's representative."""
+        clusters, radius = _dedup(
+            system, seeds.inputs, seeds.index, cands, opts.dedup_tol, opts.rtol
+        )
+        points, exact = _classify_all(
+            system,
+            seeds.inputs,
+            clusters,
+            spectra,
+            k=opts.k_eigenvalues,
+            dense_limit=opts.dense_limit,
+            neutral_band=opts.neutral_band,
+            seed=opts.seed,
+        )
+        return points, radius, exact
+
+    points, radius, exact = dedup_and_classify()
+    if opts.mode == "all":
+        prev: list[_Point] = []
+        for _ in range(opts.bridge_rounds):
+            _bridge(
+                seeds.inputs,
+                points,
+                prev,
+                cands,
+                radius=radius,
+                rtol=opts.rtol,
+                newton_steps=opts.newton_steps,
+                max_pairs=max(4 * seeds.per, 512),
+            )
+            prev = points
+            points, radius, exact = dedup_and_classify()
+            if len(points) == len(prev):
+                break
+    curve = _dedup_curve(system, seeds.index, cands, radius)
+    return _Classified(points=tuple(points), radius=radius, exact=exact, dedup_curve=tuple(curve))
+
+
+def _structure(
+    system: LoopedSystem, seeds: _Seeds, reach: _Reach, found: _Classified, opts: _Options
+) -> _Structure:
+    """Stages 4 and 5: the continua among the neutral points, the attracting cycles among the
+    bounded, unconverged starts, and the isolated points that remain (degenerate duplicates
+    merged), stable first, then by input and basin size."""
+    continua, in_continuum = _continua(
+        system, seeds.inputs, found.points, rtol=opts.rtol, exact=found.exact, seed=opts.seed
+    )
+    cycles = _find_cycles(
+        system,
+        seeds.inputs,
+        reach.last_state,
+        [i for i, o in enumerate(reach.outcomes) if o is Outcome.MAX_STEPS_REACHED],
+        max_period=opts.max_period,
+        rtol=opts.rtol,
+        radius=found.radius,
+        dense_limit=opts.dense_limit,
+        k=opts.k_eigenvalues,
+        delta=opts.neutral_band,
+        seed=opts.seed,
+    )
+    iso = _merge_degenerate(
+        system,
+        seeds.inputs,
+        [r for i, r in enumerate(found.points) if i not in in_continuum],
+        radius=found.radius,
+        dense_limit=opts.dense_limit,
+    )
+    iso.sort(key=lambda r: (STABILITY.index(r.stability), r.input, -len(r.reach_rows)))
+    return _Structure(isolated=tuple(iso), continua=tuple(continua), cycles=tuple(cycles))
+
+
+def _label_starts(
+    reach: _Reach, structure: _Structure
+) -> tuple[torch.Tensor, dict[str, int], list[int]]:
+    """Each iteration start's label (the attractor it reached, in points, continua, cycles order;
+    -1 unconverged, -2 diverged, -3 non-finite), the count of each outcome, and each attractor's
+    basin count."""
+    label = torch.full((len(reach.outcomes),), -1, dtype=torch.long)
+    attractor_counts: list[int] = []
+    for rows_a in (
+        [r.reach_rows for r in structure.isolated]
+        + [c.reach_rows for c in structure.continua]
+        + [c.reach_rows for c in structure.cycles]
+    ):
+        if rows_a:
+            label[torch.tensor(rows_a)] = len(attractor_counts)
+            attractor_counts.append(len(rows_a))
+    cont_rows = {row for c in structure.continua for row in c.reach_rows}
+    cycle_rows = {row for c in structure.cycles for row in c.reach_rows}
+    outcomes = dict.fromkeys(
+        ("converged", "continuum", "cycle", "unconverged", "diverged", "nonfinite", "degenerate"),
+        0,
+    )
+    for row, o in enumerate(reach.outcomes):
+        if o.ok:
+            outcomes["continuum" if row in cont_rows else "converged"] += 1
+        elif o is Outcome.MAX_STEPS_REACHED:
+            outcomes["cycle" if row in cycle_rows else "unconverged"] += 1
+        elif o is Outcome.DIVERGED:
+            outcomes["diverged"] += 1
+            label[row] = -2
+        elif o is Outcome.NONFINITE:
+            outcomes["nonfinite"] += 1
+            label[row] = -3
+        else:
+            outcomes["degenerate"] += 1
+    return label, outcomes, attractor_counts
+
+
+def _discovery(label: torch.Tensor) -> tuple[int, ...]:
+    """Distinct attractors among the labels of the first 1, 2, …, N starts."""
+    seen: set[int] = set()
+    curve = []
+    for row in range(int(label.shape[0])):
+        if int(label[row]) >= 0:
+            seen.add(int(label[row]))
+        curve.append(len(seen))
+    return tuple(curve)
+
+
+def _assemble(
+    system: LoopedSystem,
+    seeds: _Seeds,
+    reach: _Reach,
+    found: _Classified,
+    structure: _Structure,
+    n_sampled: int,
+    opts: _Options,
+) -> FixedPointSet:
+    """Stage 6: the result, with basins per start of an input, each start's label and outcome,
+    the discovery curve, the unseen estimates and, in mode "all", the index sums per input."""
+    per = seeds.per
+    points = tuple(
+        FixedPoint(
+            state=r.state,
+            input_index=r.input,
+            residual=r.residual,
+            found_by=r.found_by,
+            basin_count=len(r.reach_rows),
+            basin_fraction=len(r.reach_rows) / per,
+            basin_interval=clopper_pearson(len(r.reach_rows), per),
+            eigenvalues=r.eig,
+            spectral_radius=r.rho,
+            n_unstable=r.n_out,
+            n_unstable_exact=found.exact,
+            nullity=r.nullity,
+            stability=r.stability,
+        )
+        for r in structure.isolated
+    )
+    continua = tuple(
+        Continuum(
+            dimension=c.dimension,
+            dimension_is_lower_bound=c.dimension_is_lower_bound,
+            input_index=c.input_index,
+            samples=c.samples,
+            basin_count=len(c.reach_rows),
+            basin_fraction=len(c.reach_rows) / per,
+            evidence=c.evidence,
+        )
+        for c in structure.continua
+    )
+    cycles = tuple(
+        Cycle(
+            period=c.period,
+            points=c.points,
+            input_index=c.input_index,
+            residual=c.residual,
+            multipliers=c.multipliers,
+            spectral_radius=c.spectral_radius,
+            stability=c.stability,
+            basin_count=len(c.reach_rows),
+            basin_fraction=len(c.reach_rows) / per,
+            basin_interval=clopper_pearson(len(c.reach_rows), per),
+        )
+        for c in structure.cycles
+    )
+    label, outcomes, attractor_counts = _label_starts(reach, structure)
+    unseen_points = None
+    index_sums: tuple[int | None, ...] = ()
+    if opts.mode == "all":
+        hits = [r.hits for r in structure.isolated] + [
+            sum(found.points[i].hits for i in c.members) for c in structure.continua
+        ]
+        unseen_points = chao1(
+            [h for h in hits if h > 0],
+            seeds.n_inputs * n_sampled,
+            draws=n_sampled,
+            of="fixed points",
+        )
+        index_sums = tuple(
+            _index_sum(
+                [r for r in structure.isolated if r.input == b],
+                exact=found.exact,
+                continuum=any(c.input_index == b for c in structure.continua),
+            )
+            for b in range(seeds.n_inputs)
+        )
+    return FixedPointSet(
+        points=points,
+        cycles=cycles,
+        continua=continua,
+        n_inputs=seeds.n_inputs,
+        starts_per_input=per,
+        start_outcomes=outcomes,
+        steps=reach.steps,
+        labels=label,
+        discovery=_discovery(label),
+        unseen=chao1(attractor_counts, seeds.total, draws=per),
+        dedup_tol=float(found.radius),
+        dedup_curve=found.dedup_curve,
+        mode=opts.mode,
+        tol=opts.rtol,
+        neutral_band=opts.neutral_band,
+        seed=opts.seed,
+        dtype=str(system.dtype).replace("torch.", ""),
+        device=str(system.device),
+        unseen_points=unseen_points,
+        index_sums=index_sums,
+        damping=opts.damping,
+    )
 
 
 # ---------------------------------------------------------------------- the verb
@@ -1795,306 +2311,34 @@ def find_fixed_points(
     >>> [p.stability for p in found.points]
     ['saddle', 'saddle']
     """
-    call = call_form("find_fixed_points", ["system"], n_starts=n_starts, mode=mode)
-    if not isinstance(system, LoopedSystem):
-        raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
-    check_positive_int(call, "n_starts", n_starts)
-    check_choice(call, "mode", mode, ("reach", "all"))
-    check_choice(call, "start", start, ("normal", "input", "zeros"))
-    check_positive_float(call, "scale", scale)
-    check_positive_int(call, "max_steps", max_steps)
-    check_positive_float(call, "damping", damping, upper=1.0)
-    check_positive_float(call, "neutral_band", neutral_band, upper=1.0, upper_inclusive=False)
-    check_positive_int(call, "max_period", max_period)
-    check_positive_float(call, "perturb", perturb)
-    check_positive_int(call, "qmin_steps", qmin_steps, minimum=0)
-    check_positive_int(call, "newton_steps", newton_steps)
-    check_positive_int(call, "bridge_rounds", bridge_rounds, minimum=0)
-    check_positive_int(call, "k_eigenvalues", k_eigenvalues)
-    check_positive_int(call, "dense_limit", dense_limit, minimum=0)
-    if n_newton is not None:
-        check_positive_int(call, "n_newton", n_newton)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidArgumentError(f"{call}: seed must be an int, got {seed!r}")
-    check_solvable_dtype(call, "the system", system.dtype)
-    rtol = (
-        default_tolerance(system.dtype) if tol is None else check_positive_float(call, "tol", tol)
-    )
-    if dedup_tol is not None:
-        check_positive_float(call, "dedup_tol", dedup_tol)
-
-    driven_inputs = system.driven and system.x is not None
-    n_inputs = int(system.x.shape[0]) if driven_inputs and system.x is not None else 1
-    shape_ones = [1] * len(system.state_shape)
-    if starts is not None:
-        check_state_shape(call, "starts", starts, system.state_shape)
-        check_finite_tensor(call, "starts", starts)
-    per = int(starts.shape[0]) if starts is not None else n_starts
-    # the search keeps about 16 copies of the starts at once (iterates, best and last states,
-    # trajectories, root-finding runs): refuse what cannot fit before allocating any of it
-    itemsize = torch.empty(0, dtype=system.dtype).element_size()
-    check_memory(
-        call,
-        f"a search from {per} starts x {n_inputs} input(s) of {system.state_dim} entries",
-        16.0 * per * n_inputs * system.state_dim * itemsize,
-        system.device,
-        "pass fewer starts (n_starts= or starts=) or fewer inputs",
-    )
-    if starts is not None:
-        h0 = (
-            starts.detach()
-            .to(dtype=system.dtype, device=system.device)
-            .repeat(n_inputs, *shape_ones)
-        )
-    else:
-        h0 = system.initial_states(start, n_starts, scale=scale, seed=seed)
-        per = int(h0.shape[0]) // n_inputs
-    total = int(h0.shape[0])
-    index = torch.arange(n_inputs).repeat_interleave(per)
-    inputs = _Inputs(system, index)
-    run_sys = inputs.sub(torch.arange(total))
-
-    # 1. plain iteration from every start
-    reach = solve(
-        run_sys,
-        h0,
-        method="picard",
-        damping=damping,
-        tol=rtol,
-        atol=rtol,
-        max_steps=max_steps,
-        throw=False,
-    )
-    outcomes_list = list(reach.outcomes)
-    cands = _Candidates()
-    conv = torch.tensor([i for i, o in enumerate(outcomes_list) if o.ok], dtype=torch.long)
-    if conv.numel():
-        lims, lim_res = reach.state[conv], reach.residual[conv]
-        cands.add(
-            _polish_limits(system, inputs, index, lims, lim_res, conv, dedup_tol, rtol),
-            conv,
-            "iteration",
-            reach=conv,
-        )
-
-    # 2. mode "all": root-finding from every start, from perturbed trajectory states (the random
-    # sample the unseen estimate of points rests on), and from between the points found
-    n_sampled = 0
-    if mode == "all":
-        n_sampled = _root_finding(
-            system,
-            inputs,
-            run_sys,
-            h0,
-            cands,
-            per=per,
-            n_inputs=n_inputs,
-            m=per if n_newton is None else n_newton,
-            perturb=perturb,
-            qmin_steps=qmin_steps,
-            newton_steps=newton_steps,
-            rtol=rtol,
-            seed=seed,
-        )
-
-    # 3. deduplicate per input, keeping the least-residual representative, and classify; in
-    # mode "all", then Newton from the midpoints of pairs of nondegenerate points (saddles sit
-    # between attractors), round after round while new points appear
-    raw, radius = _dedup(system, inputs, index, cands, dedup_tol, rtol)
-    spectra: dict[int, tuple[torch.Tensor, float]] = {}  # by candidate index
-    exact = _classify_all(
+    opts = _check_options(
         system,
-        inputs,
-        raw,
-        spectra,
-        k=k_eigenvalues,
-        dense_limit=dense_limit,
-        neutral_band=neutral_band,
-        seed=seed,
-    )
-    if mode == "all":
-        prev: list[dict[str, Any]] = []
-        for _ in range(bridge_rounds):
-            _bridge(
-                inputs,
-                raw,
-                prev,
-                cands,
-                radius=radius,
-                rtol=rtol,
-                newton_steps=newton_steps,
-                max_pairs=max(4 * per, 512),
-            )
-            prev = raw
-            raw, radius = _dedup(system, inputs, index, cands, dedup_tol, rtol)
-            exact = _classify_all(
-                system,
-                inputs,
-                raw,
-                spectra,
-                k=k_eigenvalues,
-                dense_limit=dense_limit,
-                neutral_band=neutral_band,
-                seed=seed,
-            )
-            if len(raw) == len(prev):
-                break
-    dedup_curve = _dedup_curve(system, index, cands, radius)
-
-    # 4. continua
-    cont_raw, in_continuum = _continua(system, inputs, raw, rtol=rtol, exact=exact, seed=seed)
-
-    # 5. cycles among bounded, unconverged iteration starts
-    unconv = [i for i, o in enumerate(outcomes_list) if o is Outcome.MAX_STEPS_REACHED]
-    assert reach.last_state is not None
-    cyc_raw, cycle_of_row = _find_cycles(
-        system,
-        inputs,
-        reach.last_state,
-        unconv,
-        max_period=max_period,
-        rtol=rtol,
-        radius=radius,
-        dense_limit=dense_limit,
-        k=k_eigenvalues,
-        delta=neutral_band,
-        seed=seed,
-    )
-
-    # 6. assemble; label each iteration start by the attractor it reached
-    iso = _merge_degenerate(
-        system,
-        inputs,
-        [r for i, r in enumerate(raw) if i not in in_continuum],
-        radius=radius,
-        dense_limit=dense_limit,
-    )
-    iso.sort(key=lambda r: (STABILITY.index(r["stability"]), r["input"], -len(r["reach_rows"])))
-    points = []
-    for r in iso:
-        cnt = len(r["reach_rows"])
-        points.append(
-            FixedPoint(
-                state=r["state"],
-                input_index=r["input"],
-                residual=r["residual"],
-                found_by=r["found_by"],
-                basin_count=cnt,
-                basin_fraction=cnt / per,
-                basin_interval=clopper_pearson(cnt, per),
-                eigenvalues=r["eig"],
-                spectral_radius=r["rho"],
-                n_unstable=r["n_out"],
-                n_unstable_exact=exact,
-                nullity=r["nullity"],
-                stability=r["stability"],
-            )
-        )
-    continua = [
-        Continuum(
-            dimension=c["dimension"],
-            dimension_is_lower_bound=c["dimension_is_lower_bound"],
-            input_index=c["input_index"],
-            samples=c["samples"],
-            basin_count=len(c["reach_rows"]),
-            basin_fraction=len(c["reach_rows"]) / per,
-            evidence=c["evidence"],
-        )
-        for c in cont_raw
-    ]
-    cycles = [
-        Cycle(
-            period=c["period"],
-            points=c["points"],
-            input_index=c["input_index"],
-            residual=c["residual"],
-            multipliers=c["multipliers"],
-            spectral_radius=c["spectral_radius"],
-            stability=c["stability"],
-            basin_count=len(c["reach_rows"]),
-            basin_fraction=len(c["reach_rows"]) / per,
-            basin_interval=clopper_pearson(len(c["reach_rows"]), per),
-        )
-        for c in cyc_raw
-    ]
-    label = torch.full((total,), -1, dtype=torch.long)
-    attractor_counts: list[int] = []
-    groups_of_rows: list[list[int]] = (
-        [r["reach_rows"] for r in iso]
-        + [c["reach_rows"] for c in cont_raw]
-        + [c["reach_rows"] for c in cyc_raw]
-    )
-    for rows_a in groups_of_rows:
-        if rows_a:
-            label[torch.tensor(rows_a)] = len(attractor_counts)
-            attractor_counts.append(len(rows_a))
-    cont_rows = {row for c in cont_raw for row in c["reach_rows"]}
-    outcomes = {
-        "converged": 0,
-        "continuum": 0,
-        "cycle": 0,
-        "unconverged": 0,
-        "diverged": 0,
-        "nonfinite": 0,
-        "degenerate": 0,
-    }
-    for row, o in enumerate(outcomes_list):
-        if o.ok:
-            outcomes["continuum" if row in cont_rows else "converged"] += 1
-        elif o is Outcome.MAX_STEPS_REACHED:
-            outcomes["cycle" if row in cycle_of_row else "unconverged"] += 1
-        elif o is Outcome.DIVERGED:
-            outcomes["diverged"] += 1
-            label[row] = -2
-        elif o is Outcome.NONFINITE:
-            outcomes["nonfinite"] += 1
-            label[row] = -3
-        else:
-            outcomes["degenerate"] += 1
-    seen: set[int] = set()
-    discovery = []
-    for row in range(total):
-        if int(label[row]) >= 0:
-            seen.add(int(label[row]))
-        discovery.append(len(seen))
-    unseen_points = None
-    index_sums: tuple[int | None, ...] = ()
-    if mode == "all":
-        hits = [r.get("hits", 0) for r in iso] + [
-            sum(raw[i].get("hits", 0) for i in range(len(raw)) if i in c["members"])
-            for c in cont_raw
-        ]
-        unseen_points = chao1(
-            [h for h in hits if h > 0], n_inputs * n_sampled, draws=n_sampled, of="fixed points"
-        )
-        index_sums = tuple(
-            _index_sum(
-                [r for r in iso if r["input"] == b],
-                exact=exact,
-                continuum=any(c["input_index"] == b for c in cont_raw),
-            )
-            for b in range(n_inputs)
-        )
-    return FixedPointSet(
-        points=tuple(points),
-        cycles=tuple(cycles),
-        continua=tuple(continua),
-        n_inputs=n_inputs,
-        starts_per_input=per,
-        start_outcomes=outcomes,
-        steps=reach.steps,
-        labels=label,
-        discovery=tuple(discovery),
-        unseen=chao1(attractor_counts, total, draws=per),
-        dedup_tol=float(radius),
-        dedup_curve=tuple(dedup_curve),
+        n_starts,
         mode=mode,
-        tol=rtol,
-        neutral_band=neutral_band,
-        seed=seed,
-        dtype=str(system.dtype).replace("torch.", ""),
-        device=str(system.device),
-        unseen_points=unseen_points,
-        index_sums=index_sums,
+        start=start,
+        scale=scale,
+        tol=tol,
+        max_steps=max_steps,
         damping=damping,
+        dedup_tol=dedup_tol,
+        neutral_band=neutral_band,
+        max_period=max_period,
+        n_newton=n_newton,
+        perturb=perturb,
+        qmin_steps=qmin_steps,
+        newton_steps=newton_steps,
+        bridge_rounds=bridge_rounds,
+        k_eigenvalues=k_eigenvalues,
+        dense_limit=dense_limit,
+        seed=seed,
     )
+    seeds = _seed(system, starts, opts)
+    # one append-only pool for every route, so a candidate's index keys what is computed for it
+    cands = _Candidates()
+    reach = _iterate(system, seeds, cands, opts)
+    # mode "all": root-finding from every start and from perturbed trajectory states (the random
+    # sample the unseen estimate of points rests on); the bridges between points come in stage 3
+    n_sampled = _root_finding(system, seeds, cands, opts) if opts.mode == "all" else 0
+    found = _classify_points(system, seeds, cands, opts)
+    structure = _structure(system, seeds, reach, found, opts)
+    return _assemble(system, seeds, reach, found, structure, n_sampled, opts)
