@@ -19,8 +19,15 @@ from torch import nn
 from torch.func import jacrev
 
 from ._fixed_points import FixedPointSet, find_fixed_points
-from ._krylov import arnoldi, golub_kahan
-from ._linearize import JacobianOperator, _flat, _operator_at, _per_example, jacobian
+from ._krylov import golub_kahan
+from ._linearize import (
+    JacobianOperator,
+    _flat,
+    _operator_at,
+    _per_example,
+    _top_eigenvalues,
+    jacobian,
+)
 from ._results import Trust, _finite_or_none
 from ._solvers import default_tolerance, solve
 from ._solvers._gmres import gmres
@@ -50,6 +57,7 @@ __all__ = [
 
 
 def _q(values: torch.Tensor) -> dict[str, float | None]:
+    """Min, median, 90th percentile and max of ``values`` (all None when it is empty)."""
     if values.numel() == 0:
         return {"min": None, "median": None, "p90": None, "max": None}
     v = values.double()
@@ -260,6 +268,8 @@ class _Sensitivity:
         return bool(self.solved_rows.all())
 
     def _solve(self, b: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """GMRES on ``(I − ∂_h f) s = b`` (``transpose``: its transpose), recording per state
+        whether it reached its tolerance."""
         op = self.Jh.rmatvec if transpose else self.Jh.matvec
         out = gmres(lambda v: v - op(v), b, rtol=self.tol, restart=min(60, self.n), max_restarts=20)
         self.solved_rows = self.solved_rows & out.converged.to(self.solved_rows.device)
@@ -543,6 +553,8 @@ SystemSource = LoopedSystem | nn.Module | Callable[[torch.Tensor], LoopedSystem]
 
 
 def _as_system(call: str, source: Any, inputs: torch.Tensor) -> LoopedSystem:
+    """The system :func:`input_dependence` analyses on ``inputs``, from any :data:`SystemSource`
+    (a system without an input is kept as it is)."""
     if isinstance(source, LoopedSystem):
         if source.x is None:
             return source
@@ -601,6 +613,382 @@ def _starts_note(n_starts: int, n_limits: torch.Tensor, settled: torch.Tensor) -
     if not parts:
         return f"all {n_starts} starts of each input reached one limit"
     return "; ".join(parts)
+
+
+def _unexamined(b: int) -> torch.Tensor:
+    """``(b,)`` of −1: the rank entries of inputs whose rank was not examined."""
+    return torch.full((b,), -1, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class _DependencePlan:
+    """:func:`input_dependence`'s arguments, checked: the system, the inputs in its dtype
+    (``xs``), and the settings the stages read (``tol`` resolved from the dtype when not given)."""
+
+    system: LoopedSystem
+    xs: torch.Tensor
+    starts: StartKind
+    n_starts: int
+    scale: float
+    tol: float
+    max_steps: int
+    sensitivity_tol: float
+    sensitivity_steps: int
+    rank_tol: float
+    dense_limit: int
+    seed: int
+
+    @property
+    def b(self) -> int:
+        """Number of inputs."""
+        return int(self.xs.shape[0])
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """Where each input's starts ended: ``converged`` ``(B, n_starts)`` bool on the CPU and
+    ``states`` ``(B, n_starts, *state_shape)``. The first start's limit is the input's ``h*``."""
+
+    converged: torch.Tensor
+    states: torch.Tensor
+
+    @property
+    def first_converged(self) -> torch.Tensor:
+        """``(B,)``: each input's first start converged."""
+        return self.converged[:, 0]
+
+    @property
+    def fixed_points(self) -> torch.Tensor:
+        """``(B, *state_shape)``: each input's first limit (meaningful where it converged)."""
+        return self.states[:, 0]
+
+
+@dataclass(frozen=True)
+class _SensitivityEvidence:
+    """Per input: ``‖dh*/dx‖₂`` (``norm``, NaN where unknown) and the rank evidence of
+    :func:`_rank_evidence` (``rank``, ``full_rank``, ``image_dim``; −1 where not examined)."""
+
+    norm: torch.Tensor
+    rank: torch.Tensor
+    full_rank: torch.Tensor
+    image_dim: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Spread:
+    """How far apart the limits lie: per input, its converged starts (``settled``) and distinct
+    limits (``n_limits``); across the inputs' first limits, the distinct points and the ratio
+    of mean pairwise fixed-point distance to mean pairwise input distance."""
+
+    settled: torch.Tensor
+    n_limits: torch.Tensor
+    n_distinct: int
+    distance_ratio: float | None
+
+
+def _input_batch(call: str, inputs: Any) -> torch.Tensor:
+    """``inputs`` as one nonempty, finite ``(B, ...)`` tensor (a list is stacked), or raise."""
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) == 0:
+            raise InvalidArgumentError(f"{call}: inputs is empty; pass at least one input")
+        shapes = {tuple(t.shape) for t in inputs}
+        if len(shapes) > 1:
+            raise ShapeError(
+                f"{call}: inputs have mixed shapes {sorted(shapes)}; every input must have the "
+                "same shape (pad or split them into separate calls)"
+            )
+        inputs = torch.stack(list(inputs))
+    if not isinstance(inputs, torch.Tensor):
+        raise InvalidArgumentError(f"{call}: inputs must be a tensor (B, ...) or a list of tensors")
+    if inputs.ndim < 1 or inputs.shape[0] == 0:
+        raise InvalidArgumentError(f"{call}: inputs is empty; pass at least one input")
+    check_finite_tensor(call, "inputs", inputs)
+    return inputs
+
+
+def _dependence_plan(
+    source: SystemSource,
+    inputs: torch.Tensor | list[torch.Tensor],
+    *,
+    starts: StartKind,
+    n_starts: int,
+    scale: float,
+    tol: float | None,
+    max_steps: int,
+    probes: int | None,
+    sensitivity_tol: float,
+    sensitivity_steps: int,
+    rank_tol: float | None,
+    dense_limit: int,
+    seed: int,
+) -> _DependencePlan:
+    """Check :func:`input_dependence`'s arguments and build its system.
+
+    The checks run in a fixed order (the factory is called only after every argument that does
+    not need its system passed), so that the first complaint a caller sees does not change.
+    """
+    call = call_form("input_dependence", ["model_or_system_factory", "inputs"])
+    xs = _input_batch(call, inputs)
+    check_choice(call, "starts", starts, ("input", "zeros", "normal"))
+    check_positive_int(call, "n_starts", n_starts)
+    check_positive_float(call, "scale", scale)
+    if probes is not None:
+        warnings.warn(
+            f"{call}: probes is ignored (the rank of dh*/dx now comes from the dense ∂f/∂x, "
+            "not from random probes) and will be removed; drop the argument",
+            DeprecationWarning,
+            stacklevel=3,  # input_dependence's caller
+        )
+    check_positive_int(call, "sensitivity_steps", sensitivity_steps)
+    check_positive_int(call, "dense_limit", dense_limit)
+    system = _as_system(call, source, xs)
+    rk_tol = (
+        math.sqrt(torch.finfo(system.dtype).eps)
+        if rank_tol is None
+        else check_positive_float(call, "rank_tol", rank_tol, upper=1.0, upper_inclusive=False)
+    )
+    return _DependencePlan(
+        system=system,
+        xs=xs.to(system.dtype),
+        starts=starts,
+        n_starts=n_starts,
+        scale=scale,
+        tol=default_tolerance(system.dtype) if tol is None else tol,
+        max_steps=max_steps,
+        sensitivity_tol=sensitivity_tol,
+        sensitivity_steps=sensitivity_steps,
+        rank_tol=rk_tol,
+        dense_limit=dense_limit,
+        seed=seed,
+    )
+
+
+def _inputless_dependence(plan: _DependencePlan) -> InputDependence:
+    """The answer for a map that takes no input at all: *none* by construction, with nothing
+    iterated (there is no fixed point of an input to look at)."""
+    b, system = plan.b, plan.system
+    return InputDependence(
+        verdict="none",
+        reason="the map takes no input at all: nothing can depend on it (by construction)",
+        converged=torch.zeros(b, dtype=torch.bool),
+        fixed_points=torch.zeros(b, *system.state_shape, dtype=system.dtype),
+        sensitivity_norm=torch.zeros(b, dtype=system.dtype),
+        sensitivity_rank=torch.zeros(b, dtype=torch.long),
+        full_rank=_unexamined(b),
+        image_dim=_unexamined(b),
+        n_distinct=0,
+        distance_ratio=None,
+        n_starts=plan.n_starts,
+        n_limits=torch.zeros(b, dtype=torch.long),
+        starts_converged=torch.zeros(b, dtype=torch.long),
+        driven=False,
+    )
+
+
+def _all_starts(plan: _DependencePlan, base: LoopedSystem) -> torch.Tensor:
+    """``(B · n_starts, *state_shape)`` starts, input by input: the first as ``starts`` says
+    (``h_0 = x`` only when the state has the input's shape), the others noisy."""
+    b, per, shape = plan.b, plan.n_starts, plan.system.state_shape
+    if tuple(plan.xs.shape[1:]) == shape and plan.starts == "input":
+        return base.initial_states("input", per, scale=plan.scale, seed=plan.seed)
+    h0 = base.initial_states("normal", per, scale=plan.scale, seed=plan.seed)
+    if plan.starts == "zeros":
+        h0 = h0.reshape(b, per, *shape)
+        h0[:, 0] = 0
+        h0 = h0.reshape(b * per, *shape)
+    return h0
+
+
+def _iterate_inputs(plan: _DependencePlan) -> _Limits:
+    """Plain iteration of every start of every input at once (no throw: a start that does not
+    converge is a finding, not an error)."""
+    b, per = plan.b, plan.n_starts
+    base = plan.system.with_input(plan.xs)
+    h0 = _all_starts(plan, base)
+    run_sys = base.repeat_input(per) if per > 1 else base
+    sol = solve(
+        run_sys,
+        h0,
+        method="picard",
+        tol=plan.tol,
+        atol=plan.tol,
+        max_steps=plan.max_steps,
+        throw=False,
+    )
+    return _Limits(
+        converged=sol.converged.cpu().reshape(b, per),
+        states=sol.state.detach().reshape(b, per, *plan.system.state_shape),
+    )
+
+
+def _sensitivity_evidence(plan: _DependencePlan, limits: _Limits) -> _SensitivityEvidence:
+    """``‖dh*/dx‖₂`` at each converged input's ``h*`` and, where its solves converged and the
+    state is small enough for the dense step Jacobian, the rank evidence."""
+    system, xs, b = plan.system, plan.xs, plan.b
+    if not system.driven:
+        # f ignores x: dh*/dx = 0 by construction, whether or not an input converged
+        return _SensitivityEvidence(
+            torch.zeros(b, dtype=system.dtype),
+            torch.zeros(b, dtype=torch.long),
+            _unexamined(b),
+            _unexamined(b),
+        )
+    conv, fps = limits.first_converged, limits.fixed_points
+    norms = torch.full((b,), math.nan, dtype=system.dtype)
+    ranks, full, image = _unexamined(b), _unexamined(b), _unexamined(b)
+    if bool(conv.any()):
+        idx = torch.nonzero(conv).flatten()
+        sub = system.with_input(xs[idx])
+        assert sub.x is not None
+        sens = _Sensitivity(sub, fps[idx], sub.x)
+        nrm = sens.norm(plan.seed, plan.sensitivity_steps).cpu()
+        ok = sens.solved_rows.cpu()
+        norms[idx[ok]] = nrm[ok]
+        good = idx[ok]
+        if good.numel() and system.state_dim <= plan.dense_limit:
+            rk, fr, im = _rank_evidence(
+                system.with_input(xs[good]), fps[good], xs[good], plan.rank_tol
+            )
+            ranks[good], full[good], image[good] = rk, fr, im
+    return _SensitivityEvidence(norms, ranks, full, image)
+
+
+def _distance_ratio(points: torch.Tensor, inputs: torch.Tensor) -> float | None:
+    """Mean pairwise distance of ``points`` over that of their ``inputs`` (None below two)."""
+    m = int(points.shape[0])
+    if m < 2:
+        return None
+    dist = torch.cdist(points, points)
+    xin = inputs.reshape(m, -1).double().cpu()
+    dx = torch.cdist(xin, xin)
+    mask = ~torch.eye(m, dtype=torch.bool)
+    return float(dist[mask].mean() / torch.clamp(dx[mask].mean(), min=1e-300))
+
+
+def _spread(plan: _DependencePlan, limits: _Limits) -> _Spread:
+    """Distinct limits per input and across inputs, and the distance ratio.
+
+    Two limits are one when a ball of ``1e3 · tol`` times the largest converged limit's norm
+    (at least 1) covers both: the iteration stops within about ``tol`` of a point, so closer
+    limits cannot be told apart.
+    """
+    system, b, per = plan.system, plan.b, plan.n_starts
+    conv_all = limits.converged
+    all_flat = system.flatten(limits.states.reshape(b * per, *system.state_shape)).double().cpu()
+    ok_flat = all_flat[conv_all.reshape(-1)]
+    scale_fp = max(1.0, float(ok_flat.norm(dim=1).max())) if ok_flat.shape[0] else 1.0
+    radius = 1e3 * plan.tol * scale_fp
+    by_input = all_flat.reshape(b, per, -1)
+    n_limits = torch.tensor(
+        [_cover(by_input[i][conv_all[i]], radius) for i in range(b)], dtype=torch.long
+    )
+    ci = torch.nonzero(limits.first_converged).flatten()
+    flat = by_input[ci, 0]
+    return _Spread(
+        settled=conv_all.sum(dim=1),
+        n_limits=n_limits,
+        n_distinct=_cover(flat, radius),
+        distance_ratio=_distance_ratio(flat, plan.xs[ci]),
+    )
+
+
+def _moving_verdict(
+    plan: _DependencePlan, sens: _SensitivityEvidence, spread: _Spread, note: str
+) -> tuple[str, str]:
+    """Verdict and reason when every input converged and ``h*`` moves with ``x`` at each: the
+    rank decides between *strong* and *partial* (*undetermined* when it was not examined)."""
+    b, n, n_in = plan.b, plan.system.state_dim, int(plan.xs[0].numel())
+    norms, ranks, full, image = sens.norm, sens.rank, sens.full_rank, sens.image_dim
+    span = f"‖dh*/dx‖ in [{float(norms.min()):.3g}, {float(norms.max()):.3g}]"
+    if bool((ranks < 0).any()):
+        return "undetermined", (
+            f"all {b} inputs converged and h* moves with x ({span}), but the rank of "
+            f"dh*/dx was not examined: the state dimension {n} exceeds dense_limit="
+            f"{plan.dense_limit} (the check needs the dense n × (n + n_input) step Jacobian); "
+            f"{note}"
+        )
+    if bool((ranks == full).all()):
+
+        def span_of(t: torch.Tensor) -> str:
+            lo, hi = int(t.min()), int(t.max())
+            return str(lo) if lo == hi else f"{lo}-{hi}"
+
+        return "strong", (
+            f"all {b} inputs converged, to {spread.n_distinct} distinct points; {span}, of full "
+            f"rank {span_of(full)} = min(input dim {n_in}, local image dim "
+            f"{span_of(image)}) at every input; distance ratio {spread.distance_ratio:.3g}; "
+            f"{note}"
+        )
+    bad = torch.nonzero(ranks < full).flatten()
+    i0 = int(bad[0])
+    return "partial", (
+        f"all {b} inputs converged and h* moves with x ({span}), but dh*/dx is "
+        f"rank-deficient at {bad.numel()}/{b} inputs (e.g. input {i0}: rank "
+        f"{int(ranks[i0])} < {int(full[i0])} = min(input dim {n_in}, local image dim "
+        f"{int(image[i0])})): h* is locally constant along some input directions "
+        f"there, and strong input-dependence needs full rank; {note}"
+    )
+
+
+def _dependence_verdict(
+    plan: _DependencePlan, limits: _Limits, sens: _SensitivityEvidence, spread: _Spread
+) -> tuple[str, str]:
+    """The verdict and its reason, by the definition (SCIENCE.md §2; see
+    :class:`InputDependence`): the first case that applies wins."""
+    b, max_steps = plan.b, plan.max_steps
+    conv, fps, xs, norms = limits.first_converged, limits.fixed_points, plan.xs, sens.norm
+    n_conv, n_distinct = int(conv.sum()), spread.n_distinct
+    note = _starts_note(plan.n_starts, spread.n_limits, spread.settled)
+    if not plan.system.driven and n_conv == 0:
+        # the structure says any fixed point ignores x, but none was reached: nothing was seen
+        return "undetermined", (
+            f"no input converged from its first start (0/{b}: on a cycle, still moving after "
+            f"{max_steps} steps, or diverged), so no fixed point was seen; without recall any "
+            f"fixed point would ignore x (f does not depend on x), but this run reached none; "
+            f"{note}"
+        )
+    if not plan.system.driven:
+        # f does not depend on x: its fixed-point set is the same for every input (claim C1),
+        # so the verdict is none by construction unless x-dependent starts pick different basins
+        return "weak" if n_distinct > 1 else "none", (
+            f"no recall: f does not depend on x, so its fixed points and dh*/dx = 0 do not "
+            f"either (by construction); from the first start, {n_conv}/{b} inputs converged, to "
+            f"{n_distinct} distinct point(s); {note}"
+        )
+    if b < 2:
+        return "undetermined", (
+            f"one input ({n_conv} converged); input-dependence compares at least two"
+        )
+    if n_conv < b:
+        return "undetermined", (
+            f"only {n_conv}/{b} inputs converged from their first start (the others are on a "
+            f"cycle, still moving after {max_steps} steps, or diverged): input-dependence is a "
+            f"statement about every input's fixed point; {note}"
+        )
+    if bool(torch.isnan(norms).any()):
+        # the linear solves behind dh*/dx did not converge: the sensitivity is unknown, and an
+        # unknown value is not a zero one
+        n_bad = int(torch.isnan(norms).sum())
+        return "undetermined", (
+            f"{n_conv}/{b} inputs converged to {n_distinct} distinct points, but the GMRES "
+            f"solves for dh*/dx = (I − ∂f/∂h)⁻¹ ∂f/∂x did not converge at {n_bad}: its size is "
+            f"unknown there (1 is nearly an eigenvalue of ∂f/∂h); {note}"
+        )
+    # zero below sensitivity_tol relative to ‖h*‖ / ‖x‖, the scale of a unit sensitivity
+    rel = torch.tensor(
+        [float(fps[i].norm()) / max(float(xs[i].norm()), 1e-300) for i in range(b)],
+        dtype=plan.system.dtype,
+    )
+    moves = (norms > plan.sensitivity_tol * torch.clamp(rel, min=1e-3)) & conv
+    if bool(moves.all()):
+        return _moving_verdict(plan, sens, spread, note)
+    if n_distinct > 1:
+        return "weak", (
+            f"all {b} inputs converged, to {n_distinct} distinct points, but dh*/dx is zero "
+            f"(below tolerance) at {b - int(moves.sum())}: the point changes only by switching "
+            f"basins there; {note}"
+        )
+    return "none", f"all {b} inputs reached one point and dh*/dx is zero; {note}"
 
 
 def input_dependence(
@@ -693,219 +1081,42 @@ def input_dependence(
     >>> dep.verdict, dep.sensitivity_rank.tolist(), dep.full_rank.tolist()
     ('strong', [4, 4, 4, 4], [4, 4, 4, 4])
     """
-    call = call_form("input_dependence", ["model_or_system_factory", "inputs"])
-    if isinstance(inputs, (list, tuple)):
-        if len(inputs) == 0:
-            raise InvalidArgumentError(f"{call}: inputs is empty; pass at least one input")
-        shapes = {tuple(t.shape) for t in inputs}
-        if len(shapes) > 1:
-            raise ShapeError(
-                f"{call}: inputs have mixed shapes {sorted(shapes)}; every input must have the "
-                "same shape (pad or split them into separate calls)"
-            )
-        inputs = torch.stack(list(inputs))
-    if not isinstance(inputs, torch.Tensor):
-        raise InvalidArgumentError(f"{call}: inputs must be a tensor (B, ...) or a list of tensors")
-    if inputs.ndim < 1 or inputs.shape[0] == 0:
-        raise InvalidArgumentError(f"{call}: inputs is empty; pass at least one input")
-    check_finite_tensor(call, "inputs", inputs)
-    check_choice(call, "starts", starts, ("input", "zeros", "normal"))
-    check_positive_int(call, "n_starts", n_starts)
-    check_positive_float(call, "scale", scale)
-    if probes is not None:
-        warnings.warn(
-            f"{call}: probes is ignored (the rank of dh*/dx now comes from the dense ∂f/∂x, "
-            "not from random probes) and will be removed; drop the argument",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-    check_positive_int(call, "sensitivity_steps", sensitivity_steps)
-    check_positive_int(call, "dense_limit", dense_limit)
-    system = _as_system(call, model_or_system_factory, inputs)
-    b = int(inputs.shape[0])
-    rtol = default_tolerance(system.dtype) if tol is None else tol
-    rk_tol = (
-        math.sqrt(torch.finfo(system.dtype).eps)
-        if rank_tol is None
-        else check_positive_float(call, "rank_tol", rank_tol, upper=1.0, upper_inclusive=False)
+    plan = _dependence_plan(
+        model_or_system_factory,
+        inputs,
+        starts=starts,
+        n_starts=n_starts,
+        scale=scale,
+        tol=tol,
+        max_steps=max_steps,
+        probes=probes,
+        sensitivity_tol=sensitivity_tol,
+        sensitivity_steps=sensitivity_steps,
+        rank_tol=rank_tol,
+        dense_limit=dense_limit,
+        seed=seed,
     )
-    xs = inputs.to(system.dtype)
-    unexamined = torch.full((b,), -1, dtype=torch.long)
-    if system.x is None and not system.driven:
-        return InputDependence(
-            verdict="none",
-            reason="the map takes no input at all: nothing can depend on it (by construction)",
-            converged=torch.zeros(b, dtype=torch.bool),
-            fixed_points=torch.zeros(b, *system.state_shape, dtype=system.dtype),
-            sensitivity_norm=torch.zeros(b, dtype=system.dtype),
-            sensitivity_rank=torch.zeros(b, dtype=torch.long),
-            full_rank=unexamined,
-            image_dim=unexamined.clone(),
-            n_distinct=0,
-            distance_ratio=None,
-            n_starts=n_starts,
-            n_limits=torch.zeros(b, dtype=torch.long),
-            starts_converged=torch.zeros(b, dtype=torch.long),
-            driven=False,
-        )
-    base = system.with_input(xs)
-    per = n_starts
-    if tuple(xs.shape[1:]) == system.state_shape and starts == "input":
-        h0 = base.initial_states("input", per, scale=scale, seed=seed)
-    else:
-        h0 = base.initial_states("normal", per, scale=scale, seed=seed)
-        if starts == "zeros":
-            h0 = h0.reshape(b, per, *system.state_shape)
-            h0[:, 0] = 0
-            h0 = h0.reshape(b * per, *system.state_shape)
-    run_sys = base.repeat_input(per) if per > 1 else base
-    sol = solve(run_sys, h0, method="picard", tol=rtol, atol=rtol, max_steps=max_steps, throw=False)
-    conv_all = sol.converged.cpu().reshape(b, per)
-    limits = sol.state.detach().reshape(b, per, *system.state_shape)
-    conv = conv_all[:, 0]
-    fps = limits[:, 0]
-    n = system.state_dim
-    n_in = int(xs[0].numel())
-    norms = torch.full((b,), math.nan, dtype=system.dtype)
-    ranks, full, image = unexamined.clone(), unexamined.clone(), unexamined.clone()
-    if system.driven and bool(conv.any()):
-        idx = torch.nonzero(conv).flatten()
-        sub = system.with_input(xs[idx])
-        assert sub.x is not None
-        sens = _Sensitivity(sub, fps[idx], sub.x)
-        nrm = sens.norm(seed, sensitivity_steps).cpu()
-        ok = sens.solved_rows.cpu()
-        norms[idx[ok]] = nrm[ok]
-        good = idx[ok]
-        if good.numel() and n <= dense_limit:
-            rk, fr, im = _rank_evidence(system.with_input(xs[good]), fps[good], xs[good], rk_tol)
-            ranks[good], full[good], image[good] = rk, fr, im
-    elif not system.driven:
-        norms = torch.zeros(b, dtype=system.dtype)
-        ranks = torch.zeros(b, dtype=torch.long)
-    # distinct fixed points, limits per input, and the distance ratio
-    settled = conv_all.sum(dim=1)
-    all_flat = system.flatten(limits.reshape(b * per, *system.state_shape)).double().cpu()
-    ok_flat = all_flat[conv_all.reshape(-1)]
-    scale_fp = max(1.0, float(ok_flat.norm(dim=1).max())) if ok_flat.shape[0] else 1.0
-    radius = 1e3 * rtol * scale_fp
-    n_limits = torch.tensor(
-        [_cover(all_flat.reshape(b, per, -1)[i][conv_all[i]], radius) for i in range(b)],
-        dtype=torch.long,
-    )
-    ci = torch.nonzero(conv).flatten()
-    flat = all_flat.reshape(b, per, -1)[ci, 0]
-    n_distinct = _cover(flat, radius)
-    ratio = None
-    if ci.numel() >= 2:
-        dist = torch.cdist(flat, flat)
-        xin = xs[ci].reshape(ci.numel(), -1).double().cpu()
-        dx = torch.cdist(xin, xin)
-        mask = ~torch.eye(ci.numel(), dtype=torch.bool)
-        ratio = float(dist[mask].mean() / torch.clamp(dx[mask].mean(), min=1e-300))
-    n_conv = int(conv.sum())
-    note = _starts_note(per, n_limits, settled)
-    rel = torch.tensor(
-        [float(fps[i].norm()) / max(float(xs[i].norm()), 1e-300) for i in range(b)],
-        dtype=system.dtype,
-    )
-    moves = (norms > sensitivity_tol * torch.clamp(rel, min=1e-3)) & conv
-    if not system.driven and n_conv == 0:
-        # the structure says any fixed point ignores x, but none was reached: nothing was seen
-        verdict = "undetermined"
-        reason = (
-            f"no input converged from its first start (0/{b}: on a cycle, still moving after "
-            f"{max_steps} steps, or diverged), so no fixed point was seen; without recall any "
-            f"fixed point would ignore x (f does not depend on x), but this run reached none; "
-            f"{note}"
-        )
-    elif not system.driven:
-        # f does not depend on x: its fixed-point set is the same for every input (claim C1),
-        # so the verdict is none by construction unless x-dependent starts pick different basins
-        verdict = "weak" if n_distinct > 1 else "none"
-        reason = (
-            f"no recall: f does not depend on x, so its fixed points and dh*/dx = 0 do not "
-            f"either (by construction); from the first start, {n_conv}/{b} inputs converged, to "
-            f"{n_distinct} distinct point(s); {note}"
-        )
-    elif b < 2:
-        verdict = "undetermined"
-        reason = f"one input ({n_conv} converged); input-dependence compares at least two"
-    elif n_conv < b:
-        verdict = "undetermined"
-        reason = (
-            f"only {n_conv}/{b} inputs converged from their first start (the others are on a "
-            f"cycle, still moving after {max_steps} steps, or diverged): input-dependence is a "
-            f"statement about every input's fixed point; {note}"
-        )
-    elif bool(torch.isnan(norms).any()):
-        # the linear solves behind dh*/dx did not converge: the sensitivity is unknown, and an
-        # unknown value is not a zero one
-        n_bad = int(torch.isnan(norms).sum())
-        verdict = "undetermined"
-        reason = (
-            f"{n_conv}/{b} inputs converged to {n_distinct} distinct points, but the GMRES "
-            f"solves for dh*/dx = (I − ∂f/∂h)⁻¹ ∂f/∂x did not converge at {n_bad}: its size is "
-            f"unknown there (1 is nearly an eigenvalue of ∂f/∂h); {note}"
-        )
-    elif bool(moves.all()):
-        span = f"‖dh*/dx‖ in [{float(norms.min()):.3g}, {float(norms.max()):.3g}]"
-        if bool((ranks < 0).any()):
-            verdict = "undetermined"
-            reason = (
-                f"all {b} inputs converged and h* moves with x ({span}), but the rank of "
-                f"dh*/dx was not examined: the state dimension {n} exceeds dense_limit="
-                f"{dense_limit} (the check needs the dense n × (n + n_input) step Jacobian); "
-                f"{note}"
-            )
-        elif bool((ranks == full).all()):
-            verdict = "strong"
-
-            def span_of(t: torch.Tensor) -> str:
-                lo, hi = int(t.min()), int(t.max())
-                return str(lo) if lo == hi else f"{lo}-{hi}"
-
-            reason = (
-                f"all {b} inputs converged, to {n_distinct} distinct points; {span}, of full "
-                f"rank {span_of(full)} = min(input dim {n_in}, local image dim "
-                f"{span_of(image)}) at every input; distance ratio {ratio:.3g}; {note}"
-            )
-        else:
-            verdict = "partial"
-            bad = torch.nonzero(ranks < full).flatten()
-            i0 = int(bad[0])
-            reason = (
-                f"all {b} inputs converged and h* moves with x ({span}), but dh*/dx is "
-                f"rank-deficient at {bad.numel()}/{b} inputs (e.g. input {i0}: rank "
-                f"{int(ranks[i0])} < {int(full[i0])} = min(input dim {n_in}, local image dim "
-                f"{int(image[i0])})): h* is locally constant along some input directions "
-                f"there, and strong input-dependence needs full rank; {note}"
-            )
-    elif n_distinct > 1:
-        verdict = "weak"
-        reason = (
-            f"all {b} inputs converged, to {n_distinct} distinct points, but dh*/dx is zero "
-            f"(below tolerance) at {b - int(moves.sum())}: the point changes only by switching "
-            f"basins there; {note}"
-        )
-    else:
-        verdict = "none"
-        reason = f"all {b} inputs reached one point and dh*/dx is zero; {note}"
+    if plan.system.x is None and not plan.system.driven:
+        return _inputless_dependence(plan)
+    limits = _iterate_inputs(plan)
+    sens = _sensitivity_evidence(plan, limits)
+    spread = _spread(plan, limits)
+    verdict, reason = _dependence_verdict(plan, limits, sens, spread)
     return InputDependence(
         verdict=verdict,
         reason=reason,
-        converged=conv,
-        fixed_points=fps,
-        sensitivity_norm=norms,
-        sensitivity_rank=ranks,
-        full_rank=full,
-        image_dim=image,
-        n_distinct=n_distinct,
-        distance_ratio=ratio,
-        n_starts=per,
-        n_limits=n_limits,
-        starts_converged=settled,
-        driven=system.driven,
+        converged=limits.first_converged,
+        fixed_points=limits.fixed_points,
+        sensitivity_norm=sens.norm,
+        sensitivity_rank=sens.rank,
+        full_rank=sens.full_rank,
+        image_dim=sens.image_dim,
+        n_distinct=spread.n_distinct,
+        distance_ratio=spread.distance_ratio,
+        n_starts=plan.n_starts,
+        n_limits=spread.n_limits,
+        starts_converged=spread.settled,
+        driven=plan.system.driven,
     )
 
 
@@ -1031,6 +1242,301 @@ class Geometry:
         )
 
 
+@dataclass(frozen=True)
+class _GeometryPlan:
+    """:func:`geometry`'s arguments, checked: the system on the analysed states' inputs, the
+    states in its dtype, and the settings the stages read (``radii`` increasing, ``powers`` the
+    transient powers 1, 2, 4, …, ``exact`` the choice of dense linear algebra)."""
+
+    system: LoopedSystem
+    h_star: torch.Tensor
+    k: int
+    powers: tuple[int, ...]
+    basin_samples: int
+    radii: tuple[float, ...]
+    max_steps: int
+    exact: bool
+    seed: int
+
+    @property
+    def dims(self) -> tuple[int, int, torch.dtype, torch.device]:
+        """``(N, n, dtype, device)``: the leading arguments of the Krylov routines."""
+        s = self.system
+        return int(self.h_star.shape[0]), s.state_dim, s.dtype, s.device
+
+
+@dataclass(frozen=True)
+class _Linearization:
+    """What ``J = ∂f/∂h`` says at each fixed point (see :class:`Geometry` for each entry), with
+    a note for each quantity an iterative method did not pin down."""
+
+    eigenvalues: torch.Tensor
+    spectral_radius: torch.Tensor
+    spectral_norm: torch.Tensor
+    transient: dict[int, torch.Tensor]
+    sigma_min: torch.Tensor
+    notes: tuple[str, ...]
+
+
+def _geometry_plan(
+    system: LoopedSystem,
+    h_star: torch.Tensor,
+    x: torch.Tensor | None,
+    *,
+    k: int,
+    transient_steps: int,
+    basin_samples: int,
+    radii: tuple[float, ...],
+    max_steps: int,
+    dense_limit: int,
+    seed: int,
+) -> _GeometryPlan:
+    """Check :func:`geometry`'s arguments (in a fixed order, so that the first complaint a caller
+    sees does not change) and fix what every stage shares."""
+    call = call_form("geometry", ["system", "h_star"])
+    if not isinstance(system, LoopedSystem):
+        raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
+    check_state_shape(call, "h_star", h_star, system.state_shape)
+    check_finite_tensor(call, "h_star", h_star)
+    check_positive_int(call, "k", k)
+    check_positive_int(call, "transient_steps", transient_steps)
+    check_positive_int(call, "basin_samples", basin_samples)
+    if not radii or any((not isinstance(r, (int, float))) or r <= 0 for r in radii):
+        raise InvalidArgumentError(f"{call}: radii must be positive numbers")
+    xx = system._input_for(call, h_star.shape[0], x, check_values=x is not None)
+    return _GeometryPlan(
+        # an autonomous system's x is only a source of starts, with its own batch size: kept
+        system=system.with_input(xx) if (system.driven and xx is not None) else system,
+        h_star=h_star.to(system.dtype),
+        k=k,
+        powers=tuple(2**i for i in range(int(math.log2(transient_steps)) + 1)),
+        basin_samples=basin_samples,
+        radii=tuple(sorted(radii)),
+        max_steps=max_steps,
+        exact=system.state_dim <= dense_limit,
+        seed=seed,
+    )
+
+
+def _dense_linearization(plan: _GeometryPlan) -> _Linearization:
+    """Every quantity from the dense Jacobian, exact to rounding."""
+    sub, n = plan.system, plan.system.state_dim
+    J = jacobian(sub, plan.h_star)
+    ev = torch.linalg.eigvals(J)
+    ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))[:, : min(plan.k, n)]
+    eye = torch.eye(n, dtype=sub.dtype, device=sub.device)
+    return _Linearization(
+        eigenvalues=ev,
+        spectral_radius=ev[:, 0].abs(),  # sorted by modulus: the first is the largest
+        spectral_norm=torch.linalg.matrix_norm(J, ord=2),
+        transient={
+            p: torch.linalg.matrix_norm(torch.linalg.matrix_power(J, p), ord=2) for p in plan.powers
+        },
+        sigma_min=torch.linalg.svdvals(eye - J)[:, -1],
+        notes=(),
+    )
+
+
+def _power_norm(
+    op: JacobianOperator, p: int, dims: tuple[int, int, torch.dtype, torch.device], seed: int
+) -> torch.Tensor:
+    """``‖J^p‖₂`` per state to about 4 digits, by Golub–Kahan on ``p`` products with ``J``
+    (and with ``Jᵀ``): ``J^p`` itself is never formed."""
+
+    def mv(v: torch.Tensor) -> torch.Tensor:
+        for _ in range(p):
+            v = op.matvec(v)
+        return v
+
+    def rmv(u: torch.Tensor) -> torch.Tensor:
+        for _ in range(p):
+            u = op.rmatvec(u)
+        return u
+
+    n = dims[1]
+    return golub_kahan(mv, rmv, *dims, k=1, tol=1e-4, max_steps=min(n, 60), seed=seed).values[:, 0]
+
+
+def _krylov_sigma_min(
+    op: JacobianOperator, dims: tuple[int, int, torch.dtype, torch.device], seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``σ_min(I − J) = 1 / ‖(I − J)⁻¹‖₂`` per state, by Golub–Kahan on GMRES solves with
+    ``I − J`` and ``I − Jᵀ``; returns it (NaN where a solve did not converge: near a singular
+    ``I − J`` a stopped solve says nothing about the norm) and the per-state solve flags."""
+    n_states, n, _, device = dims
+    solved = torch.ones(n_states, dtype=torch.bool, device=device)
+
+    def inverse(
+        product: Callable[[torch.Tensor], torch.Tensor],
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``b ↦ (I − P)⁻¹ b`` for the product ``P`` (``J`` or ``Jᵀ``), tracking convergence."""
+
+        def solve_with(b: torch.Tensor) -> torch.Tensor:
+            nonlocal solved
+            out = gmres(
+                lambda v: v - product(v), b, rtol=1e-10, restart=min(60, n), max_restarts=10
+            )
+            solved = solved & out.converged.to(solved.device)
+            return out.x
+
+        return solve_with
+
+    big = golub_kahan(
+        inverse(op.matvec),
+        inverse(op.rmatvec),
+        *dims,
+        k=1,
+        tol=1e-6,
+        max_steps=min(n, 60),
+        seed=seed,
+    )
+    top = big.values[:, 0]
+    return torch.where(solved, 1.0 / top, torch.full_like(top, math.nan)), solved
+
+
+def _krylov_linearization(plan: _GeometryPlan) -> _Linearization:
+    """Krylov estimates (Arnoldi for the eigenvalues, Golub–Kahan for the norms), with a note for
+    each quantity that stopped short of its tolerance at some state."""
+    sub, dims, seed = plan.system, plan.dims, plan.seed
+    n_states, n = dims[0], dims[1]
+    op = _operator_at(sub, plan.h_star)
+    tol = math.sqrt(torch.finfo(sub.dtype).eps)
+    # dense_limit=0: the plan chose Krylov, and an unconverged Ritz value is noted, not replaced
+    ev, ev_converged, _ = _top_eigenvalues(
+        sub, plan.h_star, k=plan.k, dense_limit=0, seed=seed, dense_fallback=False
+    )
+    gk = golub_kahan(op.matvec, op.rmatvec, *dims, k=1, tol=tol, max_steps=min(n, 300), seed=seed)
+    notes = [
+        f"{what} at {int((~conv).sum())} of {n_states} states: the Krylov method "
+        f"did not reach its tolerance in {min(n, 300)} steps (best estimates shown)"
+        for what, conv in (("eigenvalues and ρ", ev_converged), ("‖J‖₂", gk.converged))
+        if not bool(conv.all())
+    ]
+    transient = {p: _power_norm(op, p, dims, seed) for p in plan.powers}
+    smin, solved = _krylov_sigma_min(op, dims, seed)
+    if not bool(solved.all()):
+        notes.append(
+            f"σ_min(I − J) unknown (NaN) at {int((~solved).sum())} of {n_states} states: "
+            "GMRES on (I − J) s = b did not converge (1 is nearly an eigenvalue of J there)"
+        )
+    return _Linearization(
+        eigenvalues=ev,
+        spectral_radius=ev.abs().amax(dim=1),
+        spectral_norm=gk.values[:, 0],
+        transient=transient,
+        sigma_min=smin,
+        notes=tuple(notes),
+    )
+
+
+def _linearize_at(plan: _GeometryPlan) -> _Linearization:
+    """The one switch between dense linear algebra and Krylov estimates."""
+    return _dense_linearization(plan) if plan.exact else _krylov_linearization(plan)
+
+
+def _ift_norm(plan: _GeometryPlan) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+    """``‖dh*/dx‖₂`` per state (None without recall) and its notes: NaN, with a note, where the
+    GMRES solves behind it did not converge (where the implicit function theorem fails)."""
+    sub = plan.system
+    x = sub.step_x
+    if x is None:
+        return None, ()
+    # dh*/dx is n_state × n_input; any error here is a bug and propagates
+    sens = _Sensitivity(sub, plan.h_star, x)
+    ift = sens.norm(plan.seed)
+    bad = ~sens.solved_rows
+    if not bool(bad.any()):
+        return ift, ()
+    return torch.where(bad, torch.full_like(ift, math.nan), ift), (
+        f"‖dh*/dx‖ unknown (NaN) at {int(bad.sum())} of {plan.dims[0]} states: GMRES on "
+        "(I − ∂f/∂h) s = ∂f/∂x v did not converge (1 is nearly an eigenvalue of ∂f/∂h "
+        "there, where the implicit function theorem does not apply)",
+    )
+
+
+def _return_fraction(
+    plan: _GeometryPlan,
+    rep: LoopedSystem,
+    zs: torch.Tensor,
+    scale: torch.Tensor,
+    r: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Per state, the fraction of ``basin_samples`` random perturbations of norm ``r · scale``
+    from the flat fixed points ``zs`` that iterate back to within ``1e3 · tol · scale`` of them
+    (``rep``: the system with each input repeated once per perturbation)."""
+    n_states, n = zs.shape
+    samples = plan.basin_samples
+    rtol = default_tolerance(rep.dtype)
+    d = torch.randn(n_states, samples, n, generator=gen, dtype=rep.dtype, device=rep.device)
+    d = d / d.norm(dim=2, keepdim=True) * (r * scale)[:, None, None]
+    starts = (zs[:, None, :] + d).reshape(-1, n)
+    sol = solve(
+        rep,
+        rep.unflatten(starts),
+        method="picard",
+        tol=rtol,
+        atol=rtol,
+        max_steps=plan.max_steps,
+        throw=False,
+    )
+    back = (rep.flatten(sol.state).reshape(n_states, samples, n) - zs[:, None, :]).norm(
+        dim=2
+    ) <= 1e3 * rtol * scale[:, None]
+    ok = back & sol.converged.reshape(n_states, samples).to(back.device)
+    return ok.double().mean(dim=1).cpu()
+
+
+def _basin_radius(plan: _GeometryPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per state, the empirical basin radius and the ``(N, len(radii))`` return fractions.
+
+    The radius is the largest of the increasing ``radii`` up to which every radius had at least
+    95% of its perturbations return (0 if the smallest already fails): one seeded generator
+    draws every radius's perturbations, in order.
+    """
+    sub, n_states = plan.system, plan.dims[0]
+    gen = torch.Generator(device=sub.device).manual_seed(plan.seed + 13)
+    zs = sub.flatten(plan.h_star)
+    scale = torch.clamp(zs.norm(dim=1), min=1.0)
+    rep = sub.repeat_input(plan.basin_samples) if sub.step_x is not None else sub
+    fractions = []
+    radius = torch.zeros(n_states, dtype=sub.dtype)
+    alive = torch.ones(n_states, dtype=torch.bool)
+    for r in plan.radii:
+        frac = _return_fraction(plan, rep, zs, scale, r, gen)
+        fractions.append(frac)
+        good = alive & (frac >= 0.95)
+        radius = torch.where(good, torch.full_like(radius, r), radius)
+        alive = good
+    return radius, torch.stack(fractions, dim=1)
+
+
+def _assemble_geometry(
+    plan: _GeometryPlan,
+    linear: _Linearization,
+    ift: tuple[torch.Tensor | None, tuple[str, ...]],
+    basin: tuple[torch.Tensor, torch.Tensor],
+) -> Geometry:
+    """The :class:`Geometry` of the stages' results, detached, notes in the order computed."""
+    ift_norm, ift_notes = ift
+    radius, fractions = basin
+    return Geometry(
+        eigenvalues=linear.eigenvalues.detach(),
+        spectral_radius=linear.spectral_radius.detach(),
+        spectral_norm=linear.spectral_norm.detach(),
+        transient={p: t.detach() for p, t in linear.transient.items()},
+        max_transient=torch.stack(list(linear.transient.values())).amax(dim=0).detach(),
+        sigma_min=linear.sigma_min.detach(),
+        ift_norm=None if ift_norm is None else ift_norm.detach(),
+        basin_radius=radius,
+        basin_samples=plan.basin_samples,
+        radii=plan.radii,
+        return_fraction=fractions,
+        exact=plan.exact,
+        notes=linear.notes + ift_notes,
+    )
+
+
 def geometry(
     system: LoopedSystem,
     h_star: torch.Tensor,
@@ -1080,157 +1586,19 @@ def geometry(
     >>> round(float(g.spectral_radius[0]), 6), float(g.basin_radius[0])  # linear: global basin
     (0.5, 1.0)
     """
-    call = call_form("geometry", ["system", "h_star"])
-    if not isinstance(system, LoopedSystem):
-        raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
-    check_state_shape(call, "h_star", h_star, system.state_shape)
-    check_finite_tensor(call, "h_star", h_star)
-    check_positive_int(call, "k", k)
-    check_positive_int(call, "transient_steps", transient_steps)
-    check_positive_int(call, "basin_samples", basin_samples)
-    if not radii or any((not isinstance(r, (int, float))) or r <= 0 for r in radii):
-        raise InvalidArgumentError(f"{call}: radii must be positive numbers")
-    n_states = h_star.shape[0]
-    xx = system._input_for(call, n_states, x, check_values=x is not None)
-    sub = system.with_input(xx) if (system.driven and xx is not None) else system
-    h_star = h_star.to(system.dtype)
-    n = system.state_dim
-    eye = torch.eye(n, dtype=system.dtype, device=system.device)
-    powers = [2**i for i in range(int(math.log2(transient_steps)) + 1)]
-    exact = n <= dense_limit
-    notes: list[str] = []
-    if exact:
-        J = jacobian(sub, h_star)
-        ev = torch.linalg.eigvals(J)
-        ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))[:, : min(k, n)]
-        rho = ev[:, 0].abs()  # sorted by modulus: the first is the largest
-        norm2 = torch.linalg.matrix_norm(J, ord=2)
-        transient = {
-            p: torch.linalg.matrix_norm(torch.linalg.matrix_power(J, p), ord=2) for p in powers
-        }
-        smin = torch.linalg.svdvals(eye - J)[:, -1]
-    else:
-        op = _operator_at(sub, h_star)
-        dims = (n_states, n, system.dtype, system.device)
-        tol = math.sqrt(torch.finfo(system.dtype).eps)
-        kr = arnoldi(op.matvec, *dims, k=min(k, n), tol=tol, max_steps=min(n, 300), seed=seed)
-        ev = kr.values
-        rho = ev.abs().amax(dim=1)
-        gk = golub_kahan(
-            op.matvec, op.rmatvec, *dims, k=1, tol=tol, max_steps=min(n, 300), seed=seed
-        )
-        norm2 = gk.values[:, 0]
-        for what, conv in (("eigenvalues and ρ", kr.converged), ("‖J‖₂", gk.converged)):
-            if not bool(conv.all()):
-                notes.append(
-                    f"{what} at {int((~conv).sum())} of {n_states} states: the Krylov method "
-                    f"did not reach its tolerance in {min(n, 300)} steps (best estimates shown)"
-                )
-        transient = {}
-        for p in powers:
-
-            def mv(v: torch.Tensor, p: int = p) -> torch.Tensor:
-                for _ in range(p):
-                    v = op.matvec(v)
-                return v
-
-            def rmv(u: torch.Tensor, p: int = p) -> torch.Tensor:
-                for _ in range(p):
-                    u = op.rmatvec(u)
-                return u
-
-            transient[p] = golub_kahan(
-                mv, rmv, *dims, k=1, tol=1e-4, max_steps=min(n, 60), seed=seed
-            ).values[:, 0]
-
-        solved = torch.ones(n_states, dtype=torch.bool, device=system.device)
-
-        def inv(b: torch.Tensor) -> torch.Tensor:
-            nonlocal solved
-            out = gmres(
-                lambda v: v - op.matvec(v), b, rtol=1e-10, restart=min(60, n), max_restarts=10
-            )
-            solved = solved & out.converged.to(solved.device)
-            return out.x
-
-        def inv_t(b: torch.Tensor) -> torch.Tensor:
-            nonlocal solved
-            out = gmres(
-                lambda v: v - op.rmatvec(v), b, rtol=1e-10, restart=min(60, n), max_restarts=10
-            )
-            solved = solved & out.converged.to(solved.device)
-            return out.x
-
-        big = golub_kahan(inv, inv_t, *dims, k=1, tol=1e-6, max_steps=min(n, 60), seed=seed)
-        top = big.values[:, 0]
-        smin = torch.where(solved, 1.0 / top, torch.full_like(top, math.nan))
-        if not bool(solved.all()):
-            notes.append(
-                f"σ_min(I − J) unknown (NaN) at {int((~solved).sum())} of {n_states} states: "
-                "GMRES on (I − J) s = b did not converge (1 is nearly an eigenvalue of J there)"
-            )
-    max_tr = torch.stack(list(transient.values())).amax(dim=0)
-    ift = None
-    if system.driven and sub.x is not None:
-        # dh*/dx is n_state × n_input; any error here is a bug and propagates
-        sens = _Sensitivity(sub, h_star, sub.x)
-        ift = sens.norm(seed)
-        bad = ~sens.solved_rows
-        if bool(bad.any()):
-            ift = torch.where(bad, torch.full_like(ift, math.nan), ift)
-            notes.append(
-                f"‖dh*/dx‖ unknown (NaN) at {int(bad.sum())} of {n_states} states: GMRES on "
-                "(I − ∂f/∂h) s = ∂f/∂x v did not converge (1 is nearly an eigenvalue of ∂f/∂h "
-                "there, where the implicit function theorem does not apply)"
-            )
-    # empirical basin radius
-    gen = torch.Generator(device=system.device).manual_seed(seed + 13)
-    zs = sub.flatten(h_star)
-    scale = torch.clamp(zs.norm(dim=1), min=1.0)
-    rtol = default_tolerance(system.dtype)
-    fractions = []
-    radius = torch.zeros(n_states, dtype=system.dtype)
-    alive = torch.ones(n_states, dtype=torch.bool)
-    for r in sorted(radii):
-        d = torch.randn(
-            n_states, basin_samples, n, generator=gen, dtype=system.dtype, device=system.device
-        )
-        d = d / d.norm(dim=2, keepdim=True) * (r * scale)[:, None, None]
-        starts = (zs[:, None, :] + d).reshape(-1, n)
-        rep = sub.repeat_input(basin_samples) if (sub.driven and sub.x is not None) else sub
-        sol = solve(
-            rep,
-            rep.unflatten(starts),
-            method="picard",
-            tol=rtol,
-            atol=rtol,
-            max_steps=max_steps,
-            throw=False,
-        )
-        back = (rep.flatten(sol.state).reshape(n_states, basin_samples, n) - zs[:, None, :]).norm(
-            dim=2
-        ) <= 1e3 * rtol * scale[:, None]
-        ok = back & sol.converged.reshape(n_states, basin_samples).to(back.device)
-        frac = ok.double().mean(dim=1).cpu()
-        fractions.append(frac)
-        good = alive & (frac >= 0.95)
-        radius = torch.where(good, torch.full_like(radius, r), radius)
-        alive = good
-    return Geometry(
-        eigenvalues=ev.detach(),
-        spectral_radius=rho.detach(),
-        spectral_norm=norm2.detach(),
-        transient={p: t.detach() for p, t in transient.items()},
-        max_transient=max_tr.detach(),
-        sigma_min=smin.detach(),
-        ift_norm=None if ift is None else ift.detach(),
-        basin_radius=radius,
+    plan = _geometry_plan(
+        system,
+        h_star,
+        x,
+        k=k,
+        transient_steps=transient_steps,
         basin_samples=basin_samples,
-        radii=tuple(sorted(radii)),
-        return_fraction=torch.stack(fractions, dim=1),
-        exact=exact,
-        notes=tuple(notes),
+        radii=radii,
+        max_steps=max_steps,
+        dense_limit=dense_limit,
+        seed=seed,
     )
+    return _assemble_geometry(plan, _linearize_at(plan), _ift_norm(plan), _basin_radius(plan))
 
 
 # ---------------------------------------------------------------------- all three
@@ -1343,7 +1711,8 @@ def stability_axes(
     geo = None
     conv = torch.nonzero(dep.converged).flatten()
     if conv.numel():
-        sub = system.with_input(xs[conv]) if (system.driven and xs is not None) else system
+        step_x = system.step_x  # the inputs the step takes, None when it takes none
+        sub = system.with_input(step_x[conv]) if step_x is not None else system
         geo = geometry(sub, dep.fixed_points[conv], basin_samples=basin_samples, seed=seed)
     verdict = check_contraction(system, domain, seed=seed) if contraction else None
     return AxesReport(reachability=reach, input_dependence=dep, geometry=geo, contraction=verdict)
