@@ -348,7 +348,7 @@ def test_certify_reports_share_interval_and_environment(tmp_path: Path) -> None:
     env = cert.environment
     assert env.torch == torch.__version__ and env.dynamo == dy.__version__
     assert env.dtype == "float64" and env.device == "cpu" and env.seeds == [0, 1, 2]
-    assert env.reach_path == "stacked" and env.timestamp is not None
+    assert env.reach_path == "loop" and env.timestamp is not None  # the CPU's path
 
 
 def _holds(op: str, a: Any, b: Any) -> bool:
@@ -371,17 +371,22 @@ def test_same_spec_gives_byte_identical_json_without_timestamp(tmp_path: Path) -
     assert json.loads(one)["environment"]["timestamp"] is None
 
 
-def test_stacked_path_matches_the_loop_over_draws(tmp_path: Path) -> None:
+def test_vmapped_path_matches_the_loop_over_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accelerator's path (all draws vmapped over stacked parameters), forced on the CPU,
+    gives the metrics of the CPU's loop of dynamo.solve over the draws."""
     spec = verify.load_spec(write(tmp_path, SMALL + "[draws]\ncount = 4\n"))
+    looped = verify.certify(spec, timestamp=False)
+    monkeypatch.setattr(verify._certify, "_batching", lambda device: "vmap")
     stacked = verify.certify(spec, timestamp=False)
-    looped = verify.certify(spec, timestamp=False, vectorize=False)
-    assert stacked.environment.reach_path == "stacked" and looped.environment.reach_path == "loop"
+    assert stacked.environment.reach_path == "vmap" and looped.environment.reach_path == "loop"
     assert [d.metrics for d in stacked.draws] == [d.metrics for d in looped.draws]
 
 
 def test_vmapped_and_per_draw_batching_give_the_same_iteration() -> None:
     """The accelerator's batching (vmap over stacked parameters, padded) and the CPU's (each
-    draw's block on its running starts) are the same iteration: same outcomes, same steps."""
+    draw in dynamo.solve's Picard loop) are the same iteration: same outcomes, same steps."""
     spec = verify.Spec(architecture=verify.Architecture(d_model=16, n_heads=2))  # type: ignore[call-arg]
     models = [verify.build_model(spec, s).double().requires_grad_(False) for s in range(3)]
     x = torch.randn(4, 4, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -398,7 +403,9 @@ def test_vmapped_and_per_draw_batching_give_the_same_iteration() -> None:
         verify.stacked_reach(models, x, x, tol=1e-10, max_steps=3, batching="fast")  # type: ignore[arg-type]
 
 
-def test_token_inputs_are_embedded_by_each_draw(tmp_path: Path) -> None:
+def test_token_inputs_are_embedded_by_each_draw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = verify.load_spec(
         write(
             tmp_path,
@@ -410,9 +417,10 @@ def test_token_inputs_are_embedded_by_each_draw(tmp_path: Path) -> None:
     )
     e0, e1 = (verify.draw_inputs(spec, verify.build_model(spec, s), torch.float64) for s in (0, 1))
     assert e0.shape == (3, 4, 16) and not torch.allclose(e0, e1)
+    looped = verify.certify(spec, timestamp=False)
+    monkeypatch.setattr(verify._certify, "_batching", lambda device: "vmap")
     stacked = verify.certify(spec, timestamp=False)
-    looped = verify.certify(spec, timestamp=False, vectorize=False)
-    assert stacked.environment.reach_path == "stacked"
+    assert stacked.environment.reach_path == "vmap"
     assert [d.metrics for d in stacked.draws] == [d.metrics for d in looped.draws]
 
 

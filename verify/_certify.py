@@ -235,17 +235,18 @@ def stacked_reach(
     ``divergence``. Each step evaluates only the draws with a start still running, and in them
     only the running starts (padded to the longest such list), so slow draws do not make the fast
     ones pay. Returns ``converged``, ``diverged``, ``nonfinite`` (bool, ``(D, N)``), ``steps`` and
-    ``state`` (``(D, N, *state)``). ``on_step(k, running)`` is called every 25 steps.
+    ``state`` (``(D, N, *state)``, the last iterate of each start).
 
-    ``batching`` says how one step evaluates the draws: ``"vmap"`` stacks their parameters and
+    ``batching`` says how the draws are evaluated: ``"vmap"`` stacks their parameters and
     ``vmap``-s the block over draws (one batched kernel per layer, the running starts padded to
-    the longest list); ``"per_draw"`` calls each draw's own block on exactly its running starts.
+    the longest list); ``"per_draw"`` iterates each draw in turn with :func:`dynamo.solve`
+    (``method="picard"``: the engine's one Picard loop, on exactly the running starts).
     ``"auto"`` takes ``"per_draw"`` on the CPU (the default block with d_model 64, 16 draws, 8
     inputs × 4 starts, one thread, ``benchmarks/test_bench_certify.py``: ``"vmap"`` took 1.66×
-    a loop of :func:`dynamo.solve` over draws, batched ``bmm`` and the padding, and
-    ``"per_draw"`` 1.01×; at d_model 16, 0.89× and 0.82×; on a noisy host the ratios move by
-    about ±0.3) and ``"vmap"`` on an accelerator, where one launch per layer replaces one per
-    draw (not measured here).
+    the loop of :func:`dynamo.solve` over draws, batched ``bmm`` and the padding) and
+    ``"vmap"`` on an accelerator, where one launch per layer replaces one per draw (not
+    measured here). ``on_step(k, running)`` is called every 25 steps when vmapped, after each
+    draw when not.
 
     Examples
     --------
@@ -263,19 +264,20 @@ def stacked_reach(
         )
     if batching == "auto":
         batching = _batching(h0.device)
+    if batching == "per_draw":
+        return _reach_by_solve(models, x, h0, tol, max_steps, divergence, per_draw, on_step)
     base = models[0]
-    if batching == "vmap":
-        params, buffers = stack_module_state(models)
+    params, buffers = stack_module_state(models)
 
-        def one(
-            p: dict[str, torch.Tensor],
-            b: dict[str, torch.Tensor],
-            h: torch.Tensor,
-            xx: torch.Tensor,
-        ) -> torch.Tensor:
-            return functional_call(base, (p, b), (h, xx))
+    def one(
+        p: dict[str, torch.Tensor],
+        b: dict[str, torch.Tensor],
+        h: torch.Tensor,
+        xx: torch.Tensor,
+    ) -> torch.Tensor:
+        return functional_call(base, (p, b), (h, xx))
 
-        step = vmap(one, in_dims=(0, 0, 0, 0))
+    step = vmap(one, in_dims=(0, 0, 0, 0))
     n_draws = len(models)
     if per_draw:
         if h0.shape[0] != n_draws or x.shape[0] != n_draws:
@@ -304,7 +306,9 @@ def stacked_reach(
         hn = hs.reshape(*shape, -1).norm(dim=-1)
         finite = torch.isfinite(r) & torch.isfinite(hn)
         far = finite & (hn > limit)
-        return finite & ~far & (r <= tol * (1 + hn)), far, ~finite
+        # the very expression dynamo.solve tests (atol + tol·‖h‖, atol = tol), so that the two
+        # batchings stop every start at the same step
+        return finite & ~far & (r <= hn * tol + tol), far, ~finite
 
     with torch.no_grad():
         for k in range(max_steps + 1):
@@ -316,33 +320,6 @@ def stacked_reach(
             width = int(count.max())
             if on_step is not None and k % 25 == 0:
                 on_step(k, int(count.sum()))
-            if batching == "per_draw":
-                for d, c in zip(draws.tolist(), count.tolist(), strict=True):
-                    # all starts running (the common case): views, no gather or scatter
-                    full = c == n_starts
-                    cols = None if full else torch.nonzero(running[d]).flatten()
-                    hs1 = h[d] if cols is None else h[d, cols]
-                    xd = x[d] if per_draw else x
-                    fh1 = models[d](hs1, xd if cols is None else xd[cols])
-                    conv1, div1, bad1 = judge(fh1, hs1, (c,))
-                    stop1 = conv1 | div1 | bad1
-                    if bool(stop1.any()):
-                        at = torch.arange(n_starts, device=h.device) if cols is None else cols
-                        steps[d, at[stop1]] = k
-                        conv[d, at[conv1]] = True
-                        div[d, at[div1]] = True
-                        bad[d, at[bad1]] = True
-                        done[d, at[stop1]] = True
-                        if k < max_steps:
-                            h[d, at[~stop1]] = fh1[~stop1]
-                    elif k < max_steps:
-                        if cols is None:
-                            h[d] = fh1
-                        else:
-                            h[d, cols] = fh1
-                if k == max_steps:
-                    break
-                continue
             # running starts first (stable), then the first `width` columns of each draw
             order = torch.argsort((~running[draws]).to(torch.int8), dim=1, stable=True)
             idx = order[:, :width]
@@ -368,6 +345,53 @@ def stacked_reach(
             move = valid & ~stop
             h[rows[move], idx[move]] = fh[move]
     return {"converged": conv, "diverged": div, "nonfinite": bad, "steps": steps, "state": h}
+
+
+def _reach_by_solve(
+    models: list[nn.Module],
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    tol: float,
+    max_steps: int,
+    divergence: float,
+    per_draw: bool,
+    on_step: Callable[[int, int], None] | None,
+) -> dict[str, torch.Tensor]:
+    """:func:`stacked_reach` draw after draw, each with :func:`dynamo.solve`'s Picard loop."""
+    n_draws = len(models)
+    if per_draw and (h0.shape[0] != n_draws or x.shape[0] != n_draws):
+        raise ValueError(
+            f"stacked_reach(per_draw=True): x and h0 need a leading dimension of {n_draws} "
+            f"draws, got {tuple(x.shape)} and {tuple(h0.shape)}"
+        )
+    fields: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("converged", "diverged", "nonfinite", "steps", "state")
+    }
+    left = n_draws * int(h0.shape[1] if per_draw else h0.shape[0])
+    for d, model in enumerate(models):
+        xd, hd = (x[d], h0[d]) if per_draw else (x, h0)
+        system = dy.LoopedSystem.from_module(model, xd, dtype=None)
+        sol = dy.solve(
+            system,
+            hd,
+            method="picard",
+            tol=tol,
+            atol=tol,
+            max_steps=max_steps,
+            divergence=divergence,
+            throw=False,
+        )
+        assert sol.last_state is not None
+        outcome = sol.outcomes
+        fields["converged"].append(sol.converged.to(h0.device))
+        for key, kind in (("diverged", dy.Outcome.DIVERGED), ("nonfinite", dy.Outcome.NONFINITE)):
+            fields[key].append(torch.tensor([o is kind for o in outcome], device=h0.device))
+        fields["steps"].append(sol.steps.to(h0.device))
+        fields["state"].append(sol.last_state)
+        left -= int(hd.shape[0])
+        if on_step is not None:
+            on_step(int(sol.steps.max()), left)
+    return {k: torch.stack(v) for k, v in fields.items()}
 
 
 def certify(
@@ -556,14 +580,17 @@ def _reach_all_draws(run: _Run, draws: _Draws, bar: _Bar) -> _AllReach:
     """Reachability for all draws at once (:func:`stacked_reach`) when the analysis asks for it
     and the draws allow it; otherwise each draw iterates on its own in :func:`_measure_draw`."""
     a, models, per = run.spec.analysis, draws.models, draws.per
-    if not (a.reachability and run.vectorize and len(models) > 1 and draws.systems[0].driven):
+    batching = _batching(run.device)
+    # on the CPU the draws iterate one after another in dynamo.solve's Picard loop (what
+    # stacked_reach's per-draw batching would do too): only an accelerator steps them together
+    together = a.reachability and run.vectorize and len(models) > 1 and batching == "vmap"
+    if not (together and draws.systems[0].driven):
         return _AllReach(None, "loop", None)
     reps: list[torch.Tensor] = []
     for s in draws.systems[:1] if draws.shared else draws.systems:
         rx = s.repeat_input(per).x
         assert rx is not None  # driven systems carry their input
         reps.append(rx)
-    batching = _batching(run.device)
     try:
         bar.phase(f"reachability, {len(models)} draws at once ({batching})")
         if draws.shared:
@@ -583,7 +610,7 @@ def _reach_all_draws(run: _Run, draws: _Draws, bar: _Bar) -> _AllReach:
     except Exception as err:  # different structures or a non-vmappable module: loop instead
         note = f"all draws at once ({batching}) failed ({type(err).__name__}: {err})"[:280]
         return _AllReach(None, "loop", note + "; looped")
-    return _AllReach(result, "vmap" if batching == "vmap" else "stacked", None)
+    return _AllReach(result, "vmap", None)
 
 
 def _measure_draw(run: _Run, draws: _Draws, reach: _AllReach, d: int) -> DrawResult:

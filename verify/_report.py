@@ -133,8 +133,9 @@ class Environment(_Frozen):
     input_seed: int
     reach_path: Literal["vmap", "stacked", "loop"] = Field(
         description="reachability for all draws at once, vmapped over stacked parameters "
-        "('vmap') or each draw's block on its running starts within every step ('stacked', the "
-        "CPU's choice), or one draw after another ('loop')"
+        "('vmap', on an accelerator), or one draw after another in dynamo.solve's Picard loop "
+        "('loop', the CPU's choice); 'stacked' appears in certificates made before that loop "
+        "replaced verify's own per-draw stepping (the same iteration)"
     )
     reach_note: str | None = Field(
         None, description="why reachability ran one draw at a time, when all at once was possible"
