@@ -627,7 +627,7 @@ class _DependencePlan:
 
     system: LoopedSystem
     xs: torch.Tensor
-    starts: StartKind
+    start: StartKind
     n_starts: int
     scale: float
     tol: float
@@ -710,7 +710,8 @@ def _dependence_plan(
     source: SystemSource,
     inputs: torch.Tensor | list[torch.Tensor],
     *,
-    starts: StartKind,
+    start: StartKind,
+    start_name: str,
     n_starts: int,
     scale: float,
     tol: float | None,
@@ -729,7 +730,15 @@ def _dependence_plan(
     """
     call = call_form("input_dependence", ["model_or_system_factory", "inputs"])
     xs = _input_batch(call, inputs)
-    check_choice(call, "starts", starts, ("input", "zeros", "normal"))
+    check_choice(call, start_name, start, ("input", "zeros", "normal"))
+    if start_name == "starts":
+        warnings.warn(
+            f"{call}: starts= is now start= (the kind of first start, the keyword "
+            "find_fixed_points and reachability use; starts= names a tensor of states there) "
+            "and will be removed",
+            DeprecationWarning,
+            stacklevel=3,  # input_dependence's caller
+        )
     check_positive_int(call, "n_starts", n_starts)
     check_positive_float(call, "scale", scale)
     if probes is not None:
@@ -750,7 +759,7 @@ def _dependence_plan(
     return _DependencePlan(
         system=system,
         xs=xs.to(system.dtype),
-        starts=starts,
+        start=start,
         n_starts=n_starts,
         scale=scale,
         tol=default_tolerance(system.dtype) if tol is None else tol,
@@ -789,10 +798,10 @@ def _all_starts(plan: _DependencePlan, base: LoopedSystem) -> torch.Tensor:
     """``(B · n_starts, *state_shape)`` starts, input by input: the first as ``starts`` says
     (``h_0 = x`` only when the state has the input's shape), the others noisy."""
     b, per, shape = plan.b, plan.n_starts, plan.system.state_shape
-    if tuple(plan.xs.shape[1:]) == shape and plan.starts == "input":
+    if tuple(plan.xs.shape[1:]) == shape and plan.start == "input":
         return base.initial_states("input", per, scale=plan.scale, seed=plan.seed)
     h0 = base.initial_states("normal", per, scale=plan.scale, seed=plan.seed)
-    if plan.starts == "zeros":
+    if plan.start == "zeros":
         h0 = h0.reshape(b, per, *shape)
         h0[:, 0] = 0
         h0 = h0.reshape(b * per, *shape)
@@ -995,11 +1004,12 @@ def input_dependence(
     model_or_system_factory: SystemSource,
     inputs: torch.Tensor | list[torch.Tensor],
     *,
-    starts: StartKind = "input",
+    start: StartKind = "input",
     n_starts: int = 4,
     scale: float = 1.0,
     tol: float | None = None,
     max_steps: int = 1000,
+    starts: StartKind | None = None,
     probes: int | None = None,
     sensitivity_tol: float = 1e-6,
     sensitivity_steps: int = 40,
@@ -1010,7 +1020,7 @@ def input_dependence(
     """Does the reached fixed point depend on the input, smoothly and in every direction?
 
     For each input, iterate from ``n_starts`` starts: the first is ``h_0 = x`` when the state
-    has the input's shape (else as ``starts`` says), the others add ``N(0, scale²)`` noise. The
+    has the input's shape (else as ``start`` says), the others add ``N(0, scale²)`` noise. The
     first start's limit is ``h*(x)``; the others count the limits (attractors) each input has.
     With recall, the implicit function theorem gives ``dh*/dx = (I − ∂_h f)⁻¹ ∂_x f`` (a
     ``n_state × n_input`` matrix), applied matrix-free (GMRES on Jacobian products): its norm by
@@ -1035,9 +1045,12 @@ def input_dependence(
         :meth:`LoopedSystem.from_module`), or a factory ``x -> LoopedSystem``.
     inputs : torch.Tensor or list of tensors
         ``(B, *input_shape)``, ``B >= 1`` (a verdict other than *none* needs ``B >= 2``).
-    starts : {"input", "zeros", "normal"}
+    start : {"input", "zeros", "normal"}
         First start of each input: ``h_0 = x`` (``"input"``, when the state has the input's
-        shape; otherwise ``"normal"``), zeros, or an ``N(0, scale²)`` draw.
+        shape; otherwise ``"normal"``), zeros, or an ``N(0, scale²)`` draw (the same keyword
+        and kinds as :func:`find_fixed_points`' ``start``).
+    starts : {"input", "zeros", "normal"}, optional
+        The former name of ``start``; deprecated (elsewhere ``starts`` is a tensor of states).
     n_starts : int
         Starts per input; the ones after the first are the first plus ``N(0, scale²)`` noise
         (``"input"``) or ``N(0, scale²)`` draws. With one, a second attractor of the same input
@@ -1084,7 +1097,8 @@ def input_dependence(
     plan = _dependence_plan(
         model_or_system_factory,
         inputs,
-        starts=starts,
+        start=start if starts is None else starts,
+        start_name="start" if starts is None else "starts",
         n_starts=n_starts,
         scale=scale,
         tol=tol,

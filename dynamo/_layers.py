@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,19 +253,20 @@ def layer_cycle(
     system: LoopedSystem,
     h_star: torch.Tensor,
     *,
-    start: torch.Tensor | None = None,
+    starts: torch.Tensor | None = None,
     n_steps: int = 50,
     k: int = 4,
     dense_limit: int = 512,
     tol: float | None = None,
     neutral_band: float = 1e-4,
     seed: int = 0,
+    start: torch.Tensor | None = None,
 ) -> LayerCycle:
     """The cyclic fixed point of a k-layer block at the block's fixed points ``h_star``.
 
     Each layer ``ℓ`` of the block converges to its own point ``h_ℓ*`` with ``h_ℓ* = f_ℓ(h_{ℓ−1}*)``
     and ``h_0* = h_k*`` (Blayney et al., arXiv:2604.11791). This reports those points, how distinct
-    they are, how each layer's output converges along iteration from ``start``, the top
+    they are, how each layer's output converges along iteration from ``starts``, the top
     eigenvalues of every rotation of the composition (which must coincide, claim C10), whether
     the cycle attracts (the spectral radius ``ρ`` of the block Jacobian at ``h*``, shared by
     every rotation, with the stability class of :func:`find_fixed_points`), and, for the
@@ -283,9 +285,10 @@ def layer_cycle(
         ``(N, *state_shape)`` fixed points of the block (e.g. from :func:`solve`, converged
         rows only). With a driven system, one per input (``N`` equal to the input batch), or
         any ``N`` for a single input. Each must satisfy ``‖f(h*) − h*‖ ≤ tol·(1 + ‖h*‖)``.
-    start : torch.Tensor, optional
-        ``(N, *state_shape)`` starts for the convergence curves. Default: the driven system's
-        input when it has the state's shape, else ``h_star`` plus 10% Gaussian noise.
+    starts : torch.Tensor, optional
+        ``(N, *state_shape)`` starts for the convergence curves (a tensor of states, as
+        ``starts`` is everywhere). Default: the driven system's input when it has the state's
+        shape, else ``h_star`` plus 10% Gaussian noise.
     n_steps : int
         Iterations recorded.
     k : int
@@ -298,6 +301,8 @@ def layer_cycle(
     neutral_band : float
         ``δ``: eigenvalues with ``||λ| − 1| ≤ δ`` are marginal (as in :func:`find_fixed_points`).
     seed : int
+    start : torch.Tensor, optional
+        The former name of ``starts``; deprecated (elsewhere ``start`` names a kind of start).
 
     Raises
     ------
@@ -352,12 +357,24 @@ def layer_cycle(
         x = system._input_for(call, n, None)
     else:
         x = None  # an autonomous block has no input: x only ever seeded initial states
+    name = "starts"
     if start is not None:
-        check_state_shape(call, "start", start, system.state_shape)
-        check_finite_tensor(call, "start", start)
+        if starts is not None:
+            raise InvalidArgumentError(f"{call}: pass starts= only (start= is its former name)")
+        warnings.warn(
+            f"{call}: start= is now starts= (a tensor of states, the keyword find_fixed_points "
+            "and basin_graph use; start= names a kind of start there) and will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        starts, name = start, "start"
+    start = starts
+    if start is not None:
+        check_state_shape(call, name, start, system.state_shape)
+        check_finite_tensor(call, name, start)
         if start.shape[0] != n:
             raise ShapeError(
-                f"{call}: start has batch {start.shape[0]} but h_star has batch {n}; pass one "
+                f"{call}: {name} has batch {start.shape[0]} but h_star has batch {n}; pass one "
                 "start per fixed point"
             )
     layers = system.layers

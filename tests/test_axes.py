@@ -451,8 +451,8 @@ def test_input_dependence_rejects_bad_start_options() -> None:
     xs = torch.zeros(2, 4, dtype=F64)
     with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*n_starts"):
         dy.input_dependence(f, xs, n_starts=0)
-    with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*starts"):
-        dy.input_dependence(f, xs, starts="uniform")
+    with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*start 'uniform'"):
+        dy.input_dependence(f, xs, start="uniform")
     with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*scale"):
         dy.input_dependence(f, xs, scale=0.0)
     with pytest.raises(InvalidArgumentError, match=r"input_dependence\(.*rank_tol"):
@@ -480,3 +480,8 @@ def test_input_dependence_names_an_unknown_starts_value() -> None:
         r"choose one of 'input', 'zeros', 'normal'",
     ):
         dy.input_dependence(f, xs, starts="foo")
+    # start= is the keyword (as in find_fixed_points); starts= its deprecated former name
+    with pytest.warns(DeprecationWarning, match="starts= is now start="):
+        old = dy.input_dependence(f, xs, starts="zeros", n_starts=1)
+    new = dy.input_dependence(f, xs, start="zeros", n_starts=1)
+    assert torch.equal(old.fixed_points, new.fixed_points) and old.verdict == new.verdict

@@ -280,7 +280,13 @@ def test_layer_cycle_refuses_points_that_are_not_fixed_and_batches_that_disagree
         dy.layer_cycle(system, h + 1e-3)
     loose = dy.layer_cycle(system, h + 1e-3, tol=1e-2)  # the tolerance it was solved with
     assert float(loose.closure[0]) > 1e-4
-    with pytest.raises(ShapeError, match=r"start has batch 2 but h_star has batch 1"):
+    with pytest.raises(ShapeError, match=r"starts has batch 2 but h_star has batch 1"):
+        dy.layer_cycle(system, h, starts=h.expand(2, 2))
+    # the former keyword still works, with a warning, and names itself
+    with (
+        pytest.warns(DeprecationWarning, match="start= is now starts="),
+        pytest.raises(ShapeError, match=r"start has batch 2 but h_star has batch 1"),
+    ):
         dy.layer_cycle(system, h, start=h.expand(2, 2))
     f1, f2 = system.layers  # type: ignore[misc]
     wrong = dy.LoopedSystem.from_function(
