@@ -71,6 +71,58 @@ def _q(values: torch.Tensor) -> dict[str, float | None]:
 
 # ---------------------------------------------------------------------- reachability
 @dataclass(frozen=True)
+class _PathAgreement:
+    """Whether the starts of each input reach one limit (path independence), measured once for
+    every verb that reports it.
+
+    ``cosines``: the cosine similarity of every pair of limits of one input (Anil et al.'s
+    asymptotic alignment; 1 for a zero limit); ``spreads``: per input, the largest distance
+    between two of its limits relative to ``max(1, largest limit norm)`` (0 with fewer than two,
+    NaN with none); ``agreeing``: inputs all of whose starts have a limit and whose spread is at
+    most ``same``.
+    """
+
+    cosines: tuple[float, ...]
+    spreads: tuple[float, ...]
+    agreeing: int
+
+    @property
+    def mean(self) -> float | None:
+        """Mean cosine over all pairs (None without a pair)."""
+        return sum(self.cosines) / len(self.cosines) if self.cosines else None
+
+    @property
+    def worst(self) -> float | None:
+        """The least cosine of any pair (None without a pair)."""
+        return min(self.cosines) if self.cosines else None
+
+
+def _path_agreement(
+    limits: torch.Tensor, has_limit: torch.Tensor, same: float = 0.0
+) -> _PathAgreement:
+    """:class:`_PathAgreement` of ``limits`` ``(B, per, n)``, of which ``has_limit`` ``(B, per)``
+    marks the starts that reached one (computed in the limits' own dtype)."""
+    cosines: list[float] = []
+    spreads: list[float] = []
+    agreeing = 0
+    for b in range(limits.shape[0]):
+        pts = limits[b][has_limit[b]]
+        for i in range(pts.shape[0]):
+            for j in range(i + 1, pts.shape[0]):
+                den = float(pts[i].norm() * pts[j].norm())
+                cosines.append(float(pts[i] @ pts[j]) / den if den > 0 else 1.0)
+        if pts.shape[0] == 0:
+            spreads.append(math.nan)
+            continue
+        scale = torch.clamp(pts.norm(dim=1).max(), min=1.0)
+        spread = float(torch.cdist(pts, pts).max() / scale) if pts.shape[0] > 1 else 0.0
+        spreads.append(spread)
+        if spread <= same and bool(has_limit[b].all()):
+            agreeing += 1
+    return _PathAgreement(tuple(cosines), tuple(spreads), agreeing)
+
+
+@dataclass(frozen=True)
 class Reachability:
     """Does plain iteration reach a fixed point, how fast, where, and from every start alike?
 
@@ -211,27 +263,22 @@ def reachability(
     )
     # limits per input: the attractor of each converged start (a point's state; for a start on
     # a continuum, its own limit is not kept, so it counts as aligned with its continuum)
-    cos_all: list[float] = []
-    by_label = {}
-    for i, p in enumerate(q for q in found.points if q.basin_count):
-        by_label[i] = p.state
+    reached = [q for q in found.points if q.basin_count]  # label i is reached[i]
     per = found.starts_per_input
-    for b in range(found.n_inputs):
-        labels = found.labels[b * per : (b + 1) * per].tolist()
-        states = [by_label[lab] for lab in labels if lab in by_label]
-        for i in range(len(states)):
-            for j in range(i + 1, len(states)):
-                a, c = states[i].reshape(-1), states[j].reshape(-1)
-                denom = float(a.norm() * c.norm())
-                cos_all.append(float(a @ c) / denom if denom > 0 else 1.0)
+    labels = found.labels.reshape(found.n_inputs, per)
+    on_point = (labels >= 0) & (labels < len(reached))
+    limits = torch.zeros(found.n_inputs, per, system.state_dim, dtype=system.dtype)
+    for (b, i), lab in zip(on_point.nonzero().tolist(), labels[on_point].tolist(), strict=True):
+        limits[b, i] = reached[lab].state.reshape(-1)
+    agreement = _path_agreement(limits, on_point)
     rho = [p.spectral_radius for p in found.points if p.basin_count]
     return Reachability(
         converged_fraction=conv / total,
         interval=clopper_pearson(conv, total),
         steps=_q(found.steps[conv_mask]),
         basin_fractions=basins,
-        path_independence=sum(cos_all) / len(cos_all) if cos_all else None,
-        path_independence_min=min(cos_all) if cos_all else None,
+        path_independence=agreement.mean,
+        path_independence_min=agreement.worst,
         max_spectral_radius=max(rho) if rho else None,
         fixed_points=found,
     )

@@ -28,6 +28,10 @@ Autodiff set-up:
 * :func:`prime_forward_ad` (import torch's forward-mode decompositions once, with torch's own
   deprecation warning silenced).
 
+Path independence: :func:`path_agreement` (pairwise cosines, spreads and agreeing inputs of
+the limits each input's starts reached; the one definition behind ``dynamo.reachability``, the
+certificate's ``reachability.path_independence`` and ``verify.reachability_report``).
+
 Krylov routines (matrix-free, batched over starts): :func:`arnoldi`, :func:`golub_kahan`,
 :func:`lanczos_sym`, in :mod:`dynamo._krylov`.
 
@@ -46,6 +50,7 @@ dynamo.errors.InvalidArgumentError: certify(spec, seeds=0): seeds must be >= 1, 
 
 from __future__ import annotations
 
+from ._axes import _path_agreement as path_agreement
 from ._compat import _prime_forward_ad as prime_forward_ad
 from ._krylov import arnoldi, golub_kahan, lanczos_sym
 from ._lipschitz import ACTIVATION_SLOPES
@@ -76,6 +81,7 @@ __all__ = [
     "finite_or_none",
     "golub_kahan",
     "lanczos_sym",
+    "path_agreement",
     "plain",
     "prime_forward_ad",
 ]

@@ -485,3 +485,26 @@ def test_input_dependence_names_an_unknown_starts_value() -> None:
         old = dy.input_dependence(f, xs, starts="zeros", n_starts=1)
     new = dy.input_dependence(f, xs, start="zeros", n_starts=1)
     assert torch.equal(old.fixed_points, new.fixed_points) and old.verdict == new.verdict
+
+
+def test_path_agreement_is_the_one_definition_of_path_independence() -> None:
+    """Issue 14: reachability, the certificate metric and verify's reachability report all read
+    path independence from dynamo.kernel.path_agreement."""
+    from dynamo.kernel import path_agreement
+
+    limits = torch.tensor(
+        [[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [[2.0, 0.0], [2.0, 0.0], [0.0, 0.0]]], dtype=F64
+    )
+    has = torch.tensor([[True, True, True], [True, True, False]])
+    a = path_agreement(limits, has, same=1e-6)
+    # input 0: pairs (e1,e2), (e1,e1), (e2,e1) -> 0, 1, 0; input 1: one pair of equal limits
+    assert a.cosines == (0.0, 1.0, 0.0, 1.0)
+    assert a.mean == pytest.approx(0.5) and a.worst == 0.0
+    assert a.spreads[0] == pytest.approx(2**0.5) and a.spreads[1] == 0.0
+    assert a.agreeing == 0  # input 1 agrees, but one of its starts has no limit
+    assert path_agreement(limits, torch.ones(2, 3, dtype=torch.bool), same=1e-6).agreeing == 0
+    one = path_agreement(limits[1:, :2], has[1:, :2], same=1e-6)
+    assert one.agreeing == 1 and one.mean == 1.0
+    empty = path_agreement(limits, torch.zeros(2, 3, dtype=torch.bool))
+    assert empty.mean is None and empty.worst is None
+    assert all(v != v for v in empty.spreads)  # NaN: no limit to spread

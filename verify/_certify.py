@@ -20,7 +20,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 import dynamo as dy
 from dynamo import Trust
-from dynamo.kernel import check_memory, clopper_pearson, finite_or_none
+from dynamo.kernel import check_memory, clopper_pearson, finite_or_none, path_agreement
 from dynamo.kernel import plain as _plain
 from dynamo.protocols import Encodes, offers
 
@@ -1015,14 +1015,7 @@ def _reach_metrics(
             f"{n - k} of {n} starts did not converge: path independence needs every start's limit"
         )
         return out
-    cos = []
-    for b in range(flat.shape[0]):
-        pts = flat[b][cv[b]]
-        for i in range(pts.shape[0]):
-            for j in range(i + 1, pts.shape[0]):
-                den = float(pts[i].norm() * pts[j].norm())
-                cos.append(float(pts[i] @ pts[j]) / den if den > 0 else 1.0)
-    out["reachability.path_independence"] = sum(cos) / len(cos) if cos else None
+    out["reachability.path_independence"] = path_agreement(flat, cv).mean
     return out
 
 

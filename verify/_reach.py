@@ -16,6 +16,7 @@ from dynamo.kernel import (
     check_positive_int,
     clopper_pearson,
     finite_or_none,
+    path_agreement,
 )
 
 from ._spec import check_seed
@@ -331,16 +332,9 @@ def reachability_report(
     same = float(torch.finfo(system.dtype).eps ** (1.0 / 3.0))
     flat = sol.state.reshape(n_inputs, starts_per_input, -1).cpu()
     conv_by_input = conv.reshape(n_inputs, starts_per_input)
-    agree, worst = 0, 0.0
-    for b in range(n_inputs):
-        pts = flat[b][conv_by_input[b]]
-        if pts.shape[0] == 0:
-            continue
-        scale = torch.clamp(pts.norm(dim=1).max(), min=1.0)
-        spread = float(torch.cdist(pts, pts).max() / scale) if pts.shape[0] > 1 else 0.0
-        worst = max(worst, spread)
-        if spread <= same and bool(conv_by_input[b].all()):
-            agree += 1
+    agreement = path_agreement(flat, conv_by_input, same)
+    agree = agreement.agreeing
+    worst = max((v for v in agreement.spreads if not math.isnan(v)), default=0.0)
     return ReachabilityReport(
         converged=k,
         n_starts=n,
