@@ -107,10 +107,13 @@ def _path_agreement(
     agreeing = 0
     for b in range(limits.shape[0]):
         pts = limits[b][has_limit[b]]
-        for i in range(pts.shape[0]):
-            for j in range(i + 1, pts.shape[0]):
-                den = float(pts[i].norm() * pts[j].norm())
-                cosines.append(float(pts[i] @ pts[j]) / den if den > 0 else 1.0)
+        if pts.shape[0] > 1:  # every pair i < j at once: a Gram matrix, not a Python loop
+            norms = pts.norm(dim=1)
+            den = norms[:, None] * norms[None, :]
+            gram = pts @ pts.T
+            cos = torch.where(den > 0, gram / torch.where(den > 0, den, 1.0), 1.0)
+            iu, ju = torch.triu_indices(pts.shape[0], pts.shape[0], 1)
+            cosines.extend(cos[iu, ju].tolist())
         if pts.shape[0] == 0:
             spreads.append(math.nan)
             continue
@@ -753,6 +756,16 @@ def _input_batch(call: str, inputs: Any) -> torch.Tensor:
     return inputs
 
 
+def _former_start(start: StartKind, starts: StartKind) -> StartKind:
+    """``starts=`` (the former name) given: ``start=`` must not say something else."""
+    if start != "input":
+        raise InvalidArgumentError(
+            "input_dependence(model_or_system_factory, inputs): pass start= only (starts= is "
+            f"its former name), not start={start!r} and starts={starts!r}"
+        )
+    return starts
+
+
 def _dependence_plan(
     source: SystemSource,
     inputs: torch.Tensor | list[torch.Tensor],
@@ -1144,7 +1157,7 @@ def input_dependence(
     plan = _dependence_plan(
         model_or_system_factory,
         inputs,
-        start=start if starts is None else starts,
+        start=start if starts is None else _former_start(start, starts),
         start_name="start" if starts is None else "starts",
         n_starts=n_starts,
         scale=scale,
@@ -1710,7 +1723,7 @@ class AxesReport:
 
     def __str__(self) -> str:
         lines = [
-            "AxesReport (estimates unless marked certified)",
+            "AxesReport (estimated unless marked checked or certified)",
             f"  {self.reachability}",
             f"  {self.input_dependence}",
             f"  {self.geometry}"

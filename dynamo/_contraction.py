@@ -423,7 +423,8 @@ def check_contraction(
         )
         proven = ub.certified and ub.value < 1 and invariant
     except InvalidArgumentError as err:
-        evidence.append(Evidence("certified Lipschitz upper bound", f"none: {err}", None, True))
+        # no bound at all: nothing is certified, and the entry prints as [none]
+        evidence.append(Evidence("no Lipschitz upper bound", f"none: {err}", None, False))
 
     # (2) witnesses against, on the domain
     if states is None:

@@ -74,9 +74,9 @@ class FixedPoint:
         Stable: every ``|λ| < 1 − δ``; marginal: some ``|λ|`` within ``δ`` of 1; saddle: some
         inside and some outside; unstable: every computed ``|λ| > 1 + δ``.
     trust : Trust
-        ESTIMATED: a floating-point iterate whose residual is below the tolerance, not a proof
-        that a fixed point lies near it; its spectrum and stability are float computations at
-        that iterate.
+        CHECKED when the spectrum is the dense one (``n_unstable_exact``): the residual and the
+        eigenvalue test are float tests at this computed iterate, true of it, not a proof that
+        a fixed point lies near it; ESTIMATED when the spectrum is Arnoldi's top Ritz values.
 
     Examples
     --------
@@ -105,7 +105,11 @@ class FixedPoint:
     n_unstable_exact: bool
     nullity: int
     stability: str
-    trust: Trust = Trust.ESTIMATED
+    trust: Trust = field(init=False)
+
+    def __post_init__(self) -> None:
+        trust = Trust.CHECKED if self.n_unstable_exact else Trust.ESTIMATED
+        object.__setattr__(self, "trust", trust)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (the state as its norm; eigenvalues as ``[re, im]`` pairs).

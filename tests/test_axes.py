@@ -485,6 +485,8 @@ def test_input_dependence_names_an_unknown_starts_value() -> None:
         old = dy.input_dependence(f, xs, starts="zeros", n_starts=1)
     new = dy.input_dependence(f, xs, start="zeros", n_starts=1)
     assert torch.equal(old.fixed_points, new.fixed_points) and old.verdict == new.verdict
+    with pytest.raises(InvalidArgumentError, match="pass start= only"):
+        dy.input_dependence(f, xs, start="zeros", starts="normal")
 
 
 def test_path_agreement_is_the_one_definition_of_path_independence() -> None:

@@ -919,3 +919,27 @@ def test_markdown_reports_escape_link_and_image_markup_in_names() -> None:
     assert "](" not in heading and "<img" not in heading and "*b*" not in heading
     assert r"\[click me\]\(https://evil\.example\)" in heading and "&lt;img" in heading
     assert "\\|" in heading
+
+
+def test_starts_beyond_the_divergence_threshold_are_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    spec = verify.load_spec(write(tmp_path, SMALL.replace("count = 3", "count = 3\nscale = 1e7")))
+    with pytest.raises(verify.SpecError, match=r"inputs.scale = 1e\+07 .* Lower inputs.scale"):
+        verify.certify(spec, timestamp=False)
+
+
+def test_stacked_reach_counts_starts_already_beyond_divergence_in_both_batchings() -> None:
+    spec = verify.Spec(architecture=verify.Architecture(d_model=8, n_heads=2))  # type: ignore[call-arg]
+    models = [verify.build_model(spec, s).double().requires_grad_(False) for s in range(2)]
+    x = torch.randn(3, 2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    h0 = x.clone()
+    h0[1] *= 1e8  # one start far beyond an RMS entry of 1e6
+    out = {
+        b: verify.stacked_reach(models, x, h0, tol=1e-10, max_steps=50, batching=b)
+        for b in ("vmap", "per_draw")
+    }
+    for b in out:
+        assert out[b]["diverged"][:, 1].all() and int(out[b]["steps"][0, 1]) == 0, b
+    for key in ("converged", "diverged", "nonfinite", "steps"):
+        assert torch.equal(out["vmap"][key], out["per_draw"][key]), key

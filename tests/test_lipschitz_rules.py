@@ -176,3 +176,97 @@ def test_only_one_rule_file_knows_the_reference_models() -> None:
     imports = re.compile(r"^\s*(from \.+models|import dynamo\.models|from dynamo\.models)", re.M)
     knowing = sorted(p.name for p in rules.glob("*.py") if imports.search(p.read_text()))
     assert knowing == ["reference.py"]
+
+
+def test_a_rule_cannot_launder_an_unproven_rule_through_the_public_verb() -> None:
+    """A rule declared PROVEN that calls lipschitz_upper_bound (not ctx.bound) on a part resting
+    on an ESTIMATED rule still rests on it."""
+
+    def wrapping_rule(module: Residual, norms: tuple[float, float], ctx: dy.RuleContext) -> Any:
+        inner = dy.lipschitz_upper_bound(module.f, dy.Domain.ball(norms[1]))
+        return LayerBound(inner.value, (0.0, math.inf), "via the public verb")
+
+    dy.register_lipschitz_rule(ScaledTanh, scaled_tanh_rule, claims=(), trust="estimated")
+    dy.register_lipschitz_rule(Residual, wrapping_rule, claims=(), trust="proven")
+    try:
+        bound = dy.lipschitz_upper_bound(Residual(ScaledTanh(0.5)), dy.Domain.ball(1.0))
+        assert not bound.certified and bound.trust is Trust.ESTIMATED
+        assert "[rule estimated, not proven]" in str(bound)
+    finally:
+        dy.unregister_lipschitz_rule(ScaledTanh)
+        dy.unregister_lipschitz_rule(Residual)
+
+
+def test_a_rule_that_raises_is_named_and_is_no_bound() -> None:
+    def broken(module: ScaledTanh, norms: tuple[float, float], ctx: dy.RuleContext) -> Any:
+        return 1 / 0
+
+    dy.register_lipschitz_rule(ScaledTanh, broken, claims=(), trust="proven")
+    try:
+        with pytest.raises(
+            dy.errors.InvalidArgumentError,
+            match=r"the rule for ScaledTanh at '<root>' raised ZeroDivisionError",
+        ):
+            dy.lipschitz_upper_bound(ScaledTanh(0.5), dy.Domain())
+        # a contraction check records it as no bound at all, never as a certified one
+        system = dy.LoopedSystem.from_module(ScaledTanh(0.5), state_shape=(3,), dtype=F64)
+        v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
+        first = v.evidence[0]
+        assert first.kind == "no Lipschitz upper bound" and first.value is None
+        assert not first.certified and first.to_dict()["trust"] == "estimated"
+    finally:
+        dy.unregister_lipschitz_rule(ScaledTanh)
+
+
+def test_sequential_takes_no_rule_of_its_own() -> None:
+    with pytest.raises(dy.errors.InvalidArgumentError, match="composed from its children"):
+        dy.register_lipschitz_rule(nn.Sequential, residual_rule, claims=(), trust="estimated")
+
+
+def test_the_certificate_has_no_certified_bound_on_an_unproven_rule(
+    tmp_path: Path,
+) -> None:
+    """lipschitz.upper_bound is a certified bound: null, with the reason, when a rule of the
+    block is only estimated (a factory block made of a registered layer)."""
+    import verify
+
+    (tmp_path / "toyblock.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Half(nn.Module):\n"
+        "    def forward(self, h, x):\n"
+        "        return 0.5 * torch.tanh(h) + 0.1 * x\n"
+        "def make(seed=0):\n"
+        "    return Half()\n"
+    )
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(
+        'requirements = ["lipschitz.upper_bound < 1"]\n'
+        "[architecture]\nfactory = 'toyblock:make'\nd_model = 4\n"
+        "[inputs]\nseq_len = 2\ncount = 2\n[draws]\ncount = 1\n"
+        "[analysis]\nstarts_per_input = 1\nlipschitz = true\ninput_dependence = false\n"
+        "geometry = false\ndomain = {x_max = 10.0}\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import toyblock  # type: ignore[import-not-found]
+
+        def half_rule(module: Any, norms: tuple[float, float], ctx: dy.RuleContext) -> Any:
+            return LayerBound(0.5, (0.0, 0.5 * norms[1] + 0.1 * 10.0), "0.5 sup|tanh'|")
+
+        dy.register_lipschitz_rule(toyblock.Half, half_rule, claims=(), trust="estimated")
+        try:
+            spec = verify.load_spec(spec_file, allow_modules=["toyblock"])
+            cert = verify.certify(spec, timestamp=False)
+        finally:
+            dy.unregister_lipschitz_rule(toyblock.Half)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("toyblock", None)
+    draw = cert.draws[0]
+    assert draw.metrics["lipschitz.upper_bound"] is None
+    assert "not every rule applied is proven" in draw.notes["lipschitz.upper_bound"]
+    assert draw.trust["lipschitz.upper_bound"] == "estimated"
+    assert not cert.passed and cert.requirements[0].trust == "estimated"

@@ -73,8 +73,11 @@ def test_every_result_carries_its_trust_and_writes_it() -> None:
 
     found = dy.find_fixed_points(system, 4)
     assert found.trust is Trust.ESTIMATED and found.to_dict()["trust"] == "estimated"
-    assert all(p.trust is Trust.ESTIMATED for p in found.points)
-    assert all(d["trust"] == "estimated" for d in found.to_dict()["points"])
+    # each point: a float test at a computed iterate (dense spectrum): checked, not proven
+    assert all(p.trust is Trust.CHECKED for p in found.points)
+    assert all(d["trust"] == "checked" for d in found.to_dict()["points"])
+    krylov = dy.find_fixed_points(system, 4, dense_limit=1, k_eigenvalues=2)
+    assert all(p.trust is Trust.ESTIMATED for p in krylov.points)  # Arnoldi's Ritz values
     assert found.unseen.trust is Trust.ESTIMATED
     assert found.unseen.to_dict()["trust"] == "estimated"
 
@@ -268,12 +271,48 @@ def test_a_second_registration_needs_replace() -> None:
 
 
 def test_the_builtin_metrics_declare_what_the_spec_checks_used_to_hold() -> None:
-    # the tables the spec and the reports read are views of the registry
-    for m in map(verify.metric, verify.METRICS):
-        assert verify.METRICS[m.name] == (m.type, m.description)
-        assert (m.name in verify.VERDICT_VALUES) == (m.values is not None)
-    assert verify.metric("reachability.converged_fraction").range == (0.0, 1.0)
+    # what the spec checks and the reports print, stated independently of the registry
+    assert verify.VERDICT_VALUES == {
+        "input_dependence.verdict": ("none", "weak", "strong", "partial", "undetermined"),
+        "contraction.verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
+        "contraction.local_verdict": ("SUPPORTED", "REFUTED", "UNDETERMINED"),
+    }
+    ranged = {m: verify.metric(m).range for m in verify.METRICS if verify.metric(m).range}
+    assert ranged == {
+        "reachability.converged_fraction": (0.0, 1.0),
+        "reachability.path_independence": (-1.0, 1.0),
+    }
     assert verify.BASIS == {"lipschitz.upper_bound": "certified bound"}
+    assert [m for m in verify.METRICS if verify.metric(m).trust is Trust.PROVEN] == [
+        "lipschitz.upper_bound"
+    ]
+    # no value, no trust: a missing certified bound is not certified
+    assert verify.metric("lipschitz.upper_bound").trust_of(None) is Trust.ESTIMATED
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"trust": "sure"}, "trust must be one of proven, checked, estimated"),
+        ({"compute": "f"}, "compute must be a function"),
+        ({"range": (1.0, 0.0)}, r"range is \(low, high\) with low < high"),
+        ({"range": "ab"}, "range is"),
+        ({"values": ("a",)}, "for a 'string' metric only"),
+        ({"type": "int"}, "type must be 'number' or 'string'"),
+        ({"description": 3}, "description must be a string"),
+    ],
+)
+def test_a_bad_metric_declaration_is_refused_where_it_is_made(kwargs: dict, match: str) -> None:
+    args = {"name": "toy.x", "type": "number", "description": "x", "compute": _max_weight}
+    with pytest.raises(dy.errors.InvalidArgumentError, match=match):
+        verify.Metric(**{**args, **kwargs})
+
+
+def test_a_metric_trust_may_be_given_as_a_word_and_a_trust_function_is_checked() -> None:
+    assert verify.Metric("toy.x", "number", "", trust="checked").trust is Trust.CHECKED
+    odd = verify.Metric("toy.y", "string", "", trust=lambda v: "sure", values=("a",))
+    with pytest.raises(dy.errors.InvalidArgumentError, match="its trust function returned 'sure'"):
+        odd.trust_of("a")
 
 
 # ---------------------------------------------------------------------- the renderer registry
@@ -346,6 +385,9 @@ def test_two_reports_to_one_file_are_refused(
     assert main(["certify", "--json", str(out), "--report", f"json={out}"]) == 2
     err = capsys.readouterr().err
     assert f"--report json={out}: --json writes there too" in err
+    assert main(["certify", "--report", f"markdown={out}", "--report", f"json={out}"]) == 2
+    err = capsys.readouterr().err
+    assert f"--report json={out}: --report markdown writes there too" in err
 
 
 def test_a_bad_renderer_registration_is_refused() -> None:
@@ -355,3 +397,40 @@ def test_a_bad_renderer_registration_is_refused() -> None:
         verify.register_renderer(verify.Renderer("html", "x", _one_line))
     with pytest.raises(KeyError, match="unknown report format"):
         verify.renderer("nosuch")
+
+
+def test_render_checks_what_it_is_given() -> None:
+    cert = verify.Certificate.model_validate_json(verify._report._EXAMPLE)
+    with pytest.raises(TypeError, match=r"render\(cert, 'json'\): cert must be a verify.Cert"):
+        verify.render("not a certificate", "json")  # type: ignore[arg-type]
+    verify.register_renderer(verify.Renderer("bytes", "bytes", lambda c: b"x"))  # type: ignore[arg-type,return-value]
+    try:
+        with pytest.raises(TypeError, match="the bytes renderer returned bytes, not text"):
+            verify.render(cert, "bytes")
+    finally:
+        verify.unregister_renderer("bytes")
+    with pytest.raises(dy.errors.InvalidArgumentError, match="title and suffix must be strings"):
+        verify.register_renderer(verify.Renderer("t", 5, _one_line))  # type: ignore[arg-type]
+
+
+def test_a_broken_installed_renderer_is_named_and_leaves_the_others_working(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.metadata as md
+
+    from verify import _render
+
+    class Broken:
+        name, value, group = "shiny", "shiny_pkg:renderer", "dynamo.renderers"
+
+        def load(self) -> object:
+            raise ImportError("No module named 'shiny_pkg'")
+
+    monkeypatch.setattr(md, "entry_points", lambda group: [Broken()])
+    monkeypatch.setattr(_render, "_loaded_entry_points", False)
+    monkeypatch.setattr(_render, "_BROKEN", {})
+    assert [r.name for r in verify.renderers()] == ["json", "markdown", "junit", "html"]
+    with pytest.raises(KeyError, match=r"shiny_pkg:renderer.*failed to load: ImportError"):
+        verify.renderer("shiny")
+    cert = verify.Certificate.model_validate_json(verify._report._EXAMPLE)
+    assert verify.render(cert, "json").startswith("{")

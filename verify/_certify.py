@@ -371,27 +371,55 @@ def _reach_by_solve(
     for d, model in enumerate(models):
         xd, hd = (x[d], h0[d]) if per_draw else (x, h0)
         system = dy.LoopedSystem.from_module(model, xd, dtype=None)
-        sol = dy.solve(
-            system,
-            hd,
-            method="picard",
-            tol=tol,
-            atol=tol,
-            max_steps=max_steps,
-            divergence=divergence,
-            throw=False,
-        )
-        assert sol.last_state is not None
-        outcome = sol.outcomes
-        fields["converged"].append(sol.converged.to(h0.device))
-        for key, kind in (("diverged", dy.Outcome.DIVERGED), ("nonfinite", dy.Outcome.NONFINITE)):
-            fields[key].append(torch.tensor([o is kind for o in outcome], device=h0.device))
-        fields["steps"].append(sol.steps.to(h0.device))
-        fields["state"].append(sol.last_state)
+        one = _picard(system, hd, tol, max_steps, divergence)
+        for key, value in one.items():
+            fields[key].append(value)
         left -= int(hd.shape[0])
         if on_step is not None:
-            on_step(int(sol.steps.max()), left)
+            on_step(int(one["steps"].max()), left)
     return {k: torch.stack(v) for k, v in fields.items()}
+
+
+def _picard(
+    system: dy.LoopedSystem, h0: torch.Tensor, tol: float, max_steps: int, divergence: float
+) -> dict[str, torch.Tensor]:
+    """One draw's plain iteration with :func:`dynamo.solve`: ``converged``, ``diverged``,
+    ``nonfinite``, ``steps`` and the last iterate ``state`` of each start. A start already
+    beyond ``divergence`` (which ``solve`` refuses as a start) counts as diverged at step 0,
+    as the vmapped path counts it."""
+    n, dev = int(h0.shape[0]), h0.device
+    rms = system.flatten(h0).norm(dim=1) / math.sqrt(system.state_dim)
+    far = (rms > divergence).cpu()
+    out = {
+        "converged": torch.zeros(n, dtype=torch.bool, device=dev),
+        "diverged": far.to(dev).clone(),
+        "nonfinite": torch.zeros(n, dtype=torch.bool, device=dev),
+        "steps": torch.zeros(n, dtype=torch.long, device=dev),
+        "state": h0.clone(),
+    }
+    rows = torch.nonzero(~far).flatten()
+    if rows.numel() == 0:
+        return out
+    x = system.step_x  # one input row per start where the step takes the input
+    sub = system if rows.numel() == n or x is None else system.with_input(x[rows.to(x.device)])
+    sol = dy.solve(
+        sub,
+        h0[rows.to(dev)],
+        method="picard",
+        tol=tol,
+        atol=tol,
+        max_steps=max_steps,
+        divergence=divergence,
+        throw=False,
+    )
+    assert sol.last_state is not None
+    at = rows.to(dev)
+    out["converged"][at] = sol.converged.to(dev)
+    for key, kind in (("diverged", dy.Outcome.DIVERGED), ("nonfinite", dy.Outcome.NONFINITE)):
+        out[key][at] = torch.tensor([o is kind for o in sol.outcomes], device=dev)
+    out["steps"][at] = sol.steps.to(dev)
+    out["state"][at] = sol.last_state
+    return out
 
 
 def certify(
@@ -406,9 +434,9 @@ def certify(
 ) -> Certificate:
     """Run the spec's analyses over its initialisation draws and judge each requirement.
 
-    Reachability runs for all draws at once (:func:`stacked_reach`: each draw's block on its
-    running starts on the CPU, the step ``vmap``-ed over stacked parameters on an accelerator)
-    when the draws share one structure, else draw by draw. Input-dependence, geometry,
+    Reachability iterates each draw in :func:`dynamo.solve`'s Picard loop; on an accelerator,
+    all draws at once (:func:`stacked_reach`, the step ``vmap``-ed over stacked parameters)
+    when they share one structure. Input-dependence, geometry,
     contraction and Lipschitz bounds run draw by draw. Each requirement gets the share of draws
     that satisfy it with its exact 95% Clopper–Pearson interval, and passes when that share
     reaches its quorum (all draws by default). The certificate records versions, seeds, dtype,
@@ -428,8 +456,9 @@ def certify(
     progress : bool
         Show a tqdm progress bar (on stderr).
     vectorize : bool
-        Step all draws' reachability together when possible (:func:`stacked_reach`); False
-        runs :func:`dynamo.solve` draw by draw.
+        On an accelerator, step all draws' reachability together when possible
+        (:func:`stacked_reach`); False runs :func:`dynamo.solve` draw by draw there too (the
+        CPU always does).
     timestamp : bool
         Record the time (False gives byte-identical JSON across runs).
     allow_modules : iterable of str
@@ -508,7 +537,7 @@ class _AllReach:
     """Reachability of all draws at once, when that ran (``result`` None: draw by draw)."""
 
     result: dict[str, torch.Tensor] | None
-    path: Literal["vmap", "stacked", "loop"]
+    path: Literal["vmap", "loop"]
     note: str | None
 
 
@@ -573,7 +602,20 @@ def _build_draws(run: _Run) -> _Draws:
     ]
     if shared:
         h0s = h0s * len(models)
+    for h0, system in zip(h0s, systems, strict=True):
+        rms = float((system.flatten(h0).norm(dim=1) / math.sqrt(system.state_dim)).max())
+        if rms > _DIVERGENCE:
+            raise SpecError(
+                f"inputs.scale = {spec.inputs.scale:g} (analysis.start_noise = {a.start_noise:g}) "
+                f"gives starts with RMS entry up to {rms:.3g}, beyond {_DIVERGENCE:g}, where an "
+                "iterate counts as diverged: such starts would diverge before their first step. "
+                "Lower inputs.scale"
+            )
     return _Draws(models, xs, systems, h0s, per, dy.default_tolerance(dtype), shared)
+
+
+#: Largest RMS entry of a live iterate (dynamo.solve's default divergence threshold)
+_DIVERGENCE = 1e6
 
 
 def _reach_all_draws(run: _Run, draws: _Draws, bar: _Bar) -> _AllReach:
@@ -664,18 +706,9 @@ def _reachability(run: _Run, draws: _Draws, reach: _AllReach, d: int, out: _Meas
     else:
         system = draws.systems[d]
         rep = system.repeat_input(per) if system.x is not None else system
-        sol = dy.solve(
-            rep,
-            draws.h0s[d],
-            method="picard",
-            tol=draws.tol,
-            atol=draws.tol,
-            max_steps=a.max_steps,
-            throw=False,
-        )
-        conv, steps, state = sol.converged, sol.steps, sol.state
-        oc = sol.outcome_counts()
-        outcomes = {key: oc.get(key, 0) for key in ("converged", "diverged", "nonfinite")}
+        one = _picard(rep, draws.h0s[d], draws.tol, a.max_steps, _DIVERGENCE)
+        conv, steps, state = one["converged"], one["steps"], one["state"]
+        outcomes = {key: int(one[key].sum()) for key in ("converged", "diverged", "nonfinite")}
     out.metrics.update(_reach_metrics(conv, steps, state, per, outcomes, a.max_steps, out.notes))
 
 

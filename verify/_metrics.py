@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dynamo import Trust
+from dynamo.errors import InvalidArgumentError
 
 __all__ = [
     "METRICS",
@@ -45,7 +46,8 @@ class DrawContext:
 
     Examples
     --------
-    :func:`verify.certify` builds one per draw for each registered metric's ``compute``:
+    :func:`verify.certify` builds one per draw for each registered metric's ``compute`` (the
+    registry's tests run one through a whole certification); one by hand:
 
     >>> from verify import DrawContext
     >>> ctx = DrawContext(system=None, x=None, h0=None, seed=3,
@@ -107,13 +109,64 @@ class Metric:
     basis: Mapping[Trust, str] = field(default_factory=dict)
     compute: Callable[[DrawContext], Any] | None = None
 
+    def __post_init__(self) -> None:
+        call = f"Metric({self.name!r}, ...)"
+        if not isinstance(self.name, str):
+            raise InvalidArgumentError(f"{call}: name must be a string 'family.quantity'")
+        if self.type not in ("number", "string"):
+            raise InvalidArgumentError(
+                f"{call}: type must be 'number' or 'string', got {self.type!r}"
+            )
+        if not isinstance(self.description, str):
+            raise InvalidArgumentError(f"{call}: description must be a string")
+        if isinstance(self.trust, str):  # "checked" as well as Trust.CHECKED
+            try:
+                object.__setattr__(self, "trust", Trust(self.trust))
+            except ValueError:
+                known = ", ".join(t.value for t in Trust)
+                raise InvalidArgumentError(
+                    f"{call}: trust must be one of {known} or a function of the value, got "
+                    f"{self.trust!r}"
+                ) from None
+        elif not callable(self.trust):
+            raise InvalidArgumentError(f"{call}: trust must be a Trust or a function of the value")
+        if self.compute is not None and not callable(self.compute):
+            raise InvalidArgumentError(f"{call}: compute must be a function of a DrawContext")
+        if self.values is not None:
+            ok = not isinstance(self.values, str) and all(isinstance(v, str) for v in self.values)
+            if self.type != "string" or not ok or not self.values:
+                raise InvalidArgumentError(
+                    f"{call}: values lists a verdict's strings, e.g. ('yes', 'no'), for a "
+                    "'string' metric only"
+                )
+            object.__setattr__(self, "values", tuple(self.values))
+        if self.range is not None:
+            lo_hi = tuple(self.range)
+            numeric = len(lo_hi) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in lo_hi
+            )
+            if self.type != "number" or not numeric or not lo_hi[0] < lo_hi[1]:
+                raise InvalidArgumentError(
+                    f"{call}: range is (low, high) with low < high, for a 'number' metric only; "
+                    f"got {self.range!r}"
+                )
+            object.__setattr__(self, "range", (float(lo_hi[0]), float(lo_hi[1])))
+
     def trust_of(self, value: Any) -> Trust:
-        """The trust of one draw's value (ESTIMATED for a verdict with no value)."""
-        if isinstance(self.trust, Trust):
-            return self.trust
+        """The trust of one draw's value; ESTIMATED where there is no value (nothing was
+        shown, so nothing is certified)."""
         if value is None:
             return Trust.ESTIMATED
-        return Trust(self.trust(value))
+        if isinstance(self.trust, Trust):
+            return self.trust
+        got = self.trust(value)
+        try:
+            return Trust(got)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"metric {self.name}: its trust function returned {got!r} for {value!r}; return "
+                "a dynamo.Trust"
+            ) from None
 
     def basis_for(self, trust: Trust) -> str:
         """What a report prints for values of this trust."""
@@ -292,28 +345,32 @@ def register_metric(m: Metric, *, replace: bool = False) -> Metric:
         raise TypeError(f"register_metric(m): m must be a verify.Metric, got {type(m).__name__}")
     parts = m.name.split(".")
     if len(parts) != 2 or not all(p and p.replace("_", "a").isalnum() for p in parts):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_metric(m): m.name={m.name!r} must read 'family.quantity' (letters, digits "
             "and underscores)"
         )
     if m.name != m.name.lower():
-        raise ValueError(f"register_metric(m): m.name={m.name!r} must be lower case")
+        raise InvalidArgumentError(f"register_metric(m): m.name={m.name!r} must be lower case")
     if m.compute is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_metric(m): {m.name} has no compute function; give compute=f, where "
             "f(ctx: DrawContext) returns the value for one draw"
         )
     if m.type not in ("number", "string"):
-        raise ValueError(f"register_metric(m): m.type={m.type!r} must be 'number' or 'string'")
+        raise InvalidArgumentError(
+            f"register_metric(m): m.type={m.type!r} must be 'number' or 'string'"
+        )
     if m.type == "string" and not m.values:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_metric(m): {m.name} is a verdict (type 'string'); list its values"
         )
     builtin = {b.name for b in _BUILTIN}
     if m.name in builtin:
-        raise ValueError(f"register_metric(m): {m.name} is a built-in metric; choose another name")
+        raise InvalidArgumentError(
+            f"register_metric(m): {m.name} is a built-in metric; choose another name"
+        )
     if m.name in _REGISTRY and not replace:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_metric(m): {m.name} is already registered; pass replace=True to replace it"
         )
     _REGISTRY[m.name] = m
@@ -330,10 +387,12 @@ def unregister_metric(name: str) -> None:
     >>> unregister_metric("geometry.spectral_radius")
     Traceback (most recent call last):
     ...
-    ValueError: unregister_metric('geometry.spectral_radius'): a built-in metric cannot be removed
+    dynamo.errors.InvalidArgumentError: unregister_metric('geometry.spectral_radius'): ...
     """
     if name in {b.name for b in _BUILTIN}:
-        raise ValueError(f"unregister_metric({name!r}): a built-in metric cannot be removed")
+        raise InvalidArgumentError(
+            f"unregister_metric({name!r}): a built-in metric cannot be removed"
+        )
     metric(name)  # a KeyError naming the known metrics
     del _REGISTRY[name]
     METRICS.pop(name, None)

@@ -4,8 +4,8 @@
 The four built-in formats are the certificate's own ``to_json``, ``to_markdown``, ``to_junit`` and
 ``to_html``. A format registered with :func:`register_renderer` (or declared by an installed
 package under the entry-point group ``dynamo.renderers``) is written by the command line's
-``--report NAME=PATH`` like the built-in ones. This module imports neither torch nor dynamo: the
-command line checks its report options before any work starts.
+``--report NAME=PATH`` like the built-in ones. The command line checks its report options before any
+work starts.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from dynamo.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from ._report import Certificate
@@ -71,11 +73,14 @@ _BUILTIN = (
     Renderer("html", "HTML", lambda cert: cert.to_html(), ".html"),
 )
 _REGISTRY: dict[str, Renderer] = {r.name: r for r in _BUILTIN}
+#: entry points that could not be loaded: their name -> why (asked for, they say so)
+_BROKEN: dict[str, str] = {}
 _loaded_entry_points = False
 
 
 def _load_entry_points() -> None:
-    """Register the formats installed packages declare, once per process."""
+    """Register the formats installed packages declare, once per process; one that fails to
+    load is set aside with its reason, and the others (and the built-in formats) still work."""
     global _loaded_entry_points
     if _loaded_entry_points:
         return
@@ -83,14 +88,20 @@ def _load_entry_points() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        r = ep.load()
+        where = f"entry point {ep.name} = {ep.value} (group {ENTRY_POINT_GROUP})"
+        try:
+            r = ep.load()
+        except Exception as err:  # an installed package's code
+            _BROKEN[ep.name] = f"{where} failed to load: {type(err).__name__}: {err}"
+            continue
         if not isinstance(r, Renderer):
-            raise TypeError(
-                f"entry point {ep.name} = {ep.value} (group {ENTRY_POINT_GROUP}) loads "
-                f"{type(r).__name__}, not a verify.Renderer"
-            )
+            _BROKEN[ep.name] = f"{where} loads {type(r).__name__}, not a verify.Renderer"
+            continue
         if r.name not in _REGISTRY:
-            register_renderer(r)
+            try:
+                register_renderer(r)
+            except (InvalidArgumentError, TypeError) as err:
+                _BROKEN[ep.name] = f"{where}: {err}"
 
 
 def renderers() -> tuple[Renderer, ...]:
@@ -120,6 +131,8 @@ def renderer(name: str) -> Renderer:
     try:
         return _REGISTRY[name]
     except KeyError:
+        if name in _BROKEN:
+            raise KeyError(f"renderer({name!r}): {_BROKEN[name]}") from None
         known = ", ".join(_REGISTRY)
         raise KeyError(
             f"renderer({name!r}): unknown report format; known formats: {known}"
@@ -134,7 +147,20 @@ def render(cert: Certificate, name: str) -> str:
     >>> print(render(Certificate.model_validate_json(_EXAMPLE), "json").splitlines()[0])
     {
     """
-    return renderer(name).render(cert)
+    from ._report import Certificate
+
+    if not isinstance(cert, Certificate):
+        raise TypeError(
+            f"render(cert, {name!r}): cert must be a verify.Certificate, got {type(cert).__name__}"
+        )
+    fmt = renderer(name)
+    text = fmt.render(cert)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"render(cert, {name!r}): the {fmt.title} renderer returned {type(text).__name__}, "
+            "not text"
+        )
+    return text
 
 
 def register_renderer(r: Renderer, *, replace: bool = False) -> Renderer:
@@ -168,18 +194,26 @@ def register_renderer(r: Renderer, *, replace: bool = False) -> Renderer:
             f"register_renderer(r): r must be a verify.Renderer, got {type(r).__name__}"
         )
     if not isinstance(r.name, str) or not _NAME.match(r.name):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_renderer(r): r.name={r.name!r} must be a lower-case word (letters, digits, "
             "'-' and '_', starting with a letter)"
         )
+    if not isinstance(r.title, str) or not isinstance(r.suffix, str):
+        raise InvalidArgumentError(
+            f"register_renderer(r): {r.name}'s title and suffix must be strings"
+        )
+    if not isinstance(replace, bool):
+        raise InvalidArgumentError(
+            f"register_renderer(r): replace must be True or False, got {replace!r}"
+        )
     if not callable(r.render):
-        raise ValueError(f"register_renderer(r): {r.name}.render must be callable")
+        raise InvalidArgumentError(f"register_renderer(r): {r.name}.render must be callable")
     if r.name in {b.name for b in _BUILTIN}:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_renderer(r): {r.name} is a built-in format; choose another name"
         )
     if r.name in _REGISTRY and not replace:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_renderer(r): {r.name} is already registered; pass replace=True to replace it"
         )
     _REGISTRY[r.name] = r
@@ -193,9 +227,11 @@ def unregister_renderer(name: str) -> None:
     >>> unregister_renderer("html")
     Traceback (most recent call last):
     ...
-    ValueError: unregister_renderer('html'): a built-in format cannot be removed
+    dynamo.errors.InvalidArgumentError: unregister_renderer('html'): a built-in format ...
     """
     if name in {b.name for b in _BUILTIN}:
-        raise ValueError(f"unregister_renderer({name!r}): a built-in format cannot be removed")
+        raise InvalidArgumentError(
+            f"unregister_renderer({name!r}): a built-in format cannot be removed"
+        )
     renderer(name)  # a KeyError naming the known formats
     del _REGISTRY[name]

@@ -201,8 +201,8 @@ def certify(
     Without SPEC: the built-in default (LoopedTransformer d_model=64, n_heads=4, one layer,
     recall='outer', norm='outer', RMS, RoPE; 8 inputs of 16 tokens, 4 starts each, seed 0) must
     reach a fixed point from every start. Each requirement reports the share of draws that
-    satisfy it with its exact 95% interval. Everything measured is a sampled estimate unless the
-    report marks it certified.
+    satisfy it with its exact 95% interval. Every value carries its trust: estimated (sampled)
+    unless the report marks it checked or certified.
     """
     t0 = time.perf_counter()
     _threads(threads)
@@ -476,8 +476,8 @@ def _check_outputs(command: str, spec: Path | None, **paths: Path | None) -> dic
         same = [k for k, p in out.items() if _same_file(p, path)]
         if same:
             raise _UsageError(
-                f"{command} {_flag(key, path)}: --{same[0]} writes there too; give each report its "
-                "own file"
+                f"{command} {_flag(key, path)}: {_flag(same[0])} writes there too; give each "
+                "report its own file"
             )
         if not path.parent.is_dir():
             raise _UsageError(
@@ -624,10 +624,7 @@ def _describe_run(spec: Any, cert: Any) -> str:
             f"  {i.count} input(s) x {i.seq_len} tokens ({what}, seed {i.seed}), "
             f"{spec.analysis.starts_per_input} start(s) each, {e.dtype} on {e.device}",
             f"  {len(cert.draws)} initialisation draw(s): seeds {_seeds(e.seeds)}"
-            + {
-                "vmap": " (reachability vmapped over stacked parameters)",
-                "stacked": " (reachability of all draws stepped together)",
-            }.get(e.reach_path, ""),
+            + (" (reachability vmapped over stacked parameters)" if e.reach_path == "vmap" else ""),
         ]
     )
 

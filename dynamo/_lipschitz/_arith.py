@@ -25,7 +25,7 @@ def svd_slack(w: torch.Tensor) -> float:
 def sigma(w: torch.Tensor) -> float:
     """An upper bound on the largest singular value: the float64 SVD's value rounded outward.
 
-    With ``γ`` the slack of :func:`_svd_slack`, ``σ <= σ̂ + γσ``, so ``σ <= σ̂/(1 − γ)``.
+    With ``γ`` the slack of :func:`svd_slack`, ``σ <= σ̂ + γσ``, so ``σ <= σ̂/(1 − γ)``.
     """
     w = w.detach().double()
     value = float(torch.linalg.matrix_norm(w, ord=2))

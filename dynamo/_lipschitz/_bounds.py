@@ -296,6 +296,8 @@ class Bound:
         for s in self.steps:
             note = f"  [{s.note}]" if s.note else ""
             note += f"  (claims {s.claims})" if s.claims else ""
+            if Trust(s.trust) is not Trust.PROVEN:  # a registered rule that is not proven
+                note += f"  [rule {Trust(s.trust).value}, not proven]"
             lines.append(
                 f"  {s.where:<28s} {s.rule:<22s} × {s.factor:<10.4g} norms [{s.norms[0]:.4g}, "
                 f"{s.norms[1]:.4g}]{note}"

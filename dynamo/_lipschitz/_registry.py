@@ -11,9 +11,11 @@ that derive it; a user registers a rule for their own layer type with
 
 from __future__ import annotations
 
+import contextvars
 import math
+import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -124,12 +126,12 @@ class RuleContext:
     domain: Domain
     n_tokens: int | None
     where: str
-    _used: list[BoundStep] = field(default_factory=list, repr=False)
 
     def bound(self, module: nn.Module, norms: tuple[float, float]) -> LayerBound:
         """The registered rules applied to a sub-module on inputs with token norms in ``norms``:
         for a rule that composes others (a residual block ``x + F(x)`` has factor
-        ``1 + L(F)``). Its steps' claims and trust carry over to the calling rule's step.
+        ``1 + L(F)``). Its steps' claims and trust carry over to the calling rule's step (so do
+        those of any :func:`lipschitz_upper_bound` called while a rule runs).
 
         Examples
         --------
@@ -154,7 +156,7 @@ class RuleContext:
         lo, hi = _check_norms(self.call, f"ctx.bound(module, norms) at '{self.where}'", norms)
         sub = _Trace(lo, hi)
         _apply(self.call, self.where, module, sub, self.domain, self.n_tokens)
-        self._used.extend(sub.steps)
+        note_nested(sub.steps)
         note = "; ".join(f"{s.where or s.rule}: {s.rule} ×{s.factor:.4g}" for s in sub.steps)
         return LayerBound(sub.lip, (sub.lo, sub.hi), note)
 
@@ -174,6 +176,19 @@ class _Rule:
 
 
 _RULES: dict[type, _Rule] = {}
+
+#: While a registered rule runs: the steps of every bound computed inside it (by ctx.bound, or
+#: by a nested lipschitz_upper_bound call), so that their trust and claims reach its own step
+_INSIDE: contextvars.ContextVar[list[BoundStep] | None] = contextvars.ContextVar(
+    "lipschitz_rule_inside", default=None
+)
+
+
+def note_nested(steps: Sequence[BoundStep]) -> None:
+    """Record a bound's steps with the registered rule that is running, if any."""
+    inside = _INSIDE.get()
+    if inside is not None:
+        inside.extend(steps)
 
 
 def builtin_rule(*types: type, name: str, claims: Sequence[str]) -> Callable[[_Apply], _Apply]:
@@ -277,9 +292,23 @@ def register_lipschitz_rule(
     except ValueError:
         known = ", ".join(t.value for t in Trust)
         raise InvalidArgumentError(f"{call}: trust must be one of {known}, got {trust!r}") from None
-    if isinstance(claims, str) or not all(isinstance(c, str) for c in claims):
+    if isinstance(claims, str) or not isinstance(claims, Sequence):
         raise InvalidArgumentError(
             f"{call}: claims must be a sequence of strings, e.g. ('R2',), got {claims!r}"
+        )
+    claims = tuple(claims)
+    if not all(isinstance(c, str) for c in claims):
+        raise InvalidArgumentError(
+            f"{call}: claims must be a sequence of strings, e.g. ('R2',), got {claims!r}"
+        )
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgumentError(f"{call}: name must be a string, got {name!r}")
+    if not isinstance(replace, bool):
+        raise InvalidArgumentError(f"{call}: replace must be True or False, got {replace!r}")
+    if layer_type is nn.Sequential:
+        raise InvalidArgumentError(
+            f"{call}: nn.Sequential is composed from its children's rules (R8), never by a rule "
+            "of its own; register rules for the layers inside it"
         )
     old = _RULES.get(layer_type)
     if old is not None and old.builtin:
@@ -294,22 +323,35 @@ def register_lipschitz_rule(
     label = name or layer_type.__name__
 
     def apply(module: Any, tr: _Trace, ctx: RuleContext) -> None:
-        out = rule(module, (tr.lo, tr.hi), ctx)
         what = f"the rule for {layer_type.__name__} at '{ctx.where or '<root>'}'"
+        used: list[BoundStep] = []
+        token = _INSIDE.set(used)
+        try:
+            out = rule(module, (tr.lo, tr.hi), ctx)
+        except InvalidArgumentError:
+            raise
+        except Exception as err:  # the user's rule: say which one, never a bare traceback
+            raise InvalidArgumentError(
+                f"{ctx.call}: {what} raised {type(err).__name__}: {err}"
+            ) from err
+        finally:
+            _INSIDE.reset(token)
+        note_nested(used)  # a rule inside another rule: the outer one rests on these too
         if not isinstance(out, LayerBound):
             raise InvalidArgumentError(
                 f"{ctx.call}: {what} returned {type(out).__name__}, not a dynamo.LayerBound"
             )
         factor = out.factor
-        if isinstance(factor, torch.Tensor):
+        if isinstance(factor, torch.Tensor) and factor.numel() == 1:
             factor = float(factor)
-        if not isinstance(factor, (int, float)) or math.isnan(factor) or factor < 0:
+        if isinstance(factor, numbers.Real) and not isinstance(factor, bool):
+            factor = float(factor)
+        if not isinstance(factor, float) or math.isnan(factor) or factor < 0:
             raise InvalidArgumentError(
                 f"{ctx.call}: {what} returned the factor {out.factor!r}; a Lipschitz factor is a "
                 "number >= 0 (inf where unbounded)"
             )
         lo, hi = _check_norms(ctx.call, what, out.norms)
-        used = ctx._used
         trust_ = Trust.weakest([level, *(s.trust for s in used)])
         cited = [*claims, *(c for s in used for c in s.claims.split(", ") if c not in ("", "R8"))]
         tr.lo, tr.hi = lo, hi

@@ -13,7 +13,7 @@ from .._validate import call_form
 from ..errors import InvalidArgumentError
 from . import rules as _rules  # noqa: F401  (registers dynamo's own rules)
 from ._bounds import Bound, Domain
-from ._registry import _apply, _Trace, check_plain
+from ._registry import _apply, _Trace, check_plain, note_nested
 
 __all__ = ["lipschitz_upper_bound"]
 
@@ -108,6 +108,7 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
         raise RuntimeError(f"{call}: the composed bound is NaN (steps: {tr.steps}); please report")
     # certified only when every rule it rests on is proven (dynamo's own are; a registered rule
     # is what its author declared)
+    note_nested(tr.steps)  # called from inside a registered rule: that rule rests on these
     return Bound(
         kind="upper",
         value=tr.lip,
