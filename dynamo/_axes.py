@@ -270,9 +270,12 @@ def reachability(
     per = found.starts_per_input
     labels = found.labels.reshape(found.n_inputs, per)
     on_point = (labels >= 0) & (labels < len(reached))
-    limits = torch.zeros(found.n_inputs, per, system.state_dim, dtype=system.dtype)
-    for (b, i), lab in zip(on_point.nonzero().tolist(), labels[on_point].tolist(), strict=True):
-        limits[b, i] = reached[lab].state.reshape(-1)
+    # each start's limit is its attractor's state (a table lookup; masked where it has none)
+    table = torch.stack(
+        [q.state.reshape(-1).cpu() for q in reached]
+        or [torch.zeros(system.state_dim, dtype=system.dtype)]
+    )
+    limits = table[torch.where(on_point, labels, 0)]
     agreement = _path_agreement(limits, on_point)
     rho = [p.spectral_radius for p in found.points if p.basin_count]
     return Reachability(

@@ -14,7 +14,7 @@ import torch
 
 from ._fixed_points import Continuum, FixedPoint, FixedPointSet, find_fixed_points
 from ._linearize import jacobian
-from ._lipschitz import Domain, lipschitz_lower_bound, lipschitz_upper_bound
+from ._lipschitz import Bound, Domain, lipschitz_lower_bound, lipschitz_upper_bound
 from ._results import Trust, _plain
 from ._system import LoopedSystem
 from ._validate import call_form, check_finite_tensor, check_positive_int, check_state_shape
@@ -160,6 +160,9 @@ class ContractionVerdict:
         The refuting witness (``"a"``, ``"b"`` states of the domain with their images' distance
         ratio, or fixed points on it), re-checkable by evaluating the map.
     domain : Domain or None
+    upper_bound : Bound or None
+        The Lipschitz upper bound the verdict rests on (None where no rule gives one; the
+        evidence says why), with its derivation and trust.
 
     Examples
     --------
@@ -180,6 +183,7 @@ class ContractionVerdict:
     evidence: tuple[Evidence, ...]
     witness: dict[str, Any]
     domain: Domain | None
+    upper_bound: Bound | None = None
 
     @property
     def trust(self) -> Trust:
@@ -402,6 +406,7 @@ def check_contraction(
 
     # (1) certified global bound
     proven = False
+    ub: Bound | None = None
     try:
         ub = lipschitz_upper_bound(system, dom)
         lo, hi = ub.out_norms if ub.out_norms is not None else (0.0, math.inf)
@@ -593,6 +598,7 @@ def check_contraction(
         evidence=tuple(evidence),
         witness=witness,
         domain=domain,
+        upper_bound=ub,
     )
 
 

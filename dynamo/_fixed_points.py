@@ -105,11 +105,11 @@ class FixedPoint:
     n_unstable_exact: bool
     nullity: int
     stability: str
-    trust: Trust = field(init=False)
 
-    def __post_init__(self) -> None:
-        trust = Trust.CHECKED if self.n_unstable_exact else Trust.ESTIMATED
-        object.__setattr__(self, "trust", trust)
+    @property
+    def trust(self) -> Trust:
+        """CHECKED with the dense spectrum, ESTIMATED with Arnoldi's (see the attribute list)."""
+        return Trust.CHECKED if self.n_unstable_exact else Trust.ESTIMATED
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (the state as its norm; eigenvalues as ``[re, im]`` pairs).

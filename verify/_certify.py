@@ -220,7 +220,7 @@ def stacked_reach(
     *,
     tol: float,
     max_steps: int,
-    divergence: float = 1e6,
+    divergence: float = 1e6,  # dynamo.solve's default
     per_draw: bool = False,
     on_step: Callable[[int, int], None] | None = None,
     batching: Literal["auto", "vmap", "per_draw"] = "auto",
@@ -262,6 +262,12 @@ def stacked_reach(
         raise ValueError(
             f"stacked_reach(batching={batching!r}): choose 'auto', 'vmap' or 'per_draw'"
         )
+    n_draws = len(models)
+    if per_draw and (h0.shape[0] != n_draws or x.shape[0] != n_draws):
+        raise ValueError(
+            f"stacked_reach(per_draw=True): x and h0 need a leading dimension of {n_draws} "
+            f"draws, got {tuple(x.shape)} and {tuple(h0.shape)}"
+        )
     if batching == "auto":
         batching = _batching(h0.device)
     if batching == "per_draw":
@@ -278,16 +284,7 @@ def stacked_reach(
         return functional_call(base, (p, b), (h, xx))
 
     step = vmap(one, in_dims=(0, 0, 0, 0))
-    n_draws = len(models)
-    if per_draw:
-        if h0.shape[0] != n_draws or x.shape[0] != n_draws:
-            raise ValueError(
-                f"stacked_reach(per_draw=True): x and h0 need a leading dimension of {n_draws} "
-                f"draws, got {tuple(x.shape)} and {tuple(h0.shape)}"
-            )
-        h = h0.clone()
-    else:
-        h = h0.unsqueeze(0).expand(n_draws, *h0.shape).clone()
+    h = h0.clone() if per_draw else h0.unsqueeze(0).expand(n_draws, *h0.shape).clone()
     n_starts = h.shape[1]
     n = h[0, 0].numel()
     done = torch.zeros(n_draws, n_starts, dtype=torch.bool, device=h0.device)
@@ -359,11 +356,6 @@ def _reach_by_solve(
 ) -> dict[str, torch.Tensor]:
     """:func:`stacked_reach` draw after draw, each with :func:`dynamo.solve`'s Picard loop."""
     n_draws = len(models)
-    if per_draw and (h0.shape[0] != n_draws or x.shape[0] != n_draws):
-        raise ValueError(
-            f"stacked_reach(per_draw=True): x and h0 need a leading dimension of {n_draws} "
-            f"draws, got {tuple(x.shape)} and {tuple(h0.shape)}"
-        )
     fields: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("converged", "diverged", "nonfinite", "steps", "state")
     }
@@ -782,32 +774,23 @@ def _lipschitz(
     """The certified Lipschitz upper bound on the spec's domain (null, with the reason, where
     no certified bound exists)."""
     notes = out.notes
-    # check_contraction computed this very bound on the same domain: reuse it
-    known = [
-        e
-        for e in (cv.evidence if cv is not None else ())
-        if e.kind.endswith("Lipschitz upper bound")
-        or e.kind == "Lipschitz upper bound from rules not all proven"
-    ]
-    value: float | None = None
-    certified = True
-    try:
-        if known:
-            value, certified = known[0].value, known[0].certified
-        else:
+    ub: dy.Bound | None = None
+    if cv is not None:  # check_contraction computed this very bound on the same domain
+        ub = cv.upper_bound
+        if ub is None:
+            why = next(e.claim for e in cv.evidence if e.kind == "no Lipschitz upper bound")
+            notes["lipschitz.upper_bound"] = f"no certified bound: {why.removeprefix('none: ')}"
+    else:
+        try:
             ub = dy.lipschitz_upper_bound(system, dom)
-            value, certified = ub.value, ub.certified
-    except dy.errors.InvalidArgumentError as err:
-        notes["lipschitz.upper_bound"] = f"no certified bound: {err}"
-    if known and known[0].value is None:
-        notes["lipschitz.upper_bound"] = (
-            f"no certified bound: {known[0].claim.removeprefix('none: ')}"
-        )
-    if value is not None and not certified:
+        except dy.errors.InvalidArgumentError as err:
+            notes["lipschitz.upper_bound"] = f"no certified bound: {err}"
+    value = None if ub is None else ub.value
+    if ub is not None and not ub.certified:
         # the metric is a certified bound: one resting on an unproven registered rule is not
         # one (its value is in the contraction evidence, with its trust)
         notes["lipschitz.upper_bound"] = (
-            f"no certified bound: the rules give {value:.6g}, but not every rule applied is "
+            f"no certified bound: the rules give {ub.value:.6g}, but not every rule applied is "
             "proven (a registered rule declared checked or estimated)"
         )
         value = None

@@ -9,7 +9,7 @@ dependence, geometry, contraction, the Lipschitz bound), several at once; a metr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -279,14 +279,41 @@ _BUILTIN = (
 
 _REGISTRY: dict[str, Metric] = {m.name: m for m in _BUILTIN}
 
-#: Every metric a requirement may name: its type and what it measures (per draw). A view of the
-#: registry, kept up to date by :func:`register_metric`.
-METRICS: dict[str, tuple[str, str]] = {m.name: (m.type, m.description) for m in _BUILTIN}
 
-#: The values a verdict metric can take (as reported in a certificate).
-VERDICT_VALUES: dict[str, tuple[str, ...]] = {
-    m.name: m.values for m in _BUILTIN if m.values is not None
-}
+class _View(Mapping[str, Any]):
+    """A read-only view of the registry: what a table of metrics would hold, always current
+    (nothing to keep in step when a metric is registered or removed)."""
+
+    def __init__(self, pick: Callable[[Metric], Any | None]) -> None:
+        self._pick = pick
+
+    def _items(self) -> dict[str, Any]:
+        out = {}
+        for name, m in _REGISTRY.items():
+            value = self._pick(m)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def __getitem__(self, name: str) -> Any:
+        return self._items()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+#: Every metric a requirement may name: its type and what it measures (per draw); a view of
+#: the registry.
+METRICS: Mapping[str, tuple[str, str]] = _View(lambda m: (m.type, m.description))
+
+#: The values a verdict metric can take (as reported in a certificate); a view of the registry.
+VERDICT_VALUES: Mapping[str, tuple[str, ...]] = _View(lambda m: m.values)
 
 
 def metric(name: str) -> Metric:
@@ -374,9 +401,6 @@ def register_metric(m: Metric, *, replace: bool = False) -> Metric:
             f"register_metric(m): {m.name} is already registered; pass replace=True to replace it"
         )
     _REGISTRY[m.name] = m
-    METRICS[m.name] = (m.type, m.description)
-    if m.values is not None:
-        VERDICT_VALUES[m.name] = m.values
     return m
 
 
@@ -395,8 +419,6 @@ def unregister_metric(name: str) -> None:
         )
     metric(name)  # a KeyError naming the known metrics
     del _REGISTRY[name]
-    METRICS.pop(name, None)
-    VERDICT_VALUES.pop(name, None)
 
 
 def registered() -> tuple[Metric, ...]:

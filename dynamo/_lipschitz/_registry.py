@@ -336,7 +336,6 @@ def register_lipschitz_rule(
             ) from err
         finally:
             _INSIDE.reset(token)
-        note_nested(used)  # a rule inside another rule: the outer one rests on these too
         if not isinstance(out, LayerBound):
             raise InvalidArgumentError(
                 f"{ctx.call}: {what} returned {type(out).__name__}, not a dynamo.LayerBound"
