@@ -73,10 +73,6 @@ class FixedPoint:
     stability : {"stable", "marginal", "saddle", "unstable"}
         Stable: every ``|λ| < 1 − δ``; marginal: some ``|λ|`` within ``δ`` of 1; saddle: some
         inside and some outside; unstable: every computed ``|λ| > 1 + δ``.
-    trust : Trust
-        CHECKED when the spectrum is the dense one (``n_unstable_exact``): the residual and the
-        eigenvalue test are float tests at this computed iterate, true of it, not a proof that
-        a fixed point lies near it; ESTIMATED when the spectrum is Arnoldi's top Ritz values.
 
     Examples
     --------
@@ -108,7 +104,9 @@ class FixedPoint:
 
     @property
     def trust(self) -> Trust:
-        """CHECKED with the dense spectrum, ESTIMATED with Arnoldi's (see the attribute list)."""
+        """CHECKED when the spectrum is the dense one (``n_unstable_exact``): the residual and the
+        eigenvalue test are float tests at this computed iterate, true of it, not a proof that a
+        fixed point lies near it; ESTIMATED when the spectrum is Arnoldi's top Ritz values."""
         return Trust.CHECKED if self.n_unstable_exact else Trust.ESTIMATED
 
     def to_dict(self) -> dict[str, Any]:
