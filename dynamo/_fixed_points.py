@@ -2084,9 +2084,9 @@ def _discovery(label: torch.Tensor) -> tuple[int, ...]:
     """Distinct attractors among the labels of the first 1, 2, …, N starts."""
     seen: set[int] = set()
     curve = []
-    for row in range(int(label.shape[0])):
-        if int(label[row]) >= 0:
-            seen.add(int(label[row]))
+    for lab in label.tolist():
+        if lab >= 0:
+            seen.add(lab)
         curve.append(len(seen))
     return tuple(curve)
 

@@ -184,6 +184,37 @@ def test_residual_trace_and_counters() -> None:
     assert d["outcomes"] == ["converged"] * h0.shape[0]
 
 
+def test_a_batch_gives_each_start_what_it_gets_alone() -> None:
+    # 64 starts that converge at 64 different steps (and one that goes to NaN): Picard keeps the
+    # converged ones in its batch until dropping them pays, which must change nothing a start
+    # reports: state, steps, evaluations, residual trace, outcome
+    def f(h: torch.Tensor) -> torch.Tensor:
+        return 0.7 * h + 0.1 * torch.sin(h) + torch.sqrt(h[:, :1] + 1.0)
+
+    system = dy.LoopedSystem.from_function(f, state_shape=(2,), validate=False)
+    scale = torch.logspace(-6, 6, 64, dtype=torch.float64)
+    h0 = torch.stack([scale, -scale], dim=1)
+    h0 = torch.cat([h0, torch.tensor([[-5.0, 0.0]], dtype=torch.float64)])
+    batch = dy.solve(system, h0, method="picard", tol=1e-12, atol=1e-12, throw=False)
+    assert len(set(batch.steps.tolist())) > 20
+    for i in range(h0.shape[0]):
+        alone = dy.solve(system, h0[i : i + 1], method="picard", tol=1e-12, atol=1e-12, throw=False)
+        assert batch.outcomes[i] == alone.outcomes[0]
+        assert int(batch.steps[i]) == int(alone.steps[0])
+        assert int(batch.f_evals[i]) == int(alone.f_evals[0]) == int(alone.steps[0]) + 1
+        torch.testing.assert_close(batch.state[i], alone.state[0], rtol=0, atol=1e-15)
+        k = int(alone.steps[0])
+        torch.testing.assert_close(
+            batch.residual_trace[: k + 1, i],
+            alone.residual_trace[:, 0],
+            rtol=0,
+            atol=1e-15,
+            equal_nan=True,
+        )
+        assert torch.isnan(batch.residual_trace[k + 1 :, i]).all()
+    assert batch.outcomes[-1].label == "nonfinite"
+
+
 def test_nonfinite_starts_are_reported_and_the_others_still_solved() -> None:
     # sqrt has fixed points 0 and 1; from a negative start the map returns NaN
     system = dy.LoopedSystem.from_function(torch.sqrt, state_shape=(1,), validate=False)

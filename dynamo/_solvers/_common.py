@@ -42,7 +42,9 @@ class Context:
         self.f_evals = torch.zeros(n, dtype=torch.long, device=device)
         self.jvp_evals = torch.zeros(n, dtype=torch.long, device=device)
         self.rows = torch.arange(n, device=device)  # original indices of the active starts
-        self._full_evals = 0  # evaluations on every active start, not yet added to f_evals
+        # evaluations on every active start so far: a start's count is this number when it
+        # stops (recorded by the loop) plus its own entry in f_evals (evaluations on subsets)
+        self.full_evals = 0
         self.step = 0  # the iteration under way, for error messages
         self._jac_mode: str | None = None  # set once the first Jacobian product has run
 
@@ -54,7 +56,7 @@ class Context:
     def f(self, z: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The flat map on active starts (all, or the subset ``idx`` of the active list)."""
         if idx is None:
-            self._full_evals += 1  # added per start when the active list changes
+            self.full_evals += 1
         else:
             self.f_evals[self.rows[idx]] += 1
         try:
@@ -122,15 +124,8 @@ class Context:
         self.jvp_evals[rows] += n
         return lines.transpose(0, 1)
 
-    def flush(self) -> None:
-        """Add the evaluations made on every active start to their counts."""
-        if self._full_evals:
-            self.f_evals[self.rows] += self._full_evals
-            self._full_evals = 0
-
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the finished starts from the active list."""
-        self.flush()
         self.rows = self.rows[mask]
         if self.x is not None:
             self.x = self.x[mask]
@@ -166,6 +161,10 @@ class Method:
 
     name = "method"
     defaults: ClassVar[dict[str, Any]] = {}
+    #: a start that converged may stay in the batch (ignored) until enough have stopped to make
+    #: dropping them worth its indexing: only for methods whose step for one start never
+    #: depends on, or fails because of, another start's state
+    lazy_drop: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = {**self.defaults, **options}
@@ -209,16 +208,25 @@ def row_norm(z: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _step_norms(g: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`row_norm` of both, with one test for the rows that need rescaling."""
+def _step_norms(
+    g: torch.Tensor, z: torch.Tensor, limit: float
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """:func:`row_norm` of both, and whether every row is plain: both norms at least
+    ``√tiny / eps`` (so neither underflowed) and at most the divergence ``limit`` (so finite and
+    not diverged). One reduction decides the common case, in which the loop skips its tests for
+    non-finite and diverged rows."""
     r = torch.linalg.vector_norm(g, dim=1)
     zn = torch.linalg.vector_norm(z, dim=1)
+    if not r.shape[0]:
+        return r, zn, True
     fi = torch.finfo(z.dtype)
     low = math.sqrt(fi.tiny) / fi.eps
-    # inf, NaN or possibly underflowed: the few such rows get the scaled norm
-    if not bool(((r >= low) & (zn >= low) & (r + zn < math.inf)).all()):
+    lo, hi = torch.stack(torch.aminmax(torch.cat([r, zn]))).tolist()  # NaN fails every test
+    if lo >= low and hi <= limit:
+        return r, zn, True
+    if not (lo >= low and hi < math.inf):  # inf, NaN or possibly underflowed: rescale those
         r, zn = row_norm(g), row_norm(z)
-    return r, zn
+    return r, zn, False
 
 
 def run(
@@ -242,6 +250,7 @@ def run(
     best_r = torch.full((n_starts,), math.inf, dtype=z0.dtype, device=dev)
     last_z = z0.clone()
     steps = torch.zeros(n_starts, dtype=torch.long, device=dev)
+    full_evals = torch.zeros(n_starts, dtype=torch.long, device=dev)  # ctx.full_evals at stop
     outcome = [Outcome.MAX_STEPS_REACHED] * n_starts
     segments: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # (active rows, residuals)
     limit = settings.divergence * math.sqrt(dim)
@@ -252,16 +261,19 @@ def run(
     act_z = z0  # best iterate and residual of each active start (never changed in place)
     act_r = torch.full((n_starts,), math.inf, dtype=z0.dtype, device=dev)
     degenerate: torch.Tensor | None = None
+    lazy = method.lazy_drop
+    done: torch.Tensor | None = None  # stopped starts still carried in the batch (lazy_drop)
+    n_done = 0
     for k in range(settings.max_steps + 1):
         ctx.step = k
         rows = ctx.rows
-        r, zn = _step_norms(fz - z, z)
+        r, zn, plain = _step_norms(fz - z, z, limit)
         if not segments or segments[-1][0] is not rows:
             segments.append((rows, []))
         segments[-1][1].append(r)
 
         # r < act_r only for a finite r; a finite z may still have an infinite norm
-        better = (r < act_r) & (zn < math.inf)
+        better = r < act_r if plain else (r < act_r) & (zn < math.inf)
         if bool(better.all()):  # the common case: no copy (z and r are never changed in place)
             act_r, act_z = r, z
         else:
@@ -269,10 +281,15 @@ def run(
             act_z = torch.where(better[:, None], z, act_z)
         # a start goes on while its norms are finite (NaN fails every comparison), it is within
         # the divergence limit and it has not converged; the stopped ones are labelled below
-        go = (r < math.inf) & (zn <= limit) & (r > zn.mul(settings.tol).add_(settings.atol))
+        go = r > zn.mul(settings.tol).add_(settings.atol)
+        if not plain:
+            go &= (r < math.inf) & (zn <= limit)
         if degenerate is not None:
             go &= ~degenerate
-        stop = torch.ones_like(go) if k == settings.max_steps else ~go
+        if k == settings.max_steps:
+            stop = torch.ones_like(go) if done is None else ~done
+        else:
+            stop = ~go if done is None else ~(go | done)
         idx = torch.nonzero(stop).flatten()
         n_stop = int(idx.numel())
         if n_stop:
@@ -282,43 +299,61 @@ def run(
             # fixed points
             at = rows[idx]
             steps[at] = k
-            z_s, r_s, zn_s = z[idx], r[idx], zn[idx]
+            full_evals[at] = ctx.full_evals
+            z_s, r_s = z[idx], r[idx]
             last_z[at] = z_s
-            finite = torch.isfinite(r_s) & torch.isfinite(zn_s)
-            div = finite & (zn_s > limit)
-            c = finite & ~div & (r_s <= settings.atol + settings.tol * zn_s)
-            best_z[at] = torch.where(c[:, None], z_s, act_z[idx])
-            best_r[at] = torch.where(c, r_s, act_r[idx])
-            deg = degenerate[idx] & finite & ~c if degenerate is not None else torch.zeros_like(c)
-            flags = zip(
-                at.tolist(),
-                c.tolist(),
-                (~finite).tolist(),
-                div.tolist(),
-                deg.tolist(),
-                strict=True,
-            )
-            for row, is_conv, is_bad, is_div, is_deg in flags:
-                if is_conv:
+            if plain and degenerate is None and k < settings.max_steps:
+                # every norm is ordinary and nothing else stops a start: all converged
+                all_conv = True
+                best_z[at], best_r[at] = z_s, r_s
+                for row in at.tolist():
                     outcome[row] = Outcome.CONVERGED
-                elif is_bad:
-                    outcome[row] = Outcome.NONFINITE
-                elif is_div:
-                    outcome[row] = Outcome.DIVERGED
-                elif is_deg:
-                    outcome[row] = Outcome.DEGENERATE
-            if n_stop == int(rows.numel()):
+            else:
+                zn_s = zn[idx]
+                finite = torch.isfinite(r_s) & torch.isfinite(zn_s)
+                div = finite & (zn_s > limit)
+                c = finite & ~div & (r_s <= settings.atol + settings.tol * zn_s)
+                all_conv = bool(c.all())
+                best_z[at] = torch.where(c[:, None], z_s, act_z[idx])
+                best_r[at] = torch.where(c, r_s, act_r[idx])
+                deg = (
+                    degenerate[idx] & finite & ~c if degenerate is not None else torch.zeros_like(c)
+                )
+                flags = zip(
+                    at.tolist(),
+                    c.tolist(),
+                    (~finite).tolist(),
+                    div.tolist(),
+                    deg.tolist(),
+                    strict=True,
+                )
+                for row, is_conv, is_bad, is_div, is_deg in flags:
+                    if is_conv:
+                        outcome[row] = Outcome.CONVERGED
+                    elif is_bad:
+                        outcome[row] = Outcome.NONFINITE
+                    elif is_div:
+                        outcome[row] = Outcome.DIVERGED
+                    elif is_deg:
+                        outcome[row] = Outcome.DEGENERATE
+            n_done += n_stop
+            if n_done == int(rows.numel()):
                 break
-            keep = ~stop
-            z, fz = z[keep], fz[keep]
-            act_z, act_r = act_z[keep], act_r[keep]
-            st = {key: val[keep] for key, val in st.items()}
-            ctx.keep(keep)
+            done = stop if done is None else done | stop
+            # carried starts cost a share of the map; dropping them costs a dozen indexing
+            # operations: drop once they are an eighth of the batch, at once when one stopped
+            # for any reason but convergence (its map values may be NaN or far out)
+            if not (lazy and all_conv and 8 * n_done < int(rows.numel())):
+                keep = ~done
+                z, fz = z[keep], fz[keep]
+                act_z, act_r = act_z[keep], act_r[keep]
+                st = {key: val[keep] for key, val in st.items()}
+                ctx.keep(keep)
+                done, n_done = None, 0
         z_next, f_next, degenerate = method.propose(st, z, fz, ctx)
         z = z_next
         fz = ctx.f(z) if f_next is None else f_next
 
-    ctx.flush()
     trace = torch.full(
         (sum(len(rs) for _, rs in segments), n_starts), math.nan, dtype=z0.dtype, device=dev
     )
@@ -326,6 +361,9 @@ def run(
     for seg_rows, rs in segments:
         trace[k0 : k0 + len(rs), seg_rows] = torch.stack(rs)
         k0 += len(rs)
+    if lazy:  # a carried start's residuals after its stop are not part of its run
+        after = torch.arange(trace.shape[0], device=dev)[:, None] > steps[None, :].to(dev)
+        trace[after] = math.nan
     # the residual at the returned state: NaN where the best iterate was never evaluated
     unset = ~torch.isfinite(best_r)
     res = best_r.clone()
@@ -340,6 +378,6 @@ def run(
         "steps": steps.cpu(),
         "outcomes": tuple(outcome),
         "residual_trace": trace,
-        "f_evals": ctx.f_evals.cpu(),
+        "f_evals": (ctx.f_evals + full_evals).cpu(),
         "jvp_evals": ctx.jvp_evals.cpu(),
     }

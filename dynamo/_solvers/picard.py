@@ -21,6 +21,7 @@ class Picard(Method):
 
     name = "picard"
     defaults: ClassVar[dict[str, Any]] = {"damping": 1.0}
+    lazy_drop = True  # each start's step is its own map value
 
     def propose(
         self, st: dict[str, torch.Tensor], z: torch.Tensor, fz: torch.Tensor, ctx: Context
