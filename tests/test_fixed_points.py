@@ -724,6 +724,24 @@ def test_dedup_clusters_are_exactly_single_linkage() -> None:
             assert len(set(label[groups == 0]) & set(label[groups == 1])) == 0
 
 
+def test_components_match_scipy_on_small_and_large_graphs() -> None:
+    """Union-find for small graphs, scipy for large ones: the same partition either way."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from dynamo._fixed_points import _SMALL_GRAPH, _components
+
+    rng = np.random.default_rng(1)
+    for m, n_edges in ((1, 0), (30, 0), (30, 12), (300, 250), (3000, 2 * _SMALL_GRAPH)):
+        rows, cols = rng.integers(0, m, n_edges), rng.integers(0, m, n_edges)
+        count, labels = _components(m, rows, cols)
+        graph = coo_matrix((np.ones(n_edges), (rows, cols)), shape=(m, m))
+        ref_count, ref = connected_components(graph, directed=False)
+        assert count == ref_count == len(set(labels.tolist()))
+        assert ((labels[:, None] == labels[None, :]) == (ref[:, None] == ref[None, :])).all()
+
+
 def test_dense_fallback_for_unconverged_ritz_values_on_an_autonomous_map_with_an_input(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
