@@ -21,7 +21,9 @@ Rules the certificates and the claims share:
 
 * :data:`ACTIVATION_SLOPES` (the Lipschitz constant of each elementwise activation the bound
   knows), :func:`attention_rule` (the Lipschitz factor and output token-norm bound of one
-  dot-product attention layer, inputs of token norm at most ``R``).
+  dot-product attention layer, inputs of token norm at most ``R``); :mod:`lipschitz_formulas`
+  (the closed forms every built-in rule evaluates, callable on floats and on sympy symbols, which
+  ``theory`` proves the rules' claims R1–R8 about).
 
 Autodiff set-up:
 
@@ -55,6 +57,7 @@ from ._compat import _prime_forward_ad as prime_forward_ad
 from ._krylov import arnoldi, golub_kahan, lanczos_sym
 from ._lipschitz import ACTIVATION_SLOPES
 from ._lipschitz import _attention_rule as attention_rule
+from ._lipschitz import _formulas as lipschitz_formulas
 from ._results import _finite_or_none as finite_or_none
 from ._results import _plain as plain
 from ._stats import clopper_pearson
@@ -81,6 +84,7 @@ __all__ = [
     "finite_or_none",
     "golub_kahan",
     "lanczos_sym",
+    "lipschitz_formulas",
     "path_agreement",
     "plain",
     "prime_forward_ad",

@@ -1,25 +1,70 @@
-"""theory: claims about looped maps, with hypotheses, sympy-checked proofs and numeric checks.
+"""theory: claims about looped maps, each a formal statement, a derivation that must reach it, the
+false variants it must reject, and a numeric check through dynamo.
 
-Every claim has a statement (LaTeX), its hypotheses and references, ``prove()`` returning a
-:class:`Proof` whose steps each record the sympy expression checked and sympy's answer, and
-``check(...)`` running the numeric counterpart through dynamo. The claims C1–C14 are the field's
-and dynamo's own; R1–R8 are the per-layer Lipschitz rules behind every certified bound.
+A claim's statement is a tuple of facts (sympy relations, or :class:`Pred` propositions) under
+stated assumptions; :meth:`Claim.prove` starts a :class:`Derivation` from the assumptions, runs its
+proof and checks that every step holds and every goal fact was derived. Steps are identities and
+inequalities on symbols, applications of cited :data:`LEMMAS`, chains and case splits (a proof of
+the general statement), or instance checks and numeric evaluations (labelled as such: a proof
+containing one is an *instance check* or *numeric only*, never a general proof). C1–C14 are the
+field's and dynamo's own; R1–R8 are the per-layer Lipschitz rules behind every certified bound,
+proved about the very closed forms the rules evaluate (``dynamo.kernel.lipschitz_formulas``).
 
 >>> import theory
->>> theory.get("C11").prove().ok
-True
->>> [c.name for c in theory.registry()][:3]
-['C1', 'C2', 'C3']
+>>> proof = theory.get("R8").prove()
+>>> proof.ok, proof.kind.label
+(True, 'proved in general')
+>>> [c.name for c in theory.registry()][-1]
+'R8'
 """
 
 from . import _claims as _claims
+from . import _lemmas as _lemmas
 from . import _rules as _rules
 from ._core import CheckResult as CheckResult
 from ._core import Claim as Claim
 from ._core import Proof as Proof
-from ._core import Prover as Prover
-from ._core import Step as Step
+from ._core import Variant as Variant
 from ._core import get as get
 from ._core import registry as registry
+from ._lemmas import Lip as Lip
+from ._lemmas import add as add
+from ._lemmas import charpoly as charpoly
+from ._lemmas import compose as compose
+from ._lemmas import inner as inner
+from ._lemmas import norm as norm
+from ._lemmas import opnorm as opnorm
+from ._logic import LEMMAS as LEMMAS
+from ._logic import Derivation as Derivation
+from ._logic import Lemma as Lemma
+from ._logic import Pred as Pred
+from ._logic import ProofKind as ProofKind
+from ._logic import Step as Step
+from ._logic import fact_latex as fact_latex
+from ._logic import fact_str as fact_str
+from ._logic import same_fact as same_fact
 
-__all__ = ["CheckResult", "Claim", "Proof", "Prover", "Step", "get", "registry"]
+__all__ = [
+    "LEMMAS",
+    "CheckResult",
+    "Claim",
+    "Derivation",
+    "Lemma",
+    "Lip",
+    "Pred",
+    "Proof",
+    "ProofKind",
+    "Step",
+    "Variant",
+    "add",
+    "charpoly",
+    "compose",
+    "fact_latex",
+    "fact_str",
+    "get",
+    "inner",
+    "norm",
+    "opnorm",
+    "registry",
+    "same_fact",
+]

@@ -1,95 +1,97 @@
-"""Claims, proofs whose every step sympy checks, and numeric checks through dynamo."""
+"""Claims: a formal statement (a goal of facts under hypotheses), a derivation that must reach
+it, false variants that must fail, and a numeric check through dynamo."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import sympy as sp
 
-__all__ = ["CheckResult", "Claim", "Proof", "Prover", "Step", "claim", "get", "registry"]
+from ._logic import Derivation, Fact, Pred, ProofKind, Step, fact_latex, fact_str
 
-
-@dataclass(frozen=True)
-class Step:
-    """One checked step: what it says, the sympy expression examined, and sympy's answer.
-
-    Examples
-    --------
-    Every :class:`Prover` method records one:
-
-    >>> import sympy as sp
-    >>> from theory import Prover
-    >>> x = sp.Symbol("x", real=True)
-    >>> pf = Prover("demo")
-    >>> pf.equal(x * (x + 1), x**2 + x, "expand")
-    True
-    >>> step = pf.steps[0]
-    >>> step.description, step.result, step.ok
-    ('expand', 'simplify(lhs - rhs) = 0', True)
-    """
-
-    description: str
-    expression: str
-    latex: str
-    result: str
-    ok: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe.
-
-        Examples
-        --------
-        >>> import theory
-        >>> step = theory.get("R4").prove().steps[0]
-        >>> sorted(step.to_dict())
-        ['description', 'expression', 'ok', 'result']
-        """
-        return {
-            "description": self.description,
-            "expression": self.expression,
-            "result": self.result,
-            "ok": self.ok,
-        }
+__all__ = ["CheckResult", "Claim", "Proof", "Variant", "claim", "code_scaled", "get", "registry"]
 
 
 @dataclass(frozen=True)
 class Proof:
-    """The steps of a claim's proof; it holds when every step does.
+    """A claim's derivation: its steps, the goal it had to reach, and what kind of proof it is.
+
+    It holds (``ok``) when every step checks and every goal fact was derived. ``kind`` is the
+    weakest step's: GENERAL (every step on symbols or a cited lemma), INSTANCE (some step on one
+    concrete instance) or NUMERIC.
 
     Examples
     --------
     :meth:`Claim.prove` returns one:
 
     >>> import theory
-    >>> proof = theory.get("R4").prove()
-    >>> proof.claim, proof.ok, len(proof.steps)
-    ('R4', True, 1)
+    >>> proof = theory.get("R8").prove()
+    >>> proof.ok, proof.kind.label, proof.lemmas
+    (True, 'proved in general', ('lipschitz composition',))
     """
 
     claim: str
     steps: tuple[Step, ...]
+    goal: tuple[Fact, ...]
+    reached: tuple[bool, ...]
 
     @property
     def ok(self) -> bool:
-        """True when every step checked."""
-        return bool(self.steps) and all(s.ok for s in self.steps)
+        """Every step checked and every goal fact was derived."""
+        return bool(self.steps) and all(s.ok for s in self.steps) and all(self.reached)
 
-    def failed(self) -> tuple[Step, ...]:
-        """The steps that did not check.
+    @property
+    def kind(self) -> ProofKind:
+        """The weakest step's kind."""
+        return ProofKind.weakest(s.proof_kind for s in self.steps)
+
+    @property
+    def lemmas(self) -> tuple[str, ...]:
+        """The cited lemmas applied, in order of first use."""
+        return tuple(dict.fromkeys(s.lemma for s in self.steps if s.lemma))
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """What the instance checks are about (e.g. ``"d = 3"``)."""
+        return tuple(dict.fromkeys(s.instance for s in self.steps if s.instance))
+
+    def describe(self) -> str:
+        """One line: the kind of proof, its size and what it cites.
 
         Examples
         --------
         >>> import theory
-        >>> theory.get("C12").prove().failed()
-        ()
-        >>> bad = theory.get("C12").prove(value=2.5)  # a wrong constant
-        >>> [s.result for s in bad.failed()]
-        ['1.985 (target 2.5)']
+        >>> theory.get("R8").prove().describe()
+        'proved in general (1 step; lemmas: lipschitz composition)'
         """
-        return tuple(s for s in self.steps if not s.ok)
+        if self.kind is ProofKind.INSTANCE:
+            what = f"instance check ({'; '.join(self.instances)})"
+        else:
+            what = self.kind.label
+        cites = f"; lemmas: {', '.join(self.lemmas)}" if self.lemmas else ""
+        n = len(self.steps)
+        return f"{what} ({n} step{'' if n == 1 else 's'}{cites})"
+
+    def failed(self) -> tuple[str, ...]:
+        """What did not hold: failed steps' descriptions, then goal facts not derived.
+
+        Examples
+        --------
+        >>> import theory
+        >>> theory.get("R8").prove().failed()
+        ()
+        """
+        out = [s.description for s in self.steps if not s.ok]
+        out += [
+            f"goal not reached: {fact_str(g)}"
+            for g, r in zip(self.goal, self.reached, strict=True)
+            if not r
+        ]
+        return tuple(out)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe.
@@ -97,19 +99,31 @@ class Proof:
         Examples
         --------
         >>> import theory
-        >>> d = theory.get("R4").prove().to_dict()
-        >>> d["claim"], d["ok"], len(d["steps"])
-        ('R4', True, 1)
+        >>> d = theory.get("R8").prove().to_dict()
+        >>> d["claim"], d["ok"], d["kind"], len(d["steps"])
+        ('R8', True, 'general', 1)
         """
-        return {"claim": self.claim, "ok": self.ok, "steps": [s.to_dict() for s in self.steps]}
+        return {
+            "claim": self.claim,
+            "ok": self.ok,
+            "kind": self.kind.value,
+            "lemmas": list(self.lemmas),
+            "instances": list(self.instances),
+            "goal": [fact_str(g) for g in self.goal],
+            "reached": list(self.reached),
+            "steps": [s.to_dict() for s in self.steps],
+        }
 
     def __str__(self) -> str:
-        lines = [f"{self.claim}: {'PROVED' if self.ok else 'FAILED'} ({len(self.steps)} steps)"]
+        verdict = "PROVED" if self.ok else "FAILED"
+        lines = [f"{self.claim}: {verdict}, {self.describe()}"]
         for i, s in enumerate(self.steps, 1):
             mark = "ok  " if s.ok else "FAIL"
             lines.append(f"  [{mark}] {i}. {s.description}")
-            lines.append(f"         checked: {s.expression}")
+            lines.append(f"         {s.kind}: {s.expression}")
             lines.append(f"         sympy:   {s.result}")
+        for g, r in zip(self.goal, self.reached, strict=True):
+            lines.append(f"  [{'ok  ' if r else 'FAIL'}] goal: {fact_str(g)}")
         return "\n".join(lines)
 
 
@@ -169,161 +183,74 @@ class CheckResult:
         return head
 
 
-class Prover:
-    """Accumulates proof steps. Each method asks sympy a question and records its answer.
+@contextmanager
+def code_scaled(name: str, factor: float) -> Iterator[None]:
+    """Multiply what ``dynamo.kernel.lipschitz_formulas.<name>`` returns by ``factor`` while the
+    block runs (the rules and the proofs both read it): a false variant "the code's constant
+    changed".
 
-    >>> import sympy as sp
-    >>> from theory import Prover
-    >>> x = sp.Symbol("x", real=True)
-    >>> pf = Prover("demo")
-    >>> pf.equal((x + 1) ** 2, x**2 + 2 * x + 1, "expand a square")
-    True
-    >>> pf.proof().ok
-    True
+    Examples
+    --------
+    >>> from dynamo.kernel import lipschitz_formulas as formulas
+    >>> from theory._core import code_scaled
+    >>> with code_scaled("compose", 0.01):
+    ...     formulas.compose(2.0, 3.0)
+    0.06
+    >>> formulas.compose(2.0, 3.0)
+    6.0
+    """
+    from dynamo.kernel import lipschitz_formulas as formulas
+
+    original = getattr(formulas, name)
+
+    def scaled(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **kwargs) * factor
+
+    setattr(formulas, name, scaled)
+    try:
+        yield
+    finally:
+        setattr(formulas, name, original)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A false variant of a claim that its proof must reject: a wrong constant or a dropped
+    hypothesis (``overrides`` to the proof function), a stronger statement (``goal``), a
+    hypothesis removed (``drop``, by index into the claim's hypotheses), or the code's rule
+    changed (``patch``, a context manager that alters dynamo while the proof runs).
+
+    Examples
+    --------
+    >>> import theory
+    >>> v = theory.get("R8").variants[0]
+    >>> v.description, theory.get("R8").prove_variant(v).ok
+    ('the bound L_f + L_g of a sum instead of the product', False)
     """
 
-    def __init__(self, claim: str) -> None:
-        self.claim = claim
-        self.steps: list[Step] = []
-
-    def _add(self, description: str, expr: Any, result: Any, ok: bool) -> bool:
-        try:
-            latex = sp.latex(expr)
-        except Exception:  # a plain string or a structure sympy cannot typeset
-            latex = str(expr)
-        self.steps.append(Step(description, str(expr), latex, str(result), bool(ok)))
-        return bool(ok)
-
-    def equal(self, lhs: Any, rhs: Any, description: str) -> bool:
-        """``simplify(lhs − rhs) == 0`` (matrices entrywise).
-
-        Examples
-        --------
-        >>> import sympy as sp
-        >>> from theory import Prover
-        >>> x = sp.Symbol("x", real=True)
-        >>> pf = Prover("demo")
-        >>> pf.equal(x * (x + 1), x**2 + x, "expand"), pf.equal(x + 1, x, "off by one")
-        (True, False)
-        """
-        diff = sp.simplify(sp.sympify(lhs) - sp.sympify(rhs))
-        if isinstance(diff, sp.MatrixBase):
-            diff = diff.applyfunc(sp.simplify)
-            ok = diff.is_zero_matrix is True
-        else:
-            ok = diff == 0 or diff.is_zero is True
-        return self._add(
-            description,
-            sp.Eq(sp.sympify(lhs), sp.sympify(rhs), evaluate=False)
-            if not isinstance(diff, sp.MatrixBase)
-            else f"{lhs} == {rhs}",
-            f"simplify(lhs - rhs) = {diff}",
-            ok,
-        )
-
-    def true(self, expr: Any, description: str) -> bool:
-        """A boolean sympy expression that must simplify to ``True``.
-
-        Examples
-        --------
-        >>> import sympy as sp
-        >>> from theory import Prover
-        >>> x = sp.Symbol("x", real=True)
-        >>> pf = Prover("demo")
-        >>> pf.true(sp.Eq(sp.sin(x) ** 2 + sp.cos(x) ** 2, 1), "Pythagoras")
-        True
-        """
-        res = sp.simplify(expr)
-        return self._add(description, expr, res, res is sp.true or res is True)
-
-    def nonnegative(self, expr: Any, description: str, assumptions: Any = None) -> bool:
-        """``expr >= 0`` under the symbols' assumptions (sympy's ``is_nonnegative``).
-
-        Examples
-        --------
-        >>> import sympy as sp
-        >>> from theory import Prover
-        >>> x = sp.Symbol("x", real=True)
-        >>> pf = Prover("demo")
-        >>> pf.nonnegative(x**2, "a real square"), pf.nonnegative(x, "a real number")
-        (True, False)
-        """
-        e = sp.simplify(expr)
-        return self._add(
-            description,
-            sp.Ge(expr, 0, evaluate=False),
-            f"{e}: is_nonnegative = {e.is_nonnegative}",
-            e.is_nonnegative is True,
-        )
-
-    def fact(self, description: str, expr: Any, result: Any, ok: bool) -> bool:
-        """Record a computed fact (e.g. a Gröbner basis, a solution set) and its verdict.
-
-        Examples
-        --------
-        >>> import sympy as sp
-        >>> from theory import Prover
-        >>> x = sp.Symbol("x", real=True)
-        >>> pf = Prover("demo")
-        >>> roots = sp.solve(x**2 - 1, x)
-        >>> pf.fact("x² = 1 has two real roots", x**2 - 1, roots, len(roots) == 2)
-        True
-        >>> pf.steps[0].result
-        '[-1, 1]'
-        """
-        return self._add(description, expr, result, ok)
-
-    def numeric(self, description: str, value: Any, target: float, *, rel: float = 1e-9) -> bool:
-        """A closed-form number evaluated by sympy equals ``target`` to ``rel``.
-
-        Examples
-        --------
-        >>> import sympy as sp
-        >>> from theory import Prover
-        >>> pf = Prover("demo")
-        >>> pf.numeric("√2", sp.sqrt(2), 1.41421356237), pf.numeric("√2", sp.sqrt(2), 1.5)
-        (True, False)
-        """
-        v = float(sp.N(value, 30))
-        ok = abs(v - target) <= rel * max(1.0, abs(target))
-        return self._add(description, value, f"{v!r} (target {target!r})", ok)
-
-    def proof(self) -> Proof:
-        """The steps so far.
-
-        Examples
-        --------
-        >>> import sympy as sp
-        >>> from theory import Prover
-        >>> x = sp.Symbol("x", real=True)
-        >>> pf = Prover("demo")
-        >>> pf.nonnegative(x**2, "a real square")
-        True
-        >>> proof = pf.proof()
-        >>> proof.claim, proof.ok, len(proof.steps)
-        ('demo', True, 1)
-        """
-        return Proof(self.claim, tuple(self.steps))
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    goal: tuple[Fact, ...] | None = None
+    drop: tuple[int, ...] = ()
+    patch: Callable[[], AbstractContextManager[Any]] | None = None
 
 
 @dataclass
 class Claim:
-    """A claim: statement, hypotheses, references, a sympy-checked proof, a numeric check.
+    """A claim: a formal statement (``goal`` facts under ``assumptions``), its prose reading,
+    references, a derivation, false variants, and a numeric check through dynamo.
 
-    ``prove(**overrides)`` runs the derivation; overrides replace named quantities in it (a
-    constant, a bound), so that tests can show that a wrong variant fails. ``check(**kw)`` runs
-    the numeric counterpart through dynamo.
+    ``prove()`` starts a :class:`Derivation` from the assumptions, runs the proof function on it
+    and checks that it reached every goal fact. ``check()`` runs the numeric counterpart.
 
     Examples
     --------
-    :func:`get` returns a registered claim:
-
     >>> import theory
-    >>> c = theory.get("R4")
-    >>> c.name, c.hypotheses
-    ('R4', ('the input is held fixed',))
+    >>> c = theory.get("R8")
     >>> c.prove().ok, c.check().ok
     (True, True)
+    >>> [c.prove_variant(v).ok for v in c.variants]
+    [False, False]
     """
 
     name: str
@@ -331,21 +258,53 @@ class Claim:
     statement: str
     hypotheses: tuple[str, ...]
     references: tuple[str, ...]
-    proof_fn: Callable[..., Proof]
+    proof_fn: Callable[..., Any]
     check_fn: Callable[..., CheckResult]
+    goal_src: Sequence[Fact] | Callable[[], Sequence[Fact]] = ()
+    assumptions: tuple[Fact, ...] = ()
+    variants: tuple[Variant, ...] = ()
     uses: tuple[str, ...] = ()
 
-    def prove(self, **overrides: Any) -> Proof:
-        """Run the sympy derivation (every step recorded with sympy's answer).
+    @property
+    def goal(self) -> tuple[Fact, ...]:
+        """The formal statement the proof must reach (built now where it reads dynamo's code,
+        so a changed constant changes the statement)."""
+        src = self.goal_src
+        return tuple(src() if callable(src) else src)
+
+    def prove(
+        self,
+        *,
+        goal: Sequence[Fact] | None = None,
+        drop: Sequence[int] = (),
+        **overrides: Any,
+    ) -> Proof:
+        """Run the derivation from the assumptions (less those in ``drop``) and check that it
+        reaches ``goal`` (the claim's own by default).
 
         Examples
         --------
+        >>> import sympy as sp
         >>> import theory
-        >>> c = theory.get("C12")
-        >>> c.prove().ok, c.prove(value=2.5).ok  # an override that breaks the derivation
-        (True, False)
+        >>> c = theory.get("R8")
+        >>> c.prove().ok
+        True
+        >>> stronger = (sp.Le(c.goal[0].lhs, c.goal[0].rhs / 2),)
+        >>> c.prove(goal=stronger).failed()[-1]
+        'goal not reached: Lip(compose(g, f)) <= L_f*L_g/2'
         """
-        return self.proof_fn(**overrides)
+        target = tuple(self.goal if goal is None else goal)
+        given = [a for i, a in enumerate(self.assumptions) if i not in set(drop)]
+        d = Derivation(self.name, given)
+        self.proof_fn(d, **overrides)
+        reached = tuple(d.holds(g) for g in target)
+        return Proof(self.name, tuple(d.steps), target, reached)
+
+    def prove_variant(self, variant: Variant) -> Proof:
+        """The proof run on a false variant (it must fail)."""
+        ctx = variant.patch() if variant.patch is not None else nullcontext()
+        with ctx:
+            return self.prove(goal=variant.goal, drop=variant.drop, **variant.overrides)
 
     def check(self, *args: Any, **kwargs: Any) -> CheckResult:
         """Run the numeric counterpart through dynamo.
@@ -358,6 +317,29 @@ class Claim:
         """
         return self.check_fn(*args, **kwargs)
 
+    def formal(self, latex: bool = False) -> str:
+        """The formal statement: the assumptions, the symbols' standing assumptions, then the
+        goal, as the proof must reach it.
+
+        Examples
+        --------
+        >>> import theory
+        >>> print(theory.get("R8").formal().replace(", then", ",\\nthen"))
+        For L_f >= 0, L_g >= 0: if Lip(f) <= L_f and Lip(g) <= L_g,
+        then Lip(compose(g, f)) <= L_f*L_g.
+        """
+        show = fact_latex if latex else fact_str
+        conj = r" \text{ and } " if latex else " and "
+        symbols = _standing(self.goal, self.assumptions, latex)
+        parts = []
+        if symbols:
+            parts.append(f"For {symbols}: ")
+        if self.assumptions:
+            parts.append("if " + conj.join(show(a) for a in self.assumptions) + ", then ")
+        parts.append(conj.join(show(g) for g in self.goal) + ".")
+        text = "".join(parts)
+        return text[0].upper() + text[1:] if text and not latex else text
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe description (no proof run).
 
@@ -366,7 +348,7 @@ class Claim:
         >>> import theory
         >>> d = theory.get("R4").to_dict()
         >>> sorted(d)
-        ['hypotheses', 'name', 'references', 'statement', 'title']
+        ['formal', 'hypotheses', 'name', 'references', 'statement', 'title', 'variants']
         >>> d["references"]
         ['linear algebra']
         """
@@ -374,9 +356,37 @@ class Claim:
             "name": self.name,
             "title": self.title,
             "statement": self.statement,
+            "formal": self.formal(),
             "hypotheses": list(self.hypotheses),
             "references": list(self.references),
+            "variants": [v.description for v in self.variants],
         }
+
+
+def _standing(goal: Sequence[Fact], assumptions: Sequence[Fact], latex: bool) -> str:
+    """The sign and integrality assumptions of the symbols a statement mentions."""
+    syms: set[sp.Symbol] = set()
+    for f in (*goal, *assumptions):
+        items = f.args if isinstance(f, Pred) else (f,)
+        for it in items:
+            if isinstance(it, sp.Basic):
+                syms |= {s for s in it.free_symbols if isinstance(s, sp.Symbol)}
+    out = []
+    for s in sorted(syms, key=str):
+        name = sp.latex(s) if latex else str(s)
+        if s.is_integer and s.is_positive:
+            out.append(
+                rf"{name} \in \mathbb{{N}}_{{\ge 1}}" if latex else f"{name} a positive integer"
+            )
+        elif s.is_integer and s.is_nonnegative:
+            out.append(rf"{name} \in \mathbb{{N}}" if latex else f"{name} a nonnegative integer")
+        elif s.is_positive:
+            out.append(f"{name} > 0")
+        elif s.is_nonnegative:
+            out.append(rf"{name} \ge 0" if latex else f"{name} >= 0")
+        elif s.is_negative:
+            out.append(f"{name} < 0")
+    return ", ".join(out)
 
 
 _REGISTRY: dict[str, Claim] = {}
@@ -389,12 +399,40 @@ def claim(
     hypotheses: tuple[str, ...],
     references: tuple[str, ...],
     check: Callable[..., CheckResult],
+    *,
+    goal: Sequence[Fact] | Callable[[], Sequence[Fact]],
+    assumptions: Sequence[Fact] = (),
+    variants: Sequence[Variant] = (),
     uses: tuple[str, ...] = (),
-) -> Callable[[Callable[..., Proof]], Claim]:
-    """Register a claim whose proof is the decorated function."""
+) -> Callable[[Callable[..., Any]], Claim]:
+    """Register a claim whose derivation is the decorated function ``fn(d, **overrides)``,
+    which adds steps to the :class:`Derivation` ``d``.
 
-    def wrap(fn: Callable[..., Proof]) -> Claim:
-        c = Claim(name, title, statement, hypotheses, references, fn, check, uses)
+    Examples
+    --------
+    >>> import theory
+    >>> theory.get("R8").goal
+    (Lip(compose(g, f)) <= L_f*L_g,)
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Claim:
+        if not goal:
+            raise ValueError(f"claim {name!r}: a claim needs a goal (its formal statement)")
+        if not variants:
+            raise ValueError(f"claim {name!r}: register at least one false variant")
+        c = Claim(
+            name,
+            title,
+            statement,
+            hypotheses,
+            references,
+            fn,
+            check,
+            goal if callable(goal) else tuple(goal),
+            tuple(assumptions),
+            tuple(variants),
+            uses,
+        )
         if name in _REGISTRY:
             raise ValueError(f"claim {name!r} registered twice")
         _REGISTRY[name] = c
@@ -413,7 +451,8 @@ def registry() -> Iterator[Claim]:
     >>> names[:2], names[-1], len(names)
     (['C1', 'C2'], 'R8', 22)
     """
-    return iter(list(_REGISTRY.values()))
+    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 9)}
+    return iter(sorted(_REGISTRY.values(), key=lambda c: order.get(c.name, 1000)))
 
 
 def get(name: str) -> Claim:
@@ -432,5 +471,5 @@ def get(name: str) -> Claim:
     for key, c in _REGISTRY.items():
         if key.lower() == name.lower():
             return c
-    known = ", ".join(_REGISTRY)
+    known = ", ".join(c.name for c in registry())
     raise KeyError(f"no claim named {name!r}; known claims: {known}")

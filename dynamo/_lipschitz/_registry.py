@@ -23,6 +23,7 @@ from torch import nn
 
 from .._results import Trust
 from ..errors import InvalidArgumentError
+from . import _formulas
 from ._arith import U64
 from ._bounds import BoundStep, Domain
 
@@ -81,7 +82,7 @@ class _Trace:
     ) -> None:
         # a factor is a few float64 operations from exact: widen it by 8u, and round the
         # product up, so that the bound is never below the true product
-        self.lip = math.nextafter(self.lip * factor * (1.0 + 8.0 * U64), math.inf)
+        self.lip = math.nextafter(_formulas.compose(self.lip, factor) * (1.0 + 8.0 * U64), math.inf)
         cited = ", ".join(dict.fromkeys([*claims, "R8"]))  # every factor composes by R8
         self.steps.append(BoundStep(where, rule, factor, (self.lo, self.hi), note, cited, trust))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import _formulas
 from .._arith import sigma
 
 __all__ = ["attention_rule"]
@@ -25,20 +26,18 @@ def attention_rule(att: Any, n_tokens: int, r_hi: float) -> tuple[float, float, 
     dh, H = att.d_head, att.n_heads
     wq, wk, wv = (m.weight.detach().double() for m in (att.q, att.k, att.v))
     wo = att.o.weight.detach().double()
-    sq_t = math.sqrt(n_tokens)
-    total, vals = 0.0, 0.0
+    heads, vals = [], 0.0
     for h in range(H):
         rows = slice(h * dh, (h + 1) * dh)
         qh, kh, vh = wq[rows], wk[rows], wv[rows]
         if att.pos == "rope":
-            m_norm = sigma(qh) * sigma(kh) / math.sqrt(dh)
+            m_norm = _formulas.rope_score_norm(sigma(qh), sigma(kh), dh)
         else:
             m_norm = sigma(qh.T @ kh) / math.sqrt(dh)
         v_norm = sigma(vh)
-        jh = v_norm * (sq_t + (1 + sq_t) * r_hi**2 * m_norm)
-        total += jh**2
+        heads.append(_formulas.attention_head(v_norm, m_norm, n_tokens, r_hi))
         vals += v_norm**2
     o = sigma(wo)
-    lip = o * math.sqrt(total)
+    lip = _formulas.attention_heads(o, heads)
     out_hi = o * math.sqrt(vals) * r_hi
     return lip, out_hi, f"T={n_tokens}, R={r_hi:.4g}, {H} heads, pos={att.pos}"

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ...errors import InvalidArgumentError
+from .. import _formulas
 from .._arith import vnorm
 from .._registry import RuleContext, _Trace, builtin_rule
 
@@ -66,7 +67,7 @@ def norm_rule(
             "there. "
             "Restrict the domain to token norms >= r_min > 0 or use eps > 0"
         )
-    lip = gmax * math.sqrt(d / denom2)
+    lip = _formulas.rmsnorm(gmax, d, centred_lo, eps)
     if math.isinf(hi):
         hi_out = gmax * math.sqrt(d) + beta_norm
     else:

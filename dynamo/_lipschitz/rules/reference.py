@@ -19,6 +19,7 @@ from ...models._canonical import (
     ZeroBranchRMSNorm,
 )
 from ...models._transformer import _MLP, LoopedTransformer, _Attention, _Layer, _Sublayer
+from .. import _formulas
 from .._arith import linear_interval, mul, sigma, sigma_min, vnorm
 from .._registry import RuleContext, _apply, _Trace, builtin_rule
 from .activations import ACTIVATION_SLOPES
@@ -154,7 +155,8 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
             bn = vnorm(model.adapter.bias)
             tr.lo = max(0.0, mul(sigma_min(ws), tr.lo) - mul(sigma(we), e_hi_f) - bn)
             tr.hi = mul(sigma(ws), tr.hi) + mul(sigma(we), e_hi_f) + bn
-            tr.add("adapter (outer recall)", "linear [h; e]", sigma(ws), "σ_max(W_s)", ("R1", "R4"))
+            factor = _formulas.concat_state(sigma(ws))
+            tr.add("adapter (outer recall)", "linear [h; e]", factor, "σ_max(W_s)", ("R1", "R4"))
         else:
             tr.lo = max(0.0, tr.lo - mul(sigma(w), e_hi_f))
             tr.hi = tr.hi + mul(sigma(w), e_hi_f)
@@ -219,6 +221,6 @@ def _sublayer(
     notes.append(f"F ×{lip_f:.4g} ({note})")
     tr.lo = max(0.0, u_lo - f_hi)
     tr.hi = u_hi + f_hi
-    tr.add(where, f"residual + {rule}", 1.0 + branch, "; ".join(notes), claims)
+    tr.add(where, f"residual + {rule}", _formulas.residual(branch), "; ".join(notes), claims)
     if sub.n_out is not None:
         apply_norm(call, where + ".n_out", sub.n_out, tr)

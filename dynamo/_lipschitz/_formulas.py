@@ -1,0 +1,73 @@
+"""The closed forms the built-in Lipschitz rules evaluate, written once for floats and symbols.
+
+The rules call these functions with floats (``sqrt=math.sqrt``); ``theory`` calls the very same
+functions with sympy symbols (``sqrt=sympy.sqrt``) and proves that what they return bounds the
+Lipschitz constant it derives (claims R1–R8, ``dynamo prove R7``). So a change to a constant here
+changes both the bound dynamo reports and the statement the proof must reach: a factor made too
+small no longer follows from the derivation. Rules call them through this module (``_formulas.f``),
+never through a copied name, so that what the proof reads is what the rules run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = [
+    "attention_head",
+    "attention_heads",
+    "compose",
+    "concat_state",
+    "linear",
+    "residual",
+    "rmsnorm",
+    "rope_score_norm",
+]
+
+Sqrt = Callable[[Any], Any]
+
+
+def compose(lip_f: Any, lip_g: Any) -> Any:
+    """R8: the constant of ``g ∘ f`` from those of ``f`` and ``g``."""
+    return lip_f * lip_g
+
+
+def residual(lip_branch: Any) -> Any:
+    """R3: the constant of ``h ↦ h + F(h)`` from that of ``F``."""
+    return 1 + lip_branch
+
+
+def linear(sigma_w: Any) -> Any:
+    """R1: the constant of ``x ↦ W x + b`` token-wise, from ``σ_max(W)``."""
+    return sigma_w
+
+
+def concat_state(sigma_ws: Any) -> Any:
+    """R4: the constant in ``h`` of ``[h; e] ↦ W_s h + W_e e + b`` from ``σ_max(W_s)``."""
+    return sigma_ws
+
+
+def rmsnorm(gmax: Any, d: Any, lo: Any, eps: Any, *, sqrt: Sqrt = math.sqrt) -> Any:
+    """R5 (and R6 with ``lo = 0``): the constant of ``x ↦ γ ⊙ √d x / √(‖x‖² + dε)`` on tokens
+    of norm at least ``lo``."""
+    return gmax * sqrt(d / (lo**2 + d * eps))
+
+
+def rope_score_norm(q_norm: Any, k_norm: Any, d_head: Any, *, sqrt: Sqrt = math.sqrt) -> Any:
+    """R7: a bound on ``‖M‖₂`` for the scores ``x_iᵀ M_ij x_j`` of one head under RoPE, where
+    ``M_ij = W_Qᵀ R_{j−i} W_K / √d_h`` with ``R`` orthogonal."""
+    return q_norm * k_norm / sqrt(d_head)
+
+
+def attention_head(
+    v_norm: Any, m_norm: Any, n_tokens: Any, r: Any, *, sqrt: Sqrt = math.sqrt
+) -> Any:
+    """R7: the constant of one softmax-attention head on ``T`` tokens of norm at most ``R``:
+    ``‖V‖ (√T + (1 + √T) R² ‖M‖)``."""
+    return v_norm * (sqrt(n_tokens) + (1 + sqrt(n_tokens)) * r**2 * m_norm)
+
+
+def attention_heads(o_norm: Any, heads: Sequence[Any], *, sqrt: Sqrt = math.sqrt) -> Any:
+    """R7: the constant of heads stacked and mixed by ``W_O``: ``‖W_O‖ √(Σ_h L_h²)``."""
+    return o_norm * sqrt(sum(h**2 for h in heads))
