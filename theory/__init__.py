@@ -19,7 +19,9 @@ proved about the very closed forms the rules evaluate (``dynamo.kernel.lipschitz
 """
 
 from . import _claims as _claims
+from . import _claims_b as _claims_b
 from . import _lemmas as _lemmas
+from . import _rule_attention as _rule_attention
 from . import _rules as _rules
 from ._core import CheckResult as CheckResult
 from ._core import Claim as Claim
