@@ -130,45 +130,75 @@ def _data_docstring(
 
 
 # -- theory: one page per claim, generated from the registry at build time --------------------
+def _md(text: str) -> str:
+    """Text for inline code in Markdown."""
+    return text.replace("`", "'")
+
+
 def _claim_pages(app: Any) -> None:
-    """Write docs/claims/<name>.md for every registered claim: statement, hypotheses, the proof
-    with every sympy step and its answer, and the numeric check's result, all computed now."""
+    """Write docs/claims/<name>.md for every registered claim (its formal statement, the kind of
+    proof it has, every step with sympy's answer, the false variants it rejects, the numeric
+    check) and docs/claims/index.md with the table of all of them, all computed now. Only a
+    claim proved in general is typeset as a theorem with a proof."""
     import theory
 
     out = Path(app.srcdir) / "claims"
     out.mkdir(exist_ok=True)
     names = []
+    table = [
+        "| claim | proof | lemmas cited | false variants rejected |",
+        "|---|---|---|---|",
+    ]
     for c in theory.registry():
         proof = c.prove()
         check = c.check()
-        lines = [
-            f"# {c.name}: {c.title}",
+        rejected = [(v.description, not c.prove_variant(v).ok) for v in c.variants]
+        general = proof.ok and proof.kind is theory.ProofKind.GENERAL
+        kind = proof.describe() if proof.ok else "FAILED: " + "; ".join(proof.failed())
+        lines = [f"# {c.name}: {c.title}", ""]
+        if general:
+            lines += [
+                f"```{{prf:theorem}} {c.title}",
+                f":label: claim-{c.name.lower()}",
+                "",
+                f"${c.formal(latex=True)}$",
+                "```",
+            ]
+        else:
+            lines += [
+                f"**Statement** (formal; {kind}: **not** a proof of the general statement):",
+                "",
+                f"$${c.formal(latex=True)}$$",
+            ]
+        lines += [
             "",
-            f"```{{prf:theorem}} {c.title}",
-            f":label: claim-{c.name.lower()}",
-            "",
-            c.statement,
-            "```",
+            "**In words:** " + c.statement,
             "",
             "**Hypotheses:** " + ("; ".join(c.hypotheses) if c.hypotheses else "none") + ".",
             "",
-            "**References:** " + "; ".join(c.references) + "." if c.references else "",
-            "",
-            "```{prf:proof}",
-            "Checked by sympy, step by step "
-            f"({'all steps hold' if proof.ok else 'A STEP FAILED'}):",
+            ("**References:** " + "; ".join(c.references) + ".") if c.references else "",
             "",
         ]
+        steps = []
         for i, step in enumerate(proof.steps, 1):
             mark = "✓" if step.ok else "✗"
-            expr = step.expression.replace("`", "'")
-            res = step.result.replace("`", "'")
-            lines.append(f"{i}. {mark} {step.description}  ")
-            lines.append(f"   checked: `{expr}`  ")
-            lines.append(f"   sympy: `{res}`")
-            lines.append("")
+            steps.append(f"{i}. {mark} {step.description}  ")
+            steps.append(f"   {step.kind}: `{_md(step.expression)}`  ")
+            steps.append(f"   sympy: `{_md(step.result)}`")
+            steps.append("")
+        for g, ok in zip(proof.goal, proof.reached, strict=True):
+            steps.append(f"- {'✓' if ok else '✗'} goal reached: `{_md(theory.fact_str(g))}`")
+        if general:
+            lines += ["```{prf:proof}", f"Every step checked by sympy ({kind}):", "", *steps, "```"]
+        else:
+            lines += [f"**Derivation** ({kind}):", "", *steps]
         lines += [
-            "```",
+            "",
+            "**False variants this proof rejects** (`dynamo prove " + c.name + " --variants`):",
+            "",
+        ]
+        lines += [f"- {'rejected' if r else 'ACCEPTED'}: {d}" for d, r in rejected]
+        lines += [
             "",
             "**Numeric counterpart** (run through dynamo when these docs were built; "
             f"`dynamo prove {c.name} --check`):",
@@ -177,24 +207,40 @@ def _claim_pages(app: Any) -> None:
             "",
         ]
         if c.uses:
-            lines.append(
-                "Uses: " + ", ".join(f"{{prf:ref}}`claim-{u.lower()}`" for u in c.uses) + "."
-            )
+            lines.append("Uses: " + ", ".join(f"[{u}]({u}.md)" for u in c.uses) + ".")
         (out / f"{c.name}.md").write_text("\n".join(lines) + "\n")
         names.append(c.name)
+        n_rej = sum(r for _, r in rejected)
+        table.append(
+            f"| [{c.name}]({c.name}.md) | {kind} | {', '.join(proof.lemmas) or '—'} | "
+            f"{n_rej} of {len(rejected)}: " + "; ".join(d for d, _ in rejected) + " |"
+        )
+    kinds = [theory.get(n).prove().kind for n in names]
+    counts = {k: sum(x is k for x in kinds) for k in theory.ProofKind}
     index = [
         "# Claims and proofs",
         "",
-        "Every claim dynamo relies on, with its hypotheses, a proof whose steps sympy checks,",
-        "and a numeric counterpart run through dynamo on a concrete system. C1–C14 are the field's",
-        "claims",
-        "and dynamo's own; R1–R8 are the per-layer Lipschitz rules behind every certified bound",
-        "(each step of `lipschitz_upper_bound` names the rules it rests on). Run them all with",
-        "`dynamo prove --all --check`; a deliberately wrong variant of each makes its proof fail",
-        "(tests/test_theory.py).",
+        "Every claim dynamo relies on, as a formal statement (sympy facts under stated",
+        "assumptions) with a derivation that must reach it: identities and inequalities on",
+        "symbols, cited lemmas whose hypotheses are checked where applied, chains and case splits.",
+        "A derivation with a step that holds for one concrete instance only is labelled an",
+        "**instance check**, never a proof of the general statement. C1–C14 are the field's claims",
+        "and dynamo's own; R1–R9 are the per-layer Lipschitz rules behind every certified bound,",
+        "proved about the very closed forms the rules evaluate",
+        "(`dynamo.kernel.lipschitz_formulas`), so changing a rule's constant breaks its proof.",
+        "Each claim registers false variants (a wrong constant, a dropped hypothesis, a stronger",
+        "statement, the code's constant divided by 100) that its proof must reject",
+        "(`dynamo prove --all --variants`; tests/test_theory.py).",
+        "",
+        f"Today: {counts[theory.ProofKind.GENERAL]} of {len(names)} claims proved in general, "
+        f"{counts[theory.ProofKind.INSTANCE]} instance checks, "
+        f"{counts[theory.ProofKind.NUMERIC]} numeric only.",
+        "",
+        *table,
         "",
         "```{toctree}",
         ":maxdepth: 1",
+        ":hidden:",
         "",
         *names,
         "```",

@@ -1,4 +1,6 @@
-"""Claims: every proof checks, every numeric counterpart holds, and the checker can fail."""
+"""Claims: every proof reaches its formal statement, every false variant is rejected, the engine
+refuses steps that check nothing, the rules' claims read the code, and the numeric counterparts
+hold."""
 
 from __future__ import annotations
 
@@ -6,62 +8,176 @@ import json
 from pathlib import Path
 
 import pytest
+import sympy as sp
 import torch
 
 import dynamo as dy
 import theory
+from theory import LEMMAS, Derivation, Pred, ProofKind, same_fact
+from theory._core import code_scaled
 from verify.cli import main
 
 NAMES = [c.name for c in theory.registry()]
-
-#: for each claim, an override that makes its derivation wrong (a wrong constant, a dropped or
-#: altered hypothesis): prove() must then fail
-WRONG = {
-    "C1": {"count_bound": 8},
-    "C2": {"eigenvalue": 2},
-    "C3": {"sign": 1},
-    "C4": {"norm_squared": 4},
-    "C5": {"bound": 1},
-    "C6": {"coefficient": 0.5},
-    "C7": {"absolute": True},
-    "C8": {"denominator_sign": 1},
-    "C9": {"rate": 0.4},
-    "C10": {"transpose": True},
-    "C11": {"skew": False},
-    "C12": {"value": 1.9},
-    "C13": {"scale": 2},
-    "C14": {"power": 2},
-    "R1": {"extra": 1},
-    "R2": {"gelu_bound": 1.12},
-    "R3": {"one": 0},
-    "R4": {"block": "input"},
-    "R5": {"rho_power": 1},
-    "R6": {"centre": False},
-    "R7": {"variance_term": 0},
-    "R8": {"power": 2},
-}
+VARIANTS = [(c.name, i) for c in theory.registry() for i in range(len(c.variants))]
 
 
-def test_every_claim_has_a_wrong_variant() -> None:
-    assert set(WRONG) == set(NAMES)
-    assert [n for n in NAMES if n.startswith("C")] == [f"C{i}" for i in range(1, 15)]
+def test_every_claim_is_registered_with_a_goal_and_false_variants() -> None:
+    assert [f"C{i}" for i in range(1, 15)] + [f"R{i}" for i in range(1, 10)] == NAMES
+    for c in theory.registry():
+        assert c.goal, c.name
+        assert c.variants, c.name
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_proof_checks_every_step(name: str) -> None:
+def test_proof_reaches_its_statement(name: str) -> None:
     proof = theory.get(name).prove()
     assert proof.ok, str(proof)
-    assert len(proof.steps) >= 1
+    assert all(proof.reached)
     assert all(s.expression and s.result for s in proof.steps)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_a_wrong_variant_fails(name: str) -> None:
-    proof = theory.get(name).prove(**WRONG[name])
-    assert not proof.ok
+@pytest.mark.parametrize(("name", "index"), VARIANTS)
+def test_each_false_variant_is_rejected(name: str, index: int) -> None:
+    c = theory.get(name)
+    proof = c.prove_variant(c.variants[index])
+    assert not proof.ok, f"{name}: accepted the false variant {c.variants[index].description!r}"
     assert proof.failed()
 
 
+def _stronger(fact: object) -> object:
+    """A false, stronger version of a goal fact."""
+    if isinstance(fact, Pred):
+        return Pred(fact.name + "_not", fact.args)
+    if isinstance(fact, sp.Equality):
+        rhs = fact.rhs
+        shift = sp.ones(*rhs.shape) if isinstance(rhs, sp.MatrixBase) else sp.Integer(1)
+        return sp.Eq(fact.lhs, rhs + shift, evaluate=False)
+    if isinstance(fact, (sp.LessThan, sp.StrictLessThan)):
+        return sp.Lt(fact.lhs, fact.rhs / 2, evaluate=False)
+    if isinstance(fact, (sp.GreaterThan, sp.StrictGreaterThan)):
+        return sp.Gt(fact.lhs, 2 * fact.rhs + 1, evaluate=False)
+    raise TypeError(type(fact))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_statement_edited_to_a_false_one_fails(name: str) -> None:
+    c = theory.get(name)
+    for i in range(len(c.goal)):
+        goal = list(c.goal)
+        goal[i] = _stronger(goal[i])
+        assert not c.prove(goal=goal).ok, (name, i, goal[i])
+
+
+#: the false statements issue 15 lists: each must be a registered variant that is rejected
+ISSUE_VARIANTS = {
+    "C5": "4899",
+    "C11": "tanh",
+    "C12": "necessary",
+    "C14": "half",
+    "R5": "100",
+    "R6": "100",
+    "R7": "100",
+    "R8": "100",
+}
+
+
+@pytest.mark.parametrize(("name", "keyword"), sorted(ISSUE_VARIANTS.items()))
+def test_the_false_statements_of_the_issue_are_rejected(name: str, keyword: str) -> None:
+    c = theory.get(name)
+    matching = [v for v in c.variants if keyword in v.description]
+    assert matching, (
+        f"{name}: no variant mentions {keyword!r}: {[v.description for v in c.variants]}"
+    )
+    for v in matching:
+        assert not c.prove_variant(v).ok
+
+
+# ------------------------------------------------------------------ the engine
+def test_the_engine_refuses_a_step_that_compares_an_expression_with_itself() -> None:
+    x, y = sp.symbols("x y", positive=True)
+    d = Derivation("t")
+    d.identity(x * (y + 1), x * (y + 1), "same")
+    d.identity(x * (y * 1), (x * y) ** 1, "the same once sympy evaluates")
+    d.inequality(x + y, y + x, "same inequality")
+    assert [s.ok for s in d.steps] == [False, False, False]
+    assert all("same expression" in s.result for s in d.steps)
+    assert not d.known
+
+
+def test_a_lemma_applies_only_where_its_hypotheses_hold() -> None:
+    f, g = sp.symbols("f g")
+    a, b = sp.symbols("a b", positive=True)
+    composition = LEMMAS["lipschitz composition"]
+    d = Derivation("t", [sp.Le(theory.Lip(f), a)])
+    d.lemma(composition, f=f, g=g, L_f=a, L_g=b)
+    assert not d.steps[-1].ok and "Lip(g) <= b" in d.steps[-1].result
+    d2 = Derivation("t", [sp.Le(theory.Lip(f), a), sp.Le(theory.Lip(g), b)])
+    fact = d2.lemma(composition, f=f, g=g, L_f=a, L_g=b)
+    assert d2.steps[-1].ok and d2.holds(fact)
+    with pytest.raises(KeyError, match="no variable"):
+        d2.lemma(composition, f=f, g=g, L_f=a, L_g=b, M=a)
+
+
+def test_chains_cases_and_inequalities_check_what_they_claim() -> None:
+    a, b, c, q = sp.symbols("a b c q", positive=True)
+    d = Derivation("t", [sp.Le(a, b), sp.Lt(b, c)])
+    assert d.chain([sp.Le(a, b), sp.Lt(b, c)], "ok") == sp.Lt(a, c)
+    d.chain([sp.Lt(b, c), sp.Le(a, b)], "links that do not meet")
+    assert [s.ok for s in d.steps] == [True, False]
+    d.inequality(a, a + b, "a <= a + b")
+    d.inequality(a + b, a, "false")
+    d.inequality(a, b, "a certificate that is not the difference", by=b)
+    assert [s.ok for s in d.steps[2:]] == [True, False, False]
+    small, big = d.case(sp.Le(q, 1)), d.case(sp.Gt(q, 1))
+    small.inequality(1 - q, 1 + q, "", by=2 * q)
+    big.inequality(q - 1, 1 + q, "", by=sp.Integer(2))
+    target = sp.Le(sp.Abs(1 - q), 1 + q)
+    d.cases(target, [small, big], "branches derived other facts")
+    assert not d.steps[-1].ok
+    only = d.case(sp.Le(q, 1))
+    only.inequality(sp.Abs(1 - q), 1 + q, "", by=2 * q)
+    d.cases(target, [only], "one case does not cover q > 1")
+    assert not d.steps[-1].ok and "not exhaustive" in d.steps[-1].result
+
+
+def test_an_instance_step_makes_the_proof_an_instance_check() -> None:
+    d = Derivation("t")
+    x = sp.Symbol("x", real=True)
+    d.identity((x + 1) ** 2, x**2 + 2 * x + 1, "general")
+    d.identity(sp.Matrix([[1, 2]]) * 2, sp.Matrix([[2, 4]]), "one matrix", instance="1 × 2")
+    assert ProofKind.weakest(s.proof_kind for s in d.steps) is ProofKind.INSTANCE
+    d.numeric("√2", sp.sqrt(2), 1.4142135623730951)
+    assert ProofKind.weakest(s.proof_kind for s in d.steps) is ProofKind.NUMERIC
+
+
+def test_same_fact_reads_relations_either_way() -> None:
+    x, y = sp.symbols("x y", real=True)
+    assert same_fact(sp.Le(x, y), sp.Ge(y, x))
+    assert same_fact(sp.Eq(x + x, y), sp.Eq(y, 2 * x))
+    assert not same_fact(sp.Le(x, y), sp.Lt(x, y))
+    assert not same_fact(sp.Le(x, y), sp.Le(y, x))
+
+
+# ------------------------------------------------------------------ rules read the code
+@pytest.mark.parametrize(
+    "formula",
+    ["compose", "residual", "linear", "rmsnorm", "attention_head", "attention_heads"],
+)
+def test_the_certified_bound_is_computed_by_the_formulas_the_proofs_read(formula: str) -> None:
+    """The rules call the closed forms through lipschitz_formulas: scaling one scales the bound
+    dynamo reports (so the proof and the code cannot read different constants)."""
+    model = dy.models.LoopedTransformer(
+        d_model=8, n_heads=2, n_layers=1, recall="none", norm="outer", seed=0
+    )
+    system = dy.LoopedSystem.from_module(model, torch.zeros(1, 4, 8))
+    domain = dy.Domain.shell(1.0, 3.0, n_tokens=4)
+    before = dy.lipschitz_upper_bound(system, domain).value
+    with code_scaled(formula, 2.0):
+        after = dy.lipschitz_upper_bound(system, domain).value
+    assert after > before * (1 + 1e-9)
+
+
+# ------------------------------------------------------------------ numeric counterparts
 @pytest.mark.parametrize("name", NAMES)
 def test_numeric_counterpart_holds(name: str) -> None:
     result = theory.get(name).check()
@@ -101,23 +217,30 @@ def test_c8_fails_with_a_lipschitz_constant_that_is_too_small() -> None:
     assert "certified upper bound" in result.violated[0]
 
 
-def test_cli_prove_all_prints_every_step(
+# ------------------------------------------------------------------ the command line
+def test_cli_prove_all_says_what_kind_of_proof_each_claim_has(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     out_json = tmp_path / "proofs.json"
     assert main(["prove", "--all", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    n_steps = sum(len(theory.get(n).prove().steps) for n in NAMES)
-    assert out.count("[ok  ]") == n_steps
-    assert f"{len(NAMES)} claims, {n_steps} steps: all proved" in out
+    proofs = [theory.get(n).prove() for n in NAMES]
+    n_steps = sum(len(p.steps) for p in proofs)
+    assert out.count("[ok  ]") == n_steps + sum(len(p.goal) for p in proofs)
+    general = sum(p.kind is ProofKind.GENERAL for p in proofs)
+    assert f"{len(NAMES)} claims, {n_steps} steps: {general} proved in general" in out
     data = json.loads(out_json.read_text())
     assert [d["claim"]["name"] for d in data] == NAMES
+    assert {d["proof"]["kind"] for d in data} <= {"general", "instance", "numeric"}
 
 
-def test_cli_prove_one_with_check_and_bad_names(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["prove", "C5", "--check"]) == 0
+def test_cli_prove_one_with_variants_and_check_and_bad_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["prove", "R8", "--variants", "--check"]) == 0
     out = capsys.readouterr().out
-    assert "C5 check: OK" in out and "316.227766" in out
+    assert out.count("false variant rejected") == len(theory.get("R8").variants)
+    assert "R8 check: OK" in out
     assert main(["prove", "C99"]) == 2
     assert "no claim named 'C99'" in capsys.readouterr().err
     assert main(["prove"]) == 2

@@ -329,13 +329,19 @@ class Claim:
         then Lip(compose(g, f)) <= L_f*L_g.
         """
         show = fact_latex if latex else fact_str
-        conj = r" \text{ and } " if latex else " and "
+
+        def words(w: str) -> str:
+            return rf"\text{{{w}}}" if latex else w
+
+        conj = words(" and ")
         symbols = _standing(self.goal, self.assumptions, latex)
         parts = []
         if symbols:
-            parts.append(f"For {symbols}: ")
+            parts.append(words("For ") + symbols + words(": "))
         if self.assumptions:
-            parts.append("if " + conj.join(show(a) for a in self.assumptions) + ", then ")
+            parts.append(
+                words("if ") + conj.join(show(a) for a in self.assumptions) + words(", then ")
+            )
         parts.append(conj.join(show(g) for g in self.goal) + ".")
         text = "".join(parts)
         return text[0].upper() + text[1:] if text and not latex else text
@@ -451,7 +457,7 @@ def registry() -> Iterator[Claim]:
     >>> names[:2], names[-1], len(names)
     (['C1', 'C2'], 'R8', 22)
     """
-    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 9)}
+    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 10)}
     return iter(sorted(_REGISTRY.values(), key=lambda c: order.get(c.name, 1000)))
 
 

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: What each built-in metric's value rests on where that does not depend on the value (a
-#: certified Lipschitz bound is sound on the spec's domain: derivation theory R1–R8); every other
+#: certified Lipschitz bound is sound on the spec's domain: derivation theory R1–R9); every other
 #: metric is a sampled estimate unless its values say otherwise: see :func:`basis`.
 BASIS: dict[str, str] = {
     m.name: m.basis_for(m.trust)

@@ -777,22 +777,33 @@ def _keep_mode(tmp: Path, target: Path) -> None:
 @_guarded
 def prove(
     name: Annotated[
-        str | None, typer.Argument(help="A claim (C1–C14, R1–R8); omit with --all.")
+        str | None, typer.Argument(help="A claim (C1–C14, R1–R9); omit with --all.")
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Prove every registered claim.")] = False,
     check: Annotated[
         bool, typer.Option("--check", help="Also run each claim's numeric check through dynamo.")
+    ] = False,
+    variants: Annotated[
+        bool,
+        typer.Option(
+            "--variants", help="Also run each claim's false variants: every one must be rejected."
+        ),
     ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the proofs (and checks) as JSON here.")
     ] = None,
     threads: ThreadsOpt = 1,
 ) -> None:
-    """Print sympy-checked proofs of dynamo's claims; exit 1 if any step (or check) fails.
+    """Derive dynamo's claims step by step; exit 1 if any step fails or a goal is not reached.
 
-    Each step shows what it says, the expression sympy examined, and sympy's answer. The claims
-    C1–C14 are the field's and dynamo's (see the theory pages of the docs); R1–R8 are the
-    per-layer Lipschitz rules behind every certified bound.
+    Each claim prints its formal statement, then what kind of proof it has: "proved in general"
+    (every step on symbols or a cited lemma whose hypotheses are checked), "instance check" (some
+    step holds for one concrete instance only) or "numeric only"; then every step with the
+    expression checked and sympy's answer. With ``--variants``, each claim's registered false
+    variants (a wrong constant, a dropped hypothesis, a stronger statement, dynamo's rule changed)
+    are run too, and each must fail. C1–C14 are the field's claims and dynamo's own; R1–R9 are the
+    per-layer Lipschitz rules behind every certified bound, proved about the closed forms the
+    rules evaluate.
     """
     _threads(threads)
     if name is None and not all_:
@@ -811,16 +822,34 @@ def prove(
             claims = [theory.get(name)]
         except KeyError as err:
             raise _UsageError(f"prove {name}: {err.args[0]}") from err
-    failed = []
+    failed: list[str] = []
     payload = []
+    kinds: dict[str, int] = {}
+    n_variants = 0
     for c in claims:
+        _Run.phase = f"proving {c.name}"
         proof = c.prove()
         typer.echo(f"{c.name} — {c.title}")
+        typer.echo(f"  statement: {c.formal()}")
         typer.echo("  hypotheses: " + ("; ".join(c.hypotheses) or "none"))
         typer.echo("  " + str(proof).replace("\n", "\n  "))
-        entry = {"claim": c.to_dict(), "proof": proof.to_dict()}
-        if not proof.ok:
+        entry: dict[str, Any] = {"claim": c.to_dict(), "proof": proof.to_dict()}
+        if proof.ok:
+            kinds[proof.kind.label] = kinds.get(proof.kind.label, 0) + 1
+        else:
             failed.append(c.name)
+        if variants:
+            rejected = []
+            for v in c.variants:
+                ok = c.prove_variant(v).ok
+                n_variants += 1
+                typer.echo(
+                    f"  false variant {'rejected' if not ok else 'ACCEPTED'}: {v.description}"
+                )
+                rejected.append({"variant": v.description, "rejected": not ok})
+                if ok:
+                    failed.append(f"{c.name} (variant accepted: {v.description})")
+            entry["variants"] = rejected
         if check:
             result = c.check()
             typer.echo(f"  {result}")
@@ -830,9 +859,13 @@ def prove(
         typer.echo("")
         payload.append(entry)
     n_steps = sum(len(e["proof"]["steps"]) for e in payload)
+    order = ("proved in general", "instance check", "numeric only")
+    tally = ", ".join(f"{kinds[k]} {k}" for k in order if kinds.get(k))
     typer.echo(
-        f"{len(claims)} claims, {n_steps} steps: "
-        + ("all proved" if not failed else f"FAILED: {', '.join(failed)}")
+        f"{len(claims)} claim{'s' * (len(claims) != 1)}, {n_steps} step{'s' * (n_steps != 1)}: "
+        + (tally or "none proved")
+        + ("" if not failed else f"; FAILED: {', '.join(failed)}")
+        + (f"; {n_variants} false variants run" if variants else "")
         + (" (numeric checks run)" if check else "")
     )
     if json_out is not None:

@@ -2,7 +2,7 @@
 
 The rules call these functions with floats (``sqrt=math.sqrt``); ``theory`` calls the very same
 functions with sympy symbols (``sqrt=sympy.sqrt``) and proves that what they return bounds the
-Lipschitz constant it derives (claims R1–R8, ``dynamo prove R7``). So a change to a constant here
+Lipschitz constant it derives (claims R1–R9, ``dynamo prove R7``). So a change to a constant here
 changes both the bound dynamo reports and the statement the proof must reach: a factor made too
 small no longer follows from the derivation. Rules call them through this module (``_formulas.f``),
 never through a copied name, so that what the proof reads is what the rules run.
@@ -17,9 +17,12 @@ from typing import Any
 __all__ = [
     "attention_head",
     "attention_heads",
+    "bistable",
     "compose",
     "concat_state",
+    "henon",
     "linear",
+    "logistic",
     "residual",
     "rmsnorm",
     "rope_score_norm",
@@ -71,3 +74,26 @@ def attention_head(
 def attention_heads(o_norm: Any, heads: Sequence[Any], *, sqrt: Sqrt = math.sqrt) -> Any:
     """R7: the constant of heads stacked and mixed by ``W_O``: ``‖W_O‖ √(Σ_h L_h²)``."""
     return o_norm * sqrt(sum(h**2 for h in heads))
+
+
+def logistic(r: Any, radius: Any) -> Any:
+    """R9: the constant of ``h ↦ r h (1 − h)`` (``r > 0``) on ``|h| ≤ R``: ``r (1 + 2R)``."""
+    return r * (1 + 2 * radius)
+
+
+def henon(a: Any, b: Any, radius: Any, *, sqrt: Sqrt = math.sqrt) -> Any:
+    """R9: the constant of ``(x, y) ↦ (1 − a x² + y, b x)`` on ``‖(x, y)‖ ≤ R``: the Frobenius
+    norm of its Jacobian at ``|x| = R``, ``√(4a²R² + 1 + b²)``."""
+    return sqrt(4 * a**2 * radius**2 + 1 + b**2)
+
+
+def bistable(
+    eta: Any,
+    radius: Any,
+    *,
+    maximum: Callable[..., Any] = max,
+    absolute: Callable[[Any], Any] = abs,
+) -> Any:
+    """R9: the constant of ``h ↦ h + η(h − h³)`` elementwise on ``‖h‖ ≤ R``: the largest
+    ``|1 + η(1 − 3t²)|`` over ``|t| ≤ R``, at ``t = 0`` or ``|t| = R``."""
+    return maximum(absolute(1 + eta), absolute(1 + eta - 3 * eta * radius**2))

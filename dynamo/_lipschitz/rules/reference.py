@@ -38,30 +38,31 @@ def zero_branch_norm(m: ZeroBranchRMSNorm, tr: _Trace, ctx: RuleContext) -> None
 @builtin_rule(ContractiveTanh, name="tanh(W h + ...)", claims=("R1", "R2"))
 def contractive_tanh(m: ContractiveTanh, tr: _Trace, ctx: RuleContext) -> None:
     tr.lo, tr.hi = 0.0, math.sqrt(m.state_shape[0])
-    tr.add(
-        ctx.where or "ContractiveTanh", "tanh(W h + ...)", sigma(m.W), "σ_max(W) · 1", ("R1", "R2")
-    )
+    lip = _formulas.compose(_formulas.linear(sigma(m.W)), ACTIVATION_SLOPES[nn.Tanh])
+    tr.add(ctx.where or "ContractiveTanh", "tanh(W h + ...)", lip, "σ_max(W) · 1", ("R1", "R2"))
 
 
 @builtin_rule(LinearMap, name="A h + ...", claims=("R1",))
 def linear_map(m: LinearMap, tr: _Trace, ctx: RuleContext) -> None:
     tr.lo, tr.hi = 0.0, math.inf
-    tr.add(ctx.where or "LinearMap", "A h + ...", sigma(m.A), "σ_max(A)", ("R1",))
+    tr.add(ctx.where or "LinearMap", "A h + ...", _formulas.linear(sigma(m.A)), "σ_max(A)", ("R1",))
 
 
 @builtin_rule(MonDEQ, name="relu(W z + ...)", claims=("R1", "R2"))
 def mon_deq(m: MonDEQ, tr: _Trace, ctx: RuleContext) -> None:
     tr.lo, tr.hi = 0.0, math.inf
-    tr.add(ctx.where or "MonDEQ", "relu(W z + ...)", sigma(m.W), "σ_max(W) · 1", ("R1", "R2"))
+    lip = _formulas.compose(_formulas.linear(sigma(m.W)), ACTIVATION_SLOPES[nn.ReLU])
+    tr.add(ctx.where or "MonDEQ", "relu(W z + ...)", lip, "σ_max(W) · 1", ("R1", "R2"))
 
 
 @builtin_rule(Hopfield, name="tanh(β W h)", claims=("R1", "R2"))
 def hopfield(m: Hopfield, tr: _Trace, ctx: RuleContext) -> None:
     tr.lo, tr.hi = 0.0, math.sqrt(m.state_shape[0])
-    tr.add(ctx.where or "Hopfield", "tanh(β W h)", m.beta * sigma(m.W), "β σ_max(W)", ("R1", "R2"))
+    lip = _formulas.compose(_formulas.linear(m.beta * sigma(m.W)), ACTIVATION_SLOPES[nn.Tanh])
+    tr.add(ctx.where or "Hopfield", "tanh(β W h)", lip, "β σ_max(W)", ("R1", "R2"))
 
 
-@builtin_rule(Logistic, Henon, Bistable, name="polynomial on a ball", claims=())
+@builtin_rule(Logistic, Henon, Bistable, name="polynomial on a ball", claims=("R9",))
 def polynomial(m: Logistic | Henon | Bistable, tr: _Trace, ctx: RuleContext) -> None:
     """The sup of ``‖J‖`` over the ball of radius ``R`` that holds the domain (convex: the mean
     value theorem gives the Lipschitz bound)."""
@@ -74,22 +75,23 @@ def polynomial(m: Logistic | Henon | Bistable, tr: _Trace, ctx: RuleContext) -> 
     R = tr.hi  # the domain lies in the ball of radius R, which is convex
     if isinstance(m, Logistic):
         r = float(m.r)
-        lip, note = r * (1 + 2 * R), "sup |r(1 − 2h)| on |h| <= R"
+        lip, note = _formulas.logistic(r, R), "sup |r(1 − 2h)| on |h| <= R"
     elif isinstance(m, Henon):
         a, b = float(m.a), float(m.b)
-        lip, note = math.sqrt(4 * a * a * R * R + 1 + b * b), "Frobenius of [[−2ax, 1], [b, 0]]"
+        lip, note = _formulas.henon(a, b, R), "Frobenius of [[−2ax, 1], [b, 0]]"
     else:
         eta = float(m.eta)
-        lip, note = max(abs(1 + eta), abs(1 + eta - 3 * eta * R * R)), "sup |1 + η(1 − 3h²)|"
+        lip, note = _formulas.bistable(eta, R), "sup |1 + η(1 − 3h²)|"
     tr.lo, tr.hi = 0.0, math.inf
-    tr.add(ctx.where or kind.__name__, "polynomial on a ball", lip, note)
+    tr.add(ctx.where or kind.__name__, "polynomial on a ball", lip, note, ("R9",))
 
 
 # ---------------------------------------------------------------------- the looped transformer
 def mlp_rule(mlp: _MLP, lo: float, hi: float) -> tuple[float, float]:
     """``W₂ gelu(W₁ x + b₁) + b₂``: ``Lip ≤ ‖W₂‖ · 1.1290 · ‖W₁‖``; ``|gelu(t)| ≤ |t|``."""
     w1, w2 = mlp.up.weight, mlp.down.weight
-    lip = sigma(w2) * ACTIVATION_SLOPES[nn.GELU] * sigma(w1)
+    up = _formulas.compose(_formulas.linear(sigma(w1)), ACTIVATION_SLOPES[nn.GELU])
+    lip = _formulas.compose(up, _formulas.linear(sigma(w2)))
     _, hi1 = linear_interval(w1, mlp.up.bias, lo, hi)
     out_hi = mul(sigma(w2), hi1) + vnorm(mlp.down.bias)
     return lip, out_hi
