@@ -177,6 +177,21 @@ def test_the_certified_bound_is_computed_by_the_formulas_the_proofs_read(formula
     assert after > before * (1 + 1e-9)
 
 
+def test_every_proven_builtin_rule_rests_on_claims_proved_in_general() -> None:
+    """A rule dynamo declares PROVEN (so that bounds built from it are certified) cites claims,
+    and every one of them has a proof of the general statement, not an instance check."""
+    kinds = {c.name: c.prove() for c in theory.registry()}
+    for layer, (rule, claims, trust) in dy.lipschitz_rules().items():
+        if trust is not dy.Trust.PROVEN:
+            continue
+        assert claims, f"{layer.__name__}: rule {rule!r} is PROVEN but cites no claim"
+        for name in claims:
+            proof = kinds[name]
+            assert proof.ok and proof.kind is ProofKind.GENERAL, (
+                f"{layer.__name__}: rule {rule!r} rests on {name}, which is {proof.describe()}"
+            )
+
+
 # ------------------------------------------------------------------ numeric counterparts
 @pytest.mark.parametrize("name", NAMES)
 def test_numeric_counterpart_holds(name: str) -> None:

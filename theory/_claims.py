@@ -37,8 +37,20 @@ def _nc(names: str) -> Any:
 # ---------------------------------------------------------------------- lemmas used here
 _a, _b, _z, _F = sp.symbols("a b z F")
 
+
+class subst(sp.Function):
+    """``subst(F, z, a)`` is F with z replaced by a, evaluated as soon as F contains z (in a
+    lemma's template F is a placeholder, so it stays unevaluated until instantiated)."""
+
+    @classmethod
+    def eval(cls, expr: Any, var: Any, value: Any) -> Any:
+        if expr.has(var):
+            return expr.xreplace({var: value})
+        return None
+
+
 LEIBNIZ = lemma(
-    "substitution of equals",
+    "substitution of equals into an expression",
     "If a = b, then F(a) = F(b) for every expression F(z) (Leibniz's law, the substitution "
     "property of equality).",
     (
@@ -47,7 +59,7 @@ LEIBNIZ = lemma(
     ),
     (_a, _b, _z, _F),
     (sp.Eq(_a, _b),),
-    (sp.Eq(sp.Subs(_F, _z, _a), sp.Subs(_F, _z, _b)),),
+    (sp.Eq(subst(_F, _z, _a), subst(_F, _z, _b), evaluate=False),),
 )
 
 
@@ -97,7 +109,7 @@ NEGATIVE_INVERTIBLE = lemma(
 )
 
 INVERSE_FUNCTION = lemma(
-    "inverse function theorem",
+    "inverse function theorem (isolated zeros)",
     "If g: U ⊂ ℝⁿ → ℝⁿ is continuously differentiable, Dg(p) = A is invertible and g(p) = 0, "
     "then g maps a neighbourhood of p one-to-one onto a neighbourhood of 0; in particular p "
     "is an isolated zero of g.",
@@ -141,7 +153,7 @@ _f, _hs = sp.symbols("f hs")
 _Dh, _Bnc = _nc("Dh B")
 
 IMPLICIT_FUNCTION = lemma(
-    "implicit function theorem",
+    "implicit function theorem (fixed points)",
     "If f(h, x) is continuously differentiable, h* = f(h*, x₀) and I − ∂_h f(h*, x₀) = I − A "
     "is invertible, then near x₀ there is a unique continuously differentiable x ↦ h*(x) with "
     "h*(x) = f(h*(x), x).",
@@ -190,7 +202,7 @@ hadamard = sp.Function("hadamard")  # hadamard(γ, u) = γ ⊙ u
 ball = sp.Function("ball")  # the closed ball of radius R about 0 in ℝ^d
 
 HOMOGENEITY = lemma(
-    "absolute homogeneity of a norm",
+    "‖c u‖ = |c| ‖u‖ (vector norm)",
     "‖c u‖ = |c| ‖u‖ for every scalar c and vector u.",
     ("any text on normed spaces",),
     (_c, _u),
@@ -258,7 +270,7 @@ DIAGONAL_NORM = lemma(
 _sa, _sA, _sb, _sB = sp.symbols("a A b B")
 
 PRODUCT_MONOTONE = lemma(
-    "products of nonnegative bounds",
+    "product of two nonnegative bounds",
     "If 0 ≤ a ≤ A and 0 ≤ b ≤ B, then a b ≤ A B.",
     ("order axioms of the real numbers",),
     (_sa, _sA, _sb, _sB),
@@ -424,43 +436,14 @@ def _dN(v: Any, b: Any, w: Any) -> Any:
     """∂N(h)[v] = d/ds N(h + s v) at s = 0 for N(y) = √d y/‖y‖, with
     ‖h + s v‖² = r² + 2 s b + s² w² (r = ‖h‖, b = ⟨h, v⟩, w = ‖v‖)."""
     y = _hv2 + _s * v
-    return sp.Subs(sp.Derivative(sp.sqrt(_d) * y / sp.sqrt(_r**2 + 2 * _s * b + _s**2 * w**2), _s), _s, 0)
+    unit = y / sp.sqrt(_r**2 + 2 * _s * b + _s**2 * w**2)  # y/‖y‖ along the line
+    return sp.sqrt(_d) * sp.Subs(sp.Derivative(unit, _s), _s, 0)
 
 
-_DN_GEN = _dN(_v2, _ip, _w)
-_DN_H = _dN(_hv2, _r**2, _r)  # along h itself: ⟨h, h⟩ = r², ‖h‖ = r
+_DN_GEN = _dN(_v2, _ip, _w)  # along any v
 _DN_FORMULA = sp.sqrt(_d) / _r * (_v2 - _hv2 * _ip / _r**2)  # (√d/r)(I − h hᵀ/r²) v
-
-
-def _rmsnorm_jacobian(d: Derivation, r_value: Any = None) -> None:
-    """∂N(h) = (√d/r)(I − h hᵀ/r²): 0 along h, √d/r on h⊥ (and 1 there when r = √d)."""
-    d.identity(
-        _DN_GEN,
-        _DN_FORMULA,
-        "∂N(h)[v] = (√d/r)(v − h⟨h, v⟩/r²), i.e. ∂N = (√d/r)(I − h hᵀ/r²) "
-        "(‖h + s v‖² = r² + 2s⟨h, v⟩ + s²‖v‖² by bilinearity)",
-    )
-    d.identity(_DN_H, 0, "∂N(h)[h] = 0: eigenvalue 0 along h (N(c h) = N(h) for c > 0)")
-    z = sp.Symbol("z")
-    perp = _subst(
-        d,
-        sp.Eq(_ip, 0),
-        z,
-        sp.sqrt(_d) / _r * (_v2 - _hv2 * z / _r**2),
-        "for v ⊥ h (b = ⟨h, v⟩ = 0): ∂N(h)[v] = (√d/r) v",
-    )
-    d.chain([sp.Eq(_DN_GEN, _DN_FORMULA), perp], "∂N(h)[v] = (√d/r) v on h⊥ (dimension d − 1)")
-    if r_value is not None:
-        on = _subst(
-            d,
-            sp.Eq(_r, r_value),
-            z,
-            sp.sqrt(_d) * _v2 / z,
-            f"on the sphere ‖h‖ = {r_value}: (√d/r) v = v",
-        )
-        d.chain(
-            [sp.Eq(_DN_GEN, sp.sqrt(_d) * _v2 / _r), on], "∂N(h)[v] = v on h⊥: eigenvalue 1"
-        )
+_DN_H = _dN(_hv2, _r**2, _r)  # along h itself: ⟨h, h⟩ = r², ‖h‖ = r
+_DN_PERP = _dN(_v2, 0, _w)  # along v ⊥ h: ⟨h, v⟩ = 0
 
 
 def _check_c2(d: int = 6, *, seed: int = 0) -> CheckResult:
@@ -499,24 +482,35 @@ def _check_c2(d: int = 6, *, seed: int = 0) -> CheckResult:
     goal=(
         sp.Eq(sp.sqrt(_d) * _hv2 / _r, _hv2),
         sp.Eq(_DN_H, 0),
-        sp.Eq(_DN_GEN, _v2),
+        sp.Eq(_DN_PERP.subs(_r, sp.sqrt(_d)), _v2),
     ),
-    assumptions=(sp.Eq(_r, sp.sqrt(_d)), sp.Eq(_ip, 0)),
+    assumptions=(sp.Eq(_r, sp.sqrt(_d)),),
     variants=(
         Variant("eigenvalue 1 along h as well (∂f = I)", goal=(sp.Eq(_DN_H, _hv2),)),
         Variant("the sphere of radius d instead of √d", overrides={"radius": _d}),
-        Variant("eigenvalue 1 on every v, not only v ⊥ h", drop=(1,)),
+        Variant(
+            "eigenvalue 1 on every v, not only v ⊥ h",
+            goal=(sp.Eq(_DN_GEN.subs(_r, sp.sqrt(_d)), _v2),),
+        ),
     ),
 )
 def c2(d: Derivation, radius: Any = None) -> None:
     radius = sp.sqrt(_d) if radius is None else radius
     z = sp.Symbol("z")
-    fixed = _subst(
-        d, sp.Eq(_r, radius), z, sp.sqrt(_d) * _hv2 / z, "N(h) = √d h/r = h where r = √d"
+    _subst(
+        d,
+        sp.Eq(_r, radius),
+        z,
+        sp.sqrt(_d) * _hv2 / z,
+        "N(h) = √d h/r = h where r = √d: every point of the sphere is fixed",
     )
-    d.identity(fixed.rhs, _hv2, "so N(h) = h on the sphere")
-    d.chain([fixed, sp.Eq(fixed.rhs, _hv2)], "every point of the sphere is fixed")
-    _rmsnorm_jacobian(d, radius)
+    d.identity(_DN_H, 0, "∂N(h)[h] = 0: eigenvalue 0 along h (N(c h) = N(h) for c > 0)")
+    d.identity(
+        _DN_PERP.subs(_r, radius),
+        _v2,
+        "∂N(h)[v] = v for every v ⊥ h on the sphere (‖h + s v‖² = d + s²‖v‖²): eigenvalue 1 "
+        "on the (d − 1)-dimensional h⊥",
+    )
 
 
 # ---------------------------------------------------------------------- C3
@@ -603,4 +597,461 @@ def c3(d: Derivation) -> None:
         M=1 - _Ah,
         X=_Dh,
         Y=_Bx,
+    )
+
+
+# ---------------------------------------------------------------------- C4
+def _check_c4(d: int = 8, *, seed: int = 0) -> CheckResult:
+    norm_ = torch.nn.RMSNorm(d, eps=0.0, elementwise_affine=False, dtype=F64)
+    system = dy.LoopedSystem.from_module(norm_, state_shape=(d,))
+    x = 3 * torch.randn(3, d, generator=_gen(seed), dtype=F64)
+    with torch.no_grad():
+        y = system.step(x)
+    norm_err = float((y.norm(dim=1) - math.sqrt(d)).abs().max())
+    eig = torch.linalg.eigvals(dy.jacobian(system, x)).real.sort(dim=1).values
+    expect = torch.cat(
+        [torch.zeros(3, 1, dtype=F64), (math.sqrt(d) / x.norm(dim=1))[:, None].expand(3, d - 1)],
+        dim=1,
+    )
+    spec = float((eig - expect).abs().max())
+    ok = norm_err < 1e-12 and spec < 1e-10
+    return CheckResult(
+        "C4",
+        ok,
+        f"‖RMSNorm(x)‖ = √d to {norm_err:.1e}; Jacobian spectrum {{0, √d/‖x‖}} to {spec:.1e}",
+        {"norm_error": norm_err, "spectrum_error": spec},
+    )
+
+
+_gmax4 = sp.Symbol("gamma_max", positive=True)
+_gamma4 = sp.Symbol("gamma")
+_fx = sp.Symbol("f_x")  # h ↦ γ ⊙ N(h + F(h, x)) for one input x
+_N4 = sp.sqrt(_d) * _hv2 / _r  # N at a nonzero pre-norm vector h = y with ‖y‖ = r
+_RADIUS = sp.sqrt(_d) * _gmax4
+_C4_ASSUME = (
+    sp.Eq(norm(_hv2), _r),  # r = ‖h‖ > 0: the pre-norm vector is not 0
+    Pred("max_abs", (_gamma4, _gmax4)),  # γ_max = max_i |γ_i|
+    Pred("value_of", (_fx, hadamard(_gamma4, _N4))),  # f_x's values are γ ⊙ N(pre-norm vector)
+    Pred("continuous", (_fx,)),  # ε > 0, or no pre-norm vector is 0
+)
+_C4_GOAL = (
+    sp.Eq(norm(_N4), sp.sqrt(_d)),
+    sp.Eq(_DN_GEN, _DN_FORMULA),
+    sp.Eq(_DN_H, 0),
+    sp.Eq(_DN_PERP, sp.sqrt(_d) / _r * _v2),
+    Pred("has_fixed_point", (_fx, ball(_RADIUS))),
+)
+
+
+@claim(
+    "C4",
+    "RMSNorm puts tokens on a sphere; its Jacobian; outer norm gives a fixed point for every x",
+    r"With $\gamma = 1$, $\varepsilon = 0$, for every $d$ and $x$ with $r = \lVert x\rVert > 0$: "
+    r"$\lVert N(x)\rVert = \sqrt d$ and $\partial N(x) = \frac{\sqrt d}{r}\left(I - "
+    r"\frac{x x^\top}{r^2}\right)$, with eigenvalue 0 on $x$ and $\sqrt d/r$ on $x^\perp$. An "
+    r"outer normalization $f_x(h) = \gamma \odot N(h + F(h, x))$ maps the ball of radius "
+    r"$\sqrt d \max|\gamma|$ into itself, so when $f_x$ is continuous ($\varepsilon > 0$ or no "
+    r"zero pre-norm vector) it has a fixed point there (Brouwer), for every $x$.",
+    ("γ = 1, ε = 0 (for the exact sphere)", "continuity for Brouwer: ε > 0 or no zero pre-norm"),
+    ("SCIENCE.md C4", "L. E. J. Brouwer, Math. Ann. 71, 1912"),
+    _check_c4,
+    goal=_C4_GOAL,
+    assumptions=_C4_ASSUME,
+    variants=(
+        Variant("‖N(x)‖ = d (the wrong norm)", goal=(sp.Eq(norm(_N4), _d),)),
+        Variant("Brouwer without continuity", drop=(3,)),
+        Variant("the ball of radius max|γ| (without √d)", overrides={"radius": _gmax4}),
+        Variant("∂N(x) = (√d/r) I (no projection)", goal=(sp.Eq(_DN_H, sp.sqrt(_d) / _r * _hv2),)),
+    ),
+)
+def c4(d: Derivation, radius: Any = None) -> None:
+    radius = _RADIUS if radius is None else radius
+    z = sp.Symbol("z")
+    # ‖N(x)‖ = (√d/r)‖x‖ = √d
+    scaled = d.lemma(HOMOGENEITY, "‖(√d/r) x‖ = (√d/r)‖x‖", c=sp.sqrt(_d) / _r, u=_hv2)
+    on = _subst(d, sp.Eq(norm(_hv2), _r), z, sp.sqrt(_d) * z / _r, "with ‖x‖ = r: (√d/r) r = √d")
+    d.chain([scaled, on], "‖N(x)‖ = √d: RMSNorm puts every token on the sphere")
+    # Brouwer for the outer norm
+    had = d.lemma(HADAMARD_BOUND, "‖γ ⊙ N‖ ≤ γ_max ‖N‖", gamma=_gamma4, gamma_max=_gmax4, u=_N4)
+    cap = _subst(
+        d, sp.Eq(norm(_N4), sp.sqrt(_d)), z, _gmax4 * z, "γ_max ‖N‖ = √d γ_max on the sphere"
+    )
+    d.chain([had, cap], "every value of f_x has norm ≤ √d γ_max")
+    d.lemma(INTO_BALL, "f_x maps the ball into itself", f=_fx, u=hadamard(_gamma4, _N4), R=radius)
+    d.lemma(BALL_COMPACT_CONVEX, "the ball is nonempty, compact and convex", R=radius)
+    d.lemma(BROUWER, "f_x has a fixed point in the ball", f=_fx, K=ball(radius))
+    # the Jacobian and its eigenvalues, for every d and r (last: keeps look-ups fast)
+    d.identity(
+        _DN_GEN,
+        _DN_FORMULA,
+        "∂N(x)[v] = (√d/r)(v − x⟨x, v⟩/r²), i.e. ∂N = (√d/r)(I − x xᵀ/r²) "
+        "(‖x + s v‖² = r² + 2s⟨x, v⟩ + s²‖v‖² by bilinearity)",
+    )
+    d.identity(_DN_H, 0, "∂N(x)[x] = 0: eigenvalue 0 along x")
+    d.identity(
+        _DN_PERP, sp.sqrt(_d) / _r * _v2, "∂N(x)[v] = (√d/r) v for v ⊥ x: eigenvalue √d/r on x⊥"
+    )
+
+
+# ---------------------------------------------------------------------- C5
+def _check_c5(eps: float = 1e-5, d: int = 8) -> CheckResult:
+    ln = torch.nn.LayerNorm(d, eps=eps, dtype=F64)
+    system = dy.LoopedSystem.from_module(ln, state_shape=(d,))
+    const = torch.full((1, d), 0.7, dtype=F64)
+    local = float(dy.spectral_norm(system, const).values[0])
+    up = dy.lipschitz_upper_bound(ln, dy.Domain()).value
+    target = 1 / math.sqrt(eps)
+    ok = abs(local - target) <= 1e-6 * target and abs(up - target) <= 1e-9 * target
+    return CheckResult(
+        "C5",
+        ok,
+        f"‖∂LN‖₂ at zero variance = {local:.6f}, certified bound {up:.6f}, 1/√ε = {target:.6f}",
+        {"local": local, "bound": up, "target": target},
+    )
+
+
+_eps = sp.Symbol("epsilon", positive=True)
+_var = sp.Symbol("v", nonnegative=True)  # the variance ‖c‖²/d of the centred input c
+_cv5, _wv5 = sp.symbols("c w")  # the centred input c = P x and a centred direction w = P u
+_k5 = sp.Symbol("k", real=True)  # k = ⟨c, w⟩
+_m5 = sp.Symbol("m", nonnegative=True)  # m = ‖w‖
+_Bnd = sp.Symbol("B", positive=True)
+_E5, _ET5 = _nc("one one^T")  # the all-ones vector 1 and 1ᵀ
+_P5 = 1 - _E5 * _ET5 / _d  # the centring matrix I − 11ᵀ/d
+_lnf = sp.Symbol("LN")
+
+_PHI_LN = 1 / sp.sqrt(_var + _eps)  # LayerNorm: c ↦ c/√(var + ε)
+#: a map that agrees with LayerNorm at zero variance (Jacobian P/√ε there) but multiplies by the
+#: scale instead of dividing: c ↦ c √(var + ε)/ε. Its ‖J‖ grows with the variance (about 4899
+#: at var ≈ 6e-4, ε = 1e-5), so no proof may show the LayerNorm bound for it.
+_PHI_BAD = sp.sqrt(_var + _eps) / _eps
+
+
+def _alpha_beta(phi: Any) -> tuple[Any, Any]:
+    """The Jacobian of c ↦ c φ(‖c‖²/d) along centred directions is αI + β c cᵀ, with α = φ(v),
+    β = 2φ'(v)/d; returned in terms of e = √ε and t = √(v + ε) − √ε ≥ 0."""
+    at = {_var: _t5**2 + 2 * _e5 * _t5, _eps: _e5**2}
+    return sp.factor(phi.subs(at)), sp.factor((2 * sp.diff(phi, _var) / _d).subs(at))
+
+
+_e5 = sp.Symbol("e", positive=True)  # e = √ε
+_t5 = sp.Symbol("t", nonnegative=True)  # t = √(v + ε) − √ε: v = t² + 2 e t ranges over v ≥ 0
+_Msym, _Psym = _nc("M P")
+_AL_LN, _BE_LN = _alpha_beta(_PHI_LN)
+_M5 = _AL_LN + _BE_LN * _Cv * _CvT  # M = αI + β c cᵀ
+_J5 = _Gnc * _Msym * _Psym  # J = Γ M P
+
+_C5_ASSUME = (
+    sp.Eq(_Msym, _M5),  # M = αI + β c cᵀ, LayerNorm's α = (v + ε)^(-1/2), β = −(v + ε)^(-3/2)/d
+    sp.Eq(_Psym, _P5),  # P = I − 11ᵀ/d
+    sp.Eq(norm(_Cv), sp.sqrt(_d * (_t5**2 + 2 * _e5 * _t5))),  # ‖c‖ = √(d v), v = t² + 2 e t
+    Pred("diagonal_of", (_Gnc, _gam)),  # Γ = diag(γ)
+    Pred("max_abs", (_gam, _gmax4)),  # γ_max = max |γ_i|
+    sp.Eq(norm(_E5), sp.sqrt(_d)),  # ‖1‖ = √d
+    Pred("centring_matrix", (_Psym, _d)),
+    sp.Ge(_d, 2),
+)
+_C5_GOAL = (
+    sp.Le(opnorm(_J5), _gmax4 / _e5),
+    sp.Eq(opnorm(_Psym / _e5), 1 / _e5),
+    sp.Lt(_Bnd, sp.Subs(_PHI_LN.subs(_eps, 0), _var, 1 / (4 * _Bnd**2))),
+)
+_CERT_ALONG_C = _t5 * (_t5**2 + 3 * _e5 * _t5 + 3 * _e5**2) / (_e5 * (_e5 + _t5) ** 3)
+
+
+def _le_with(d: Derivation, lhs: Any, rhs: Any, cert: Any, why: str) -> Any:
+    """``lhs ≤ rhs``, through ``cert`` when it is the gap, else by sympy alone (so a map that
+    breaks the bound fails here, with sympy's verdict on the gap)."""
+    use = cert if cert is not None and sp.simplify(rhs - lhs - cert) == 0 else None
+    return d.inequality(lhs, rhs, why, by=use)
+
+
+@claim(
+    "C5",
+    "LayerNorm's Lipschitz constant is max|γ|/√ε, attained at zero variance",
+    r"For every $d \ge 2$ and $\varepsilon = e^2 > 0$: the Jacobian of "
+    r"$\mathrm{LN}(x) = \gamma \odot (x - \bar x)/\sqrt{\mathrm{var}(x) + \varepsilon}$ is "
+    r"$J = \Gamma M P$ with $\Gamma = \mathrm{diag}(\gamma)$, $P = I - 11^\top/d$, "
+    r"$M = \alpha I + \beta c c^\top$, $c = Px$ the centred input, $v = \lVert c\rVert^2/d$, "
+    r"$\alpha = (v + \varepsilon)^{-1/2}$, $\beta = -d^{-1}(v + \varepsilon)^{-3/2}$ (written "
+    r"with $t = \sqrt{v + \varepsilon} - \sqrt\varepsilon \ge 0$), and "
+    r"$\lVert J\rVert_2 \le \max|\gamma|/\sqrt\varepsilon$ (316.23 at $\varepsilon = 10^{-5}$); "
+    r"at zero variance with $\gamma = 1$, $J = P/\sqrt\varepsilon$ has norm exactly "
+    r"$1/\sqrt\varepsilon$. With $\varepsilon = 0$ the eigenvalue $\alpha = 1/\sqrt v$ (on "
+    r"$c^\perp \cap 1^\perp \ne \{0\}$ for $d \ge 3$) exceeds every $B > 0$ (at $v = 1/4B^2$): "
+    r"no global bound.",
+    ("ε > 0", "d ≥ 2"),
+    (
+        "SCIENCE.md C5",
+        "J. L. Ba, J. R. Kiros & G. E. Hinton, Layer Normalization, arXiv:1607.06450",
+    ),
+    _check_c5,
+    goal=_C5_GOAL,
+    assumptions=_C5_ASSUME,
+    variants=(
+        Variant("half the bound, max|γ|/(2√ε)", goal=(sp.Le(opnorm(_J5), _gmax4 / (2 * _e5)),)),
+        Variant(
+            "the bound for c ↦ c √(var + ε)/ε, whose Jacobian equals LayerNorm's, P/√ε, at zero "
+            "variance but whose ‖J‖ reaches 4899 (vs 316) at ε = 1e-5",
+            overrides={"phi": _PHI_BAD},
+        ),
+        Variant("without the variance's definition ‖c‖² = d v", drop=(2,)),
+    ),
+)
+def c5(d: Derivation, phi: Any = None) -> None:
+    phi = _PHI_LN if phi is None else phi
+    al, be = _alpha_beta(phi)  # the map's own coefficients (its derivative is checked last)
+    L = 1 / _e5
+    z = sp.Symbol("z")
+    v_t = _t5**2 + 2 * _e5 * _t5
+    # the eigenvalues of αI + β c cᵀ: α on c⊥ and α + βρ² = α + β d v on c; both ≤ 1/√ε
+    _le_with(d, sp.Abs(al), L, None, "|α| ≤ 1/√ε for every variance v ≥ 0")
+    _le_with(d, sp.Abs(al + be * _d * v_t), L, _CERT_ALONG_C, "|α + β‖c‖²| = |α + β d v| ≤ 1/√ε")
+    if not (d.steps[-1].ok and d.steps[-2].ok):  # a proof stops at its first failed step
+        return
+    m0 = d.lemma(
+        RANK_ONE,
+        "‖αI + β c cᵀ‖₂ ≤ 1/√ε",
+        alpha=al,
+        beta=be,
+        c=_Cv,
+        **{"c^T": _CvT},
+        rho=sp.sqrt(_d * v_t),
+        L=L,
+    )
+    m1 = _subst(d, sp.Eq(_Msym, al + be * _Cv * _CvT), z, opnorm(z), "‖M‖ = ‖αI + β c cᵀ‖")
+    m = d.chain([m1, m0], "‖M‖₂ ≤ 1/√ε")
+    # ‖P‖₂ ≤ 1: P = I − 11ᵀ/d has eigenvalues 1 (on 1⊥) and 1 − d/d = 0
+    p0 = d.lemma(
+        RANK_ONE,
+        "‖I − 11ᵀ/d‖₂ ≤ 1",
+        alpha=1,
+        beta=-1 / _d,
+        c=_E5,
+        **{"c^T": _ET5},
+        rho=sp.sqrt(_d),
+        L=1,
+    )
+    p1 = _subst(d, sp.Eq(_Psym, _P5), z, opnorm(z), "‖P‖ = ‖I − 11ᵀ/d‖")
+    p = d.chain([p1, p0], "‖P‖₂ ≤ 1")
+    g = d.lemma(DIAGONAL_NORM, "‖Γ‖₂ ≤ γ_max", Gamma=_Gnc, gamma=_gam, gamma_max=_gmax4)
+    s1 = d.lemma(SUBMULTIPLICATIVE, "‖Γ M P‖ ≤ ‖Γ‖ ‖M P‖", A=_Gnc, B=_Msym * _Psym)
+    s2 = d.lemma(SUBMULTIPLICATIVE, "‖M P‖ ≤ ‖M‖ ‖P‖", A=_Msym, B=_Psym)
+    mp = d.lemma(
+        PRODUCT_MONOTONE, "‖M‖ ‖P‖ ≤ (1/√ε)·1", a=opnorm(_Msym), A=m.rhs, b=opnorm(_Psym), B=p.rhs
+    )
+    mp2 = d.chain([s2, mp], "‖M P‖ ≤ 1/√ε")
+    gmp = d.lemma(
+        PRODUCT_MONOTONE,
+        "‖Γ‖ ‖M P‖ ≤ γ_max/√ε",
+        a=opnorm(_Gnc),
+        A=g.rhs,
+        b=opnorm(_Msym * _Psym),
+        B=mp2.rhs,
+    )
+    d.chain([s1, gmp], "‖J‖₂ ≤ max|γ|/√ε")
+    # attained at zero variance (γ = 1): c = 0, J = α(0) P = P/√ε, and ‖P‖₂ = 1 for d ≥ 2
+    d.identity(sp.Subs(al, _t5, 0), L, "at zero variance (t = 0) α = 1/√ε; c = 0, so J = P/√ε")
+    hom = d.lemma(OPNORM_HOMOGENEITY, "‖P/√ε‖ = ‖P‖/√ε", c=L, A=_Psym)
+    one = d.lemma(CENTRING_NORM, "‖P‖₂ = 1", P=_Psym, d=_d)
+    at0 = _subst(d, one, z, L * z, "‖P‖/√ε = 1/√ε")
+    d.chain([hom, at0], "‖J‖₂ = 1/√ε at zero variance: the bound is attained")
+    # ε = 0: α = 1/√v exceeds any B at v = 1/(4B²)
+    alpha0 = sp.Subs(phi.subs(_eps, 0), _var, 1 / (4 * _Bnd**2))
+    val = d.identity(alpha0, 2 * _Bnd, "with ε = 0, α(1/(4B²)) = 2B")
+    big = d.inequality(_Bnd, 2 * _Bnd, "2B > B", strict=True)
+    d.chain([big, sp.Eq(val.rhs, val.lhs)], "α exceeds every B: no global bound at ε = 0")
+    # last (to keep the look-ups above fast): the map's Jacobian is Γ(αI + β c cᵀ)P. Along a
+    # centred direction w (P is linear), d/ds at 0 of (c + s w) φ(‖c + s w‖²/d), with
+    # ‖c + s w‖²/d = v + (2 s k + s² m²)/d (k = ⟨c, w⟩, m = ‖w‖), is α w + β c k
+    s = _s
+    line = (_cv5 + s * _wv5) * phi.subs(_var, _var + (2 * s * _k5 + s**2 * _m5**2) / _d)
+    a_v, b_v = phi, 2 * sp.diff(phi, _var) / _d
+    d.identity(
+        sp.Subs(sp.Derivative(line, s), s, 0),
+        a_v * _wv5 + b_v * _cv5 * _k5,
+        "the derivative along w is α w + β c ⟨c, w⟩ (α = φ(v), β = 2φ'(v)/d): J = Γ(αI + β c cᵀ)P",
+    )
+
+
+# ---------------------------------------------------------------------- C6
+def _attention_1d(x: torch.Tensor, a: float) -> torch.Tensor:
+    scores = a * x[:, None] * x[None, :]
+    return torch.softmax(scores, dim=1) @ x
+
+
+def _check_c6(a: float = 1.0) -> CheckResult:
+    from dynamo.kernel import prime_forward_ad as _prime_forward_ad
+
+    _prime_forward_ad()  # jacfwd's first use would warn about torch's own deprecated internals
+    vals = []
+    for t in (1.0, 4.0, 16.0):
+        x = torch.tensor([0.0, t], dtype=F64)
+        J = torch.func.jacfwd(lambda z: _attention_1d(z, a))(x)
+        vals.append((t, float(J[0, 0]), 0.5 + a * t * t / 4))
+    err = max(abs(g - w) for _, g, w in vals)
+    return CheckResult(
+        "C6",
+        err < 1e-10,
+        "∂f₁/∂x₁ at x = (0, t): "
+        + ", ".join(f"t={t:g}: {g:.6g}" for t, g, _ in vals)
+        + f" (formula to {err:.1e}): unbounded in t",
+        {"values": [g for _, g, _ in vals], "error": err},
+    )
+
+
+_x61, _x62 = sp.symbols("x1 x2", real=True)
+_t6 = sp.Symbol("t", real=True)
+_a6 = sp.Symbol("a", positive=True)
+_att = sp.Symbol("Att")  # the attention map (x1, x2) ↦ (f1, f2), scores a x_i x_j
+
+
+def _f1() -> Any:
+    """Token 1's output: softmax over the scores a x₁x₁, a x₁x₂ applied to the values x₁, x₂."""
+    w1, w2 = sp.exp(_a6 * _x61 * _x61), sp.exp(_a6 * _x61 * _x62)
+    return (w1 * _x61 + w2 * _x62) / (w1 + w2)
+
+
+def _partial_at(t: Any) -> Any:
+    """∂f₁/∂x₁ at (x₁, x₂) = (0, t)."""
+    return sp.Subs(sp.Derivative(_f1(), _x61), (_x61, _x62), (0, t))
+
+
+_T_OF_B = 2 * sp.sqrt(_Bnd / _a6)  # where ∂f₁/∂x₁ = 1/2 + B
+
+
+@claim(
+    "C6",
+    "Dot-product self-attention is not globally Lipschitz",
+    r"For $n = 2$ tokens in $d = 1$ with scores $a x_i x_j$ ($a > 0$): at $x = (0, t)$, "
+    r"$\partial f_1/\partial x_1 = \tfrac12 + a t^2/4$ for every $t$, so for every $B > 0$ "
+    r"(at $t = 2\sqrt{B/a}$) $\mathrm{Lip}(f) \ge \tfrac12 + B > B$: attention is not globally "
+    r"Lipschitz, and any certificate for it is local to a bounded set (on bounded sets the "
+    r"bound is R7's).",
+    ("a > 0", "f differentiable"),
+    ("Kim, Papamakarios & Mnih, arXiv:2006.04710", "Castin, Ablin & Peyré, arXiv:2312.14820"),
+    _check_c6,
+    goal=(
+        sp.Eq(_partial_at(_t6), sp.Rational(1, 2) + _a6 * _t6**2 / 4),
+        sp.Lt(_Bnd, Lip(_att)),
+    ),
+    assumptions=(
+        Pred("differentiable", (_att,)),
+        Pred("partial_derivative_of", (_partial_at(_T_OF_B), _att, (0, _T_OF_B))),
+    ),
+    variants=(
+        Variant("the coefficient a t²/2 instead of a t²/4", overrides={"coefficient": 2}),
+        Variant(
+            "globally Lipschitz with constant 1/2 + a",
+            goal=(sp.Le(Lip(_att), sp.Rational(1, 2) + _a6),),
+        ),
+        Variant("without differentiability (no link from ∂f to Lip f)", drop=(0,)),
+    ),
+    uses=("R7",),
+)
+def c6(d: Derivation, coefficient: Any = None) -> None:
+    coef = sp.Rational(1, 4) if coefficient is None else sp.Rational(1, 4) * coefficient
+    d.identity(
+        _partial_at(_t6),
+        sp.Rational(1, 2) + coef * _a6 * _t6**2,
+        "∂f₁/∂x₁ at (0, t) = 1/2 + a t²/4",
+    )
+    value = d.identity(
+        _partial_at(_T_OF_B), sp.Rational(1, 2) + coef * 4 * _Bnd, "at t = 2√(B/a): 1/2 + B"
+    )
+    z = sp.Symbol("z")
+    absval = _subst(d, value, z, sp.Abs(z), "|∂f₁/∂x₁| = 1/2 + B there")
+    low = d.lemma(
+        LIP_GE_PARTIAL, "|∂f₁/∂x₁| ≤ Lip(f)", f=_att, u=_partial_at(_T_OF_B), p=(0, _T_OF_B)
+    )
+    gap = d.inequality(_Bnd, value.rhs, "B < 1/2 + B", strict=True)
+    d.chain(
+        [gap, sp.Eq(absval.rhs, absval.lhs), low],
+        "Lip(f) > B for every B > 0: not globally Lipschitz",
+    )
+
+
+# ---------------------------------------------------------------------- C7
+def _check_c7(pos: str = "rope", *, seed: int = 0) -> CheckResult:
+    model = dy.models.LoopedTransformer(
+        d_model=16, n_heads=4, recall="none", norm="pre", pos=pos, seed=seed
+    )
+    system = dy.LoopedSystem.from_module(model, torch.zeros(1, 6, 16))
+    token = torch.randn(1, 1, 16, generator=_gen(seed), dtype=F64)
+    with torch.no_grad():
+        out = system.step(token.expand(1, 6, 16).clone())
+    dev = float((out - out[:, :1]).abs().max())
+    ok = dev <= 1e-12
+    return CheckResult(
+        "C7",
+        ok,
+        f"pos={pos!r}: a uniform sequence maps to tokens that differ by {dev:.1e}",
+        {"deviation": dev},
+        violated=() if ok else ("no additive absolute positions inside the block",),
+    )
+
+
+_i7, _j7 = sp.symbols("i j", integer=True, positive=True)
+_m7 = sp.Symbol("m", integer=True, positive=True)  # the keys token i attends to: T, or i if causal
+_S7 = sp.IndexedBase("s")  # scores s_ij: any function of the tokens and positions
+_p7 = sp.IndexedBase("p")  # additive absolute positions (the false variant)
+_v7 = sp.Symbol("v")  # the common token
+_V7 = sp.Function("V")  # the value map (all heads, concatenated and projected)
+_g7 = sp.Function("g")  # the position-wise rest of the block (norms, MLP)
+_U7 = _v7 + _V7(_v7) + _g7(_v7 + _V7(_v7))  # the block's output on the single token [v]
+
+
+def _block_output(absolute: bool) -> tuple[Any, Any, Any]:
+    """Token i's attention numerator, denominator, and the block output built on them."""
+    value = _V7(_v7 + _p7[_j7]) if absolute else _V7(_v7)
+    weights = sp.exp(_S7[_i7, _j7])
+    num = sp.Sum(weights * value, (_j7, 1, _m7))
+    den = sp.Sum(weights, (_j7, 1, _m7))
+    att = num / den
+    return num, den, _v7 + att + _g7(_v7 + att)
+
+
+_NUM7, _DEN7, _OUT7 = _block_output(False)
+
+
+@claim(
+    "C7",
+    "Uniform sequences stay uniform without absolute positions",
+    r"If positions enter a block only through the attention scores $s_{ij}$ (RoPE, ALiBi, "
+    r"causal or other masks, or no positional encoding) and the rest of the block is "
+    r"position-wise, then on a uniform sequence $[v, \dots, v]$ token $i$'s output, for every "
+    r"$i$, every number $m \ge 1$ of attended keys and every scores, is $u = v + V(v) + "
+    r"g(v + V(v))$: the block's output on the single token $[v]$. So the sequence stays "
+    r"uniform, layer after layer, and $[x] = T([x])$ implies $[x, \dots, x] = T([x, \dots, x])$; "
+    r"false with additive absolute positions.",
+    ("positions enter only the attention scores (or not at all)", "the rest is position-wise"),
+    ("SCIENCE.md C7, seed 004",),
+    _check_c7,
+    goal=(sp.Eq(_OUT7, _U7),),
+    variants=(
+        Variant(
+            "with additive absolute positions (values V(v + p_j))", overrides={"absolute": True}
+        ),
+        Variant(
+            "each token's output is V(v), without the residual",
+            goal=(sp.Eq(_OUT7, _V7(_v7) + _g7(_V7(_v7))),),
+        ),
+    ),
+)
+def c7(d: Derivation, absolute: bool = False) -> None:
+    num, den, _out = _block_output(absolute)
+    z = sp.Symbol("z")
+    total = d.identity(
+        num, _V7(_v7) * den, "Σ_j w_ij V(v_j) = V(v) Σ_j w_ij when every v_j = v, whatever the s_ij"
+    )
+    if not d.steps[-1].ok:  # a proof stops at its first failed step
+        return
+    att = _subst(d, total, z, z / den, "token i's attention output is V(v): the weights sum to 1")
+    _subst(
+        d,
+        att,
+        z,
+        _v7 + z + _g7(_v7 + z),
+        "the residual and the position-wise layers see only token i's vector: every token's "
+        "output is u = v + V(v) + g(v + V(v)), the block's output on [v]",
     )

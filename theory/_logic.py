@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
@@ -152,10 +153,29 @@ def _zero(expr: Any) -> bool:
     e = sp.sympify(expr)
     if isinstance(e, sp.MatrixBase):
         return all(_zero(v) for v in e)
-    if e == 0:
+    if e == 0 or isinstance(e, sp.ZeroMatrix):
         return True
-    s = sp.simplify(e)
-    return bool(s == 0 or s.is_zero is True)
+    try:
+        return _zero_cached(e)
+    except TypeError:  # unhashable: no cache
+        return _zero_uncached(e)
+
+
+def _zero_uncached(e: Any) -> bool:
+    # expand first (cheap, and enough for polynomial identities), simplify only if needed
+    x = sp.expand(e)
+    if x == 0 or isinstance(x, sp.ZeroMatrix):
+        return True
+    try:
+        s = sp.simplify(e)  # the original: simplify may not undo what expand did
+    except RecursionError:  # sympy's simplify on nested noncommutative functions
+        return False
+    return bool(s == 0 or isinstance(s, sp.ZeroMatrix) or s.is_zero is True)
+
+
+@lru_cache(maxsize=4096)
+def _zero_cached(e: Any) -> bool:
+    return _zero_uncached(e)
 
 
 def _sides(fact: Any) -> tuple[str, Any, Any] | None:
@@ -191,14 +211,31 @@ def same_fact(a: Fact, b: Fact) -> bool:
         if a.name != b.name or len(a.args) != len(b.args):
             return False
         return all(_same_arg(x, y) for x, y in zip(a.args, b.args, strict=True))
+    if a == b:
+        return True
     sa, sb = _sides(a), _sides(b)
     if sa is None or sb is None:
-        return bool(sp.simplify(sp.Equivalent(a, b)) is sp.true) if sa is sb else False
+        if sa is not sb:
+            return False
+        try:
+            return bool(sp.simplify(sp.Equivalent(a, b)) is sp.true)
+        except (TypeError, RecursionError):
+            return False
     if sa[0] != sb[0]:
         return False
-    if _zero(sa[1] - sb[1]) and _zero(sa[2] - sb[2]):
+    if _same_expr(sa[1], sb[1]) and _same_expr(sa[2], sb[2]):
         return True
-    return sa[0] == "=" and _zero(sa[1] - sb[2]) and _zero(sa[2] - sb[1])
+    return sa[0] == "=" and _same_expr(sa[1], sb[2]) and _same_expr(sa[2], sb[1])
+
+
+def _same_expr(x: Any, y: Any) -> bool:
+    """``x − y`` simplifies to zero (structurally equal first; False where it cannot be formed)."""
+    if x == y:
+        return True
+    try:
+        return _zero(x - y)
+    except (TypeError, ValueError, AttributeError, sp.matrices.exceptions.ShapeError):
+        return False
 
 
 def _same_arg(x: Any, y: Any) -> bool:
@@ -214,7 +251,7 @@ def _implies(known: Fact, wanted: Fact) -> bool:
     sk, sw = _sides(known), _sides(wanted)
     if sk is None or sw is None or sw[0] != "<=" or sk[0] != "<":
         return False
-    return _zero(sk[1] - sw[1]) and _zero(sk[2] - sw[2])
+    return _same_expr(sk[1], sw[1]) and _same_expr(sk[2], sw[2])
 
 
 @dataclass(frozen=True)
@@ -413,13 +450,19 @@ class Derivation:
         >>> d.holds(sp.Le(x, 1)), d.holds(sp.Ge(x**2, 0)), d.holds(sp.Le(x, 2))
         (True, True, False)
         """
+        if any(k == fact for k in self.known):  # the common case, without simplify
+            return True
         if any(_implies(k, fact) for k in self.known):
             return True
         if isinstance(fact, Pred):
             return False
+        if fact is sp.true or fact is True:
+            return True
+        if not isinstance(fact, sp.Basic) or any(not s.is_commutative for s in fact.free_symbols):
+            return False
         try:
             return bool(sp.simplify(fact) is sp.true)
-        except TypeError:  # a relation sympy cannot order (matrices, noncommutative symbols)
+        except (TypeError, RecursionError):  # a relation sympy cannot order, or too deep
             return False
 
     @staticmethod
