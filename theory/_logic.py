@@ -102,6 +102,23 @@ class Pred:
 Fact = Any  # a sympy Relational (Eq, Le, Lt, Ge, Gt), a sympy Boolean, or a Pred
 
 
+def _free(fact: Any) -> set[Any]:
+    """The free symbols (and applied undefined functions' symbols) of a fact."""
+    if isinstance(fact, Pred):
+        out: set[Any] = set()
+        for a in fact.args:
+            out |= _free(a)
+        return out
+    if isinstance(fact, tuple):
+        out = set()
+        for a in fact:
+            out |= _free(a)
+        return out
+    if isinstance(fact, sp.Basic):
+        return set(fact.free_symbols)
+    return set()
+
+
 def _replace(obj: Any, mapping: Mapping[Any, Any]) -> Any:
     if isinstance(obj, Pred):
         return obj.xreplace(mapping)
@@ -162,13 +179,14 @@ def _zero(expr: Any) -> bool:
 
 
 def _zero_uncached(e: Any) -> bool:
-    # expand first (cheap, and enough for polynomial identities), simplify only if needed
-    x = sp.expand(e)
-    if x == 0 or isinstance(x, sp.ZeroMatrix):
-        return True
+    # expand first (cheap, and enough for polynomial identities), simplify only if needed; where
+    # sympy itself fails (deep nesting, its Sum simplifier's StopIteration) nothing is shown zero
     try:
+        x = sp.expand(e)
+        if x == 0 or isinstance(x, sp.ZeroMatrix):
+            return True
         s = sp.simplify(e)  # the original: simplify may not undo what expand did
-    except RecursionError:  # sympy's simplify on nested noncommutative functions
+    except (RecursionError, RuntimeError, StopIteration):
         return False
     return bool(s == 0 or isinstance(s, sp.ZeroMatrix) or s.is_zero is True)
 
@@ -215,12 +233,7 @@ def same_fact(a: Fact, b: Fact) -> bool:
         return True
     sa, sb = _sides(a), _sides(b)
     if sa is None or sb is None:
-        if sa is not sb:
-            return False
-        try:
-            return bool(sp.simplify(sp.Equivalent(a, b)) is sp.true)
-        except (TypeError, RecursionError):
-            return False
+        return False  # booleans other than relations: equal only structurally (above)
     if sa[0] != sb[0]:
         return False
     if _same_expr(sa[1], sb[1]) and _same_expr(sa[2], sb[2]):
@@ -239,8 +252,10 @@ def _same_expr(x: Any, y: Any) -> bool:
 
 
 def _same_arg(x: Any, y: Any) -> bool:
+    if isinstance(x, (Pred, sp.Rel)) or isinstance(y, (Pred, sp.Rel)):
+        return same_fact(x, y)
     if isinstance(x, sp.Basic) and isinstance(y, sp.Basic):
-        return x == y or _zero(x - y) if not isinstance(x, sp.Set) else x == y
+        return x == y or _same_expr(x, y) if not isinstance(x, sp.Set) else x == y
     return bool(x == y)
 
 
@@ -275,6 +290,28 @@ class Lemma:
     hypotheses: tuple[Fact, ...]
     conclusions: tuple[Fact, ...]
 
+    def implicit_hypotheses(self, mapping: Mapping[str, Any]) -> list[Fact]:
+        """The sign and integrality a variable was declared with, as hypotheses on the value
+        given for it (a lemma about ``q ≥ 0`` applied to ``q = −2`` must fail, although sympy
+        evaluated the written hypothesis ``q ≥ 0`` to True when the lemma was registered)."""
+        out: list[Fact] = []
+        for var in self.variables:
+            if not isinstance(var, sp.Symbol) or str(var) not in mapping:
+                continue
+            value = mapping[str(var)]
+            if isinstance(value, Pred):
+                continue
+            value = sp.sympify(value)
+            if var.is_positive:
+                out.append(_Property("positive", value))
+            elif var.is_nonnegative:
+                out.append(_Property("nonnegative", value))
+            elif var.is_negative:
+                out.append(_Property("negative", value))
+            if var.is_integer:
+                out.append(_Property("integer", value))
+        return out
+
     def instantiate(self, mapping: Mapping[str, Any]) -> tuple[list[Fact], list[Fact]]:
         """Hypotheses and conclusions with the variables (by name) replaced."""
         names = {str(v): v for v in self.variables}
@@ -293,6 +330,19 @@ class Lemma:
             [_replace(h, sub) for h in self.hypotheses],
             [_replace(c, sub) for c in self.conclusions],
         )
+
+
+@dataclass(frozen=True)
+class _Property:
+    """A declared property of a lemma variable's value: ``positive``, ``nonnegative``,
+    ``negative`` or ``integer``; it holds where sympy's assumptions say so or a known fact does
+    (``0 < v``, ``0 <= v``, ``v < 0``)."""
+
+    name: str
+    value: Any
+
+    def __str__(self) -> str:
+        return f"{self.value} is {self.name}"
 
 
 #: every lemma a proof may cite, by name (:func:`lemma` adds to it)
@@ -450,6 +500,8 @@ class Derivation:
         >>> d.holds(sp.Le(x, 1)), d.holds(sp.Ge(x**2, 0)), d.holds(sp.Le(x, 2))
         (True, True, False)
         """
+        if isinstance(fact, _Property):
+            return self._property(fact)
         if any(k == fact for k in self.known):  # the common case, without simplify
             return True
         if any(_implies(k, fact) for k in self.known):
@@ -458,12 +510,81 @@ class Derivation:
             return False
         if fact is sp.true or fact is True:
             return True
-        if not isinstance(fact, sp.Basic) or any(not s.is_commutative for s in fact.free_symbols):
+        # an equation is established by a step, never by simplify(Eq(...)): sympy 1.14 says True
+        # for false equations between Sums (a softmax Jacobian without its diagonal term)
+        sides = _sides(fact)
+        if sides is None or sides[0] == "=":
             return False
-        try:
-            return bool(sp.simplify(fact) is sp.true)
-        except (TypeError, RecursionError):  # a relation sympy cannot order, or too deep
+        if any(not s.is_commutative for s in fact.free_symbols):
             return False
+        # an inequality: the sign of the gap from the symbols' assumptions alone
+        gap = sides[2] - sides[1]
+        for g in (gap, sp.expand(gap)):
+            sign = g.is_positive if sides[0] == "<" else g.is_nonnegative
+            if sign is True:
+                return True
+        return False
+
+    def _property(self, prop: _Property) -> bool:
+        v = prop.value
+        if prop.name == "integer":
+            return v.is_integer is True
+        if not v.is_commutative:
+            return False
+        direct = {
+            "positive": v.is_positive,
+            "nonnegative": v.is_nonnegative,
+            "negative": v.is_negative,
+        }[prop.name]
+        if direct is True:
+            return True
+        as_fact = {
+            "positive": sp.Lt(0, v, evaluate=False),
+            "nonnegative": sp.Le(0, v, evaluate=False),
+            "negative": sp.Lt(v, 0, evaluate=False),
+        }[prop.name]
+        return any(_implies(k, as_fact) for k in self.known)
+
+    def generalize(self, fact: Fact, var: Any, description: str) -> Pred:
+        """``∀ var: fact`` from ``fact`` shown for ``var``: sound when ``var`` is generic, i.e. no
+        hypothesis of the claim mentions it (the claim's assumptions constrain nothing about
+        it), so what was shown for it holds for every value. Returns ``Pred("forall", (var,
+        fact))``; lemmas that need a statement for every point ask for that form.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from theory import Derivation
+        >>> t = sp.Symbol("t", real=True)
+        >>> d = Derivation("demo")
+        >>> fact = d.inequality(0, t**2, "a square")
+        >>> str(d.generalize(fact, t, "for every t"))
+        'forall(t, 0 <= t**2)'
+        >>> d2 = Derivation("demo", [sp.Le(t, 1)])
+        >>> _ = d2.inequality(0, t**2, "a square")
+        >>> _ = d2.generalize(d2.known[-1], t, "for every t")
+        >>> d2.steps[-1].ok, d2.steps[-1].result
+        (False, 'not generic: the assumptions mention t (t <= 1)')
+        """
+        out = Pred("forall", (var, fact))
+        problems = []
+        if not self.holds(fact):
+            problems.append(f"not established: {fact_str(fact)}")
+        bound = [h for h in self.hypotheses if var in _free(h)]
+        if bound:
+            problems.append(
+                f"not generic: the assumptions mention {var} ("
+                + "; ".join(fact_str(h) for h in bound)
+                + ")"
+            )
+        return self._add(
+            description,
+            out,
+            "; ".join(problems) if problems else f"{var} is free in no assumption",
+            not problems,
+            "generalize",
+            out,
+        )
 
     @staticmethod
     def _refuse_same(lhs: Any, rhs: Any) -> bool:
@@ -599,6 +720,7 @@ class Derivation:
         (False, 'hypothesis not established: L < 1')
         """
         hyps, concls = lem.instantiate(mapping)
+        hyps = lem.implicit_hypotheses(mapping) + hyps
         missing = [h for h in hyps if not self.holds(h)]
         ok = not missing
         result = (
