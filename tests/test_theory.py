@@ -118,6 +118,48 @@ def test_a_lemma_applies_only_where_its_hypotheses_hold() -> None:
         d2.lemma(composition, f=f, g=g, L_f=a, L_g=b, M=a)
 
 
+def test_a_lemma_variables_declared_sign_is_checked_on_the_value_given() -> None:
+    """A hypothesis ``q >= 0`` about a variable declared nonnegative is evaluated to True when
+    the lemma is registered: the declared sign itself must then hold for the value applied."""
+    from theory._logic import lemma
+
+    q = sp.Symbol("q_demo", nonnegative=True)
+    c = sp.Symbol("c_demo")
+    geometric = lemma(
+        "test: geometric tail",
+        "for 0 <= q < 1, the tail of the geometric series",
+        ("test",),
+        (q, c),
+        (sp.Ge(q, 0), sp.Lt(q, 1)),
+        (sp.Eq(sp.Symbol("tail_demo"), c / (1 - q)),),
+    )
+    try:
+        assert geometric.hypotheses[0] is sp.true  # what made the written hypothesis empty
+        d = Derivation("t", [sp.Lt(-2, 1)])
+        d.lemma(geometric, q_demo=-2, c_demo=1)
+        assert not d.steps[-1].ok and "-2 is nonnegative" in d.steps[-1].result
+        half = sp.Rational(1, 2)
+        d.lemma(geometric, q_demo=half, c_demo=1)
+        assert d.steps[-1].ok
+    finally:
+        del LEMMAS["test: geometric tail"]
+
+
+def test_for_all_only_over_a_variable_no_assumption_mentions() -> None:
+    t = sp.Symbol("t", real=True)
+    d = Derivation("t")
+    square = d.inequality(0, t**2, "a square")
+    assert d.generalize(square, t, "every t") == Pred("forall", (t, square))
+    assert d.steps[-1].ok
+    bound = Derivation("t", [sp.Le(t, 1)])
+    fact = bound.inequality(0, t**2, "a square")
+    bound.generalize(fact, t, "every t")
+    assert not bound.steps[-1].ok and "not generic" in bound.steps[-1].result
+    unknown = Derivation("t")
+    unknown.generalize(sp.Le(t, 1), t, "never shown")
+    assert not unknown.steps[-1].ok
+
+
 def test_chains_cases_and_inequalities_check_what_they_claim() -> None:
     a, b, c, q = sp.symbols("a b c q", positive=True)
     d = Derivation("t", [sp.Le(a, b), sp.Lt(b, c)])
