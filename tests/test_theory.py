@@ -158,6 +158,9 @@ def test_for_all_only_over_a_variable_no_assumption_mentions() -> None:
     unknown = Derivation("t")
     unknown.generalize(sp.Le(t, 1), t, "never shown")
     assert not unknown.steps[-1].ok
+    one = Derivation("t", [sp.Le(sp.Integer(1), 2)])
+    one.generalize(sp.Le(sp.Integer(1), 2), sp.Integer(1), "over a number")
+    assert not one.steps[-1].ok and "not a variable" in one.steps[-1].result
 
 
 def test_chains_cases_and_inequalities_check_what_they_claim() -> None:

@@ -568,6 +568,8 @@ class Derivation:
         """
         out = Pred("forall", (var, fact))
         problems = []
+        if not isinstance(var, sp.Symbol):
+            problems.append(f"{var} is not a variable: 'for all' binds a symbol")
         if not self.holds(fact):
             problems.append(f"not established: {fact_str(fact)}")
         bound = [h for h in self.hypotheses if var in _free(h)]
@@ -577,7 +579,7 @@ class Derivation:
                 + "; ".join(fact_str(h) for h in bound)
                 + ")"
             )
-        return self._add(
+        self._add(
             description,
             out,
             "; ".join(problems) if problems else f"{var} is free in no assumption",
@@ -585,6 +587,7 @@ class Derivation:
             "generalize",
             out,
         )
+        return out
 
     @staticmethod
     def _refuse_same(lhs: Any, rhs: Any) -> bool:
