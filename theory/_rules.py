@@ -173,6 +173,15 @@ REVERSE_TRIANGLE = lemma(
     (sp.Le(norm(_a) - norm(_b), norm(_a + _b)),),
 )
 
+RECIP_SQRT = lemma(
+    "rules: reciprocal square root of a positive number",
+    "If a > 0 then √a > 0 (positive roots exist) and so 1/√a > 0.",
+    (f"{_ORDER_REF}; Thm 1.21 (positive n-th roots)",),
+    (_a,),
+    (sp.Gt(_a, 0),),
+    (sp.Gt(1 / sp.sqrt(_a), 0),),
+)
+
 
 # ---------------------------------------------------------------------- linear algebra
 class at(sp.Function):
@@ -188,12 +197,15 @@ class at(sp.Function):
 
 AFFINE_LIP = lemma(
     "rules: Lipschitz constant of an affine map",
-    "If f is the map x ↦ f_x and f(x) − f(y) = K(x − y) for all x, y (an affine map "
-    "x ↦ Kx + b), then ‖f(x) − f(y)‖ = ‖K(x − y)‖ ≤ ‖K‖₂‖x − y‖: Lip(f) ≤ ‖K‖₂ (definition of "
+    "If f is the map x ↦ f_x (x its variable) and f(x) − f(y) = K(x − y) for every y (an affine "
+    "map x ↦ Kx + b), then ‖f(x) − f(y)‖ = ‖K(x − y)‖ ≤ ‖K‖₂‖x − y‖: Lip(f) ≤ ‖K‖₂ (definition of "
     "the induced norm).",
     (f"{_HJ}, §5.6 (induced matrix norms)",),
     (_f, _x, _y, _fx, _K),
-    (Pred("map", (_f, _x, _fx)), sp.Eq(_fx - at(_fx, _x, _y), _K * (_x - _y))),
+    (
+        Pred("map", (_f, _x, _fx)),
+        Pred("forall", (_y, sp.Eq(_fx - at(_fx, _x, _y), _K * (_x - _y)))),
+    ),
     (sp.Le(Lip(_f), opnorm(_K)),),
 )
 SPECTRAL = lemma(
@@ -296,11 +308,11 @@ WHOLE_SPACE = lemma(
 LIFT = lemma(
     "rules: appending a constant coordinate",
     "x̃ = (x, s) satisfies x̃ − ỹ = (x − y, 0), so Lip(x ↦ x̃) ≤ 1, and ‖x̃‖² = ‖x‖² + s² "
-    "(Pythagoras). If ρ² + s² ≤ (ρ + α)² + s² for every α ≥ 0 (‖x‖ = ρ + α), the map sends "
+    "(Pythagoras). If ∀α ≥ 0: ρ² + s² ≤ (ρ + α)² + s² (‖x‖ = ρ + α), the map sends "
     "{‖x‖ ≥ ρ} into {‖x̃‖ ≥ √(ρ² + s²)}.",
     ("definition of the Euclidean norm",),
     (_rho, _s, _al),
-    (sp.Le(_rho**2 + _s**2, (_rho + _al) ** 2 + _s**2),),
+    (Pred("forall", (_al, sp.Le(_rho**2 + _s**2, (_rho + _al) ** 2 + _s**2))),),
     (
         sp.Le(Lip(lift(_s)), 1),
         Pred("maps_into", (lift(_s), shell(_rho), shell(sp.sqrt(_rho**2 + _s**2)))),
@@ -318,7 +330,27 @@ RADIAL = lemma(
     (_rho, _al, _be, _ka),
     (
         sp.Gt(_rho**2, 0),
-        sp.Le(_rho**2 * (2 - 2 * _rc), _ra**2 + _rb**2 - 2 * _ra * _rb * _rc),
+        Pred(
+            "forall",
+            (
+                _al,
+                Pred(
+                    "forall",
+                    (
+                        _be,
+                        Pred(
+                            "forall",
+                            (
+                                _ka,
+                                sp.Le(
+                                    _rho**2 * (2 - 2 * _rc), _ra**2 + _rb**2 - 2 * _ra * _rb * _rc
+                                ),
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+        ),
     ),
     (sp.Le(Lip(_radial, shell(_rho)), 1 / _rho),),
 )
@@ -342,7 +374,7 @@ _name = sp.Symbol("name")
 ELEMENTWISE = lemma(
     "rules: elementwise map from a bound on the slope",
     "Let φ: ℝ → ℝ (named φ_name) be continuous and continuously differentiable except possibly at 0, with "
-    "|φ′(t)| ≤ c for every t ≠ 0 (each t ≠ 0 is v or −v with v > 0). By the mean value theorem "
+    "|φ′(t)| ≤ c for every t ≠ 0 (∀v > 0: |φ′(v)| ≤ c and |φ′(−v)| ≤ c). By the mean value theorem "
     "on each side of 0 (and continuity at 0), |φ(a) − φ(b)| ≤ c|a − b|; so "
     "‖Φ(x) − Φ(y)‖² = Σ_i |φ(x_i) − φ(y_i)|² ≤ c²‖x − y‖² for Φ(x) = (φ(x_i))_i: Lip(Φ) ≤ c. "
     "(Equivalently: where Φ is differentiable its Jacobian is diag(φ′(x_i)), whose spectral norm "
@@ -355,10 +387,10 @@ ELEMENTWISE = lemma(
     (_name, _phi, _t, _v, _c),
     (
         Pred("activation_C1_off_0", (_name, _t, _phi)),
-        sp.Le(slope(_phi, _t, _v), _c),
-        sp.Le(-_c, slope(_phi, _t, _v)),
-        sp.Le(slope(_phi, _t, -_v), _c),
-        sp.Le(-_c, slope(_phi, _t, -_v)),
+        Pred("forall", (_v, sp.Le(slope(_phi, _t, _v), _c))),
+        Pred("forall", (_v, sp.Le(-_c, slope(_phi, _t, _v)))),
+        Pred("forall", (_v, sp.Le(slope(_phi, _t, -_v), _c))),
+        Pred("forall", (_v, sp.Le(-_c, slope(_phi, _t, -_v)))),
     ),
     (sp.Le(Lip(elementwise(_name)), _c),),
 )
@@ -369,8 +401,12 @@ PEAK = lemma(
     "of the derivative, by the mean value theorem), so g(v) ≤ g(v₀) for every v > 0.",
     ("W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, Thm 5.11",),
     (_g0, _v, _v0, _p),
-    (sp.Eq(slope(_g0, _v, _v), _p * (_v0 - _v)), sp.Gt(_p, 0), sp.Gt(_v0, 0)),
-    (sp.Le(_g0, sp.Subs(_g0, _v, _v0)),),
+    (
+        Pred("forall", (_v, sp.Eq(slope(_g0, _v, _v), _p * (_v0 - _v)))),
+        Pred("forall", (_v, sp.Gt(_p, 0))),
+        sp.Gt(_v0, 0),
+    ),
+    (sp.Le(_g0, at(_g0, _v, _v0)),),
 )
 
 
@@ -439,6 +475,24 @@ def _constant_le(d: Derivation, value: Any, bound: Any, why: str) -> Any:
     return sp.Le(value, bound)
 
 
+def _lemma_forall(d: Derivation, lem: Any, why: str, **mapping: Any) -> Any:
+    """Apply ``lem`` after generalizing, innermost quantifier first, each of its ``∀`` hypotheses
+    as instantiated (the instance facts must already be derived, or be decided true by sympy;
+    each quantified variable must be free in every assumption of the claim)."""
+    hyps, _ = lem.instantiate(mapping)
+    for h in hyps:
+        if isinstance(h, Pred) and h.name == "forall":
+            bound, inner = [], h
+            while isinstance(inner, Pred) and inner.name == "forall":
+                bound.append(inner.args[0])
+                inner = inner.args[1]
+            if not all(isinstance(var, sp.Symbol) for var in bound):
+                continue  # only a symbol can be generic: the lemma then fails on this hypothesis
+            for var in reversed(bound):
+                inner = d.generalize(inner, var, f"{why}: for every {var}")
+    return d.lemma(lem, why, **mapping)
+
+
 # ---------------------------------------------------------------------- R1 linear
 def _check_r1(seed: int = 0) -> CheckResult:
     torch.manual_seed(seed)
@@ -482,7 +536,9 @@ def r1(d: Derivation) -> None:
     K = kron(_I_T, _W)
     fx = K * _X + _Bias
     d.identity(fx - fx.subs(_X, _Y), K * (_X - _Y), "the bias cancels in differences")
-    lip = d.lemma(AFFINE_LIP, "the flattened map is affine", f=_R1_MAP, x=_X, y=_Y, f_x=fx, K=K)
+    lip = _lemma_forall(
+        d, AFFINE_LIP, "the flattened map is affine", f=_R1_MAP, x=_X, y=_Y, f_x=fx, K=K
+    )
     d.lemma(IDENTITY_NORM, "‖I_T‖₂ ≤ 1", I=_I_T)
     d.lemma(SPECTRAL, "‖W‖₂ = σ_max(W)", A=_W)
     kr = d.lemma(KRON_NORM, "‖I_T ⊗ W‖₂ ≤ ‖I_T‖₂ σ_max(W)", A=_I_T, B=_W, a=1, b=sigma_max(_W))
@@ -596,7 +652,11 @@ def _silu_upper(d: Derivation, x: Any) -> Any:
         "t0 s − A s² ≤ t0²/(4A) (complete the square; σ′(x)e^x = σ(x)²)",
         by=A * (s - t0 / (2 * A)) ** 2,
     )
-    return d.chain([sh, sq], f"SiLU′({x}) ≤ t0²/(4A)")
+    # SiLU′(x) written as the shifted side (so later steps meet SiLU′(x) itself)
+    form = d.identity(
+        _slope(nn.SiLU, x), w * (1 + x - t0) + q, "SiLU′ = σ′(x)(1 + x − t0) + σ + σ′(t0 − 1)"
+    )
+    return d.chain([form, sh, sq], f"SiLU′({x}) ≤ t0²/(4A)")
 
 
 @claim(
@@ -660,15 +720,10 @@ def _block(d: Derivation, name: str, fn: Any) -> Any:
 def _slope_fact(d: Derivation, kind: type, bound_of: Any) -> Any:
     """Derive |φ′(±v)| ≤ c (``bound_of(d)`` returns c) and apply the elementwise lemma."""
     c = bound_of(d)
-    return d.lemma(
-        ELEMENTWISE,
-        f"{kind.__name__}: Lip ≤ {c}",
-        name=sp.Symbol(kind.__name__),
-        phi=_ACTIVATIONS[kind],
-        t=_t2,
-        v=_v2,
-        c=c,
-    )
+    mapping = {"name": sp.Symbol(kind.__name__), "phi": _ACTIVATIONS[kind], "t": _t2, "v": _v2}
+    mapping["c"] = c
+    # the four slope bounds at ±v, each for every v > 0 (v is free in every assumption)
+    return _lemma_forall(d, ELEMENTWISE, f"{kind.__name__}: Lip ≤ {c}", **mapping)
 
 
 def _slopes_relu(d: Derivation) -> Any:
@@ -706,7 +761,10 @@ def _slopes_gelu(d: Derivation) -> Any:
     g1 = _slope(nn.GELU, v)
     phi = sp.exp(-(v**2) / 2) / sp.sqrt(2 * sp.pi)
     d.identity(sp.diff(g1, v), phi * (sp.sqrt(2) + v) * (sp.sqrt(2) - v), "GELU″ = φ(v)(2 − v²)")
-    d.lemma(PEAK, "GELU′(v) ≤ GELU′(√2)", g=g1, v=v, v_0=sp.sqrt(2), p=phi * (sp.sqrt(2) + v))
+    d.inequality(0, phi * (sp.sqrt(2) + v), "φ(v)(√2 + v) > 0", strict=True)
+    _lemma_forall(
+        d, PEAK, "GELU′(v) ≤ GELU′(√2)", g=g1, v=v, v_0=sp.sqrt(2), p=phi * (sp.sqrt(2) + v)
+    )
     top = _slope(nn.GELU, sp.sqrt(2))
     d.inequality(-top, g1, "GELU′(v) = Φ(v) + vφ(v) ≥ 0", by=top + _Phi2.subs(_t2, v) + v * phi)
     d.inequality(
@@ -893,7 +951,7 @@ def r4(d: Derivation, block: str = "state") -> None:
     fx = _Ws * _hh + _We * _ee + _bb
     K = _Ws if block == "state" else _We
     d.identity(fx - fx.subs(_hh, _h2), _Ws * (_hh - _h2), "e and b cancel in differences in h")
-    lip = d.lemma(AFFINE_LIP, "affine in h", f=_R4_MAP, x=_hh, y=_h2, f_x=fx, K=K)
+    lip = _lemma_forall(d, AFFINE_LIP, "affine in h", f=_R4_MAP, x=_hh, y=_h2, f_x=fx, K=K)
     sig = d.lemma(SPECTRAL, "‖W_s‖₂ = σ_max(W_s)", A=_Ws)
     fact = d.chain([lip, sig], "Lip in h ≤ σ_max(W_s)")
     d.weaken(fact, formulas.concat_state(sigma_max(_Ws)), "dynamo's factor (concat_state)")
@@ -943,7 +1001,7 @@ def _rms(d: Derivation, rho: Any, eps: Any, *, floor: bool = True) -> Any:
         "‖x̃‖² = ‖x‖² + dε ≥ ρ² + dε",
         by=al * (2 * rho + al),
     )
-    d.lemma(LIFT, "x ↦ x̃ = (x, √(dε))", rho=rho, s=s, alpha=norm_x - rho)
+    _lemma_forall(d, LIFT, "x ↦ x̃ = (x, √(dε))", rho=rho, s=s, alpha=norm_x - rho)
     # radial projection: the law-of-cosines identity and its sign for a, b ≥ ρ̃, cos θ ≤ 1
     a, b, c = sp.symbols("a b c", real=True)
     d.identity(
@@ -958,7 +1016,9 @@ def _rms(d: Derivation, rho: Any, eps: Any, *, floor: bool = True) -> Any:
         "≥ 0 for a = ρ̃ + α, b = ρ̃ + β, cos θ = 1 − κ (α, β, κ ≥ 0)",
         by=(al - be) ** 2 + 2 * ka * (rt * al + rt * be + al * be),
     )
-    d.lemma(RADIAL, "z ↦ z/‖z‖ on {‖z‖ ≥ ρ̃}", rho=rt, alpha=al, beta=be, kappa=ka)
+    # 1/ρ̃ > 0, the bound the composition lemmas take as a nonnegative constant
+    d.lemma(RECIP_SQRT, "1/ρ̃ > 0 (ρ̃² = ρ² + dε > 0)", a=rt**2)
+    _lemma_forall(d, RADIAL, "z ↦ z/‖z‖ on {‖z‖ ≥ ρ̃}", rho=rt, alpha=al, beta=be, kappa=ka)
     inner = d.lemma(
         COMPOSE_INTO,
         "normalise the lifted token",
@@ -979,7 +1039,9 @@ def _rms(d: Derivation, rho: Any, eps: Any, *, floor: bool = True) -> Any:
     hom = d.lemma(HOMOGENEITY, "‖√d diag(γ)E‖₂ ≤ √d max|γ|", A=D * _Ed, c=sp.sqrt(_dd), a=_GMAX)
     K = sp.sqrt(_dd) * D * _Ed
     d.identity(K * _z - K * _z2, K * (_z - _z2), "the read-out's differences")
-    aff = d.lemma(AFFINE_LIP, "the read-out is linear", f=_READOUT, x=_z, y=_z2, f_x=K * _z, K=K)
+    aff = _lemma_forall(
+        d, AFFINE_LIP, "the read-out is linear", f=_READOUT, x=_z, y=_z2, f_x=K * _z, K=K
+    )
     d.chain([aff, hom], "Lip(read-out) ≤ √d max|γ|")
     readout = _READOUT
     whole = d.lemma(
@@ -1105,7 +1167,9 @@ def r6(d: Derivation) -> None:
     )
     d.lemma(ORTHO_PROJ, "P is an orthogonal projection", P=P, u=_one, uT=_oneT, s=_dd)
     d.identity(P * _x6 - P * _y6, P * (_x6 - _y6), "centring's differences")
-    aff = d.lemma(AFFINE_LIP, "centring is linear", f=_CENTRE_MAP, x=_x6, y=_y6, f_x=P * _x6, K=P)
+    aff = _lemma_forall(
+        d, AFFINE_LIP, "centring is linear", f=_CENTRE_MAP, x=_x6, y=_y6, f_x=P * _x6, K=P
+    )
     d.chain([aff, sp.Le(opnorm(P), 1)], "Lip(P) ≤ 1")
     # why ρ = 0: a constant token c·1 centres to 0 whatever its norm √d|c|
     i = sp.Symbol("i", integer=True)
