@@ -17,7 +17,7 @@ import torch
 import dynamo as dy
 
 from ._core import CheckResult, Variant, claim
-from ._lemmas import BROUWER, SUBMULTIPLICATIVE, Lip, norm, opnorm
+from ._lemmas import BROUWER, SUBMULTIPLICATIVE, Lip, inner, norm, opnorm
 from ._logic import Derivation, Pred, lemma
 
 F64 = torch.float64
@@ -83,80 +83,80 @@ PARAMETER_FREE = lemma(
     (Pred("solution_set_independent_of", (_G, _x)),),
 )
 
-DERIVATIVE_MINUS_ID = lemma(
-    "derivative of f − id",
-    "If f is continuously differentiable with Df(p) = A, then g(h) = f(h) − h is continuously "
-    "differentiable with Dg(p) = A − I (the derivative is linear and D id = I).",
-    ("W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, §9 (Def. 9.11, Thm 9.12)",),
-    (_F, _hv, _p, _Anc),
+_q = sp.Symbol("q")
+
+NONDEGENERATE_INSTANCE = lemma(
+    "universal instantiation (nondegeneracy at every fixed point)",
+    "If for every q: (f(q) = q implies Df(q) = A(q) with I − A(q) invertible), then the same "
+    "holds at any particular point p (universal instantiation).",
     (
-        Pred("continuously_differentiable", (_F, _hv)),
-        Pred("derivative_at", (_F, _hv, _p, _Anc)),
+        "the quantifier axioms of first-order logic; e.g. H. B. Enderton, A Mathematical "
+        "Introduction to Logic, 2nd ed., 2001, §2.4",
     ),
-    (
-        Pred("continuously_differentiable", (_F - _hv, _hv)),
-        Pred("derivative_at", (_F - _hv, _hv, _p, _Anc - 1)),
-    ),
+    (_F, _hv, _q, _p, _Anc),
+    (Pred("forall", (_q, Pred("nondegenerate_if_fixed", (_F, _hv, _q, _Anc)))),),
+    (Pred("nondegenerate_if_fixed", (_F, _hv, _p, subst(_Anc, _q, _p))),),
 )
 
-NEGATIVE_INVERTIBLE = lemma(
-    "−A invertible",
-    "If A is invertible, so is −A, with (−A)⁻¹ = −A⁻¹.",
-    ("any linear-algebra text; e.g. Horn & Johnson, Matrix Analysis, 2nd ed., 2013, §0.5",),
-    (_Anc,),
-    (Pred("invertible", (_Anc,)),),
-    (Pred("invertible", (-_Anc,)),),
+C1_MINUS_ID = lemma(
+    "f − id is C¹ when f is",
+    "If f is continuously differentiable, so is g(h) = f(h) − h (sums of C¹ maps are C¹).",
+    ("W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, §9 (Def. 9.11, Thm 9.21)",),
+    (_F, _hv),
+    (Pred("continuously_differentiable", (_F, _hv)),),
+    (Pred("continuously_differentiable", (_F - _hv, _hv)),),
 )
 
 INVERSE_FUNCTION = lemma(
-    "inverse function theorem (isolated zeros)",
-    "If g: U ⊂ ℝⁿ → ℝⁿ is continuously differentiable, Dg(p) = A is invertible and g(p) = 0, "
-    "then g maps a neighbourhood of p one-to-one onto a neighbourhood of 0; in particular p "
-    "is an isolated zero of g.",
+    "inverse function theorem (isolated fixed points)",
+    "Let f be continuously differentiable and p a point such that, if f(p) = p, then "
+    "Df(p) = A with I − A invertible. Then p is not a zero of g(h) = f(h) − h, or it is an "
+    "isolated zero: Dg(p) = A − I = −(I − A) is invertible, so g maps a neighbourhood of p "
+    "one-to-one onto a neighbourhood of 0.",
     ("W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, Thm 9.24",),
-    (_G, _hv, _p, _Anc),
+    (_F, _hv, _p, _Anc),
     (
-        Pred("continuously_differentiable", (_G, _hv)),
-        Pred("derivative_at", (_G, _hv, _p, _Anc)),
-        Pred("invertible", (_Anc,)),
-        sp.Eq(sp.Subs(_G, _hv, _p), 0),
+        Pred("continuously_differentiable", (_F, _hv)),
+        Pred("nondegenerate_if_fixed", (_F, _hv, _p, _Anc)),
     ),
-    (Pred("isolated_zero", (_G, _hv, _p)),),
+    (Pred("isolated_if_zero", (_F - _hv, _hv, _p)),),
 )
 
 DISCRETE_COUNTABLE = lemma(
     "discrete subsets of ℝⁿ are countable",
-    "If every point p of a set Z ⊂ ℝⁿ (p arbitrary) is isolated in Z, then Z is countable: "
-    "ℝⁿ is second countable, and distinct points of Z have disjoint basic neighbourhoods "
-    "meeting Z only in them.",
+    "If every zero p of g (for all p) is isolated in the zero set Z, then Z is countable: ℝⁿ "
+    "is second countable, and distinct points of Z have disjoint basic neighbourhoods meeting "
+    "Z only in them.",
     ("J. R. Munkres, Topology, 2nd ed., 2000, §30 (second-countable spaces)",),
     (_G, _hv, _p),
-    (Pred("isolated_zero", (_G, _hv, _p)),),
+    (Pred("forall", (_p, Pred("isolated_if_zero", (_G, _hv, _p)))),),
     (Pred("countable_zero_set", (_G, _hv)),),
 )
 
 DISCRETE_COMPACT_FINITE = lemma(
     "isolated zeros are finitely many on a compact set",
-    "If g is continuous and every zero p of g (p arbitrary) is isolated, then every compact K "
+    "If g is continuous and every zero p of g (for all p) is isolated, then every compact K "
     "contains finitely many zeros: an infinite subset of K has a limit point in K "
     "(Bolzano–Weierstrass), a zero of g by continuity, and not isolated.",
     ("W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, Thm 2.37",),
     (_G, _hv, _p),
     (
         Pred("continuously_differentiable", (_G, _hv)),
-        Pred("isolated_zero", (_G, _hv, _p)),
+        Pred("forall", (_p, Pred("isolated_if_zero", (_G, _hv, _p)))),
     ),
     (Pred("finitely_many_zeros_in_every_compact", (_G, _hv)),),
 )
 
 _f, _hs = sp.symbols("f hs")
 _Dh, _Bnc = _nc("Dh B")
+#: the derivative dh*/dx of the solution map, a term fixed by f, h*, x (named by the IFT)
+dhdx = sp.Function("dhdx", commutative=False)
 
 IMPLICIT_FUNCTION = lemma(
     "implicit function theorem (fixed points)",
     "If f(h, x) is continuously differentiable, h* = f(h*, x₀) and I − ∂_h f(h*, x₀) = I − A "
     "is invertible, then near x₀ there is a unique continuously differentiable x ↦ h*(x) with "
-    "h*(x) = f(h*(x), x).",
+    "h*(x) = f(h*(x), x); dhdx(h*, x₀) denotes its derivative at x₀.",
     (
         "W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, Thm 9.28; "
         "S. G. Krantz & H. R. Parks, The Implicit Function Theorem, 2002",
@@ -168,18 +168,22 @@ IMPLICIT_FUNCTION = lemma(
         Pred("partial_h", (_f, _hs, _x, _Anc)),
         Pred("invertible", (1 - _Anc,)),
     ),
-    (Pred("differentiable_solution_map", (_hs, _x)),),
+    (
+        Pred("differentiable_solution_map", (_hs, _x)),
+        Pred("derivative_of", (dhdx(_hs, _x), _hs, _x)),
+    ),
 )
 
 CHAIN_RULE_FIXED = lemma(
     "chain rule on h*(x) = f(h*(x), x)",
-    "If x ↦ h*(x) is differentiable with h*(x) = f(h*(x), x) identically, and f has partial "
-    "derivatives A = ∂_h f, B = ∂_x f there, then differentiating both sides (chain rule) "
-    "gives Dh* = A Dh* + B.",
+    "If x ↦ h*(x) is differentiable with derivative Dh at x and h*(x) = f(h*(x), x) "
+    "identically, and f has partial derivatives A = ∂_h f, B = ∂_x f there, then "
+    "differentiating both sides (chain rule) gives Dh = A Dh + B.",
     ("W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, Thm 9.15",),
     (_f, _hs, _x, _Anc, _Bnc, _Dh),
     (
         Pred("differentiable_solution_map", (_hs, _x)),
+        Pred("derivative_of", (_Dh, _hs, _x)),
         Pred("partial_h", (_f, _hs, _x, _Anc)),
         Pred("partial_x", (_f, _hs, _x, _Bnc)),
     ),
@@ -219,14 +223,42 @@ HADAMARD_BOUND = lemma(
     (sp.Le(norm(hadamard(_gam, _u)), _gmax * norm(_u)),),
 )
 
+_yl = sp.Symbol("y")
+
 INTO_BALL = lemma(
     "bounded values map a ball into itself",
-    "If every value f(h) (h arbitrary in ℝ^d) has ‖f(h)‖ ≤ R, then f maps the closed ball "
-    "B̄(0, R) into itself.",
+    "If every value of f is u(y) for some y, and ‖u(y)‖ ≤ R for every y, then f maps the "
+    "closed ball B̄(0, R) into itself.",
     ("definition of the ball",),
-    (_f, _u, _R),
-    (Pred("value_of", (_f, _u)), sp.Le(norm(_u), _R)),
+    (_f, _yl, _u, _R),
+    (
+        Pred("values_are", (_f, sp.Lambda(_yl, _u))),
+        Pred("forall", (_yl, sp.Le(norm(_u), _R))),
+    ),
     (Pred("maps_into", (_f, ball(_R))),),
+)
+
+NORMALIZED = lemma(
+    "‖c y/‖y‖‖ = |c| for y ≠ 0",
+    "For every vector y with ‖y‖ > 0 and scalar c, ‖c y/‖y‖‖ = |c| ‖y‖/‖y‖ = |c|.",
+    ("any text on normed spaces (absolute homogeneity of the norm)",),
+    (_c, _u),
+    (sp.Lt(0, norm(_u)),),
+    (sp.Eq(norm(_c * _u / norm(_u)), sp.Abs(_c)),),
+)
+
+_Epos = sp.Symbol("E")
+
+POSITIVE_INSTANCE = lemma(
+    "universal instantiation (a positive quantity)",
+    "If 0 < E(q) for every q, then 0 < E(p) at any particular p (universal instantiation).",
+    (
+        "the quantifier axioms of first-order logic; e.g. H. B. Enderton, A Mathematical "
+        "Introduction to Logic, 2nd ed., 2001, §2.4",
+    ),
+    (_q, _p, _Epos),
+    (Pred("forall", (_q, sp.Lt(0, _Epos))),),
+    (sp.Lt(0, subst(_Epos, _q, _p)),),
 )
 
 BALL_COMPACT_CONVEX = lemma(
@@ -244,16 +276,45 @@ _Cv, _CvT = _nc("c c^T")
 
 RANK_ONE = lemma(
     "spectral norm of αI + β c cᵀ",
-    "For c ∈ ℝ^d with ‖c‖ = ρ and real α, β, the symmetric matrix αI + β c cᵀ has eigenvalue "
+    "For c ∈ ℝ^d with transpose cᵀ, ‖c‖ = ρ and real α, β, the symmetric matrix αI + β c cᵀ has eigenvalue "
     "α on c⊥ and α + βρ² on c, so ‖αI + β c cᵀ‖₂ ≤ L whenever |α| ≤ L and |α + βρ²| ≤ L.",
     ("Horn & Johnson, Matrix Analysis, 2nd ed., 2013, Thm 2.5.6 (spectral theorem) and §5.6",),
     (_al, _be, _Cv, _CvT, _rho, _L),
     (
+        Pred("transpose", (_Cv, _CvT)),
         sp.Eq(norm(_Cv), _rho),
         sp.Le(sp.Abs(_al), _L),
         sp.Le(sp.Abs(_al + _be * _rho**2), _L),
     ),
     (sp.Le(opnorm(_al + _be * _Cv * _CvT), _L),),
+)
+
+_wl, _Ll = sp.symbols("w L_w")
+_sl = sp.Symbol("s", real=True)
+
+JACOBIAN_FROM_LINES = lemma(
+    "a derivative is determined by its directional derivatives",
+    "If M is the derivative of a map at a point, i.e. M w = d/ds|₀ L(w, s) for every direction "
+    "w (L(w, s) the map along the line through the point in direction w), and "
+    "d/ds|₀ L(w, s) = α w + β c ⟨c, w⟩ for every w, with cᵀ the transpose of c, then "
+    "M w = (αI + β c cᵀ) w for every w, so M = αI + β c cᵀ.",
+    ("W. Rudin, Principles of Mathematical Analysis, 3rd ed., 1976, Thm 9.17",),
+    (_Mnc, _sl, _wl, _Ll, _al, _be, _Cv, _CvT),
+    (
+        Pred("derivative_along_lines", (_Mnc, _sl, sp.Lambda(_wl, _Ll))),
+        Pred(
+            "forall",
+            (
+                _wl,
+                sp.Eq(
+                    sp.Subs(sp.Derivative(_Ll, _sl), _sl, 0),
+                    _al * _wl + _be * _Cv * inner(_Cv, _wl),
+                ),
+            ),
+        ),
+        Pred("transpose", (_Cv, _CvT)),
+    ),
+    (sp.Eq(_Mnc, _al + _be * _Cv * _CvT),),
 )
 
 _Gnc = sp.Symbol("Gamma", commutative=False)
@@ -276,6 +337,25 @@ PRODUCT_MONOTONE = lemma(
     (_sa, _sA, _sb, _sB),
     (sp.Ge(_sa, 0), sp.Ge(_sb, 0), sp.Le(_sa, _sA), sp.Le(_sb, _sB)),
     (sp.Le(_sa * _sb, _sA * _sB),),
+)
+
+_Pnc_l = sp.Symbol("P", commutative=False)
+_dd3 = sp.Symbol("d", positive=True, integer=True)
+
+EIGEN_LOWER = lemma(
+    "‖(αI + β c cᵀ) P‖₂ ≥ |α| for d ≥ 3",
+    "For d ≥ 3, c ∈ ℝ^d with transpose cᵀ and P = I − 11ᵀ/d the centring matrix, there is a "
+    "unit u ⊥ c, u ⊥ 1 (c⊥ ∩ 1⊥ has dimension ≥ d − 2 ≥ 1); P u = u and "
+    "(αI + β c cᵀ) u = α u, so ‖M P‖₂ ≥ ‖M P u‖ = |α| for M = αI + β c cᵀ.",
+    ("Horn & Johnson, Matrix Analysis, 2nd ed., 2013, §5.6 (‖A‖₂ = max over unit u of ‖A u‖)",),
+    (_Mnc, _al, _be, _Cv, _CvT, _Pnc_l, _dd3),
+    (
+        sp.Eq(_Mnc, _al + _be * _Cv * _CvT),
+        Pred("transpose", (_Cv, _CvT)),
+        Pred("centring_matrix", (_Pnc_l, _dd3)),
+        sp.Ge(_dd3, 3),
+    ),
+    (sp.Le(sp.Abs(_al), opnorm(_Mnc * _Pnc_l)),),
 )
 
 _dd = sp.Symbol("d", positive=True, integer=True)
@@ -352,19 +432,25 @@ def _check_c1(
 _fF = sp.Function("f")
 _h1, _x1 = sp.symbols("h x", real=True)
 _hstar = sp.Symbol("h^*", real=True)
-_J = sp.Symbol("J", commutative=False)  # ∂f(h*)
+_Jf = sp.Function("J", commutative=False)  # J(q) = ∂f(q)
 _fmap = _fF(_h1)  # no recall: f reads h only
 _g1 = _fmap - _h1  # the fixed-point residual g(h) = f(h) − h
+_pg = sp.Symbol("p", real=True)  # a generic point: no assumption mentions it
+
+
+def _nondegenerate(q: Any) -> Pred:
+    """If f(q) = q, then ∂f(q) = J(q) and I − J(q) is invertible."""
+    return Pred("nondegenerate_if_fixed", (_fmap, _h1, q, _Jf(q)))
+
 
 _C1_ASSUME = (
     Pred("continuously_differentiable", (_fmap, _h1)),
-    sp.Eq(_fF(_hstar), _hstar),  # h* is a fixed point (an arbitrary one)
-    Pred("derivative_at", (_fmap, _h1, _hstar, _J)),  # J = ∂f(h*)
-    Pred("invertible", (1 - _J,)),  # nondegeneracy: 1 ∉ spec J
+    _nondegenerate(_hstar),  # at one fixed point h* (implied by the next; a variant keeps only it)
+    Pred("forall", (_q, _nondegenerate(_q))),  # nondegeneracy at EVERY fixed point
 )
 _C1_GOAL = (
     Pred("solution_set_independent_of", (_g1, _x1)),
-    Pred("isolated_zero", (_g1, _h1, _hstar)),
+    Pred("forall", (_pg, Pred("isolated_if_zero", (_g1, _h1, _pg)))),
     Pred("countable_zero_set", (_g1, _h1)),
     Pred("finitely_many_zeros_in_every_compact", (_g1, _h1)),
 )
@@ -377,18 +463,26 @@ _C1_GOAL = (
     r"$\{h : f(h) - h = 0\}$ is the same for every input $x$. If $I - \partial f(h^*)$ is "
     r"invertible ($1 \notin \mathrm{spec}\,\partial f(h^*)$) at every fixed point $h^*$, every "
     r"fixed point is isolated, so $\mathrm{Fix}(f)$ is countable, and finite in every compact "
-    r"set.",
+    r"set. (Nondegeneracy at a single fixed point is not enough: $f(h) = h + h(\lVert h\rVert^2"
+    r" - 1)$ on $\mathbb{R}^2$ is nondegenerate at $0$ and fixes the whole unit circle.)",
     (
         "no recall (f does not depend on x)",
         "f continuously differentiable",
-        "nondegeneracy: 1 ∉ spec ∂f(h*) at every fixed point h*",
+        "nondegeneracy: 1 ∉ spec ∂f(h*) at every fixed point h* (a ∀ hypothesis)",
     ),
     ("Labovich, arXiv:2604.15259",),
     _check_c1,
     goal=_C1_GOAL,
     assumptions=_C1_ASSUME,
     variants=(
-        Variant("without nondegeneracy (1 may be an eigenvalue of ∂f(h*))", drop=(3,)),
+        Variant("without nondegeneracy (1 may be an eigenvalue of ∂f(h*))", drop=(1, 2)),
+        Variant(
+            "nondegeneracy at one fixed point h* only (f(h) = h + h(‖h‖² − 1) on ℝ²: Fix ⊃ the "
+            "unit circle): the argument at h* does not generalize",
+            drop=(2,),
+            overrides={"point": _hstar},
+        ),
+        Variant("nondegeneracy at one fixed point h* only, generic argument", drop=(2,)),
         Variant(
             "with recall f(h, x): the fixed-point set would not depend on x",
             overrides={"recall": True},
@@ -400,27 +494,29 @@ _C1_GOAL = (
         ),
     ),
 )
-def c1(d: Derivation, recall: bool = False) -> None:
+def c1(d: Derivation, recall: bool = False, point: Any = None) -> None:
     fmap = _fF(_h1, _x1) if recall else _fmap
+    p = _pg if point is None else point
     # the fixed-point equation of an autonomous map has no x in it
     d.identity(sp.Derivative(fmap - _h1, _x1), 0, "∂/∂x (f(h) − h) = 0: f does not read x")
     d.lemma(PARAMETER_FREE, "Fix(f) = {h : f(h) − h = 0} is one set for all x", G=fmap - _h1, x=_x1)
-    # isolation: the inverse function theorem for g = f − id at an arbitrary fixed point h*
+    # at a generic point p: if p is fixed, it is nondegenerate (the ∀ hypothesis), so isolated
     d.lemma(
-        DERIVATIVE_MINUS_ID,
-        "g(h) = f(h) − h is C¹ with Dg(h*) = J − I",
+        NONDEGENERATE_INSTANCE,
+        "at p: if f(p) = p then ∂f(p) = J(p) and I − J(p) is invertible",
         F=_fmap,
         h=_h1,
-        p=_hstar,
-        A=_J,
+        q=_q,
+        p=p,
+        A=_Jf(_q),
     )
-    d.lemma(NEGATIVE_INVERTIBLE, "J − I = −(I − J) is invertible", A=1 - _J)
-    z = sp.Symbol("z")
-    _subst(d, sp.Eq(_fF(_hstar), _hstar), z, z - _hstar, "g(h*) = f(h*) − h* = 0")
-    d.lemma(INVERSE_FUNCTION, "h* is an isolated zero of g", G=_g1, h=_h1, p=_hstar, A=_J - 1)
-    # h* was an arbitrary fixed point: every fixed point is isolated
-    d.lemma(DISCRETE_COUNTABLE, "Fix(f) is countable", G=_g1, h=_h1, p=_hstar)
-    d.lemma(DISCRETE_COMPACT_FINITE, "Fix(f) ∩ K is finite", G=_g1, h=_h1, p=_hstar)
+    d.lemma(C1_MINUS_ID, "g(h) = f(h) − h is C¹", F=_fmap, h=_h1)
+    iso = d.lemma(
+        INVERSE_FUNCTION, "p is not a zero of g, or an isolated one", F=_fmap, h=_h1, p=p, A=_Jf(p)
+    )
+    d.generalize(iso, p, "p was generic: every zero of g is isolated")
+    d.lemma(DISCRETE_COUNTABLE, "Fix(f) is countable", G=_g1, h=_h1, p=p)
+    d.lemma(DISCRETE_COMPACT_FINITE, "Fix(f) ∩ K is finite", G=_g1, h=_h1, p=p)
 
 
 # ---------------------------------------------------------------------- C2 and C4: RMSNorm
@@ -549,7 +645,11 @@ def _check_c3(system: dy.LoopedSystem | None = None, *, seed: int = 0) -> CheckR
 
 _fsym, _xsym = sp.symbols("f x")
 _Ah, _Bx = _nc("A B")  # A = ∂_h f(h*, x), B = ∂_x f(h*, x)
-_C3_GOAL = (sp.Eq(_Dh, (1 - _Ah) ** -1 * _Bx),)
+_Dstar = dhdx(_hstar, _xsym)  # dh*/dx at x, as the IFT names it
+_C3_GOAL = (
+    Pred("derivative_of", (_Dstar, _hstar, _xsym)),
+    sp.Eq(_Dstar, (1 - _Ah) ** -1 * _Bx),
+)
 
 
 @claim(
@@ -570,12 +670,16 @@ _C3_GOAL = (sp.Eq(_Dh, (1 - _Ah) ** -1 * _Bx),)
         Pred("invertible", (1 - _Ah,)),
     ),
     variants=(
-        Variant("sign error: (I + ∂_h f)⁻¹ ∂_x f", goal=(sp.Eq(_Dh, (1 + _Ah) ** -1 * _Bx),)),
+        Variant("sign error: (I + ∂_h f)⁻¹ ∂_x f", goal=(sp.Eq(_Dstar, (1 + _Ah) ** -1 * _Bx),)),
         Variant("without 1 ∉ spec ∂_h f", drop=(4,)),
-        Variant("without the factor (I − ∂_h f)⁻¹ (one unrolled step)", goal=(sp.Eq(_Dh, _Bx),)),
+        Variant("without the factor (I − ∂_h f)⁻¹ (one unrolled step)", goal=(sp.Eq(_Dstar, _Bx),)),
+        Variant(
+            "the chain rule applied to Dh = 0 (not the derivative): 0 = B", overrides={"dh": 0}
+        ),
     ),
 )
-def c3(d: Derivation) -> None:
+def c3(d: Derivation, dh: Any = None) -> None:
+    dh = _Dstar if dh is None else dh
     d.lemma(IMPLICIT_FUNCTION, "h*(x) exists and is C¹ near x", f=_fsym, hs=_hstar, x=_xsym, A=_Ah)
     fixed = d.lemma(
         CHAIN_RULE_FIXED,
@@ -585,17 +689,17 @@ def c3(d: Derivation) -> None:
         x=_xsym,
         A=_Ah,
         B=_Bx,
-        Dh=_Dh,
+        Dh=dh,
     )
     z = sp.Symbol("z", commutative=False)
-    moved = _subst(d, fixed, z, z - _Ah * _Dh, "subtract A Dh*: Dh* − A Dh* = B")
-    factored = d.identity((1 - _Ah) * _Dh, _Dh - _Ah * _Dh, "(I − A) Dh* = Dh* − A Dh*")
+    moved = _subst(d, fixed, z, z - _Ah * dh, "subtract A Dh*: Dh* − A Dh* = B")
+    factored = d.identity((1 - _Ah) * dh, dh - _Ah * dh, "(I − A) Dh* = Dh* − A Dh*")
     d.chain([factored, sp.Eq(moved.lhs, moved.rhs)], "(I − A) Dh* = B")
     d.lemma(
         LEFT_INVERSE,
         "multiply by (I − A)⁻¹",
         M=1 - _Ah,
-        X=_Dh,
+        X=dh,
         Y=_Bx,
     )
 
@@ -628,11 +732,21 @@ _gamma4 = sp.Symbol("gamma")
 _fx = sp.Symbol("f_x")  # h ↦ γ ⊙ N(h + F(h, x)) for one input x
 _N4 = sp.sqrt(_d) * _hv2 / _r  # N at a nonzero pre-norm vector h = y with ‖y‖ = r
 _RADIUS = sp.sqrt(_d) * _gmax4
+_pre = sp.Function("pre")  # pre(h) = h + F(h, x): f_x's pre-norm vector at state h
+_y4 = sp.Symbol("y")  # a generic state (bound in the assumptions, free in none)
+
+
+def _Npre(h: Any) -> Any:
+    """N(pre(h)) = √d pre(h)/‖pre(h)‖."""
+    return sp.sqrt(_d) * _pre(h) / norm(_pre(h))
+
+
 _C4_ASSUME = (
     sp.Eq(norm(_hv2), _r),  # r = ‖h‖ > 0: the pre-norm vector is not 0
     Pred("max_abs", (_gamma4, _gmax4)),  # γ_max = max_i |γ_i|
-    Pred("value_of", (_fx, hadamard(_gamma4, _N4))),  # f_x's values are γ ⊙ N(pre-norm vector)
+    Pred("values_are", (_fx, sp.Lambda(_y4, hadamard(_gamma4, _Npre(_y4))))),  # f_x = γ ⊙ N∘pre
     Pred("continuous", (_fx,)),  # ε > 0, or no pre-norm vector is 0
+    Pred("forall", (_q, sp.Lt(0, norm(_pre(_q))))),  # no pre-norm vector is 0
 )
 _C4_GOAL = (
     sp.Eq(norm(_N4), sp.sqrt(_d)),
@@ -652,7 +766,11 @@ _C4_GOAL = (
     r"outer normalization $f_x(h) = \gamma \odot N(h + F(h, x))$ maps the ball of radius "
     r"$\sqrt d \max|\gamma|$ into itself, so when $f_x$ is continuous ($\varepsilon > 0$ or no "
     r"zero pre-norm vector) it has a fixed point there (Brouwer), for every $x$.",
-    ("γ = 1, ε = 0 (for the exact sphere)", "continuity for Brouwer: ε > 0 or no zero pre-norm"),
+    (
+        "γ = 1, ε = 0 (for the exact sphere)",
+        "f_x(h) = γ ⊙ N(pre(h)), pre(h) = h + F(h, x) ≠ 0 for every h",
+        "f_x continuous (for Brouwer)",
+    ),
     ("SCIENCE.md C4", "L. E. J. Brouwer, Math. Ann. 71, 1912"),
     _check_c4,
     goal=_C4_GOAL,
@@ -660,6 +778,8 @@ _C4_GOAL = (
     variants=(
         Variant("‖N(x)‖ = d (the wrong norm)", goal=(sp.Eq(norm(_N4), _d),)),
         Variant("Brouwer without continuity", drop=(3,)),
+        Variant("a pre-norm vector may be 0 (N undefined there)", drop=(4,)),
+        Variant("a ball of negative radius −1", overrides={"radius": sp.Integer(-1)}),
         Variant("the ball of radius max|γ| (without √d)", overrides={"radius": _gmax4}),
         Variant("∂N(x) = (√d/r) I (no projection)", goal=(sp.Eq(_DN_H, sp.sqrt(_d) / _r * _hv2),)),
     ),
@@ -671,13 +791,22 @@ def c4(d: Derivation, radius: Any = None) -> None:
     scaled = d.lemma(HOMOGENEITY, "‖(√d/r) x‖ = (√d/r)‖x‖", c=sp.sqrt(_d) / _r, u=_hv2)
     on = _subst(d, sp.Eq(norm(_hv2), _r), z, sp.sqrt(_d) * z / _r, "with ‖x‖ = r: (√d/r) r = √d")
     d.chain([scaled, on], "‖N(x)‖ = √d: RMSNorm puts every token on the sphere")
-    # Brouwer for the outer norm
-    had = d.lemma(HADAMARD_BOUND, "‖γ ⊙ N‖ ≤ γ_max ‖N‖", gamma=_gamma4, gamma_max=_gmax4, u=_N4)
-    cap = _subst(
-        d, sp.Eq(norm(_N4), sp.sqrt(_d)), z, _gmax4 * z, "γ_max ‖N‖ = √d γ_max on the sphere"
+    # Brouwer for the outer norm, at a generic state y: ‖γ ⊙ N(pre(y))‖ ≤ √d γ_max
+    y, u = _y4, _Npre(_y4)
+    d.lemma(POSITIVE_INSTANCE, "pre(y) ≠ 0", q=_q, p=y, E=norm(_pre(_q)))
+    on = d.lemma(NORMALIZED, "‖N(pre(y))‖ = √d", c=sp.sqrt(_d), u=_pre(y))
+    had = d.lemma(HADAMARD_BOUND, "‖γ ⊙ N‖ ≤ γ_max ‖N‖", gamma=_gamma4, gamma_max=_gmax4, u=u)
+    cap = _subst(d, on, z, _gmax4 * z, "γ_max ‖N‖ = √d γ_max on the sphere")
+    bound = d.chain([had, cap], "the value of f_x at y has norm ≤ √d γ_max")
+    d.generalize(bound, y, "y was generic: every value of f_x has norm ≤ √d γ_max")
+    d.lemma(
+        INTO_BALL,
+        "f_x maps the ball into itself",
+        f=_fx,
+        y=y,
+        u=hadamard(_gamma4, u),
+        R=radius,
     )
-    d.chain([had, cap], "every value of f_x has norm ≤ √d γ_max")
-    d.lemma(INTO_BALL, "f_x maps the ball into itself", f=_fx, u=hadamard(_gamma4, _N4), R=radius)
     d.lemma(BALL_COMPACT_CONVEX, "the ball is nonempty, compact and convex", R=radius)
     d.lemma(BROUWER, "f_x has a fixed point in the ball", f=_fx, K=ball(radius))
     # the Jacobian and its eigenvalues, for every d and r (last: keeps look-ups fast)
@@ -737,24 +866,49 @@ def _alpha_beta(phi: Any) -> tuple[Any, Any]:
 _e5 = sp.Symbol("e", positive=True)  # e = √ε
 _t5 = sp.Symbol("t", nonnegative=True)  # t = √(v + ε) − √ε: v = t² + 2 e t ranges over v ≥ 0
 _Msym, _Psym = _nc("M P")
+_M0, _MB, _PB = _nc("M_0 M_B P'")  # the Jacobians at zero variance and at ε = 0; P in ℝ^d'
+_CB, _CBT = _nc("c_B c_B^T")  # an input of variance 1/(4B²)
+_d3 = sp.Symbol("d'", positive=True, integer=True)  # the dimension of the ε = 0 statement
 _AL_LN, _BE_LN = _alpha_beta(_PHI_LN)
-_M5 = _AL_LN + _BE_LN * _Cv * _CvT  # M = αI + β c cᵀ
 _J5 = _Gnc * _Msym * _Psym  # J = Γ M P
+_V_T = _t5**2 + 2 * _e5 * _t5  # the variance v in terms of t
+_V_T_SQ = (_e5 + _t5) ** 2 - _e5**2  # the same v, written so that v + ε = (e + t)²
+_V_B = 1 / (4 * _Bnd**2)  # the variance where, at ε = 0, α = 2B
+
+
+def _line(phi: Any, c: Any, v: Any, eps: Any, dim: Any) -> Any:
+    """c ↦ c φ(‖c‖²/d) along the line c + s w: ‖c + s w‖²/d = v + (2 s⟨c, w⟩ + s²‖w‖²)/d."""
+    moved = phi.subs(_var, _var + (2 * _s * inner(c, _wv5) + _s**2 * norm(_wv5) ** 2) / dim)
+    return (c + _s * _wv5) * moved.subs({_var: v, _eps: eps})
+
+
+def _along(M: Any, line: Any) -> Pred:
+    """M is the derivative: M w = d/ds|₀ line(w, s) for every w."""
+    return Pred("derivative_along_lines", (M, _s, sp.Lambda(_wv5, line)))
+
 
 _C5_ASSUME = (
-    sp.Eq(_Msym, _M5),  # M = αI + β c cᵀ, LayerNorm's α = (v + ε)^(-1/2), β = −(v + ε)^(-3/2)/d
+    _along(_Msym, _line(_PHI_LN, _Cv, _V_T_SQ, _e5**2, _d)),  # M = D(c ↦ c/√(‖c‖²/d + ε)) at c
+    Pred("transpose", (_Cv, _CvT)),
     sp.Eq(_Psym, _P5),  # P = I − 11ᵀ/d
-    sp.Eq(norm(_Cv), sp.sqrt(_d * (_t5**2 + 2 * _e5 * _t5))),  # ‖c‖ = √(d v), v = t² + 2 e t
+    sp.Eq(norm(_Cv), sp.sqrt(_d * _V_T)),  # ‖c‖ = √(d v), v = t² + 2 e t
     Pred("diagonal_of", (_Gnc, _gam)),  # Γ = diag(γ)
     Pred("max_abs", (_gam, _gmax4)),  # γ_max = max |γ_i|
     sp.Eq(norm(_E5), sp.sqrt(_d)),  # ‖1‖ = √d
+    Pred("transpose", (_E5, _ET5)),
     Pred("centring_matrix", (_Psym, _d)),
     sp.Ge(_d, 2),
+    _along(_M0, _line(_PHI_LN, 0, 0, _e5**2, _d)),  # M₀: the same derivative at c = 0
+    _along(_MB, _line(_PHI_LN, _CB, _V_B, 0, _d3)),  # M_B: at ε = 0, at c_B in ℝ^d'
+    Pred("transpose", (_CB, _CBT)),
+    sp.Eq(norm(_CB), sp.sqrt(_d3 * _V_B)),  # c_B has variance 1/(4B²)
+    Pred("centring_matrix", (_PB, _d3)),
+    sp.Ge(_d3, 3),
 )
 _C5_GOAL = (
     sp.Le(opnorm(_J5), _gmax4 / _e5),
-    sp.Eq(opnorm(_Psym / _e5), 1 / _e5),
-    sp.Lt(_Bnd, sp.Subs(_PHI_LN.subs(_eps, 0), _var, 1 / (4 * _Bnd**2))),
+    sp.Eq(opnorm(_M0 * _Psym), 1 / _e5),
+    sp.Lt(_Bnd, opnorm(_MB * _PB)),
 )
 _CERT_ALONG_C = _t5 * (_t5**2 + 3 * _e5 * _t5 + 3 * _e5**2) / (_e5 * (_e5 + _t5) ** 3)
 
@@ -766,21 +920,40 @@ def _le_with(d: Derivation, lhs: Any, rhs: Any, cert: Any, why: str) -> Any:
     return d.inequality(lhs, rhs, why, by=use)
 
 
+def _jacobian(d: Derivation, M: Any, line: Any, al: Any, be: Any, c: Any, cT: Any, why: str) -> Any:
+    """M = αI + β c cᵀ from the directional derivative along a generic w."""
+    along = d.identity(
+        sp.Subs(sp.Derivative(line, _s), _s, 0),
+        al * _wv5 + be * c * inner(c, _wv5),
+        f"{why}: d/ds|₀ along w is α w + β c ⟨c, w⟩",
+    )
+    d.generalize(along, _wv5, "w was generic")
+    return d.lemma(
+        JACOBIAN_FROM_LINES, why, M=M, s=_s, w=_wv5, L_w=line, alpha=al, beta=be, c=c, **{"c^T": cT}
+    )
+
+
 @claim(
     "C5",
     "LayerNorm's Lipschitz constant is max|γ|/√ε, attained at zero variance",
     r"For every $d \ge 2$ and $\varepsilon = e^2 > 0$: the Jacobian of "
     r"$\mathrm{LN}(x) = \gamma \odot (x - \bar x)/\sqrt{\mathrm{var}(x) + \varepsilon}$ is "
-    r"$J = \Gamma M P$ with $\Gamma = \mathrm{diag}(\gamma)$, $P = I - 11^\top/d$, "
-    r"$M = \alpha I + \beta c c^\top$, $c = Px$ the centred input, $v = \lVert c\rVert^2/d$, "
-    r"$\alpha = (v + \varepsilon)^{-1/2}$, $\beta = -d^{-1}(v + \varepsilon)^{-3/2}$ (written "
-    r"with $t = \sqrt{v + \varepsilon} - \sqrt\varepsilon \ge 0$), and "
-    r"$\lVert J\rVert_2 \le \max|\gamma|/\sqrt\varepsilon$ (316.23 at $\varepsilon = 10^{-5}$); "
-    r"at zero variance with $\gamma = 1$, $J = P/\sqrt\varepsilon$ has norm exactly "
-    r"$1/\sqrt\varepsilon$. With $\varepsilon = 0$ the eigenvalue $\alpha = 1/\sqrt v$ (on "
-    r"$c^\perp \cap 1^\perp \ne \{0\}$ for $d \ge 3$) exceeds every $B > 0$ (at $v = 1/4B^2$): "
-    r"no global bound.",
-    ("ε > 0", "d ≥ 2"),
+    r"$J = \Gamma M P$ with $\Gamma = \mathrm{diag}(\gamma)$, $P = I - 11^\top/d$ and $M$ the "
+    r"derivative of $c \mapsto c/\sqrt{\lVert c\rVert^2/d + \varepsilon}$ at the centred input "
+    r"$c = Px$ (variance $v = \lVert c\rVert^2/d = t^2 + 2et$, $t \ge 0$); $M = \alpha I + "
+    r"\beta c c^\top$ with $\alpha = (v + \varepsilon)^{-1/2}$, $\beta = -d^{-1}(v + "
+    r"\varepsilon)^{-3/2}$, and $\lVert J\rVert_2 \le \max|\gamma|/\sqrt\varepsilon$ (316.23 at "
+    r"$\varepsilon = 10^{-5}$). At zero variance with $\gamma = 1$, $J = M_0 P$ has norm exactly "
+    r"$1/\sqrt\varepsilon$. With $\varepsilon = 0$, in every dimension $d' \ge 3$ and for every "
+    r"$B > 0$, at an input $c_B$ of variance $1/(4B^2)$ (with $\gamma = 1$) "
+    r"$\lVert J\rVert_2 = \lVert M_B P\rVert_2 \ge \alpha = 2B > B$ (the eigenvalue $\alpha$ on "
+    r"$c_B^\perp \cap 1^\perp \ne \{0\}$): no global bound.",
+    (
+        "ε > 0 (ε = 0 in the last statement)",
+        "d ≥ 2; d' ≥ 3 for the ε = 0 statement",
+        "M, M₀, M_B are the derivatives of c ↦ c φ(‖c‖²/d) at the inputs named (assumed as "
+        "facts: derivative_along_lines); cᵀ is the transpose of c",
+    ),
     (
         "SCIENCE.md C5",
         "J. L. Ba, J. R. Kiros & G. E. Hinton, Layer Normalization, arXiv:1607.06450",
@@ -795,19 +968,37 @@ def _le_with(d: Derivation, lhs: Any, rhs: Any, cert: Any, why: str) -> Any:
             "variance but whose ‖J‖ reaches 4899 (vs 316) at ε = 1e-5",
             overrides={"phi": _PHI_BAD},
         ),
-        Variant("without the variance's definition ‖c‖² = d v", drop=(2,)),
+        Variant("without the variance's definition ‖c‖² = d v", drop=(3,)),
+        Variant("1ᵀ replaced by −1ᵀ (‖I + 11ᵀ/d‖ ≤ 1; true norm 2)", overrides={"ones_t": -_ET5}),
+        Variant("the Jacobian M = αI (no rank-one term)", overrides={"rank_one": False}),
+        Variant("without cᵀ the transpose of c", drop=(1,)),
+        Variant(
+            "‖J‖ = 1/(2√ε) at zero variance", goal=(sp.Eq(opnorm(_M0 * _Psym), 1 / (2 * _e5)),)
+        ),
+        Variant("the zero-variance norm without LayerNorm's Jacobian there", drop=(10,)),
+        Variant("the ε = 0 lower bound without LayerNorm's Jacobian there", drop=(11,)),
+        Variant("the ε = 0 lower bound for d' ≥ 2 (d' = 2: c⊥ ∩ 1⊥ may be {0})", drop=(15,)),
+        Variant("‖J‖ > 2B at ε = 0", goal=(sp.Lt(2 * _Bnd, opnorm(_MB * _PB)),)),
     ),
 )
-def c5(d: Derivation, phi: Any = None) -> None:
+def c5(d: Derivation, phi: Any = None, ones_t: Any = None, rank_one: bool = True) -> None:
     phi = _PHI_LN if phi is None else phi
-    al, be = _alpha_beta(phi)  # the map's own coefficients (its derivative is checked last)
+    ones_t = _ET5 if ones_t is None else ones_t
+    al, be = _alpha_beta(phi)  # the map's own coefficients
+    be = be if rank_one else sp.Integer(0)
     L = 1 / _e5
     z = sp.Symbol("z")
-    v_t = _t5**2 + 2 * _e5 * _t5
+    v_t = _V_T
     # the eigenvalues of αI + β c cᵀ: α on c⊥ and α + βρ² = α + β d v on c; both ≤ 1/√ε
     _le_with(d, sp.Abs(al), L, None, "|α| ≤ 1/√ε for every variance v ≥ 0")
     _le_with(d, sp.Abs(al + be * _d * v_t), L, _CERT_ALONG_C, "|α + β‖c‖²| = |α + β d v| ≤ 1/√ε")
     if not (d.steps[-1].ok and d.steps[-2].ok):  # a proof stops at its first failed step
+        return
+    # M = αI + β c cᵀ: LayerNorm's derivative along every direction w
+    mdef = _jacobian(
+        d, _Msym, _line(phi, _Cv, _V_T_SQ, _e5**2, _d), al, be, _Cv, _CvT, "M = αI + β c cᵀ"
+    )
+    if not all(st.ok for st in d.steps):  # a proof stops at its first failed step
         return
     m0 = d.lemma(
         RANK_ONE,
@@ -819,7 +1010,7 @@ def c5(d: Derivation, phi: Any = None) -> None:
         rho=sp.sqrt(_d * v_t),
         L=L,
     )
-    m1 = _subst(d, sp.Eq(_Msym, al + be * _Cv * _CvT), z, opnorm(z), "‖M‖ = ‖αI + β c cᵀ‖")
+    m1 = _subst(d, mdef, z, opnorm(z), "‖M‖ = ‖αI + β c cᵀ‖")
     m = d.chain([m1, m0], "‖M‖₂ ≤ 1/√ε")
     # ‖P‖₂ ≤ 1: P = I − 11ᵀ/d has eigenvalues 1 (on 1⊥) and 1 − d/d = 0
     p0 = d.lemma(
@@ -828,12 +1019,14 @@ def c5(d: Derivation, phi: Any = None) -> None:
         alpha=1,
         beta=-1 / _d,
         c=_E5,
-        **{"c^T": _ET5},
+        **{"c^T": ones_t},
         rho=sp.sqrt(_d),
         L=1,
     )
-    p1 = _subst(d, sp.Eq(_Psym, _P5), z, opnorm(z), "‖P‖ = ‖I − 11ᵀ/d‖")
+    p1 = _subst(d, sp.Eq(_Psym, 1 - _E5 * ones_t / _d), z, opnorm(z), "‖P‖ = ‖I − 11ᵀ/d‖")
     p = d.chain([p1, p0], "‖P‖₂ ≤ 1")
+    if not all(st.ok for st in d.steps):
+        return
     g = d.lemma(DIAGONAL_NORM, "‖Γ‖₂ ≤ γ_max", Gamma=_Gnc, gamma=_gam, gamma_max=_gmax4)
     s1 = d.lemma(SUBMULTIPLICATIVE, "‖Γ M P‖ ≤ ‖Γ‖ ‖M P‖", A=_Gnc, B=_Msym * _Psym)
     s2 = d.lemma(SUBMULTIPLICATIVE, "‖M P‖ ≤ ‖M‖ ‖P‖", A=_Msym, B=_Psym)
@@ -850,28 +1043,37 @@ def c5(d: Derivation, phi: Any = None) -> None:
         B=mp2.rhs,
     )
     d.chain([s1, gmp], "‖J‖₂ ≤ max|γ|/√ε")
-    # attained at zero variance (γ = 1): c = 0, J = α(0) P = P/√ε, and ‖P‖₂ = 1 for d ≥ 2
-    d.identity(sp.Subs(al, _t5, 0), L, "at zero variance (t = 0) α = 1/√ε; c = 0, so J = P/√ε")
-    hom = d.lemma(OPNORM_HOMOGENEITY, "‖P/√ε‖ = ‖P‖/√ε", c=L, A=_Psym)
-    one = d.lemma(CENTRING_NORM, "‖P‖₂ = 1", P=_Psym, d=_d)
-    at0 = _subst(d, one, z, L * z, "‖P‖/√ε = 1/√ε")
-    d.chain([hom, at0], "‖J‖₂ = 1/√ε at zero variance: the bound is attained")
-    # ε = 0: α = 1/√v exceeds any B at v = 1/(4B²)
-    alpha0 = sp.Subs(phi.subs(_eps, 0), _var, 1 / (4 * _Bnd**2))
-    val = d.identity(alpha0, 2 * _Bnd, "with ε = 0, α(1/(4B²)) = 2B")
-    big = d.inequality(_Bnd, 2 * _Bnd, "2B > B", strict=True)
-    d.chain([big, sp.Eq(val.rhs, val.lhs)], "α exceeds every B: no global bound at ε = 0")
-    # last (to keep the look-ups above fast): the map's Jacobian is Γ(αI + β c cᵀ)P. Along a
-    # centred direction w (P is linear), d/ds at 0 of (c + s w) φ(‖c + s w‖²/d), with
-    # ‖c + s w‖²/d = v + (2 s k + s² m²)/d (k = ⟨c, w⟩, m = ‖w‖), is α w + β c k
-    s = _s
-    line = (_cv5 + s * _wv5) * phi.subs(_var, _var + (2 * s * _k5 + s**2 * _m5**2) / _d)
-    a_v, b_v = phi, 2 * sp.diff(phi, _var) / _d
-    d.identity(
-        sp.Subs(sp.Derivative(line, s), s, 0),
-        a_v * _wv5 + b_v * _cv5 * _k5,
-        "the derivative along w is α w + β c ⟨c, w⟩ (α = φ(v), β = 2φ'(v)/d): J = Γ(αI + β c cᵀ)P",
+    # attained at zero variance (c = 0, γ = 1): M₀ = α(0) I = I/√ε, J = M₀ P, ‖P‖₂ = 1 (d ≥ 2)
+    a0 = al.subs(_t5, 0)
+    m0def = _jacobian(
+        d, _M0, _line(phi, 0, 0, _e5**2, _d), a0, sp.Integer(0), _Cv, _CvT, "M₀ = I/√ε at c = 0"
     )
+    w = sp.Symbol("z", commutative=False)
+    at = _subst(d, m0def, w, opnorm(w * _Psym), "‖M₀ P‖ = ‖P/√ε‖")
+    hom = d.lemma(OPNORM_HOMOGENEITY, "‖P/√ε‖ = ‖P‖/√ε", c=a0, A=_Psym)
+    one = d.lemma(CENTRING_NORM, "‖P‖₂ = 1", P=_Psym, d=_d)
+    at0 = _subst(d, one, z, a0 * z, "‖P‖/√ε = 1/√ε")
+    d.chain([at, hom, at0], "‖J‖₂ = ‖M₀ P‖₂ = 1/√ε at zero variance: the bound is attained")
+    # ε = 0: at variance 1/(4B²), α = 1/√v = 2B is an eigenvalue of M_B P on c⊥ ∩ 1⊥ (d' ≥ 3)
+    phi0 = phi.subs(_eps, 0)
+    aB = phi0.subs(_var, _V_B)
+    bB = (2 * sp.diff(phi0, _var) / _d3).subs(_var, _V_B)
+    _jacobian(
+        d, _MB, _line(phi, _CB, _V_B, 0, _d3), aB, bB, _CB, _CBT, "M_B = α I + β c_B c_Bᵀ, ε = 0"
+    )
+    low = d.lemma(
+        EIGEN_LOWER,
+        "‖M_B P'‖₂ ≥ |α| (a unit u ⊥ c_B, 1)",
+        M=_MB,
+        alpha=aB,
+        beta=bB,
+        c=_CB,
+        **{"c^T": _CBT},
+        P=_PB,
+        d=_d3,
+    )
+    big = d.inequality(_Bnd, low.lhs, "B < |α| = 2B", strict=True)
+    d.chain([big, low], "‖J‖₂ > B at ε = 0, for every B > 0: no global bound")
 
 
 # ---------------------------------------------------------------------- C6
@@ -928,7 +1130,12 @@ _T_OF_B = 2 * sp.sqrt(_Bnd / _a6)  # where ∂f₁/∂x₁ = 1/2 + B
     r"(at $t = 2\sqrt{B/a}$) $\mathrm{Lip}(f) \ge \tfrac12 + B > B$: attention is not globally "
     r"Lipschitz, and any certificate for it is local to a bounded set (on bounded sets the "
     r"bound is R7's).",
-    ("a > 0", "f differentiable"),
+    (
+        "a > 0",
+        "f differentiable",
+        "∂f₁/∂x₁ at (0, 2√(B/a)) is a partial derivative of f (assumed as a fact: "
+        "partial_derivative_of)",
+    ),
     ("Kim, Papamakarios & Mnih, arXiv:2006.04710", "Castin, Ablin & Peyré, arXiv:2312.14820"),
     _check_c6,
     goal=(
