@@ -852,7 +852,7 @@ class Derivation:
             bad = [s for s in b.steps if not s.ok]
             if bad:
                 problems.append(f"{b.claim}: step failed: {bad[0].description}")
-            if not any(_implies(k, fact) for k in b.known):
+            if not (any(k == fact for k in b.known) or any(_implies(k, fact) for k in b.known)):
                 problems.append(f"{b.claim}: does not derive {fact_str(fact)}")
         kinds = [s.proof_kind for b in branches for s in b.steps]
         for b in branches:
