@@ -72,7 +72,7 @@ def test_a_statement_edited_to_a_false_one_fails(name: str) -> None:
 ISSUE_VARIANTS = {
     "C5": "4899",
     "C11": "tanh",
-    "C12": "necessary",
+    "C12": "necessity",
     "C14": "half",
     "R5": "100",
     "R6": "100",
@@ -82,14 +82,13 @@ ISSUE_VARIANTS = {
 
 
 @pytest.mark.parametrize(("name", "keyword"), sorted(ISSUE_VARIANTS.items()))
-def test_the_false_statements_of_the_issue_are_rejected(name: str, keyword: str) -> None:
+def test_the_false_statements_of_the_issue_are_registered_variants(name: str, keyword: str) -> None:
+    """Each is a registered variant, so test_each_false_variant_is_rejected runs it (once)."""
     c = theory.get(name)
     matching = [v for v in c.variants if keyword in v.description]
     assert matching, (
         f"{name}: no variant mentions {keyword!r}: {[v.description for v in c.variants]}"
     )
-    for v in matching:
-        assert not c.prove_variant(v).ok
 
 
 # ------------------------------------------------------------------ the engine
