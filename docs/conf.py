@@ -211,8 +211,15 @@ def _claim_pages(app: Any) -> None:
         (out / f"{c.name}.md").write_text("\n".join(lines) + "\n")
         names.append(c.name)
         n_rej = sum(r for _, r in rejected)
+        n_steps = len(proof.steps)
+        short = (
+            f"{proof.kind.label}, {n_steps} steps"
+            if proof.kind is not theory.ProofKind.INSTANCE
+            else f"instance check ({'; '.join(proof.instances)}), {n_steps} steps"
+        )
         table.append(
-            f"| [{c.name}]({c.name}.md) | {kind} | {', '.join(proof.lemmas) or '—'} | "
+            f"| [{c.name}]({c.name}.md) | {short if proof.ok else kind} | "
+            f"{', '.join(proof.lemmas) or '—'} | "
             f"{n_rej} of {len(rejected)}: " + "; ".join(d for d, _ in rejected) + " |"
         )
     kinds = [theory.get(n).prove().kind for n in names]
