@@ -15,7 +15,7 @@ proved about the very closed forms the rules evaluate (``dynamo.kernel.lipschitz
 >>> proof.ok, proof.kind.label
 (True, 'proved in general')
 >>> [c.name for c in theory.registry()][-1]
-'R8'
+'R9'
 """
 
 from . import _claims as _claims

@@ -250,7 +250,7 @@ class Claim:
     >>> c.prove().ok, c.check().ok
     (True, True)
     >>> [c.prove_variant(v).ok for v in c.variants]
-    [False, False]
+    [False, False, False]
     """
 
     name: str
@@ -448,14 +448,14 @@ def claim(
 
 
 def registry() -> Iterator[Claim]:
-    """Every registered claim, in registration order.
+    """Every registered claim: C1–C14, then the rules R1–R9.
 
     Examples
     --------
     >>> import theory
     >>> names = [c.name for c in theory.registry()]
     >>> names[:2], names[-1], len(names)
-    (['C1', 'C2'], 'R8', 22)
+    (['C1', 'C2'], 'R9', 23)
     """
     order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 10)}
     return iter(sorted(_REGISTRY.values(), key=lambda c: order.get(c.name, 1000)))
