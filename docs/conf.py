@@ -217,11 +217,13 @@ def _claim_pages(app: Any) -> None:
             if proof.kind is not theory.ProofKind.INSTANCE
             else f"instance check ({'; '.join(proof.instances)}), {n_steps} steps"
         )
-        table.append(
-            f"| [{c.name}]({c.name}.md) | {short if proof.ok else kind} | "
-            f"{', '.join(proof.lemmas) or '—'} | "
-            f"{n_rej} of {len(rejected)}: " + "; ".join(d for d, _ in rejected) + " |"
-        )
+        cells = [
+            f"[{c.name}]({c.name}.md)",
+            short if proof.ok else kind,
+            ", ".join(proof.lemmas) or "—",
+            f"{n_rej} of {len(rejected)}: " + "; ".join(d for d, _ in rejected),
+        ]
+        table.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     kinds = [theory.get(n).prove().kind for n in names]
     counts = {k: sum(x is k for x in kinds) for k in theory.ProofKind}
     index = [
