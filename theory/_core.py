@@ -217,7 +217,8 @@ def code_scaled(name: str, factor: float) -> Iterator[None]:
 class Variant:
     """A false variant of a claim that its proof must reject: a wrong constant or a dropped
     hypothesis (``overrides`` to the proof function), a stronger statement (``goal``), a
-    hypothesis removed (``drop``, by index into the claim's hypotheses), or the code's rule
+    hypothesis removed (``drop``, by index into the claim's hypotheses; a ``goal`` may be a
+    function, built when the variant runs), or the code's rule
     changed (``patch``, a context manager that alters dynamo while the proof runs).
 
     Examples
@@ -230,7 +231,7 @@ class Variant:
 
     description: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    goal: tuple[Fact, ...] | None = None
+    goal: tuple[Fact, ...] | Callable[[], tuple[Fact, ...]] | None = None
     drop: tuple[int, ...] = ()
     patch: Callable[[], AbstractContextManager[Any]] | None = None
 
@@ -304,7 +305,8 @@ class Claim:
         """The proof run on a false variant (it must fail)."""
         ctx = variant.patch() if variant.patch is not None else nullcontext()
         with ctx:
-            return self.prove(goal=variant.goal, drop=variant.drop, **variant.overrides)
+            goal = variant.goal() if callable(variant.goal) else variant.goal
+            return self.prove(goal=goal, drop=variant.drop, **variant.overrides)
 
     def check(self, *args: Any, **kwargs: Any) -> CheckResult:
         """Run the numeric counterpart through dynamo.

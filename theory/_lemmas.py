@@ -9,6 +9,8 @@ every ``A`` and ``B``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sympy as sp
 
 from ._logic import Pred, lemma
@@ -16,6 +18,7 @@ from ._logic import Pred, lemma
 __all__ = [
     "Lip",
     "add",
+    "at",
     "charpoly",
     "compose",
     "inner",
@@ -37,6 +40,19 @@ add = sp.Function("add")
 inner = sp.Function("inner", real=True)
 #: the characteristic polynomial ``det(λI − A)`` of a square matrix, as a function of λ
 charpoly = sp.Function("charpoly")
+
+
+class at(sp.Function):
+    """``expr`` with ``var`` set to ``value``. In a lemma's template ``expr`` is a bare symbol and
+    the call stays unevaluated; once the lemma is instantiated with an explicit expression, the
+    substitution happens, so a hypothesis can speak of "f at the point y" for the f applied."""
+
+    @classmethod
+    def eval(cls, expr: Any, var: Any, value: Any) -> Any:
+        if isinstance(expr, sp.Symbol) and expr != var:
+            return None
+        return expr.xreplace({var: value})
+
 
 _u, _v = sp.symbols("u v")
 _A, _B = sp.symbols("A B", commutative=False)

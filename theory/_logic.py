@@ -22,7 +22,7 @@ sympy's automatic evaluation) is refused: it would check nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -924,7 +924,3 @@ class Derivation:
         self._add(
             description, value, f"{v!r} (target {target!r})", ok, "numeric", None, ProofKind.NUMERIC
         )
-
-    def apply(self, fn: Callable[[Derivation], Any]) -> Any:
-        """Run a helper that adds steps (a shared sub-argument)."""
-        return fn(self)

@@ -33,6 +33,7 @@ of step 1 is linear algebra (the coefficient of ``h_k``), not a sympy step.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import sympy as sp
@@ -335,17 +336,27 @@ Jh = sp.Function("J", commutative=False)  # J(h): head h's Jacobian
 Lh = sp.Function("L", nonnegative=True)  # L(h): a bound on ‖J(h)‖
 
 
-#: the Jacobian identity's two sides, built once (no code constant enters them; comparing
-#: fresh copies of these Sums is what made every run slow)
-_DERIVATIVE = _directional_derivative()
-_BLOCK_FORM = {c: _block_form(c) for c in (True, False)}
-_JACOBIAN = {c: sp.Eq(_DERIVATIVE, _BLOCK_FORM[c], evaluate=False) for c in (True, False)}
+#: the Jacobian identity's two sides, built on first use and kept (no code constant enters
+#: them; comparing fresh copies of these Sums is what made every run slow)
+@cache
+def _derivative() -> Any:
+    return _directional_derivative()
+
+
+@cache
+def _block_rhs(centred: bool) -> Any:
+    return _block_form(centred)
+
+
+@cache
+def _jacobian(centred: bool) -> Any:
+    return sp.Eq(_derivative(), _block_rhs(centred), evaluate=False)
 
 
 def _goal(centred: bool = True) -> tuple[Any, ...]:
     # the bounds are what dynamo's code evaluates, read now (a changed constant changes them)
     return (
-        _JACOBIAN[centred],
+        _jacobian(centred),
         sp.Le(opnorm(J_HEAD), formulas.attention_head(v, m, T, R, sqrt=sp.sqrt)),
         sp.Le(opnorm(M_ROPE), formulas.rope_score_norm(q_n, k_n, d_h, sqrt=sp.sqrt)),
         sp.Le(opnorm(WO * stack(Jh(h), h, H)), o_n * sp.sqrt(sp.Sum(Lh(h) ** 2, (h, 1, H)))),
@@ -633,8 +644,8 @@ def r7_proof(d: Derivation, root_t: Any = None) -> None:
         return
     # the Jacobian: softmax derivative, chain rule and product rule, on n tokens
     d.identity(
-        _DERIVATIVE,
-        _BLOCK_FORM[True],
+        _derivative(),
+        _block_rhs(True),
         "directional derivative of o_i (one coordinate; n attended tokens) = value + diagonal "
         "(C_i h_i) + off-diagonal parts: J = P ⊗ V + blockdiag(V C_i) + (I ⊗ V) B",
     )
@@ -731,7 +742,7 @@ def _check_r7(seed: int = 0) -> CheckResult:
         Variant("without RoPE rotations orthogonal", drop=(11,)),
         Variant(
             "a Jacobian whose diagonal term C_i is not centred (x_k in place of x_k − μ_i)",
-            goal=(_JACOBIAN[False],),
+            goal=lambda: (_jacobian(False),),
         ),
     ),
     uses=("C6",),

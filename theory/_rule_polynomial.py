@@ -15,7 +15,7 @@ import dynamo as dy
 from dynamo.kernel import lipschitz_formulas as formulas
 
 from ._core import CheckResult, Variant, claim, code_scaled
-from ._lemmas import MEAN_VALUE, Lip, opnorm
+from ._lemmas import MEAN_VALUE, Lip, at, opnorm
 from ._logic import Derivation, Pred, lemma
 
 F64 = torch.float64
@@ -50,16 +50,6 @@ class jacobian_at(sp.Function):
         if not isinstance(expr, sp.MatrixBase):
             return None
         return sp.ImmutableMatrix(sp.Matrix(expr).jacobian([x, y]).subs(x, xx))
-
-
-class at(sp.Function):
-    """``expr`` with ``var`` set to ``value``, once ``expr`` is explicit (not a lemma variable)."""
-
-    @classmethod
-    def eval(cls, expr: Any, var: Any, value: Any) -> Any:
-        if isinstance(expr, sp.Symbol) and expr != var:
-            return None
-        return expr.subs(var, value)
 
 
 class jacobian_dy(sp.Function):

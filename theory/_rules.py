@@ -31,6 +31,7 @@ from ._lemmas import (
     TRIANGLE,
     Lip,
     add,
+    at,
     compose,
     norm,
     opnorm,
@@ -184,17 +185,6 @@ RECIP_SQRT = lemma(
 
 
 # ---------------------------------------------------------------------- linear algebra
-class at(sp.Function):
-    """``f_x`` with ``x`` replaced by ``y`` (a lemma's template keeps it unevaluated, where ``f_x``
-    is a bare symbol; a concrete expression is substituted at once)."""
-
-    @classmethod
-    def eval(cls, fx: Any, x: Any, y: Any) -> Any:
-        if fx.has(x):
-            return fx.xreplace({x: y})
-        return None
-
-
 AFFINE_LIP = lemma(
     "rules: Lipschitz constant of an affine map",
     "If f is the map x ↦ f_x (x its variable) and f(x) − f(y) = K(x − y) for every y (an affine "
