@@ -55,6 +55,7 @@ from ._lipschitz import Bound as Bound
 from ._lipschitz import BoundStep as BoundStep
 from ._lipschitz import Domain as Domain
 from ._lipschitz import LayerBound as LayerBound
+from ._lipschitz import OpCall as OpCall
 from ._lipschitz import RuleContext as RuleContext
 from ._lipschitz import lipschitz_lower_bound as lipschitz_lower_bound
 from ._lipschitz import lipschitz_rules as lipschitz_rules
@@ -103,6 +104,7 @@ __all__ = [
     "LayerBound",
     "LayerCycle",
     "LoopedSystem",
+    "OpCall",
     "Outcome",
     "Plane",
     "Reachability",

@@ -200,7 +200,10 @@ def test_domain_and_argument_errors() -> None:
     with pytest.raises(
         InvalidArgumentError, match=r"give the input's, Domain\(\.\.\., x_max=\.\.\.\)"
     ):
-        dy.lipschitz_upper_bound(system, dy.Domain.sphere(1.0))
+        dy.lipschitz_upper_bound(model, dy.Domain.sphere(1.0, n_tokens=4))
+    # a system knows its inputs: without an input range the bound is for those, and says so
+    own = dy.lipschitz_upper_bound(system, dy.Domain.sphere(1.0))
+    assert own.inputs == "the system's own 1 input(s)" and own.certified
     with pytest.raises(InvalidArgumentError, match="depends on the sequence length"):
         dy.lipschitz_upper_bound(model, dy.Domain.sphere(1.0, x_max=1.0))
     unnormed = dy.models.LoopedTransformer(d_model=8, n_heads=2, recall="none", norm="none")

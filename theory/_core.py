@@ -459,7 +459,7 @@ def registry() -> Iterator[Claim]:
     >>> names[:2], names[-1], len(names)
     (['C1', 'C2'], 'R9', 23)
     """
-    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 10)}
+    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 12)}
     return iter(sorted(_REGISTRY.values(), key=lambda c: order.get(c.name, 1000)))
 
 

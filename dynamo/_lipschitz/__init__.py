@@ -23,6 +23,7 @@ reference models), :mod:`._upper` and :mod:`._lower` (the two verbs).
 from __future__ import annotations
 
 from ._bounds import Bound, BoundStep, Domain
+from ._graph import OpCall
 from ._lower import lipschitz_lower_bound
 from ._registry import (
     LayerBound,
@@ -42,6 +43,7 @@ __all__ = [
     "BoundStep",
     "Domain",
     "LayerBound",
+    "OpCall",
     "RuleContext",
     "lipschitz_lower_bound",
     "lipschitz_rules",

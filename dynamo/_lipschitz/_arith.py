@@ -58,3 +58,46 @@ def linear_interval(
 ) -> tuple[float, float]:
     s, smin, bn = sigma(w), sigma_min(w), vnorm(b)
     return max(0.0, mul(smin, lo) - bn), mul(s, hi) + bn
+
+
+def up(v: float) -> float:
+    """``v`` rounded up past the few float64 operations that produced it (``inf`` and 0 stay)."""
+    if v == 0 or math.isinf(v):
+        return v
+    return math.nextafter(v * (1.0 + 8.0 * U64), math.inf)
+
+
+def down(v: float) -> float:
+    """``v`` rounded down the same way, and clamped at 0 (a lower bound of a norm)."""
+    if v <= 0:
+        return 0.0
+    return max(0.0, math.nextafter(v * (1.0 - 8.0 * U64), -math.inf))
+
+
+def gamma(n: int) -> float:
+    """Higham's ``γ_n = n u / (1 − n u)``: ``|fl(Σ_k a_k b_k) − Σ_k a_k b_k| ≤ γ_n Σ_k |a_k b_k|``
+    for a sum of ``n`` products in any order (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, 2nd ed., 2002, §3.1, eq. (3.5))."""
+    nu = n * U64
+    return math.inf if nu >= 1 else nu / (1.0 - nu)
+
+
+def affine_token_norms(
+    w: torch.Tensor, b: torch.Tensor | None, e: torch.Tensor
+) -> tuple[float, float]:
+    """A sound interval for the norms of the tokens of ``c = e Wᵀ + b`` (exact arithmetic), from
+    its float64 evaluation: each entry is within ``γ_{n+1} (|e||W|ᵀ + |b|)`` of the computed one
+    (``n`` the inner width), and each computed norm within ``γ_{d+1}`` relative (a sum of ``d``
+    squares and a square root)."""
+    w, e = w.detach().double(), e.detach().double()
+    c = e @ w.T
+    mag = e.abs() @ w.abs().T
+    if b is not None:
+        c = c + b.detach().double()
+        mag = mag + b.detach().double().abs()
+    err = gamma(w.shape[1] + 1) * float(mag.norm(dim=-1).max())
+    tok = c.norm(dim=-1)
+    rel = gamma(c.shape[-1] + 1)
+    lo = float(tok.min()) * (1.0 - rel) - err
+    hi = float(tok.max()) * (1.0 + rel) + err
+    return down(lo), up(hi)

@@ -205,7 +205,8 @@ class Bound:
         ``‖J‖₂`` at ``witness`` (up to rounding): an estimate of the constant, and a lower bound of
         it on any set with the witness in the closure of its interior.
     method : str
-        ``"rules"``, ``"sampled"`` or ``"ascent"``.
+        ``"rules"`` (registered rules of the block's types), ``"graph"`` (rules composed along
+        the block's graph traced by ``torch.fx``), ``"sampled"`` or ``"ascent"``.
     domain : Domain or None
         Where a certified bound holds.
     steps : tuple of BoundStep
@@ -219,6 +220,9 @@ class Bound:
     out_norms : (float, float) or None
         A sound interval for every output token's norm over the domain (upper bounds): the map
         sends the domain into itself when this lies inside ``[r_min, r_max]``.
+    inputs : str or None
+        For a driven map, which inputs the bound covers: every input in the domain's range, or
+        (a domain without one, on a system) the system's own inputs.
 
     Examples
     --------
@@ -243,6 +247,7 @@ class Bound:
     n_evaluated: int = 0
     local_values: torch.Tensor | None = field(default=None, repr=False)
     out_norms: tuple[float, float] | None = None
+    inputs: str | None = None
 
     @property
     def trust(self) -> Trust:
@@ -283,6 +288,7 @@ class Bound:
             "steps": [s.to_dict() for s in self.steps],
             "witness_norm": None if self.witness is None else float(self.witness.norm()),
             "n_evaluated": self.n_evaluated,
+            "inputs": self.inputs,
         }
 
     def __str__(self) -> str:
@@ -290,6 +296,8 @@ class Bound:
         head = f"Lipschitz {self.kind} bound {self.value:.6g} ({label}, {self.method})"
         if self.domain is not None:
             head += f" on {self.domain!r}"
+        if self.inputs is not None:
+            head += f", for {self.inputs}"
         if self.kind == "lower":
             head += f", largest of {self.n_evaluated} local ‖J‖₂"
         lines = [head]

@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "add",
     "attention_head",
     "attention_heads",
     "bistable",
     "compose",
+    "concat",
     "concat_state",
     "henon",
     "linear",
@@ -26,6 +28,9 @@ __all__ = [
     "residual",
     "rmsnorm",
     "rope_score_norm",
+    "scale",
+    "sdpa",
+    "select",
 ]
 
 Sqrt = Callable[[Any], Any]
@@ -39,6 +44,49 @@ def compose(lip_f: Any, lip_g: Any) -> Any:
 def residual(lip_branch: Any) -> Any:
     """R3: the constant of ``h ↦ h + F(h)`` from that of ``F``."""
     return 1 + lip_branch
+
+
+def add(lip_a: Any, lip_b: Any) -> Any:
+    """R10: the constant of ``h ↦ a(h) + b(h)`` (or ``a − b``) from those of ``a`` and ``b``."""
+    return lip_a + lip_b
+
+
+def concat(lips: Sequence[Any], *, sqrt: Sqrt = math.sqrt) -> Any:
+    """R10: the constant of ``h ↦ [a₁(h); …; a_k(h)]`` (concatenation along any axis) from those
+    of the parts: ``√(Σ L_i²)``."""
+    return sqrt(sum(lip**2 for lip in lips))
+
+
+def scale(c_max: Any, lip: Any) -> Any:
+    """R10: the constant of ``h ↦ c ⊙ a(h)`` for a constant ``c`` (broadcast) with ``|c| ≤ c_max``
+    entrywise."""
+    return c_max * lip
+
+
+def select(lip: Any) -> Any:
+    """R10: the constant of ``h ↦ S a(h)`` where ``S`` reshapes, permutes or selects entries
+    (each output entry is a distinct input entry, or a copy of one along a broadcast axis of
+    size 1 that is not expanded): ``‖S v‖ ≤ ‖v‖``."""
+    return lip
+
+
+def sdpa(
+    lip_q: Any,
+    lip_k: Any,
+    lip_v: Any,
+    q_hi: Any,
+    k_hi: Any,
+    v_hi: Any,
+    n_keys: Any,
+    scale: Any,
+    *,
+    sqrt: Sqrt = math.sqrt,
+) -> Any:
+    """R11: the constant of ``h ↦ softmax(c q kᵀ + mask) v`` (per head, rows over at most
+    ``T`` keys) from the constants of ``q``, ``k``, ``v`` in ``h`` and bounds ``Q, K, V`` on the
+    norms of their rows (tokens) over the domain:
+    ``√T L_v + |c| V (K L_q + √T Q L_k)``."""
+    return sqrt(n_keys) * lip_v + scale * v_hi * (k_hi * lip_q + sqrt(n_keys) * q_hi * lip_k)
 
 
 def linear(sigma_w: Any) -> Any:

@@ -101,6 +101,9 @@ class RuleContext:
         The sequence length, where known.
     where : str
         The layer's name inside the block (``""`` at the root).
+    x : torch.Tensor or None
+        The system's own inputs when the bound is asked for exactly those (a driven
+        :class:`~dynamo.LoopedSystem` with a domain without an input range), else None.
 
     Examples
     --------
@@ -127,6 +130,7 @@ class RuleContext:
     domain: Domain
     n_tokens: int | None
     where: str
+    x: torch.Tensor | None = None
 
     def bound(self, module: nn.Module, norms: tuple[float, float]) -> LayerBound:
         """The registered rules applied to a sub-module on inputs with token norms in ``norms``:
@@ -156,7 +160,7 @@ class RuleContext:
         """
         lo, hi = _check_norms(self.call, f"ctx.bound(module, norms) at '{self.where}'", norms)
         sub = _Trace(lo, hi)
-        _apply(self.call, self.where, module, sub, self.domain, self.n_tokens)
+        _apply(self.call, self.where, module, sub, self.domain, self.n_tokens, self.x)
         note_nested(sub.steps)
         note = "; ".join(f"{s.where or s.rule}: {s.rule} ×{s.factor:.4g}" for s in sub.steps)
         return LayerBound(sub.lip, (sub.lo, sub.hi), note)
@@ -177,6 +181,10 @@ class _Rule:
 
 
 _RULES: dict[type, _Rule] = {}
+
+#: Rules for functions met in a traced block (``torch.erf``, or a method name ``"erf"``):
+#: ``apply(op, norms, ctx) -> (factor, lo, hi, step)``.
+_FN_RULES: dict[Any, Callable[[Any, tuple[float, float], RuleContext], Any]] = {}
 
 #: While a registered rule runs: the steps of every bound computed inside it (by ctx.bound, or
 #: by a nested lipschitz_upper_bound call), so that their trust and claims reach its own step
@@ -282,9 +290,15 @@ def register_lipschitz_rule(
     >>> dy.unregister_lipschitz_rule(ScaledTanh)
     """
     call = "register_lipschitz_rule(layer_type, rule, claims=..., trust=...)"
-    if not isinstance(layer_type, type) or not issubclass(layer_type, nn.Module):
+    is_function = not isinstance(layer_type, type) and (
+        callable(layer_type) or isinstance(layer_type, str)
+    )
+    if not is_function and (
+        not isinstance(layer_type, type) or not issubclass(layer_type, nn.Module)
+    ):
         raise InvalidArgumentError(
-            f"{call}: layer_type must be an nn.Module subclass, got {layer_type!r}"
+            f"{call}: layer_type must be an nn.Module subclass, a function or a Tensor method "
+            f"name, got {layer_type!r}"
         )
     if not callable(rule):
         raise InvalidArgumentError(f"{call}: rule must be callable: rule(module, norms, ctx)")
@@ -306,6 +320,9 @@ def register_lipschitz_rule(
         raise InvalidArgumentError(f"{call}: name must be a string, got {name!r}")
     if not isinstance(replace, bool):
         raise InvalidArgumentError(f"{call}: replace must be True or False, got {replace!r}")
+    if is_function:
+        _register_function_rule(call, layer_type, rule, claims, level, name, replace)
+        return
     if layer_type is nn.Sequential:
         raise InvalidArgumentError(
             f"{call}: nn.Sequential is composed from its children's rules (R8), never by a rule "
@@ -341,16 +358,7 @@ def register_lipschitz_rule(
             raise InvalidArgumentError(
                 f"{ctx.call}: {what} returned {type(out).__name__}, not a dynamo.LayerBound"
             )
-        factor = out.factor
-        if isinstance(factor, torch.Tensor) and factor.numel() == 1:
-            factor = float(factor)
-        if isinstance(factor, numbers.Real) and not isinstance(factor, bool):
-            factor = float(factor)
-        if not isinstance(factor, float) or math.isnan(factor) or factor < 0:
-            raise InvalidArgumentError(
-                f"{ctx.call}: {what} returned the factor {out.factor!r}; a Lipschitz factor is a "
-                "number >= 0 (inf where unbounded)"
-            )
+        factor = _check_factor(ctx.call, what, out.factor)
         lo, hi = _check_norms(ctx.call, what, out.norms)
         trust_ = Trust.weakest([level, *(s.trust for s in used)])
         cited = [*claims, *(c for s in used for c in s.claims.split(", ") if c not in ("", "R8"))]
@@ -358,6 +366,82 @@ def register_lipschitz_rule(
         tr.add(ctx.where or label, label, float(factor), out.note, cited, trust_)
 
     _RULES[layer_type] = _Rule(layer_type, label, tuple(claims), level, apply, False)
+
+
+def _fn_name(fn: Any) -> str:
+    from ._graph import _name
+
+    return _name(fn)
+
+
+def _register_function_rule(
+    call: str,
+    fn: Any,
+    rule: Callable[..., Any],
+    claims: tuple[str, ...],
+    level: Trust,
+    name: str | None,
+    replace: bool,
+) -> None:
+    """A rule for a function called in a traced block: ``rule(op, norms, ctx) -> LayerBound``,
+    ``op`` an :class:`~dynamo.OpCall`."""
+    from ._graph import builtin_function_rules
+
+    label = name or _fn_name(fn)
+    if fn in builtin_function_rules():
+        raise InvalidArgumentError(
+            f"{call}: dynamo has its own rule for {label}; it cannot be replaced"
+        )
+    if fn in _FN_RULES and not replace:
+        raise InvalidArgumentError(
+            f"{call}: {label} already has a registered rule; pass replace=True"
+        )
+
+    def apply(op: Any, norms: tuple[float, float], ctx: RuleContext) -> Any:
+        what = f"the rule for {label} at '{ctx.where}'"
+        used: list[BoundStep] = []
+        token = _INSIDE.set(used)
+        try:
+            out = rule(op, norms, ctx)
+        except InvalidArgumentError:
+            raise
+        except Exception as err:  # the user's rule: say which one, never a bare traceback
+            raise InvalidArgumentError(
+                f"{ctx.call}: {what} raised {type(err).__name__}: {err}"
+            ) from err
+        finally:
+            _INSIDE.reset(token)
+        if not isinstance(out, LayerBound):
+            raise InvalidArgumentError(
+                f"{ctx.call}: {what} returned {type(out).__name__}, not a dynamo.LayerBound"
+            )
+        factor = _check_factor(ctx.call, what, out.factor)
+        lo, hi = _check_norms(ctx.call, what, out.norms)
+        trust_ = Trust.weakest([level, *(s.trust for s in used)])
+        cited = [*claims, *(c for s in used for c in s.claims.split(", ") if c not in ("", "R8"))]
+        cites = ", ".join(dict.fromkeys([*cited, "R8"]))
+        step = BoundStep(ctx.where, label, factor, (lo, hi), out.note, cites, trust_)
+        return factor, lo, hi, step
+
+    _FN_RULES[fn] = apply
+    _FN_META[fn] = (label, claims, level)
+
+
+#: What each registered function rule is: name, claims, trust.
+_FN_META: dict[Any, tuple[str, tuple[str, ...], Trust]] = {}
+
+
+def _check_factor(call: str, what: str, factor: Any) -> float:
+    if isinstance(factor, torch.Tensor) and factor.numel() == 1:
+        factor = float(factor)
+    if isinstance(factor, numbers.Real) and not isinstance(factor, bool):
+        factor = float(factor)
+    if not isinstance(factor, float) or math.isnan(factor) or factor < 0:
+        raise InvalidArgumentError(
+            f"{call}: {what} returned the factor {factor!r}; a Lipschitz factor is a "
+            "number >= 0 (inf where unbounded)"
+        )
+    return factor
 
 
 def unregister_lipschitz_rule(layer_type: type) -> None:
@@ -372,6 +456,10 @@ def unregister_lipschitz_rule(layer_type: type) -> None:
     """
     name = getattr(layer_type, "__name__", repr(layer_type))
     call = f"unregister_lipschitz_rule({name})"
+    if not isinstance(layer_type, type) and layer_type in _FN_RULES:
+        del _FN_RULES[layer_type]
+        del _FN_META[layer_type]
+        return
     r = _RULES.get(layer_type)
     if r is None:
         raise InvalidArgumentError(f"{call}: no rule is registered for {name}")
@@ -395,14 +483,20 @@ def _check_norms(call: str, what: str, norms: Any) -> tuple[float, float]:
 
 
 def _apply(
-    call: str, where: str, module: nn.Module, tr: _Trace, domain: Domain, n_tokens: int | None
+    call: str,
+    where: str,
+    module: nn.Module,
+    tr: _Trace,
+    domain: Domain,
+    n_tokens: int | None,
+    x: torch.Tensor | None = None,
 ) -> None:
     """Apply the rule registered for ``module``'s exact type (``nn.Sequential``: its children in
     order); a module without one is an error naming its type, never a silent skip."""
     kind = type(module)
     if isinstance(module, nn.Sequential) and kind is nn.Sequential:
         for i, child in enumerate(module):
-            _apply(call, f"{where}.{i}" if where else str(i), child, tr, domain, n_tokens)
+            _apply(call, f"{where}.{i}" if where else str(i), child, tr, domain, n_tokens, x)
         return
     r = _RULES.get(kind)
     if r is None:
@@ -411,9 +505,11 @@ def _apply(
             f"{call}: no Lipschitz rule for {kind.__name__} at '{where or '<root>'}'; a "
             f"certified bound needs a rule for every part (supported: {supported}). Split the "
             "block into supported modules, register a rule for your layer "
-            "(dynamo.register_lipschitz_rule), or use lipschitz_lower_bound for an estimate"
+            "(dynamo.register_lipschitz_rule), pass a LoopedSystem of the block (dynamo then "
+            "traces it with torch.fx and composes rules along its graph), or use "
+            "lipschitz_lower_bound for an estimate"
         )
-    r.apply(module, tr, RuleContext(call, domain, n_tokens, where))
+    r.apply(module, tr, RuleContext(call, domain, n_tokens, where, x))
 
 
 def check_plain(call: str, module: nn.Module) -> None:

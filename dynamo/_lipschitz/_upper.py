@@ -4,6 +4,7 @@ over a block (R8), with the token-norm interval carried from each layer to the n
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import nn
 
@@ -13,7 +14,8 @@ from .._validate import call_form
 from ..errors import InvalidArgumentError
 from . import rules as _rules  # noqa: F401  (registers dynamo's own rules)
 from ._bounds import Bound, Domain
-from ._registry import _apply, _Trace, check_plain, note_nested
+from ._graph import graph_bound
+from ._registry import _FN_RULES, _RULES, _apply, _Trace, check_plain, note_nested
 
 __all__ = ["lipschitz_upper_bound"]
 
@@ -72,13 +74,12 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
         )
     n_tokens = domain.n_tokens
     module: nn.Module | None
+    if not isinstance(model, (nn.Module, LoopedSystem)):
+        raise InvalidArgumentError(
+            f"{call}: model must be an nn.Module or a LoopedSystem, got {type(model).__name__}"
+        )
     if isinstance(model, LoopedSystem):
         module = model.module
-        if module is None:
-            raise InvalidArgumentError(
-                f"{call}: the system wraps a plain function, which has no rules; build it from a "
-                "module, or use lipschitz_lower_bound for an estimate"
-            )
         if len(model.state_shape) >= 2:
             own = int(model.state_shape[-2])
             if n_tokens is not None and n_tokens != own:
@@ -99,11 +100,27 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
                 )
     else:
         module = model
-    if not isinstance(module, nn.Module):
+    if module is not None and not isinstance(module, nn.Module):
         raise InvalidArgumentError(f"{call}: model must be an nn.Module or a LoopedSystem")
-    check_plain(call, module)
+    if module is None and not isinstance(model, LoopedSystem):
+        raise InvalidArgumentError(f"{call}: model must be an nn.Module or a LoopedSystem")
+    if module is not None:
+        check_plain(call, module)
+    if isinstance(model, LoopedSystem) and (module is None or not _has_rule(module)):
+        return _traced(call, model, module, domain, n_tokens)
+    own_x, inputs = None, None
+    if isinstance(model, LoopedSystem) and model.driven:
+        if domain.x_max is None and model.x is not None:
+            own_x = model.x.detach().double()
+            inputs = f"the system's own {int(own_x.shape[0])} input(s)"
+        elif domain.x_max is not None:
+            inputs = f"every input with token norms in [{domain.x_min:g}, {domain.x_max:g}]"
+    if module is None:  # a plain function has no rules of its own: only the graph path
+        raise InvalidArgumentError(
+            f"{call}: the system wraps a plain function; pass the LoopedSystem itself to trace it"
+        )
     tr = _Trace(domain.r_min, domain.r_max)
-    _apply(call, "", module, tr, domain, n_tokens)
+    _apply(call, "", module, tr, domain, n_tokens, own_x)
     if math.isnan(tr.lip):  # every rule returns a number or inf; NaN would be a bug, not a bound
         raise RuntimeError(f"{call}: the composed bound is NaN (steps: {tr.steps}); please report")
     # certified only when every rule it rests on is proven (dynamo's own are; a registered rule
@@ -117,4 +134,88 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
         domain=domain,
         steps=tuple(tr.steps),
         out_norms=(tr.lo, tr.hi),
+        inputs=inputs,
     )
+
+
+def _has_rule(module: nn.Module) -> bool:
+    """Whether the registered rules cover ``module`` without tracing (its own type has a rule, or
+    it is an ``nn.Sequential`` of such parts)."""
+    if type(module) is nn.Sequential:
+        return all(_has_rule(m) for m in module)
+    return type(module) in _RULES
+
+
+def _traced(
+    call: str,
+    model: nn.Module | LoopedSystem,
+    module: nn.Module | None,
+    domain: Domain,
+    n_tokens: int | None,
+) -> Bound:
+    """The rules composed along the block's traced graph (a user's own block)."""
+    if not isinstance(model, LoopedSystem):
+        assert module is not None
+        raise InvalidArgumentError(
+            f"{call}: no Lipschitz rule for {type(module).__name__}; to compose rules along its "
+            "traced graph dynamo needs its state shape and inputs: pass "
+            "LoopedSystem.from_module(module, x) (or state_shape=...), or register a rule for "
+            "the type (dynamo.register_lipschitz_rule)"
+        )
+    system = model
+    x = system.x if system.driven else None
+    if system.driven and x is None:
+        raise InvalidArgumentError(f"{call}: the driven system has no input x")
+    x_exact = system.driven and domain.x_max is None
+    if system.driven and domain.x_max is not None:
+        tok = x.detach().double().norm(dim=-1)  # type: ignore[union-attr]
+        lo_x, hi_x = float(tok.min()), float(tok.max())
+        if lo_x < domain.x_min or hi_x > domain.x_max:
+            raise InvalidArgumentError(
+                f"{call}: the system's own input has token norms in [{lo_x:.4g}, {hi_x:.4g}], "
+                f"outside the domain's input range [{domain.x_min:g}, {domain.x_max:g}]"
+            )
+    batch = 1 if x is None else int(x.shape[0])
+    h = domain.sample(system, batch, seed=0)
+    root: Any = module if module is not None else system._user_fn
+    g = graph_bound(
+        call,
+        root,
+        domain,
+        h,
+        x,
+        driven=system.driven and (module is None or _takes_input(module)),
+        x_exact=x_exact,
+        n_tokens=n_tokens,
+        fn_rules=_FN_RULES,
+    )
+    note_nested(g.steps)
+    inputs = (
+        f"the system's own {batch} input(s)"
+        if x_exact
+        else f"every input with token norms in [{domain.x_min:g}, {domain.x_max:g}]"
+    )
+    return Bound(
+        kind="upper",
+        value=g.lip,
+        certified=all(s.trust is Trust.PROVEN for s in g.steps),
+        method="graph",
+        domain=domain,
+        steps=tuple(g.steps),
+        out_norms=(g.lo, g.hi),
+        inputs=inputs if system.driven else None,
+    )
+
+
+def _takes_input(module: nn.Module) -> bool:
+    import inspect
+
+    try:
+        params = [
+            p
+            for p in inspect.signature(module.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return True
+    return len(params) >= 2

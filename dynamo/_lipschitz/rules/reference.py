@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from ...errors import InvalidArgumentError
@@ -20,7 +21,17 @@ from ...models._canonical import (
 )
 from ...models._transformer import _MLP, LoopedTransformer, _Attention, _Layer, _Sublayer
 from .. import _formulas
-from .._arith import linear_interval, mul, sigma, sigma_min, vnorm
+from .._arith import (
+    affine_token_norms,
+    down,
+    gamma,
+    linear_interval,
+    mul,
+    sigma,
+    sigma_min,
+    up,
+    vnorm,
+)
 from .._registry import RuleContext, _apply, _Trace, builtin_rule
 from .activations import ACTIVATION_SLOPES
 from .attention import attention_rule
@@ -32,7 +43,7 @@ __all__ = ["mlp_rule"]
 @builtin_rule(ZeroBranchRMSNorm, name="RMSNorm", claims=("R5",))
 def zero_branch_norm(m: ZeroBranchRMSNorm, tr: _Trace, ctx: RuleContext) -> None:
     where = (ctx.where + "." if ctx.where else "") + "norm"
-    _apply(ctx.call, where, m.norm, tr, ctx.domain, ctx.n_tokens)
+    _apply(ctx.call, where, m.norm, tr, ctx.domain, ctx.n_tokens, ctx.x)
 
 
 @builtin_rule(ContractiveTanh, name="tanh(W h + ...)", claims=("R1", "R2"))
@@ -142,12 +153,16 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
     _check_parts(call, model)
     e_lo = domain.x_min
     e_hi = domain.x_max
-    if model.driven and (e_hi is None or math.isinf(e_hi)):
+    own = ctx.x if model.driven else None  # the system's own inputs: the bound is for those
+    if model.driven and own is None and (e_hi is None or math.isinf(e_hi)):
         raise InvalidArgumentError(
             f"{call}: the block has recall='{model.recall}', so the token-norm ranges inside it "
-            "depend on the input: give the input's, Domain(..., x_max=...)"
+            "depend on the input: give the input's, Domain(..., x_max=...), or pass a "
+            "LoopedSystem with its inputs (the bound is then for those)"
         )
     e_hi_f = 0.0 if e_hi is None else float(e_hi)
+    if own is not None:  # tokens of the own inputs: their largest norm bounds them
+        e_hi_f = up(float(own.norm(dim=-1).max()) * (1.0 + gamma(own.shape[-1] + 1)))
     # entry: recall
     if model.adapter is not None:
         w = model.adapter.weight.detach().double()
@@ -155,19 +170,29 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
         if model.recall_mode == "concat":
             ws, we = w[:, :d], w[:, d:]
             bn = vnorm(model.adapter.bias)
-            tr.lo = max(0.0, mul(sigma_min(ws), tr.lo) - mul(sigma(we), e_hi_f) - bn)
-            tr.hi = mul(sigma(ws), tr.hi) + mul(sigma(we), e_hi_f) + bn
+            lo = max(0.0, mul(sigma_min(ws), tr.lo) - mul(sigma(we), e_hi_f) - bn)
+            hi = mul(sigma(ws), tr.hi) + mul(sigma(we), e_hi_f) + bn
+            if own is not None:  # u = W_s h + c with c = W_e e + b known exactly
+                c_lo, c_hi = affine_token_norms(we, model.adapter.bias, own)
+                lo = max(lo, down(c_lo - mul(sigma(ws), tr.hi)))
+                hi = min(hi, up(c_hi + mul(sigma(ws), tr.hi)))
+            tr.lo, tr.hi = lo, hi
             factor = _formulas.concat_state(sigma(ws))
             tr.add("adapter (outer recall)", "linear [h; e]", factor, "σ_max(W_s)", ("R1", "R4"))
         else:
-            tr.lo = max(0.0, tr.lo - mul(sigma(w), e_hi_f))
-            tr.hi = tr.hi + mul(sigma(w), e_hi_f)
+            lo = max(0.0, tr.lo - mul(sigma(w), e_hi_f))
+            hi = tr.hi + mul(sigma(w), e_hi_f)
+            if own is not None:  # u = h + c with c = P e known exactly
+                c_lo, c_hi = affine_token_norms(w, None, own)
+                lo = max(lo, down(c_lo - tr.hi), down(tr.lo - c_hi))
+                hi = min(hi, up(c_hi + tr.hi))
+            tr.lo, tr.hi = lo, hi
             tr.add("adapter (outer recall)", "h + P e", 1.0, "", ("R4",))
     for li, layer in enumerate(model.layers):
         for name in ("attn", "mlp"):
             sub = getattr(layer, name)
             assert isinstance(sub, _Sublayer)
-            _sublayer(call, f"layers.{li}.{name}", sub, n_tokens, tr, e_lo, e_hi_f)
+            _sublayer(call, f"layers.{li}.{name}", sub, n_tokens, tr, e_lo, e_hi_f, own)
     if model.final_norm is not None:
         lip, lo, hi, note = norm_rule(call, "final_norm", model.final_norm, tr.lo, tr.hi)
         tr.lo, tr.hi = lo, hi
@@ -176,7 +201,14 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
 
 
 def _sublayer(
-    call: str, where: str, sub: _Sublayer, n_tokens: int, tr: _Trace, e_lo: float, e_hi: float
+    call: str,
+    where: str,
+    sub: _Sublayer,
+    n_tokens: int,
+    tr: _Trace,
+    e_lo: float,
+    e_hi: float,
+    own: torch.Tensor | None = None,
 ) -> None:
     """``u ↦ N_out(u + F(N_in(r(u))))``: ``Lip ≤ L(N_out) (1 + L(r) L(N_in) L(F))``."""
     u_lo, u_hi = tr.lo, tr.hi
@@ -191,6 +223,10 @@ def _sublayer(
         bn = vnorm(sub.rec.bias)
         r_lo = max(0.0, mul(sigma_min(ws), u_lo) - mul(sigma(we), e_hi) - bn)
         r_hi = mul(sigma(ws), u_hi) + mul(sigma(we), e_hi) + bn
+        if own is not None:  # r = W_s u + c with c = W_e e + b known exactly
+            c_lo, c_hi = affine_token_norms(we, sub.rec.bias, own)
+            r_lo = max(r_lo, down(c_lo - mul(sigma(ws), u_hi)))
+            r_hi = min(r_hi, up(c_hi + mul(sigma(ws), u_hi)))
         branch *= sigma(ws)
         notes.append(f"recall σ(W_rec,h)={sigma(ws):.4g}")
         claims += ["R1", "R4"]

@@ -1,0 +1,1005 @@
+"""Certified bounds on a user's own block: trace it with ``torch.fx`` and compose sound rules along
+its graph.
+
+Every value in the traced graph gets an abstract value (:class:`_Val`): whether it depends on the
+state ``h``, an upper bound on its Lipschitz constant in ``h`` over the domain (Euclidean norm of
+the flattened tensor), a sound interval for the norm of each of its tokens (vectors along the last
+axis), and, for values that do not depend on ``h`` and are known exactly (parameters, the system's
+own input), the computed value with a bound on its rounding error. Rules go forward through the
+graph (a DAG, so a value used twice is counted twice): composition multiplies (R8), sums add (R10),
+concatenations add in quadrature (R10), reshapes and selections keep the constant (R10), and the
+layers keep the rules of :mod:`.rules` (R1–R7, R11). An operation on ``h`` with no rule is an
+error naming it, its node and how to register a rule: never a silent fallback.
+
+Rounding: every constant composed is rounded up (and every lower norm bound down); constants
+computed from parameters and inputs carry a forward-error bound (Higham, *Accuracy and Stability of
+Numerical Algorithms*, 2002, §3.5: ``|fl(W x) − W x| ≤ γ_n |W| |x|``, ``γ_n = n u/(1 − n u)``; the
+elementwise functions of the math library are taken to be within 8 ulp, which glibc's and Sleef's
+documented bounds (≤ 4 ulp) meet).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from .._results import Trust
+from ..errors import InvalidArgumentError
+from . import _formulas
+from ._arith import U64, down, gamma, sigma, sigma_min, up, vnorm
+from ._bounds import BoundStep, Domain
+from ._registry import _RULES, RuleContext, _apply, _Trace
+from .rules.activations import ACTIVATION_SLOPES
+
+__all__ = ["GraphBound", "OpCall", "builtin_function_rules", "graph_bound"]
+
+_INF = math.inf
+
+
+_up, _down, _gamma = up, down, gamma
+
+
+@dataclass(frozen=True)
+class _Val:
+    """What is known about one value of the graph over the domain.
+
+    ``dep``: depends on the state. ``lip``: Lipschitz constant in the state (0 when not ``dep``).
+    ``lo, hi``: every token's norm lies in ``[lo, hi]``. ``exact``: not ``dep``, and the concrete
+    value computed is the value for every state, up to ``err`` (a bound on the norm of any token of
+    the rounding error).
+    """
+
+    dep: bool
+    lip: float
+    lo: float
+    hi: float
+    exact: bool = False
+    err: float = 0.0
+
+    @staticmethod
+    def const(t: torch.Tensor, err: float = 0.0) -> _Val:
+        """An exact constant: its token norms, widened by the rounding error ``err``."""
+        if t.numel() == 0:
+            return _Val(False, 0.0, 0.0, 0.0, True, err)
+        tok = t.detach().double().reshape(-1, t.shape[-1]).norm(dim=-1) if t.ndim else t.abs()
+        lo, hi = float(tok.min()), float(tok.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return _Val(False, 0.0, 0.0, _INF, False)
+        return _Val(False, 0.0, _down(lo - err), _up(hi + err), True, err)
+
+
+#: Values that are opaque to the rules (a tuple of outputs, a module's attention weights, ...).
+_OPAQUE = _Val(False, 0.0, 0.0, _INF, False)
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """One call of a function in a traced block, as a function rule sees it.
+
+    Attributes
+    ----------
+    target : callable or str
+        The function (``torch.erf``) or method name (``"erf"``).
+    args, kwargs :
+        The call's arguments, evaluated on a sample state of the domain: the state-dependent one
+        (at ``position``) is a sample (read its shape, never its values); the others are the
+        constants the call uses.
+    position : int
+        Where the state-dependent tensor sits in ``args``.
+    where : str
+        The node's name in the traced graph.
+
+    Examples
+    --------
+    A function rule receives one (see :func:`dynamo.register_lipschitz_rule`):
+
+    >>> import torch
+    >>> from dynamo import OpCall
+    >>> call = OpCall(torch.erf, (torch.zeros(2, 3),), {}, 0, "erf")
+    >>> call.position, tuple(call.args[0].shape)
+    (0, (2, 3))
+    """
+
+    target: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    position: int
+    where: str
+
+
+@dataclass
+class GraphBound:
+    """The result of :func:`graph_bound`: the constant, the output's token norms and the steps."""
+
+    lip: float
+    lo: float
+    hi: float
+    steps: list[BoundStep]
+
+
+# --------------------------------------------------------------------------- the tracer
+class _Tracer(fx.Tracer):
+    """Keeps modules that have a rule (and torch's own modules) as leaves; traces through the
+    user's modules that have none."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if type(m) in _RULES or type(m) is nn.MultiheadAttention:
+            return True
+        if isinstance(m, nn.Sequential) and type(m) is nn.Sequential:
+            return False
+        return super().is_leaf_module(m, qualname)
+
+
+class _FnRoot(nn.Module):
+    """A plain step function as a module, so that it traces like one."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], driven: bool) -> None:
+        super().__init__()
+        self.fn = fn
+        self.driven = driven
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fn(h, x) if self.driven else self.fn(h)
+
+
+def _trace(call: str, root: nn.Module) -> fx.GraphModule:
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(root)
+    except Exception as err:  # fx raises TraceError, TypeError, NotImplementedError, ...
+        raise InvalidArgumentError(
+            f"{call}: {type(root).__name__} could not be traced by torch.fx to compose rules along "
+            f"its graph ({type(err).__name__}: {err}). Data-dependent control flow (if/for on "
+            "tensor values) cannot be traced: register a rule for the whole block "
+            "(dynamo.register_lipschitz_rule), or use lipschitz_lower_bound for an estimate"
+        ) from err
+    return fx.GraphModule(tracer.root, graph)
+
+
+# --------------------------------------------------------------------------- the rules
+_ELEMENTWISE: dict[Any, type] = {
+    torch.tanh: nn.Tanh,
+    torch.relu: nn.ReLU,
+    F.relu: nn.ReLU,
+    torch.sigmoid: nn.Sigmoid,
+    F.sigmoid: nn.Sigmoid,
+    F.gelu: nn.GELU,
+    F.silu: nn.SiLU,
+    F.softplus: nn.Softplus,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+}
+_ADD = {operator.add, torch.add, "add", operator.iadd}
+_SUB = {operator.sub, torch.sub, "sub", operator.isub}
+_MUL = {operator.mul, torch.mul, "mul", operator.imul}
+_DIV = {operator.truediv, torch.div, "div"}
+_NEG = {operator.neg, torch.neg, "neg"}
+_POS = {operator.pos}
+_MATMUL = {operator.matmul, torch.matmul, "matmul", torch.mm, torch.bmm, "mm", "bmm"}
+_CAT = {torch.cat, torch.concat, torch.concatenate}
+_RESHAPE = {
+    "view",
+    "reshape",
+    torch.reshape,
+    "flatten",
+    torch.flatten,
+    "unflatten",
+    torch.unflatten,
+    "squeeze",
+    torch.squeeze,
+    "unsqueeze",
+    torch.unsqueeze,
+}
+_PERMUTE = {"transpose", torch.transpose, "permute", torch.permute, "t", torch.t, "mT"}
+_IDENTITY = {"contiguous", "clone", torch.clone, F.dropout, nn.functional.dropout}
+_GETITEM = {operator.getitem}
+_SPLIT = {"chunk", torch.chunk, "split", torch.split, "unbind", torch.unbind, "tensor_split"}
+
+
+def builtin_function_rules() -> set[Any]:
+    """The functions and method names the traced-graph rules handle themselves."""
+    out: set[Any] = set(_ELEMENTWISE) | {F.leaky_relu, "leaky_relu", F.linear}
+    for group in (_ADD, _SUB, _MUL, _DIV, _NEG, _POS, _MATMUL, _CAT, _RESHAPE, _PERMUTE, _SPLIT):
+        out |= group
+    out |= _IDENTITY | _GETITEM | {F.layer_norm, F.rms_norm, F.scaled_dot_product_attention}
+    return out
+
+
+def _name(target: Any) -> str:
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    short = getattr(target, "__name__", "")
+    for space, label in (
+        (torch, "torch"),
+        (F, "torch.nn.functional"),
+        (torch.special, "torch.special"),
+        (operator, "operator"),
+    ):
+        if short and getattr(space, short, None) is target:
+            return f"{label}.{short}"
+    mod = getattr(target, "__module__", "") or ""
+    qual = getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
+    if mod.startswith("torch.nn.functional"):
+        return f"torch.nn.functional.{qual}"
+    if mod.startswith("torch") or mod == "" or mod.startswith("_operator"):
+        return f"{'operator' if mod.startswith('_operator') else 'torch'}.{qual}"
+    return f"{mod}.{qual}"
+
+
+class _Stop(Exception):
+    """Ends the interpretation at a node without a rule (see :attr:`_Interp.failure`)."""
+
+
+class _Interp(fx.Interpreter):
+    """Runs the graph on a sample (for shapes and the exact constants) and, node by node, the
+    abstract values."""
+
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        call: str,
+        domain: Domain,
+        x_exact: bool,
+        n_tokens: int | None,
+        fn_rules: dict[Any, Any],
+    ) -> None:
+        super().__init__(gm)
+        self.call = call
+        self.domain = domain
+        self.x_exact = x_exact
+        self.n_tokens = n_tokens
+        self.fn_rules = fn_rules
+        self.vals: dict[fx.Node, _Val] = {}
+        self.steps: list[BoundStep] = []
+        self.placeholder_index = 0
+        self.failure: InvalidArgumentError | None = None
+        self.splits: dict[fx.Node, bool] = {}
+
+    # -------------------------------------------------------------- plumbing
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        try:
+            self.vals[n] = self._abstract(n, out)
+        except InvalidArgumentError as err:
+            # raised again by graph_bound as it is: the interpreter would append its own notes
+            self.failure = err
+            raise _Stop from None
+        return out
+
+    def _av(self, a: Any) -> _Val | None:
+        """The abstract value of an argument (None for a Python constant)."""
+        if isinstance(a, fx.Node):
+            return self.vals[a]
+        return None
+
+    def _where(self, n: fx.Node) -> str:
+        return n.name
+
+    def _fail(self, n: fx.Node, what: str, hint: str = "") -> InvalidArgumentError:
+        hint = hint or (
+            f"register a rule for it: dynamo.register_lipschitz_rule({_name(n.target)}, rule, "
+            "claims=..., trust=...) for a function (the rule receives an OpCall), or for a "
+            "module type; or use lipschitz_lower_bound for an estimate"
+        )
+        return InvalidArgumentError(
+            f"{self.call}: no Lipschitz rule for {what} at node '{n.name}' "
+            f"({n.format_node()}) of the traced block: the certified bound is unavailable; {hint}"
+        )
+
+    def _step(
+        self,
+        n: fx.Node,
+        rule: str,
+        factor: float,
+        v: _Val,
+        note: str = "",
+        claims: Sequence[str] = (),
+        trust: Trust = Trust.PROVEN,
+    ) -> None:
+        cited = ", ".join(dict.fromkeys([*claims, "R8"]))
+        self.steps.append(BoundStep(n.name, rule, factor, (v.lo, v.hi), note, cited, trust))
+
+    # -------------------------------------------------------------- dispatch
+    def _abstract(self, n: fx.Node, out: Any) -> _Val:
+        if n.op == "placeholder":
+            return self._placeholder(n, out)
+        if n.op == "get_attr":
+            return _Val.const(out) if isinstance(out, torch.Tensor) else _OPAQUE
+        if n.op == "output":
+            arg = _args(n)[0]
+            v = self._av(arg)
+            if v is None:
+                raise InvalidArgumentError(
+                    f"{self.call}: the traced block returns {type(arg).__name__}, not one tensor"
+                )
+            return v
+        if _metadata(n):  # shape, dtype, device, ndim: the same for every state
+            return _OPAQUE
+        args = [self._av(a) for a in _flat(_args(n))] + [self._av(a) for a in _flat(_kwargs(n))]
+        known = [a for a in args if a is not None]
+        if not any(a.dep for a in known):
+            return self._constant(n, out, known)
+        if n.op == "call_module":
+            return self._module(n, out)
+        return self._function(n, out)
+
+    def _placeholder(self, n: fx.Node, out: Any) -> _Val:
+        i = self.placeholder_index
+        self.placeholder_index += 1
+        d = self.domain
+        if i == 0:
+            return _Val(True, 1.0, d.r_min, d.r_max)
+        if i == 1 and isinstance(out, torch.Tensor):
+            if self.x_exact:
+                return _Val.const(out)
+            if d.x_max is None:
+                return _Val(False, 0.0, 0.0, _INF)
+            return _Val(False, 0.0, d.x_min, d.x_max)
+        if isinstance(out, torch.Tensor):
+            return _Val.const(out)
+        return _OPAQUE
+
+    def _constant(self, n: fx.Node, out: Any, known: list[_Val]) -> _Val:
+        """A node that does not depend on the state: exact when its inputs are and a rule bounds
+        its rounding; otherwise only what a rule says about its norms (or nothing)."""
+        if not isinstance(out, torch.Tensor):
+            return _OPAQUE
+        if all(a.exact for a in known):
+            err = self._const_error(n, out, known)
+            if err is not None:
+                return _Val.const(out, err)
+        lo, hi = self._const_norms(n, out, known)
+        return _Val(False, 0.0, lo, hi)
+
+    def _const_error(self, n: fx.Node, out: torch.Tensor, known: list[_Val]) -> float | None:
+        """A bound on any token's rounding error in a constant computed from exact ones (None
+        where no bound is known: the node then keeps only a norm interval)."""
+        t = n.target
+        err_in = max((a.err for a in known), default=0.0)
+        hi_out = float(out.detach().double().abs().max()) if out.numel() else 0.0
+        width = out.shape[-1] if out.ndim else 1
+        if n.op == "call_module":
+            m = self.fetch_attr(str(t))
+            if isinstance(m, nn.Linear):
+                w = m.weight.detach().double()
+                a = self.vals[_args(n)[0]]
+                mag = float(w.abs().sum(dim=1).max()) * a.hi + vnorm(m.bias)
+                return _up(sigma(w) * err_in + math.sqrt(width) * _gamma(w.shape[1] + 1) * mag)
+            if type(m) in ACTIVATION_SLOPES:
+                slope = ACTIVATION_SLOPES[type(m)]
+                return _up(slope * err_in + 8 * U64 * math.sqrt(width) * hi_out)
+            return None
+        if t in _RESHAPE or t in _PERMUTE or t in _IDENTITY or t in _GETITEM or t in _CAT:
+            return _up(math.sqrt(width) * err_in) if t in _PERMUTE else err_in
+        if t in _ADD or t in _SUB or t in _NEG or t in _POS:
+            total = sum(a.err for a in known)
+            return _up(total + U64 * math.sqrt(width) * hi_out)
+        if t in _ELEMENTWISE:
+            slope = ACTIVATION_SLOPES[_ELEMENTWISE[t]]
+            return _up(slope * err_in + 8 * U64 * math.sqrt(width) * hi_out)
+        return None
+
+    def _const_norms(self, n: fx.Node, out: torch.Tensor, known: list[_Val]) -> tuple[float, float]:
+        """Token norms of a constant that is not known exactly (it depends on an input range)."""
+        t = n.target
+        if n.op == "call_module":
+            m = self.fetch_attr(str(t))
+            a = (
+                self.vals.get(_args(n)[0])
+                if _args(n) and isinstance(_args(n)[0], fx.Node)
+                else None
+            )
+            if a is not None and type(m) in _RULES:
+                tr = _Trace(a.lo, a.hi)
+                try:
+                    _apply(self.call, n.name, m, tr, self.domain, self.n_tokens)
+                except InvalidArgumentError:
+                    return 0.0, _INF
+                return tr.lo, tr.hi
+            return 0.0, _INF
+        if t in _RESHAPE or t in _IDENTITY or t in _GETITEM:
+            a = known[0] if known else None
+            if a is not None and _keeps_tokens(n, out, self):
+                return a.lo, a.hi
+        return 0.0, _INF
+
+    # -------------------------------------------------------------- modules
+    def _module(self, n: fx.Node, out: Any) -> _Val:
+        m = self.fetch_attr(str(n.target))
+        kind = type(m)
+        if kind is nn.MultiheadAttention:
+            return self._mha(n, m, out)
+        dep = [a for a in _args(n) if isinstance(a, fx.Node) and self.vals[a].dep]
+        if len(dep) != 1 or _args(n)[0] is not dep[0] or _kwargs(n):
+            raise self._fail(
+                n,
+                f"{kind.__name__} called with the state-dependent value in another position or "
+                "with more arguments",
+                "a module rule bounds one input; register a rule for the enclosing module",
+            )
+        a = self.vals[dep[0]]
+        if kind not in _RULES:
+            raise self._fail(
+                n,
+                f"the module {kind.__name__} ('{n.target}')",
+                f"register a rule for it: dynamo.register_lipschitz_rule({kind.__name__}, rule, "
+                "claims=..., trust=...), or use lipschitz_lower_bound for an estimate",
+            )
+        tr = _Trace(a.lo, a.hi)
+        _apply(self.call, str(n.target), m, tr, self.domain, self.n_tokens)
+        lip = _up(_formulas.compose(a.lip, tr.lip))
+        v = _Val(True, lip, tr.lo, tr.hi)
+        self.steps.extend(tr.steps)
+        return v
+
+    def _mha(self, n: fx.Node, m: nn.MultiheadAttention, out: Any) -> _Val:
+        """``nn.MultiheadAttention(query, key, value)``: the projections (R1), scaled dot-product
+        attention per head (R11), the output projection (R1)."""
+        names = ("query", "key", "value")
+        args = list(_args(n)) + [_kwargs(n).get(k) for k in names[len(_args(n)) :]]
+        extra = {k: v for k, v in _kwargs(n).items() if k not in names}
+        for k, v in extra.items():
+            if isinstance(v, fx.Node) and self.vals[v].dep:
+                raise self._fail(n, f"nn.MultiheadAttention with a state-dependent {k}")
+        if extra.get("need_weights", True) is not False:
+            pass  # the weights come out as a second output; using them is refused below
+        if m.dropout and m.training:
+            raise self._fail(n, "nn.MultiheadAttention with dropout in training mode")
+        if m.bias_k is not None or m.add_zero_attn:
+            raise self._fail(n, "nn.MultiheadAttention with add_bias_kv or add_zero_attn")
+        vals = [self.vals[a] if isinstance(a, fx.Node) else None for a in args[:3]]
+        if any(v is None for v in vals):
+            raise self._fail(n, "nn.MultiheadAttention with a non-tensor query, key or value")
+        q_in, k_in, v_in = (v for v in vals if v is not None)
+        e = m.embed_dim
+        if m._qkv_same_embed_dim:
+            w = m.in_proj_weight.detach().double()
+            wq, wk, wv = w[:e], w[e : 2 * e], w[2 * e :]
+        else:
+            wq, wk, wv = (getattr(m, f"{p}_proj_weight").detach().double() for p in ("q", "k", "v"))
+        b = m.in_proj_bias.detach().double() if m.in_proj_bias is not None else None
+        bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e : 2 * e], b[2 * e :])
+        proj = [(wq, bq, q_in), (wk, bk, k_in), (wv, bv, v_in)]
+        lips, his = [], []
+        for w_, b_, a in proj:
+            lips.append(_up(_formulas.compose(a.lip, _formulas.linear(sigma(w_)))))
+            his.append(_up(sigma(w_) * a.hi + vnorm(b_)))
+        key = args[1]
+        kshape = self.env[key].shape if isinstance(key, fx.Node) else None
+        if kshape is None:
+            raise self._fail(n, "nn.MultiheadAttention without a tensor key")
+        n_keys = int(kshape[1] if m.batch_first or len(kshape) == 2 else kshape[0])
+        if len(kshape) == 2:
+            n_keys = int(kshape[0])
+        dh = e // m.num_heads
+        c = 1.0 / math.sqrt(dh)
+        att = _up(_formulas.sdpa(lips[0], lips[1], lips[2], his[0], his[1], his[2], n_keys, c))
+        wo = m.out_proj.weight.detach().double()
+        lip = _up(_formulas.compose(att, _formulas.linear(sigma(wo))))
+        # each head's output token is a convex combination of value rows: norm <= V
+        hi = _up(sigma(wo) * his[2] * math.sqrt(m.num_heads) + vnorm(m.out_proj.bias))
+        v = _Val(True, lip, 0.0, hi)
+        note = f"T={n_keys}, {m.num_heads} heads, Q≤{his[0]:.4g}, K≤{his[1]:.4g}, V≤{his[2]:.4g}"
+        self._step(n, "multi-head attention", lip, v, note, ("R1", "R11"))
+        self._mha_out = n
+        return _Val(True, lip, 0.0, hi)
+
+    # -------------------------------------------------------------- functions
+    def _function(self, n: fx.Node, out: Any) -> _Val:
+        t = n.target
+        if n.op == "call_method" and t in ("to", "type", "double", "float"):
+            return self._cast(n, out)
+        if t in _GETITEM:
+            return self._getitem(n, out)
+        if t in _SPLIT and isinstance(out, (tuple, list)):
+            return self._split(n, out)
+        if isinstance(out, (tuple, list)):
+            raise self._fail(n, f"{_name(t)} (it returns several state-dependent values)")
+        if t in _ELEMENTWISE or t in (F.leaky_relu, "leaky_relu"):
+            return self._elementwise(n, out)
+        if t in _ADD or t in _SUB:
+            return self._add(n, out)
+        if t in _NEG or t in _POS:
+            a = self._dep_arg(n)
+            return self._same(n, a, "negation", a.lo, a.hi)
+        if t in _MUL or t in _DIV:
+            return self._scale(n, out)
+        if t in _MATMUL or t is F.linear:
+            return self._linear(n, out)
+        if t in _CAT:
+            return self._cat(n, out)
+        if t in _RESHAPE or t in _PERMUTE or t in _IDENTITY:
+            return self._reshape(n, out)
+        if t in (F.layer_norm, F.rms_norm):
+            return self._norm_fn(n, out)
+        if t is F.scaled_dot_product_attention:
+            return self._sdpa(n, out)
+        rule = self.fn_rules.get(t)
+        if rule is not None:
+            return self._registered(n, out, rule)
+        raise self._fail(n, f"the operation {_name(t)}")
+
+    def _dep_arg(self, n: fx.Node) -> _Val:
+        dep = [a for a in _flat(_args(n)) + _flat(_kwargs(n)) if isinstance(a, fx.Node)]
+        dep = [a for a in dep if self.vals[a].dep]
+        if len(dep) != 1:
+            raise self._fail(n, f"{_name(n.target)} of {len(dep)} state-dependent values")
+        return self.vals[dep[0]]
+
+    def _same(self, n: fx.Node, a: _Val, rule: str, lo: float, hi: float) -> _Val:
+        v = _Val(True, _up(_formulas.select(a.lip)), lo, hi)
+        return v
+
+    def _cast(self, n: fx.Node, out: Any) -> _Val:
+        a = self._dep_arg(n)
+        src = self.env[_args(n)[0]]
+        if (
+            isinstance(out, torch.Tensor)
+            and isinstance(src, torch.Tensor)
+            and out.dtype == src.dtype
+            and out.device == src.device
+        ):
+            return a
+        raise self._fail(
+            n,
+            f"Tensor.{n.target} changing the dtype or device",
+            "a cast rounds, which no rule covers; analyse the block in one dtype",
+        )
+
+    def _elementwise(self, n: fx.Node, out: Any) -> _Val:
+        a = self._dep_arg(n)
+        t = n.target
+        width = out.shape[-1] if out.ndim else 1
+        if t in (F.leaky_relu, "leaky_relu"):
+            slope_arg = _kwargs(n).get("negative_slope", _args(n)[1] if len(_args(n)) > 1 else 0.01)
+            slope = max(1.0, abs(float(slope_arg)))
+            lo, hi, kind_name = 0.0, _up(slope * a.hi), "LeakyReLU"
+        else:
+            kind = _ELEMENTWISE[t]
+            if kind is nn.GELU and _kwargs(n).get("approximate", "none") not in ("none", "tanh"):
+                raise self._fail(n, "gelu with an unknown approximation")
+            slope = ACTIVATION_SLOPES[kind]
+            kind_name = kind.__name__
+            if kind in (nn.Sigmoid,):
+                lo, hi = 0.0, math.sqrt(width)  # values in (0, 1)
+            elif kind is nn.Softplus:
+                lo, hi = 0.0, _INF
+            elif kind is nn.Tanh:
+                lo, hi = 0.0, min(a.hi, math.sqrt(width))  # |tanh t| <= min(|t|, 1)
+            else:
+                lo, hi = 0.0, a.hi  # |φ(t)| <= |t| for ReLU, GELU, SiLU
+        lip = _up(_formulas.compose(a.lip, slope))
+        v = _Val(True, lip, lo, hi)
+        self._step(n, f"elementwise {kind_name}", slope, v, "sup |φ′|", ("R2",))
+        return v
+
+    def _broadcast(self, arg: Any, out: torch.Tensor) -> float:
+        """How many times broadcasting copies each entry of ``arg`` into ``out`` (the constant of
+        a broadcast is its square root)."""
+        src = self.env[arg] if isinstance(arg, fx.Node) else None
+        if not isinstance(src, torch.Tensor) or src.numel() == 0:
+            return 1.0
+        return max(1.0, out.numel() / src.numel())
+
+    def _add(self, n: fx.Node, out: Any) -> _Val:
+        x, y = _args(n)[0], _args(n)[1] if len(_args(n)) > 1 else _kwargs(n).get("other")
+        alpha = _kwargs(n).get("alpha", 1)
+        if isinstance(alpha, fx.Node):
+            raise self._fail(n, f"{_name(n.target)} with a tensor alpha")
+        parts = []
+        for arg, c in ((x, 1.0), (y, abs(float(alpha)))):
+            v = self._av(arg)
+            if v is None:  # a Python number: shifts every entry
+                num = abs(float(arg)) if isinstance(arg, (int, float)) else _INF
+                width = out.shape[-1] if out.ndim else 1
+                v = _Val(False, 0.0, num * math.sqrt(width), num * math.sqrt(width), True)
+                parts.append((v, c, 1.0))
+                continue
+            parts.append((v, c, self._broadcast(arg, out)))
+        (a, ca, ka), (b, cb, kb) = parts
+        la = _formulas.scale(ca, a.lip) * math.sqrt(ka) if a.dep else 0.0
+        lb = _formulas.scale(cb, b.lip) * math.sqrt(kb) if b.dep else 0.0
+        lip = _up(_formulas.add(la, lb))
+        a_lo, a_hi = _down(ca * a.lo), _up(ca * a.hi)
+        b_lo, b_hi = _down(cb * b.lo), _up(cb * b.hi)
+        lo = _down(max(0.0, a_lo - b_hi, b_lo - a_hi))
+        hi = _up(a_hi + b_hi)
+        v = _Val(True, lip, lo, hi)
+        if a.dep and b.dep:
+            self._step(n, "sum", lip, v, f"{la:.4g} + {lb:.4g}", ("R10",))
+        return v
+
+    def _scale(self, n: fx.Node, out: Any) -> _Val:
+        x, y = _args(n)[0], _args(n)[1] if len(_args(n)) > 1 else _kwargs(n).get("other")
+        div = n.target in _DIV
+        if div and _kwargs(n).get("rounding_mode") is not None:
+            raise self._fail(n, "division with rounding")
+        vx, vy = self._av(x), self._av(y)
+        if vx is not None and vy is not None and vx.dep and vy.dep:
+            raise self._fail(n, f"the product of two state-dependent values ({_name(n.target)})")
+        if vy is not None and vy.dep:
+            if div:
+                raise self._fail(n, "division by a state-dependent value")
+            x, y, vx, vy = y, x, vy, vx
+        assert vx is not None
+        # the constant factor c: a number or a tensor that does not depend on the state
+        if vy is None:
+            c = float(y) if isinstance(y, (int, float)) else _INF
+            c_max = abs(1.0 / c) if div and c != 0 else (_INF if div else abs(c))
+            c_min = c_max
+        else:
+            t = self.env[y]
+            if vy.exact:
+                mags = t.detach().double().abs()
+                c_max_t = float(mags.max()) + vy.err if mags.numel() else 0.0
+                c_min_t = max(0.0, float(mags.min()) - vy.err) if mags.numel() else 0.0
+                if div:
+                    c_max, c_min = (1.0 / c_min_t if c_min_t > 0 else _INF), 1.0 / c_max_t
+                else:
+                    c_max, c_min = c_max_t, c_min_t
+            else:  # each entry is at most its token's norm
+                c_max = _INF if div else vy.hi
+                c_min = 0.0
+        k = self._broadcast(x, out)
+        lip = _up(_formulas.scale(c_max, vx.lip) * math.sqrt(k))
+        # each entry is scaled by a factor of size in [c_min, c_max]: so is each token's norm
+        lo, hi = _down(c_min * vx.lo), _up(c_max * vx.hi)
+        v = _Val(True, lip, lo, hi)
+        self._step(n, "scale by a constant", c_max, v, f"max |c| = {c_max:.4g}", ("R10",))
+        return v
+
+    def _linear(self, n: fx.Node, out: Any) -> _Val:
+        """``F.linear(a, W, b)``, ``a @ W`` (token-wise) and ``W @ a`` (mixing tokens) with a
+        constant ``W``."""
+        t = n.target
+        if t is F.linear:
+            a_node, w_node = (
+                _args(n)[0],
+                _args(n)[1] if len(_args(n)) > 1 else _kwargs(n).get("weight"),
+            )
+            b_node = _args(n)[2] if len(_args(n)) > 2 else _kwargs(n).get("bias")
+            right = True
+        else:
+            a_node, w_node = (
+                _args(n)[0],
+                _args(n)[1] if len(_args(n)) > 1 else _kwargs(n).get("other"),
+            )
+            b_node = None
+            right = True
+            va, vw = self._av(a_node), self._av(w_node)
+            if va is not None and vw is not None and va.dep and vw.dep:
+                raise self._fail(
+                    n,
+                    f"the product of two state-dependent matrices ({_name(t)})",
+                    "write attention with torch.nn.functional.scaled_dot_product_attention or "
+                    "nn.MultiheadAttention, which have rules (R11), or register a rule for the "
+                    "enclosing module",
+                )
+            if vw is not None and vw.dep:
+                a_node, w_node, right = w_node, a_node, False
+        a = self._av(a_node)
+        assert a is not None and a.dep
+        vw = self._av(w_node)
+        w = self.env[w_node] if isinstance(w_node, fx.Node) else None
+        if vw is None or w is None or not vw.exact or not isinstance(w, torch.Tensor):
+            raise self._fail(n, f"{_name(t)} with a weight that is not a known constant")
+        if w.ndim != 2:
+            raise self._fail(n, f"{_name(t)} with a weight of {w.ndim} dimensions (2 needed)")
+        w = w.detach().double()
+        w_err = vw.err * math.sqrt(w.shape[0] if right else w.shape[1])
+        s = _up(sigma(w) + w_err)
+        s_min = _down(sigma_min(w) - w_err) if w.shape[0] == w.shape[1] else 0.0
+        bias = 0.0
+        if b_node is not None:
+            vb = self._av(b_node)
+            if vb is None or not vb.exact:
+                raise self._fail(n, "F.linear with a bias that is not a known constant")
+            bias = _up(vb.hi)
+        lip = _up(_formulas.compose(a.lip, _formulas.linear(s)))
+        if right:
+            lo, hi = _down(max(0.0, s_min * a.lo - bias)), _up(s * a.hi + bias)
+        else:  # W @ a mixes tokens: an output token is Σ_j W_ij a_j
+            lo, hi = 0.0, _up(float(w.abs().sum(dim=1).max()) * a.hi)
+        v = _Val(True, lip, lo, hi)
+        self._step(n, "linear", s, v, "σ_max(W)", ("R1",))
+        return v
+
+    def _cat(self, n: fx.Node, out: Any) -> _Val:
+        parts = _args(n)[0] if _args(n) else _kwargs(n).get("tensors")
+        dim = _args(n)[1] if len(_args(n)) > 1 else _kwargs(n).get("dim", 0)
+        if not isinstance(parts, (list, tuple)):
+            raise self._fail(n, "torch.cat of a state-dependent sequence")
+        vals = [self._av(p) for p in parts]
+        if any(v is None for v in vals):
+            raise self._fail(n, "torch.cat of a value the rules cannot read")
+        vs = [v for v in vals if v is not None]
+        lip = _up(_formulas.concat([v.lip for v in vs if v.dep]))
+        last = isinstance(dim, int) and (dim == -1 or dim == out.ndim - 1)
+        if last:
+            lo = _down(math.sqrt(sum(v.lo**2 for v in vs)))
+            hi = _up(math.sqrt(sum(v.hi**2 for v in vs)))
+        else:
+            lo, hi = min(v.lo for v in vs), max(v.hi for v in vs)
+        v = _Val(True, lip, lo, hi)
+        self._step(n, "concatenation", lip, v, f"dim={dim}", ("R10",))
+        return v
+
+    def _reshape(self, n: fx.Node, out: Any) -> _Val:
+        a = self._dep_arg(n)
+        if n.target in (F.dropout, nn.functional.dropout):
+            p = _kwargs(n).get("p", _args(n)[1] if len(_args(n)) > 1 else 0.5)
+            training = _kwargs(n).get("training", _args(n)[2] if len(_args(n)) > 2 else True)
+            if training and p:
+                raise self._fail(n, "dropout in training mode (a random map)")
+        src = self.env[_args(n)[0]]
+        if _keeps_tokens(n, out, self):
+            lo, hi = a.lo, a.hi
+        elif (
+            isinstance(src, torch.Tensor)
+            and out.ndim >= 1
+            and src.ndim >= 1
+            and out.shape[-1] <= src.shape[-1]
+            and src.shape[-1] % out.shape[-1] == 0
+            and n.target in _RESHAPE
+        ):
+            lo, hi = 0.0, a.hi  # the last axis split: each new token is a piece of an old one
+        else:
+            width = out.shape[-1] if out.ndim else 1
+            lo, hi = 0.0, _up(math.sqrt(width) * a.hi)  # every entry is at most a token's norm
+        return _Val(True, _up(_formulas.select(a.lip)), lo, hi)
+
+    def _split(self, n: fx.Node, out: Any) -> _Val:
+        """``chunk``/``split``/``unbind``: each piece selects distinct entries (R10); read
+        through ``getitem``."""
+        a = self._dep_arg(n)
+        src = self.env[_args(n)[0]]
+        dim = _kwargs(n).get("dim", _args(n)[2] if len(_args(n)) > 2 else 0)
+        if n.target in ("unbind", torch.unbind):
+            dim = _kwargs(n).get("dim", _args(n)[1] if len(_args(n)) > 1 else 0)
+        last = isinstance(dim, int) and dim % max(1, src.ndim) == src.ndim - 1
+        self.splits[n] = last
+        return a
+
+    def _getitem(self, n: fx.Node, out: Any) -> _Val:
+        src_node = _args(n)[0]
+        assert isinstance(src_node, fx.Node)
+        a = self.vals[src_node]
+        src = self.env[src_node]
+        idx = _args(n)[1]
+        if isinstance(src, (tuple, list)) and src_node in self.splits:
+            last = self.splits[src_node]
+            lo = 0.0 if last or not isinstance(out, torch.Tensor) or out.ndim == 0 else a.lo
+            return _Val(True, _up(_formulas.select(a.lip)), lo, a.hi)
+        if isinstance(src, (tuple, list)):
+            if getattr(self, "_mha_out", None) is src_node:
+                if idx == 0:
+                    return a
+                raise self._fail(n, "the attention weights returned by nn.MultiheadAttention")
+            raise self._fail(n, "an item of a tuple of state-dependent values")
+        if not isinstance(out, torch.Tensor) or not isinstance(src, torch.Tensor):
+            raise self._fail(n, "an index that does not give a tensor")
+        items = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, (fx.Node, torch.Tensor, list)) for i in items):
+            raise self._fail(
+                n,
+                "indexing with tensors or lists (it may repeat entries)",
+                "use slices, or register a rule for the enclosing module",
+            )
+        # basic indexing selects distinct entries (R10); the last axis is kept unless indexed
+        touches_last = _indexes_last(items, src.ndim)
+        lo, hi = (0.0, a.hi) if touches_last else (a.lo, a.hi)
+        if out.ndim == 0 or (out.ndim and src.ndim and out.shape[-1] != src.shape[-1]):
+            lo = 0.0
+        return _Val(True, _up(_formulas.select(a.lip)), lo, hi)
+
+    def _norm_fn(self, n: fx.Node, out: Any) -> _Val:
+        a = self._dep_arg(n)
+        if _args(n)[0] is not None and not (
+            isinstance(_args(n)[0], fx.Node) and self.vals[_args(n)[0]].dep
+        ):
+            raise self._fail(n, f"{_name(n.target)} of a constant with state-dependent weights")
+        shape = _args(n)[1] if len(_args(n)) > 1 else _kwargs(n).get("normalized_shape")
+        names = ("weight", "bias", "eps") if n.target is F.layer_norm else ("weight", "eps")
+        given = dict(zip(names, _args(n)[2:], strict=False)) | {
+            k: v for k, v in _kwargs(n).items() if k in names
+        }
+        shape_t = tuple(shape) if isinstance(shape, (list, tuple)) else (int(shape),)
+        eps = given.get("eps")
+        for k in ("weight", "bias"):
+            node = given.get(k)
+            if node is not None and not (isinstance(node, fx.Node) and self.vals[node].exact):
+                raise self._fail(n, f"{_name(n.target)} with a {k} that is not a known constant")
+        if n.target is F.layer_norm:
+            mod: nn.Module = nn.LayerNorm(shape_t, eps=1e-5 if eps is None else float(eps))
+        else:
+            mod = nn.RMSNorm(shape_t, eps=None if eps is None else float(eps))
+        with torch.no_grad():
+            mod = mod.double()
+            for k in ("weight", "bias"):
+                node = given.get(k)
+                param = getattr(mod, k, None)
+                if param is None:
+                    continue
+                if node is None:
+                    setattr(mod, k, None)
+                else:
+                    val = self.env[node]
+                    err = self.vals[node].err
+                    param.copy_(val.detach().double().abs() + err if k == "weight" else val)
+                    if k == "bias" and err:
+                        raise self._fail(n, "layer_norm with a computed bias")
+        from .rules.norms import norm_rule
+
+        lip_n, lo, hi, note = norm_rule(self.call, n.name, mod, a.lo, a.hi)
+        lip = _up(_formulas.compose(a.lip, lip_n))
+        v = _Val(True, lip, lo, hi)
+        claim = "R6" if n.target is F.layer_norm else "R5"
+        self._step(n, type(mod).__name__, lip_n, v, note, (claim,))
+        return v
+
+    def _sdpa(self, n: fx.Node, out: Any) -> _Val:
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+        given = dict(zip(names, _args(n), strict=False)) | dict(_kwargs(n))
+        q, k, v = (given.get(x) for x in names[:3])
+        vals = [self._av(x) for x in (q, k, v)]
+        if any(x is None for x in vals):
+            raise self._fail(n, "scaled_dot_product_attention with a non-tensor input")
+        mask = given.get("attn_mask")
+        if isinstance(mask, fx.Node) and self.vals[mask].dep:
+            raise self._fail(n, "scaled_dot_product_attention with a state-dependent mask")
+        if given.get("dropout_p", 0.0):
+            raise self._fail(n, "scaled_dot_product_attention with dropout_p > 0 (a random map)")
+        if given.get("enable_gqa", False):
+            raise self._fail(n, "scaled_dot_product_attention with enable_gqa")
+        vq, vk, vv = (x for x in vals if x is not None)
+        kt = self.env[k]  # type: ignore[index]
+        qt = self.env[q]  # type: ignore[index]
+        n_keys = int(kt.shape[-2])
+        scale = given.get("scale")
+        c = abs(float(scale)) if scale is not None else 1.0 / math.sqrt(qt.shape[-1])
+        lip = _up(_formulas.sdpa(vq.lip, vk.lip, vv.lip, vq.hi, vk.hi, vv.hi, n_keys, _up(c)))
+        hi = vv.hi  # every output row is a convex combination of value rows
+        val = _Val(True, lip, 0.0, hi)
+        note = f"T={n_keys}, Q≤{vq.hi:.4g}, K≤{vk.hi:.4g}, V≤{vv.hi:.4g}, c={c:.4g}"
+        self._step(n, "scaled dot-product attention", lip, val, note, ("R11",))
+        return val
+
+    def _registered(self, n: fx.Node, out: Any, rule: Any) -> _Val:
+        args = list(_args(n))
+        pos = [i for i, a in enumerate(args) if isinstance(a, fx.Node) and self.vals[a].dep]
+        kw_dep = [k for k, a in _kwargs(n).items() if isinstance(a, fx.Node) and self.vals[a].dep]
+        if len(pos) != 1 or kw_dep:
+            raise self._fail(
+                n,
+                f"{_name(n.target)} with {len(pos) + len(kw_dep)} state-dependent arguments",
+                "a function rule covers calls with one state-dependent positional argument",
+            )
+        a = self.vals[args[pos[0]]]
+        concrete_args = tuple(self.env[x] if isinstance(x, fx.Node) else x for x in args)
+        concrete_kw = {
+            k: self.env[x] if isinstance(x, fx.Node) else x for k, x in _kwargs(n).items()
+        }
+        opcall = OpCall(n.target, concrete_args, concrete_kw, pos[0], n.name)
+        ctx = RuleContext(self.call, self.domain, self.n_tokens, n.name)
+        factor, lo, hi, step = rule(opcall, (a.lo, a.hi), ctx)
+        lip = _up(_formulas.compose(a.lip, factor))
+        self.steps.append(step)
+        return _Val(True, lip, lo, hi)
+
+
+_META_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout"}
+_META_METHODS = {"size", "dim", "numel", "ndimension", "get_device", "nelement"}
+
+
+def _metadata(n: fx.Node) -> bool:
+    """A query of a tensor's metadata, which every state of the domain shares."""
+    if n.op == "call_function" and n.target is getattr:
+        return len(_args(n)) > 1 and _args(n)[1] in _META_ATTRS
+    return n.op == "call_method" and n.target in _META_METHODS
+
+
+def _args(n: fx.Node) -> Any:
+    """A node's positional arguments (typed loosely: rules inspect them case by case)."""
+    return n.args
+
+
+def _kwargs(n: fx.Node) -> Any:
+    return n.kwargs
+
+
+def _flat(x: Any) -> list[Any]:
+    if isinstance(x, (list, tuple)):
+        return [z for y in x for z in _flat(y)]
+    if isinstance(x, dict):
+        return [z for y in x.values() for z in _flat(y)]
+    return [x]
+
+
+def _indexes_last(items: tuple[Any, ...], ndim: int) -> bool:
+    """Whether a basic index touches the last axis (Ellipsis, None and slices counted)."""
+    if Ellipsis in items:
+        after = items[items.index(Ellipsis) + 1 :]
+        return any(i is not None for i in after)
+    consumed = sum(1 for i in items if i is not None)
+    if consumed < ndim:
+        return False
+    last = [i for i in items if i is not None][-1]
+    return not (isinstance(last, slice) and last == slice(None))
+
+
+def _keeps_tokens(n: fx.Node, out: Any, interp: _Interp) -> bool:
+    """Whether every token (last-axis vector) of the output is a token of the input."""
+    if not _args(n) or not isinstance(_args(n)[0], fx.Node):
+        return False
+    src = interp.env[_args(n)[0]]
+    if not isinstance(src, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return False
+    if src.ndim == 0 or out.ndim == 0 or src.shape[-1] != out.shape[-1]:
+        return False
+    t = n.target
+    if t in _IDENTITY or t in _RESHAPE:
+        return True  # row-major: with the last axis unchanged, each output row is an input row
+    if t in ("transpose", torch.transpose):
+        dims = [d % src.ndim for d in _args(n)[1:3] if isinstance(d, int)]
+        return len(dims) == 2 and src.ndim - 1 not in dims
+    if t in ("permute", torch.permute):
+        dims = (
+            _args(n)[1:]
+            if len(_args(n)) > 2 or not isinstance(_args(n)[1], (list, tuple))
+            else _args(n)[1]
+        )
+        dims_l = [d % src.ndim for d in dims if isinstance(d, int)]
+        return bool(dims_l) and dims_l[-1] == src.ndim - 1
+    return False
+
+
+def graph_bound(
+    call: str,
+    root: nn.Module | Callable[..., torch.Tensor],
+    domain: Domain,
+    h: torch.Tensor,
+    x: torch.Tensor | None,
+    *,
+    driven: bool,
+    x_exact: bool,
+    n_tokens: int | None,
+    fn_rules: dict[Any, Any],
+) -> GraphBound:
+    """Trace ``root`` and compose the rules along its graph (see the module docstring).
+
+    ``h`` is a sample batch of states of the domain and ``x`` the matching inputs (the system's
+    own when ``x_exact``); the trace runs on them once, for shapes and the exact constants.
+    """
+    module = root if isinstance(root, nn.Module) else _FnRoot(root, driven)
+    gm = _trace(call, module)
+    interp = _Interp(gm, call, domain, x_exact, n_tokens, fn_rules)
+    args: tuple[Any, ...] = (h, x) if driven else (h,)
+    placeholders = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
+    if len(placeholders) < len(args):
+        args = args[: len(placeholders)]
+    with torch.no_grad():
+        try:
+            interp.run(*args)
+        except _Stop:
+            assert interp.failure is not None
+            raise InvalidArgumentError(*interp.failure.args[:1]) from None
+        except InvalidArgumentError as err:
+            raise InvalidArgumentError(str(err.args[0]) if err.args else str(err)) from None
+        except Exception as err:
+            raise InvalidArgumentError(
+                f"{call}: running the traced block failed ({type(err).__name__}: {err})"
+            ) from err
+    out_node = next(nd for nd in gm.graph.nodes if nd.op == "output")
+    v = interp.vals[out_node]
+    if not v.dep:
+        v = _Val(True, 0.0, v.lo, v.hi)
+    return GraphBound(v.lip, v.lo, v.hi, interp.steps)
