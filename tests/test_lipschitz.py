@@ -38,6 +38,8 @@ def difference_quotients(system: dy.LoopedSystem, a: torch.Tensor, b: torch.Tens
     r_min=st.floats(0.5, 3.0),
     width=st.floats(0.0, 4.0),
     x_max=st.floats(0.5, 4.0),
+    own_inputs=st.booleans(),
+    branch_gain=st.sampled_from([1.0, 0.05]),
 )
 def test_certified_bound_is_never_below_a_sampled_value(
     recall: str,
@@ -48,8 +50,12 @@ def test_certified_bound_is_never_below_a_sampled_value(
     r_min: float,
     width: float,
     x_max: float,
+    own_inputs: bool,
+    branch_gain: float,
 ) -> None:
-    """Soundness over random reference architectures, seeds and domains (issue 3)."""
+    """Soundness over random reference architectures, seeds and domains (issue 3), for every
+    input in a range or for the system's own inputs (issue 16: there the token-norm lower bounds
+    after recall come from the exact inputs, and stay positive with small branches)."""
     model = dy.models.LoopedTransformer(
         d_model=8,
         n_heads=2,
@@ -59,6 +65,7 @@ def test_certified_bound_is_never_below_a_sampled_value(
         pos=pos,
         seed=seed,
         norm_eps=1e-3,
+        branch_gain=branch_gain,
     )
     T = 4
     x = torch.randn(1, T, 8, generator=gen(seed), dtype=F64)
@@ -68,15 +75,26 @@ def test_certified_bound_is_never_below_a_sampled_value(
         * x_max
         * torch.rand(1, T, 1, generator=gen(seed + 1), dtype=F64)
     )
+    if own_inputs:
+        x = x * 4.0  # inputs large next to the state: the lower bounds after recall survive
     system = dy.LoopedSystem.from_module(model, x)
-    domain = dy.Domain.shell(r_min, r_min + width, x_max=x_max if recall != "none" else None)
+    ranged = recall != "none" and not own_inputs
+    domain = dy.Domain.shell(r_min, r_min + width, x_max=x_max if ranged else None)
     bound = dy.lipschitz_upper_bound(system, domain)
     assert bound.certified and bound.kind == "upper"
+    if own_inputs and recall != "none":
+        assert bound.inputs == "the system's own 1 input(s)"
     h = domain.sample(system, 6, seed=seed)
     local = dy.lipschitz_lower_bound(system, h, method="ascent", steps=5, domain=domain)
     assert local.value <= bound.value
     a, b = domain.sample(system, 8, seed=seed + 2), domain.sample(system, 8, seed=seed + 3)
     assert float(difference_quotients(system, a, b).max()) <= bound.value
+    # the image's token norms lie in the interval the bound reports (invariance rests on it)
+    assert bound.out_norms is not None
+    with torch.no_grad():
+        tok = system.step(torch.cat([h, a, b])).norm(dim=-1)
+    lo, hi = bound.out_norms
+    assert float(tok.min()) >= lo * (1 - 1e-9) and float(tok.max()) <= hi * (1 + 1e-9)
 
 
 def test_rmsnorm_rule_is_attained_on_the_inner_sphere() -> None:

@@ -7,7 +7,7 @@ proof and checks that every step holds and every goal fact was derived. Steps ar
 inequalities on symbols, applications of cited :data:`LEMMAS`, chains and case splits (a proof of
 the general statement), or instance checks and numeric evaluations (labelled as such: a proof
 containing one is an *instance check* or *numeric only*, never a general proof). C1–C14 are the
-field's and dynamo's own; R1–R9 are the per-layer Lipschitz rules behind every certified bound,
+field's and dynamo's own; R1–R11 are the Lipschitz rules behind every certified bound,
 proved about the very closed forms the rules evaluate (``dynamo.kernel.lipschitz_formulas``).
 
 >>> import theory
@@ -15,13 +15,14 @@ proved about the very closed forms the rules evaluate (``dynamo.kernel.lipschitz
 >>> proof.ok, proof.kind.label
 (True, 'proved in general')
 >>> [c.name for c in theory.registry()][-1]
-'R9'
+'R11'
 """
 
 from . import _claims as _claims
 from . import _claims_b as _claims_b
 from . import _lemmas as _lemmas
 from . import _rule_attention as _rule_attention
+from . import _rule_graph as _rule_graph
 from . import _rule_polynomial as _rule_polynomial
 from . import _rules as _rules
 from ._core import CheckResult as CheckResult

@@ -2,7 +2,7 @@
 
 The rules call these functions with floats (``sqrt=math.sqrt``); ``theory`` calls the very same
 functions with sympy symbols (``sqrt=sympy.sqrt``) and proves that what they return bounds the
-Lipschitz constant it derives (claims R1–R9, ``dynamo prove R7``). So a change to a constant here
+Lipschitz constant it derives (claims R1–R11, ``dynamo prove R7``). So a change to a constant here
 changes both the bound dynamo reports and the statement the proof must reach: a factor made too
 small no longer follows from the derivation. Rules call them through this module (``_formulas.f``),
 never through a copied name, so that what the proof reads is what the rules run.
@@ -82,10 +82,10 @@ def sdpa(
     *,
     sqrt: Sqrt = math.sqrt,
 ) -> Any:
-    """R11: the constant of ``h ↦ softmax(c q kᵀ + mask) v`` (per head, rows over at most
-    ``T`` keys) from the constants of ``q``, ``k``, ``v`` in ``h`` and bounds ``Q, K, V`` on the
-    norms of their rows (tokens) over the domain:
-    ``√T L_v + |c| V (K L_q + √T Q L_k)``."""
+    """R11: the constant of ``h ↦ softmax(c q kᵀ + mask) v`` (per head; ``n_keys`` is ``T``,
+    the number of query rows, which is the number of keys in self-attention) from the
+    constants of ``q``, ``k``, ``v`` in ``h`` and bounds ``Q, K, V`` on the norms of their rows
+    (tokens) over the domain: ``√T L_v + |c| V (K L_q + √T Q L_k)``."""
     return sqrt(n_keys) * lip_v + scale * v_hi * (k_hi * lip_q + sqrt(n_keys) * q_hi * lip_k)
 
 

@@ -473,13 +473,12 @@ class _Interp(fx.Interpreter):
         for w_, b_, a in proj:
             lips.append(_up(_formulas.compose(a.lip, _formulas.linear(sigma(w_)))))
             his.append(_up(sigma(w_) * a.hi + vnorm(b_)))
-        key = args[1]
-        kshape = self.env[key].shape if isinstance(key, fx.Node) else None
-        if kshape is None:
-            raise self._fail(n, "nn.MultiheadAttention without a tensor key")
-        n_keys = int(kshape[1] if m.batch_first or len(kshape) == 2 else kshape[0])
-        if len(kshape) == 2:
-            n_keys = int(kshape[0])
+        query = args[0]
+        qshape = self.env[query].shape if isinstance(query, fx.Node) else None
+        if qshape is None:
+            raise self._fail(n, "nn.MultiheadAttention without a tensor query")
+        # R11's √T counts the query rows (unbatched (L, E), or (N, L, E) / (L, N, E))
+        n_keys = int(qshape[0] if len(qshape) == 2 or not m.batch_first else qshape[1])
         dh = e // m.num_heads
         c = 1.0 / math.sqrt(dh)
         att = _up(_formulas.sdpa(lips[0], lips[1], lips[2], his[0], his[1], his[2], n_keys, c))
@@ -861,15 +860,15 @@ class _Interp(fx.Interpreter):
         if given.get("enable_gqa", False):
             raise self._fail(n, "scaled_dot_product_attention with enable_gqa")
         vq, vk, vv = (x for x in vals if x is not None)
-        kt = self.env[k]  # type: ignore[index]
         qt = self.env[q]  # type: ignore[index]
-        n_keys = int(kt.shape[-2])
+        # R11's √T counts the rows of P: the queries (the keys too, in self-attention)
+        n_rows = int(qt.shape[-2])
         scale = given.get("scale")
         c = abs(float(scale)) if scale is not None else 1.0 / math.sqrt(qt.shape[-1])
-        lip = _up(_formulas.sdpa(vq.lip, vk.lip, vv.lip, vq.hi, vk.hi, vv.hi, n_keys, _up(c)))
+        lip = _up(_formulas.sdpa(vq.lip, vk.lip, vv.lip, vq.hi, vk.hi, vv.hi, n_rows, _up(c)))
         hi = vv.hi  # every output row is a convex combination of value rows
         val = _Val(True, lip, 0.0, hi)
-        note = f"T={n_keys}, Q≤{vq.hi:.4g}, K≤{vk.hi:.4g}, V≤{vv.hi:.4g}, c={c:.4g}"
+        note = f"T={n_rows}, Q≤{vq.hi:.4g}, K≤{vk.hi:.4g}, V≤{vv.hi:.4g}, c={c:.4g}"
         self._step(n, "scaled dot-product attention", lip, val, note, ("R11",))
         return val
 
