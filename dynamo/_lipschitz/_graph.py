@@ -135,6 +135,8 @@ class _Tracer(fx.Tracer):
             return True
         if isinstance(m, nn.Sequential) and type(m) is nn.Sequential:
             return False
+        if any(True for _ in m.children()):  # a composite of torch's (an encoder layer): go in
+            return False
         return super().is_leaf_module(m, qualname)
 
 

@@ -6,6 +6,7 @@ import math
 
 from torch import nn
 
+from ...errors import InvalidArgumentError
 from .._arith import mul
 from .._registry import RuleContext, _Trace, builtin_rule
 
@@ -42,3 +43,15 @@ def leaky_relu(m: nn.LeakyReLU, tr: _Trace, ctx: RuleContext) -> None:
     slope = max(1.0, abs(m.negative_slope))
     tr.lo, tr.hi = 0.0, mul(slope, tr.hi)  # |φ(t)| <= max(1, |a|) |t|
     tr.add(ctx.where or "leaky_relu", "elementwise LeakyReLU", slope, "", ("R2",))
+
+
+@builtin_rule(nn.Dropout, name="dropout (evaluation mode)", claims=("R10",))
+def dropout(m: nn.Dropout, tr: _Trace, ctx: RuleContext) -> None:
+    """In evaluation mode (or with ``p = 0``) dropout is the identity (a selection, R10); in
+    training mode it is a random map, which no rule covers."""
+    if m.training and m.p > 0:
+        raise InvalidArgumentError(
+            f"{ctx.call}: nn.Dropout at '{ctx.where or '<root>'}' is in training mode, a random "
+            "map; call .eval() on the block"
+        )
+    tr.add(ctx.where or "dropout", "dropout (evaluation mode)", 1.0, "the identity", ("R10",))
