@@ -20,6 +20,7 @@ documented bounds (≤ 4 ulp) meet).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from torch import nn
 from .._results import Trust
 from ..errors import InvalidArgumentError
 from . import _formulas
-from ._arith import U64, down, gamma, sigma, sigma_min, up, vnorm
+from ._arith import U64, affine_token_norms, down, gamma, sigma, sigma_min, up, vnorm
 from ._bounds import BoundStep, Domain
 from ._registry import _RULES, RuleContext, _apply, _Trace
 from .rules.activations import ACTIVATION_SLOPES
@@ -63,6 +64,7 @@ class _Val:
     hi: float
     exact: bool = False
     err: float = 0.0
+    from_input: bool = False  # computed from the input x (not from parameters alone)
 
     @staticmethod
     def const(t: torch.Tensor, err: float = 0.0) -> _Val:
@@ -254,7 +256,7 @@ class _Interp(fx.Interpreter):
         n_tokens: int | None,
         fn_rules: dict[Any, Any],
     ) -> None:
-        super().__init__(gm)
+        super().__init__(gm, garbage_collect_values=False)  # rules read earlier values
         self.call = call
         self.domain = domain
         self.x_exact = x_exact
@@ -264,7 +266,7 @@ class _Interp(fx.Interpreter):
         self.steps: list[BoundStep] = []
         self.placeholder_index = 0
         self.failure: InvalidArgumentError | None = None
-        self.splits: dict[fx.Node, bool] = {}
+        self.splits: dict[fx.Node, str] = {}
 
     # -------------------------------------------------------------- plumbing
     def run_node(self, n: fx.Node) -> Any:
@@ -287,6 +289,12 @@ class _Interp(fx.Interpreter):
         return n.name
 
     def _fail(self, n: fx.Node, what: str, hint: str = "") -> InvalidArgumentError:
+        if not hint and n.target in builtin_function_rules():
+            hint = (
+                f"dynamo's rule for {_name(n.target)} covers other calls of it only; register a "
+                "rule for the enclosing module (dynamo.register_lipschitz_rule), or use "
+                "lipschitz_lower_bound for an estimate"
+            )
         hint = hint or (
             f"register a rule for it: dynamo.register_lipschitz_rule({_name(n.target)}, rule, "
             "claims=..., trust=...) for a function (the rule receives an OpCall), or for a "
@@ -295,6 +303,13 @@ class _Interp(fx.Interpreter):
         return InvalidArgumentError(
             f"{self.call}: no Lipschitz rule for {what} at node '{n.name}' "
             f"({n.format_node()}) of the traced block: the certified bound is unavailable; {hint}"
+        )
+
+    def _unbounded(self, n: fx.Node) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"{self.call}: attention at node '{n.name}' ({n.format_node()}) sees unbounded "
+            "token norms on this domain, where dot-product attention is not Lipschitz (Kim et "
+            "al. 2021); bound the domain (r_max < inf), or normalize before attention"
         )
 
     def _step(
@@ -329,7 +344,10 @@ class _Interp(fx.Interpreter):
         args = [self._av(a) for a in _flat(_args(n))] + [self._av(a) for a in _flat(_kwargs(n))]
         known = [a for a in args if a is not None]
         if not any(a.dep for a in known):
-            return self._constant(n, out, known)
+            v = self._constant(n, out, known)
+            if any(a.from_input for a in known):
+                v = dataclasses.replace(v, from_input=True)
+            return v
         if n.op == "call_module":
             return self._module(n, out)
         return self._function(n, out)
@@ -342,10 +360,10 @@ class _Interp(fx.Interpreter):
             return _Val(True, 1.0, d.r_min, d.r_max)
         if i == 1 and isinstance(out, torch.Tensor):
             if self.x_exact:
-                return _Val.const(out)
+                return dataclasses.replace(_Val.const(out), from_input=True)
             if d.x_max is None:
-                return _Val(False, 0.0, 0.0, _INF)
-            return _Val(False, 0.0, d.x_min, d.x_max)
+                return _Val(False, 0.0, 0.0, _INF, from_input=True)
+            return _Val(False, 0.0, d.x_min, d.x_max, from_input=True)
         if isinstance(out, torch.Tensor):
             return _Val.const(out)
         return _OPAQUE
@@ -360,7 +378,29 @@ class _Interp(fx.Interpreter):
             if err is not None:
                 return _Val.const(out, err)
         lo, hi = self._const_norms(n, out, known)
+        if math.isinf(hi):  # the state's rules, read for norms only (an input path)
+            lo, hi = self._norms_only(n, out, lo, hi)
         return _Val(False, 0.0, lo, hi)
+
+    def _norms_only(self, n: fx.Node, out: Any, lo: float, hi: float) -> tuple[float, float]:
+        """Token norms of a value computed from an input known only by its range: the rules that
+        serve the state, run with that input in the state's place (constant 0), their steps
+        dropped. Where no rule applies the interval stays ``[lo, hi]``."""
+        saved = dict(self.vals)
+        steps = len(self.steps)
+        for a in _flat(n.args) + _flat(n.kwargs):
+            if isinstance(a, fx.Node) and a in self.vals:
+                v = self.vals[a]
+                if v.from_input and not v.dep:  # the input in the state's place, constant 0
+                    self.vals[a] = _Val(True, 0.0, v.lo, v.hi)
+        try:
+            v = self._module(n, out) if n.op == "call_module" else self._function(n, out)
+            return v.lo, v.hi
+        except (InvalidArgumentError, TypeError, ValueError, AssertionError):
+            return lo, hi
+        finally:
+            self.vals = saved
+            del self.steps[steps:]
 
     def _const_error(self, n: fx.Node, out: torch.Tensor, known: list[_Val]) -> float | None:
         """A bound on any token's rounding error in a constant computed from exact ones (None
@@ -380,6 +420,8 @@ class _Interp(fx.Interpreter):
                 slope = ACTIVATION_SLOPES[type(m)]
                 return _up(slope * err_in + 8 * U64 * math.sqrt(width) * hi_out)
             return None
+        if n.op == "call_function" and t is getattr and _args(n)[1] in ("T", "mT"):
+            return _up(math.sqrt(width) * err_in)  # a transpose: each entry's error <= err_in
         if t in _RESHAPE or t in _PERMUTE or t in _IDENTITY or t in _GETITEM or t in _CAT:
             return _up(math.sqrt(width) * err_in) if t in _PERMUTE else err_in
         if t in _ADD or t in _SUB or t in _NEG or t in _POS:
@@ -429,6 +471,10 @@ class _Interp(fx.Interpreter):
                 "a module rule bounds one input; register a rule for the enclosing module",
             )
         a = self.vals[dep[0]]
+        if kind is nn.Linear:
+            recall = self._linear_of_cat(n, m.weight, m.bias, dep[0])
+            if recall is not None:
+                return recall
         if kind not in _RULES:
             raise self._fail(
                 n,
@@ -441,6 +487,58 @@ class _Interp(fx.Interpreter):
         lip = _up(_formulas.compose(a.lip, tr.lip))
         v = _Val(True, lip, tr.lo, tr.hi)
         self.steps.extend(tr.steps)
+        return v
+
+    def _linear_of_cat(
+        self, n: fx.Node, weight: torch.Tensor, bias: torch.Tensor | None, inp: fx.Node
+    ) -> _Val | None:
+        """``Linear(cat([parts], -1))`` with parts that do not depend on the state (recall by
+        concatenation, R4): ``W_s a + (W_c c + b)``, constant ``σ_max(W_s)`` in the state and, for
+        exact constant parts, token norms from the exact offset. None when the pattern is not
+        there."""
+        if not (inp.op == "call_function" and inp.target in _CAT):
+            return None
+        parts = _args(inp)[0] if _args(inp) else _kwargs(inp).get("tensors")
+        dim = _args(inp)[1] if len(_args(inp)) > 1 else _kwargs(inp).get("dim", 0)
+        src = self.env[inp]
+        if not isinstance(parts, (list, tuple)) or not isinstance(dim, int):
+            return None
+        if dim % src.ndim != src.ndim - 1 or not all(isinstance(p, fx.Node) for p in parts):
+            return None
+        w = weight.detach().double()
+        cols, start = [], 0
+        for p in parts:
+            width = int(self.env[p].shape[-1])
+            cols.append((p, slice(start, start + width)))
+            start += width
+        if start != w.shape[1]:
+            return None
+        dep = [(p, c) for p, c in cols if self.vals[p].dep]
+        const = [(p, c) for p, c in cols if not self.vals[p].dep]
+        if not dep or not const:
+            return None
+        ws = torch.cat([w[:, c] for _, c in dep], dim=1)
+        wc = torch.cat([w[:, c] for _, c in const], dim=1)
+        s_state = _up(sigma(ws))
+        a = self.vals[inp]  # the concatenation's own value: lip √(Σ L²) of the state parts
+        lip = _up(_formulas.compose(a.lip, _formulas.concat_state(s_state)))
+        hi_s = _up(math.sqrt(sum(self.vals[p].hi ** 2 for p, _ in dep)))
+        lo, hi = (
+            0.0,
+            _up(
+                s_state * hi_s
+                + sigma(wc) * math.sqrt(sum(self.vals[p].hi ** 2 for p, _ in const))
+                + vnorm(bias)
+            ),
+        )
+        if all(self.vals[p].exact for p, _ in const):
+            c = torch.cat([self.env[p].detach().double() for p, _ in const], dim=-1)
+            err = sigma(wc) * math.sqrt(sum(self.vals[p].err ** 2 for p, _ in const))
+            c_lo, c_hi = affine_token_norms(wc, bias, c)
+            lo = max(lo, _down(c_lo - err - s_state * hi_s))
+            hi = min(hi, _up(c_hi + err + s_state * hi_s))
+        v = _Val(True, lip, lo, hi)
+        self._step(n, "linear [state; input]", s_state, v, "σ_max(W_s)", ("R1", "R4"))
         return v
 
     def _mha(self, n: fx.Node, m: nn.MultiheadAttention, out: Any) -> _Val:
@@ -475,6 +573,8 @@ class _Interp(fx.Interpreter):
         for w_, b_, a in proj:
             lips.append(_up(_formulas.compose(a.lip, _formulas.linear(sigma(w_)))))
             his.append(_up(sigma(w_) * a.hi + vnorm(b_)))
+        if math.isinf(max(his)):
+            raise self._unbounded(n)
         query = args[0]
         qshape = self.env[query].shape if isinstance(query, fx.Node) else None
         if qshape is None:
@@ -573,6 +673,11 @@ class _Interp(fx.Interpreter):
             if kind in (nn.Sigmoid,):
                 lo, hi = 0.0, math.sqrt(width)  # values in (0, 1)
             elif kind is nn.Softplus:
+                given = dict(zip(("input", "beta", "threshold"), _args(n), strict=False))
+                given |= dict(_kwargs(n))
+                _softplus_switch(
+                    self.call, n.name, given.get("beta", 1.0), given.get("threshold", 20.0), a.hi
+                )
                 lo, hi = 0.0, _INF
             elif kind is nn.Tanh:
                 lo, hi = 0.0, min(a.hi, math.sqrt(width))  # |tanh t| <= min(|t|, 1)
@@ -591,6 +696,16 @@ class _Interp(fx.Interpreter):
             return 1.0
         return max(1.0, out.numel() / src.numel())
 
+    def _last_copies(self, arg: Any, out: torch.Tensor) -> float:
+        """``√k`` when broadcasting copies each token entry of ``arg`` ``k`` times along the
+        output's last axis (1 otherwise)."""
+        src = self.env[arg] if isinstance(arg, fx.Node) else None
+        if not isinstance(src, torch.Tensor) or out.ndim == 0:
+            return 1.0
+        width = out.shape[-1]
+        have = src.shape[-1] if src.ndim else 1
+        return math.sqrt(width / have) if have < width else 1.0
+
     def _add(self, n: fx.Node, out: Any) -> _Val:
         x, y = _args(n)[0], _args(n)[1] if len(_args(n)) > 1 else _kwargs(n).get("other")
         alpha = _kwargs(n).get("alpha", 1)
@@ -605,6 +720,9 @@ class _Interp(fx.Interpreter):
                 v = _Val(False, 0.0, num * math.sqrt(width), num * math.sqrt(width), True)
                 parts.append((v, c, 1.0))
                 continue
+            # copies along the last axis lengthen each token: its norm grows by √(copies)
+            w = self._last_copies(arg, out)
+            v = _Val(v.dep, v.lip, _down(w * v.lo), _up(w * v.hi), v.exact, v.err * w)
             parts.append((v, c, self._broadcast(arg, out)))
         (a, ca, ka), (b, cb, kb) = parts
         la = _formulas.scale(ca, a.lip) * math.sqrt(ka) if a.dep else 0.0
@@ -651,9 +769,10 @@ class _Interp(fx.Interpreter):
                 c_max = _INF if div else vy.hi
                 c_min = 0.0
         k = self._broadcast(x, out)
+        w = self._last_copies(x, out)  # copies along the last axis lengthen each token
         lip = _up(_formulas.scale(c_max, vx.lip) * math.sqrt(k))
         # each entry is scaled by a factor of size in [c_min, c_max]: so is each token's norm
-        lo, hi = _down(c_min * vx.lo), _up(c_max * vx.hi)
+        lo, hi = _down(w * c_min * vx.lo), _up(w * c_max * vx.hi)
         v = _Val(True, lip, lo, hi)
         self._step(n, "scale by a constant", c_max, v, f"max |c| = {c_max:.4g}", ("R10",))
         return v
@@ -767,7 +886,9 @@ class _Interp(fx.Interpreter):
         if n.target in ("unbind", torch.unbind):
             dim = _kwargs(n).get("dim", _args(n)[1] if len(_args(n)) > 1 else 0)
         last = isinstance(dim, int) and dim % max(1, src.ndim) == src.ndim - 1
-        self.splits[n] = last
+        unbind = n.target in ("unbind", torch.unbind)
+        # unbind along the last axis removes it: a piece's tokens run along another axis
+        self.splits[n] = ("other" if unbind else "slice") if last else "whole"
         return a
 
     def _getitem(self, n: fx.Node, out: Any) -> _Val:
@@ -777,9 +898,8 @@ class _Interp(fx.Interpreter):
         src = self.env[src_node]
         idx = _args(n)[1]
         if isinstance(src, (tuple, list)) and src_node in self.splits:
-            last = self.splits[src_node]
-            lo = 0.0 if last or not isinstance(out, torch.Tensor) or out.ndim == 0 else a.lo
-            return _Val(True, _up(_formulas.select(a.lip)), lo, a.hi)
+            lo, hi = _selected_norms(self.splits[src_node], a, out)
+            return _Val(True, _up(_formulas.select(a.lip)), lo, hi)
         if isinstance(src, (tuple, list)):
             if getattr(self, "_mha_out", None) is src_node:
                 if idx == 0:
@@ -795,11 +915,8 @@ class _Interp(fx.Interpreter):
                 "indexing with tensors or lists (it may repeat entries)",
                 "use slices, or register a rule for the enclosing module",
             )
-        # basic indexing selects distinct entries (R10); the last axis is kept unless indexed
-        touches_last = _indexes_last(items, src.ndim)
-        lo, hi = (0.0, a.hi) if touches_last else (a.lo, a.hi)
-        if out.ndim == 0 or (out.ndim and src.ndim and out.shape[-1] != src.shape[-1]):
-            lo = 0.0
+        # basic indexing selects distinct entries (R10); tokens survive when the last axis does
+        lo, hi = _selected_norms(_last_axis_fate(items, src.ndim), a, out)
         return _Val(True, _up(_formulas.select(a.lip)), lo, hi)
 
     def _norm_fn(self, n: fx.Node, out: Any) -> _Val:
@@ -862,6 +979,8 @@ class _Interp(fx.Interpreter):
         if given.get("enable_gqa", False):
             raise self._fail(n, "scaled_dot_product_attention with enable_gqa")
         vq, vk, vv = (x for x in vals if x is not None)
+        if math.isinf(max(vq.hi, vk.hi, vv.hi)):
+            raise self._unbounded(n)
         qt = self.env[q]  # type: ignore[index]
         # R11's √T counts the rows of P: the queries (the keys too, in self-attention)
         n_rows = int(qt.shape[-2])
@@ -917,6 +1036,20 @@ def _kwargs(n: fx.Node) -> Any:
     return n.kwargs
 
 
+def _softplus_switch(call: str, where: str, beta: Any, threshold: Any, hi: float) -> None:
+    """torch's softplus is ``log(1 + exp(βt))/β`` below ``threshold/β`` and ``t`` above it: a
+    jump of ``log1p(exp(−threshold))/β`` (2·10⁻⁹ at the default 20) where it switches, so it is
+    Lipschitz only on inputs that stay below the switch (every entry is at most its token's
+    norm ``hi``)."""
+    if float(beta) * hi >= float(threshold):
+        raise InvalidArgumentError(
+            f"{call}: softplus at '{where}' may see inputs up to {hi:.4g}, past its switch to the "
+            f"identity at threshold/β = {float(threshold) / float(beta):.4g}, where torch's form "
+            "jumps (by log1p(exp(−threshold))/β) and is not Lipschitz: bound the domain below "
+            "the switch, or raise threshold"
+        )
+
+
 def _flat(x: Any) -> list[Any]:
     if isinstance(x, (list, tuple)):
         return [z for y in x for z in _flat(y)]
@@ -925,16 +1058,36 @@ def _flat(x: Any) -> list[Any]:
     return [x]
 
 
-def _indexes_last(items: tuple[Any, ...], ndim: int) -> bool:
-    """Whether a basic index touches the last axis (Ellipsis, None and slices counted)."""
+def _last_axis_fate(items: tuple[Any, ...], ndim: int) -> str:
+    """What a basic index does to the last axis: ``"whole"`` (kept, so every token is a token
+    of the input), ``"slice"`` (sliced: every token is a piece of one) or ``"other"`` (removed
+    by an integer, or moved by a new axis after it: tokens run along another axis)."""
+    if ndim == 0:
+        return "other"
+    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
     if Ellipsis in items:
-        after = items[items.index(Ellipsis) + 1 :]
-        return any(i is not None for i in after)
-    consumed = sum(1 for i in items if i is not None)
-    if consumed < ndim:
-        return False
-    last = [i for i in items if i is not None][-1]
-    return not (isinstance(last, slice) and last == slice(None))
+        k = items.index(Ellipsis)
+        full = [*items[:k], *[slice(None)] * (ndim - consumed), *items[k + 1 :]]
+    else:
+        full = [*items, *[slice(None)] * (ndim - consumed)]
+    positions = [j for j, i in enumerate(full) if i is not None]
+    if not positions:
+        return "other"
+    last = full[positions[-1]]
+    if any(i is None for i in full[positions[-1] + 1 :]) or not isinstance(last, slice):
+        return "other"
+    return "whole" if last == slice(None) else "slice"
+
+
+def _selected_norms(fate: str, a: _Val, out: Any) -> tuple[float, float]:
+    """Token norms of a selection: kept, pieces (at most the whole), or entries gathered from
+    several tokens (each entry at most its token's norm: ``√width`` times that)."""
+    if fate == "whole":
+        return a.lo, a.hi
+    if fate == "slice":
+        return 0.0, a.hi
+    width = out.shape[-1] if isinstance(out, torch.Tensor) and out.ndim else 1
+    return 0.0, _up(math.sqrt(width) * a.hi)
 
 
 def _keeps_tokens(n: fx.Node, out: Any, interp: _Interp) -> bool:

@@ -239,13 +239,18 @@ def register_lipschitz_rule(
 
     Parameters
     ----------
-    layer_type : type
-        An ``nn.Module`` subclass; the rule applies to modules of exactly this type.
+    layer_type : type, function or str
+        An ``nn.Module`` subclass (the rule applies to modules of exactly this type), or a
+        function (``torch.erf``) or Tensor method name (``"erf"``) called in a block that
+        dynamo traces with ``torch.fx`` (the rule applies to its calls with one state-dependent
+        positional argument).
     rule : callable
         ``rule(module, norms, ctx) -> LayerBound``: given the interval ``norms = (lo, hi)`` of
         the input tokens' norms and a :class:`RuleContext`, an upper bound on the layer's
         Lipschitz factor there and a sound interval for its output tokens' norms.
-        ``ctx.bound(submodule, norms)`` applies the registered rules to a sub-module.
+        ``ctx.bound(submodule, norms)`` applies the registered rules to a sub-module. A function
+        rule is called as ``rule(op, norms, ctx)`` with ``op`` an :class:`~dynamo.OpCall` (the
+        call's other arguments).
     claims : sequence of str
         Where the rule is derived (claim IDs of ``theory``, or your own references); printed in
         each step of the derivation.
@@ -261,8 +266,9 @@ def register_lipschitz_rule(
     Raises
     ------
     InvalidArgumentError
-        A type that is not an ``nn.Module`` subclass, a type dynamo already has a rule for, a
-        second registration without ``replace``, a trust that is not one of Trust's values.
+        A type that is not an ``nn.Module`` subclass (nor a function), a type or function
+        dynamo already has a rule for, a second registration without ``replace``, a trust that
+        is not one of Trust's values.
 
     Examples
     --------
@@ -288,6 +294,17 @@ def register_lipschitz_rule(
     >>> round(bound.value, 12), bound.certified, [s.rule for s in bound.steps]
     (0.5, True, ['linear', 'ScaledTanh'])
     >>> dy.unregister_lipschitz_rule(ScaledTanh)
+
+    A function in a traced block, ``erf`` (``erf′ ≤ 2/√π``):
+
+    >>> import math
+    >>> def erf_rule(op, norms, ctx):
+    ...     return dy.LayerBound(2 / math.sqrt(math.pi), (0.0, 2 / math.sqrt(math.pi) * norms[1]))
+    >>> dy.register_lipschitz_rule(torch.erf, erf_rule, claims=("erf′ ≤ 2/√π",), trust="proven")
+    >>> system = dy.LoopedSystem.from_function(lambda h: 0.5 * torch.erf(h), state_shape=(3,))
+    >>> round(dy.lipschitz_upper_bound(system, dy.Domain()).value, 6)
+    0.56419
+    >>> dy.unregister_lipschitz_rule(torch.erf)
     """
     call = "register_lipschitz_rule(layer_type, rule, claims=..., trust=...)"
     is_function = not isinstance(layer_type, type) and (

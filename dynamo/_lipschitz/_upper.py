@@ -29,7 +29,15 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
     norms are bounded below, dot-product attention on inputs whose token norms are bounded above,
     and composition (product). Token-norm intervals are propagated through the block so that each
     rule sees the range of its own input. The bound holds for every pair of states in the domain
-    and, for driven maps, every input whose tokens lie in the domain's input range.
+    and, for driven maps, every input whose tokens lie in the domain's input range; asked of a
+    driven :class:`~dynamo.LoopedSystem` with a domain without an input range, it holds for the
+    system's own inputs, which enter exactly (``Bound.inputs`` says which).
+
+    A system whose block has no rule as a type (the user's own module, or a plain function) is
+    traced with ``torch.fx`` and the rules are composed along its graph (``method="graph"``):
+    sums, concatenations, scaling by constants, reshapes and selections (R10), scaled
+    dot-product attention and ``nn.MultiheadAttention`` (R11), and the layer rules above. An
+    operation on the state without a rule is an error naming it and its node.
 
     Parameters
     ----------
@@ -47,9 +55,10 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
     Raises
     ------
     InvalidArgumentError
-        A part without a rule (named by type; see :func:`lipschitz_rules` and
-        :func:`register_lipschitz_rule`), a norm layer whose input can vanish with ``eps = 0``,
-        attention on unbounded inputs, a driven block without an input range.
+        A part without a rule (named by type, or by operation and graph node for a traced
+        block; see :func:`lipschitz_rules` and :func:`register_lipschitz_rule`), a block that
+        ``torch.fx`` cannot trace, a norm layer whose input can vanish with ``eps = 0``,
+        attention on unbounded inputs, a bare driven module without an input range.
 
     References
     ----------
@@ -66,6 +75,16 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
     >>> norm = dy.models.ZeroBranchRMSNorm(d=4)
     >>> dy.lipschitz_upper_bound(norm, dy.Domain.shell(1.0, 3.0)).value  # √d / r_min
     2.0
+
+    A block of the user's own, traced (``h ↦ h/2 + tanh(W h)/4`` with ``‖W‖₂ ≤ 1``):
+
+    >>> import torch
+    >>> W = torch.eye(3, dtype=torch.float64)
+    >>> system = dy.LoopedSystem.from_function(lambda h: h / 2 + torch.tanh(h @ W) / 4,
+    ...                                        state_shape=(3,))
+    >>> bound = dy.lipschitz_upper_bound(system, dy.Domain())
+    >>> bound.method, round(bound.value, 12), bound.certified
+    ('graph', 0.75, True)
     """
     call = call_form("lipschitz_upper_bound", ["model", "domain"])
     if not isinstance(domain, Domain):
@@ -170,7 +189,8 @@ def _traced(
     if system.driven and domain.x_max is not None:
         tok = x.detach().double().norm(dim=-1)  # type: ignore[union-attr]
         lo_x, hi_x = float(tok.min()), float(tok.max())
-        if lo_x < domain.x_min or hi_x > domain.x_max:
+        slack = 1e-9 * max(1.0, hi_x)  # as lipschitz_upper_bound allows: rounding of the norms
+        if lo_x < domain.x_min - slack or hi_x > domain.x_max + slack:
             raise InvalidArgumentError(
                 f"{call}: the system's own input has token norms in [{lo_x:.4g}, {hi_x:.4g}], "
                 f"outside the domain's input range [{domain.x_min:g}, {domain.x_max:g}]"
@@ -190,11 +210,13 @@ def _traced(
         fn_rules=_FN_RULES,
     )
     note_nested(g.steps)
-    inputs = (
-        f"the system's own {batch} input(s)"
-        if x_exact
-        else f"every input with token norms in [{domain.x_min:g}, {domain.x_max:g}]"
-    )
+    inputs = None
+    if system.driven:
+        inputs = (
+            f"the system's own {batch} input(s)"
+            if x_exact
+            else f"every input with token norms in [{domain.x_min:g}, {domain.x_max:g}]"
+        )
     return Bound(
         kind="upper",
         value=g.lip,
@@ -203,7 +225,7 @@ def _traced(
         domain=domain,
         steps=tuple(g.steps),
         out_norms=(g.lo, g.hi),
-        inputs=inputs if system.driven else None,
+        inputs=inputs,
     )
 
 

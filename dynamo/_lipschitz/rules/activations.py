@@ -29,6 +29,10 @@ ACTIVATION_SLOPES: dict[type, float] = {
 @builtin_rule(*ACTIVATION_SLOPES, name="elementwise", claims=("R2",))
 def elementwise(m: nn.Module, tr: _Trace, ctx: RuleContext) -> None:
     kind = type(m)
+    if kind is nn.Softplus:
+        from .._graph import _softplus_switch
+
+        _softplus_switch(ctx.call, ctx.where or "softplus", m.beta, m.threshold, tr.hi)
     # |φ(t)| <= |t| for ReLU, tanh, GELU, SiLU (and identity); not for sigmoid/softplus
     if kind in (nn.Sigmoid, nn.Softplus):
         tr.lo, tr.hi = 0.0, math.inf

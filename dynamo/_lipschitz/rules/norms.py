@@ -9,7 +9,7 @@ from torch import nn
 
 from ...errors import InvalidArgumentError
 from .. import _formulas
-from .._arith import vnorm
+from .._arith import down, up, vnorm
 from .._registry import RuleContext, _Trace, builtin_rule
 
 __all__ = ["norm_rule"]
@@ -75,6 +75,8 @@ def norm_rule(
     lo_out = (
         0.0 if kind == "layernorm" else gmin * math.sqrt(d) * lo / math.sqrt(lo**2 + d * eps_lo)
     )
+    # a few float operations each: rounded outward, so that the interval is never too narrow
+    lo_out, hi_out = down(lo_out), up(hi_out)
     note = f"input token norm >= {centred_lo:.4g}, d={d}, eps={eps:g}"
     return lip, lo_out, hi_out, note
 
