@@ -75,7 +75,8 @@ class _Val:
         lo, hi = float(tok.min()), float(tok.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return _Val(False, 0.0, 0.0, _INF, False)
-        return _Val(False, 0.0, _down(lo - err), _up(hi + err), True, err)
+        rel = _gamma((t.shape[-1] if t.ndim else 1) + 2)  # a computed norm: d squares, a root
+        return _Val(False, 0.0, _down(lo * (1 - rel) - err), _up(hi * (1 + rel) + err), True, err)
 
 
 #: Values that are opaque to the rules (a tuple of outputs, a module's attention weights, ...).
