@@ -359,30 +359,46 @@ def register_lipschitz_rule(
 
     def apply(module: Any, tr: _Trace, ctx: RuleContext) -> None:
         what = f"the rule for {layer_type.__name__} at '{ctx.where or '<root>'}'"
-        used: list[BoundStep] = []
-        token = _INSIDE.set(used)
-        try:
-            out = rule(module, (tr.lo, tr.hi), ctx)
-        except InvalidArgumentError:
-            raise
-        except Exception as err:  # the user's rule: say which one, never a bare traceback
-            raise InvalidArgumentError(
-                f"{ctx.call}: {what} raised {type(err).__name__}: {err}"
-            ) from err
-        finally:
-            _INSIDE.reset(token)
-        if not isinstance(out, LayerBound):
-            raise InvalidArgumentError(
-                f"{ctx.call}: {what} returned {type(out).__name__}, not a dynamo.LayerBound"
-            )
-        factor = _check_factor(ctx.call, what, out.factor)
-        lo, hi = _check_norms(ctx.call, what, out.norms)
-        trust_ = Trust.weakest([level, *(s.trust for s in used)])
-        cited = [*claims, *(c for s in used for c in s.claims.split(", ") if c not in ("", "R8"))]
-        tr.lo, tr.hi = lo, hi
-        tr.add(ctx.where or label, label, float(factor), out.note, cited, trust_)
+        out, trust_, cited = _run_rule(rule, module, (tr.lo, tr.hi), ctx, what, level, claims)
+        tr.lo, tr.hi = out.norms
+        tr.add(ctx.where or label, label, out.factor, out.note, cited, trust_)
 
     _RULES[layer_type] = _Rule(layer_type, label, tuple(claims), level, apply, False)
+
+
+def _run_rule(
+    rule: Callable[..., Any],
+    subject: Any,
+    norms: tuple[float, float],
+    ctx: RuleContext,
+    what: str,
+    level: Trust,
+    claims: Sequence[str],
+) -> tuple[LayerBound, Trust, list[str]]:
+    """Run a registered rule (a user's) on its module or call: its result checked (a factor
+    ``>= 0``, an interval of norms), the trust it rests on (the weakest of its own and of any
+    bound computed inside it) and the claims it cites."""
+    used: list[BoundStep] = []
+    token = _INSIDE.set(used)
+    try:
+        out = rule(subject, norms, ctx)
+    except InvalidArgumentError:
+        raise
+    except Exception as err:  # the user's rule: say which one, never a bare traceback
+        raise InvalidArgumentError(
+            f"{ctx.call}: {what} raised {type(err).__name__}: {err}"
+        ) from err
+    finally:
+        _INSIDE.reset(token)
+    if not isinstance(out, LayerBound):
+        raise InvalidArgumentError(
+            f"{ctx.call}: {what} returned {type(out).__name__}, not a dynamo.LayerBound"
+        )
+    factor = _check_factor(ctx.call, what, out.factor)
+    lo, hi = _check_norms(ctx.call, what, out.norms)
+    trust_ = Trust.weakest([level, *(s.trust for s in used)])
+    cited = [*claims, *(c for s in used for c in s.claims.split(", ") if c not in ("", "R8"))]
+    return LayerBound(factor, (lo, hi), out.note), trust_, cited
 
 
 def _fn_name(fn: Any) -> str:
@@ -416,26 +432,8 @@ def _register_function_rule(
 
     def apply(op: Any, norms: tuple[float, float], ctx: RuleContext) -> Any:
         what = f"the rule for {label} at '{ctx.where}'"
-        used: list[BoundStep] = []
-        token = _INSIDE.set(used)
-        try:
-            out = rule(op, norms, ctx)
-        except InvalidArgumentError:
-            raise
-        except Exception as err:  # the user's rule: say which one, never a bare traceback
-            raise InvalidArgumentError(
-                f"{ctx.call}: {what} raised {type(err).__name__}: {err}"
-            ) from err
-        finally:
-            _INSIDE.reset(token)
-        if not isinstance(out, LayerBound):
-            raise InvalidArgumentError(
-                f"{ctx.call}: {what} returned {type(out).__name__}, not a dynamo.LayerBound"
-            )
-        factor = _check_factor(ctx.call, what, out.factor)
-        lo, hi = _check_norms(ctx.call, what, out.norms)
-        trust_ = Trust.weakest([level, *(s.trust for s in used)])
-        cited = [*claims, *(c for s in used for c in s.claims.split(", ") if c not in ("", "R8"))]
+        out, trust_, cited = _run_rule(rule, op, norms, ctx, what, level, claims)
+        factor, (lo, hi) = out.factor, out.norms
         cites = ", ".join(dict.fromkeys([*cited, "R8"]))
         step = BoundStep(ctx.where, label, factor, (lo, hi), out.note, cites, trust_)
         return factor, lo, hi, step

@@ -4,6 +4,7 @@ over a block (R8), with the token-norm interval carried from each layer to the n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -13,7 +14,7 @@ from .._system import LoopedSystem
 from .._validate import call_form
 from ..errors import InvalidArgumentError
 from . import rules as _rules  # noqa: F401  (registers dynamo's own rules)
-from ._bounds import Bound, Domain
+from ._bounds import Bound, BoundStep, Domain
 from ._graph import graph_bound
 from ._registry import _FN_RULES, _RULES, _apply, _Trace, check_plain, note_nested
 
@@ -126,14 +127,10 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
     if module is not None:
         check_plain(call, module)
     if isinstance(model, LoopedSystem) and (module is None or not _has_rule(module)):
-        return _traced(call, model, module, domain, n_tokens)
-    own_x, inputs = None, None
-    if isinstance(model, LoopedSystem) and model.driven:
-        if domain.x_max is None and model.x is not None:
-            own_x = model.x.detach().double()
-            inputs = f"the system's own {int(own_x.shape[0])} input(s)"
-        elif domain.x_max is not None:
-            inputs = f"every input with token norms in [{domain.x_min:g}, {domain.x_max:g}]"
+        return _traced(call, model, domain, n_tokens)
+    own_x = None  # the system's own inputs, when the bound is for those
+    if isinstance(model, LoopedSystem) and model.driven and domain.x_max is None:
+        own_x = None if model.x is None else model.x.detach().double()
     if module is None:  # a plain function has no rules of its own: only the graph path
         raise InvalidArgumentError(
             f"{call}: the system wraps a plain function; pass the LoopedSystem itself to trace it"
@@ -142,19 +139,7 @@ def lipschitz_upper_bound(model: nn.Module | LoopedSystem, domain: Domain) -> Bo
     _apply(call, "", module, tr, domain, n_tokens, own_x)
     if math.isnan(tr.lip):  # every rule returns a number or inf; NaN would be a bug, not a bound
         raise RuntimeError(f"{call}: the composed bound is NaN (steps: {tr.steps}); please report")
-    # certified only when every rule it rests on is proven (dynamo's own are; a registered rule
-    # is what its author declared)
-    note_nested(tr.steps)  # called from inside a registered rule: that rule rests on these
-    return Bound(
-        kind="upper",
-        value=tr.lip,
-        certified=all(s.trust is Trust.PROVEN for s in tr.steps),
-        method="rules",
-        domain=domain,
-        steps=tuple(tr.steps),
-        out_norms=(tr.lo, tr.hi),
-        inputs=inputs,
-    )
+    return _composed(tr.lip, tr.steps, "rules", domain, (tr.lo, tr.hi), _inputs(model, domain))
 
 
 def _has_rule(module: nn.Module) -> bool:
@@ -165,79 +150,56 @@ def _has_rule(module: nn.Module) -> bool:
     return type(module) in _RULES
 
 
-def _traced(
-    call: str,
-    model: nn.Module | LoopedSystem,
-    module: nn.Module | None,
-    domain: Domain,
-    n_tokens: int | None,
-) -> Bound:
-    """The rules composed along the block's traced graph (a user's own block)."""
-    if not isinstance(model, LoopedSystem):
-        assert module is not None
-        raise InvalidArgumentError(
-            f"{call}: no Lipschitz rule for {type(module).__name__}; to compose rules along its "
-            "traced graph dynamo needs its state shape and inputs: pass "
-            "LoopedSystem.from_module(module, x) (or state_shape=...), or register a rule for "
-            "the type (dynamo.register_lipschitz_rule)"
-        )
-    system = model
+def _traced(call: str, system: LoopedSystem, domain: Domain, n_tokens: int | None) -> Bound:
+    """The rules composed along the block's traced graph (a user's own block or function)."""
     x = system.x if system.driven else None
     if system.driven and x is None:
         raise InvalidArgumentError(f"{call}: the driven system has no input x")
-    x_exact = system.driven and domain.x_max is None
-    if system.driven and domain.x_max is not None:
-        tok = x.detach().double().norm(dim=-1)  # type: ignore[union-attr]
-        lo_x, hi_x = float(tok.min()), float(tok.max())
-        slack = 1e-9 * max(1.0, hi_x)  # as lipschitz_upper_bound allows: rounding of the norms
-        if lo_x < domain.x_min - slack or hi_x > domain.x_max + slack:
-            raise InvalidArgumentError(
-                f"{call}: the system's own input has token norms in [{lo_x:.4g}, {hi_x:.4g}], "
-                f"outside the domain's input range [{domain.x_min:g}, {domain.x_max:g}]"
-            )
     batch = 1 if x is None else int(x.shape[0])
-    h = domain.sample(system, batch, seed=0)
-    root: Any = module if module is not None else system._user_fn
+    root: Any = system.module if system.module is not None else system._user_fn
     g = graph_bound(
         call,
         root,
         domain,
-        h,
+        domain.sample(system, batch, seed=0),
         x,
-        driven=system.driven and (module is None or _takes_input(module)),
-        x_exact=x_exact,
+        driven=system.driven,
+        x_exact=system.driven and domain.x_max is None,
         n_tokens=n_tokens,
         fn_rules=_FN_RULES,
     )
-    note_nested(g.steps)
-    inputs = None
-    if system.driven:
-        inputs = (
-            f"the system's own {batch} input(s)"
-            if x_exact
-            else f"every input with token norms in [{domain.x_min:g}, {domain.x_max:g}]"
-        )
+    return _composed(g.lip, g.steps, "graph", domain, (g.lo, g.hi), _inputs(system, domain))
+
+
+def _inputs(model: nn.Module | LoopedSystem, domain: Domain) -> str | None:
+    """Which inputs a bound on a driven system covers (None for an autonomous map)."""
+    if not isinstance(model, LoopedSystem) or not model.driven:
+        return None
+    if domain.x_max is None and model.x is not None:
+        return f"the system's own {int(model.x.shape[0])} input(s)"
+    if domain.x_max is not None:
+        return f"every input with token norms in [{domain.x_min:g}, {domain.x_max:g}]"
+    return None
+
+
+def _composed(
+    value: float,
+    steps: Sequence[BoundStep],
+    method: str,
+    domain: Domain,
+    out_norms: tuple[float, float],
+    inputs: str | None,
+) -> Bound:
+    """The bound the rules composed: certified only when every rule it rests on is proven
+    (dynamo's own are; a registered rule is what its author declared)."""
+    note_nested(steps)  # called from inside a registered rule: that rule rests on these
     return Bound(
         kind="upper",
-        value=g.lip,
-        certified=all(s.trust is Trust.PROVEN for s in g.steps),
-        method="graph",
+        value=value,
+        certified=all(s.trust is Trust.PROVEN for s in steps),
+        method=method,
         domain=domain,
-        steps=tuple(g.steps),
-        out_norms=(g.lo, g.hi),
+        steps=tuple(steps),
+        out_norms=out_norms,
         inputs=inputs,
     )
-
-
-def _takes_input(module: nn.Module) -> bool:
-    import inspect
-
-    try:
-        params = [
-            p
-            for p in inspect.signature(module.forward).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        return True
-    return len(params) >= 2
