@@ -1168,3 +1168,27 @@ def test_ten_thousand_random_blocks_without_a_violation() -> None:
             f"99% {q[2]:.3g}, max {q[3]:.6g}"
         )
     assert total["cases"] >= 2 * SLOW_EXAMPLES >= 10_000
+
+
+def test_functional_concat_recall_is_the_state_block_of_the_weight() -> None:
+    """``F.linear(torch.cat([h, x], -1), W, b)`` costs σ_max of W's state columns (R4), as
+    ``nn.Linear`` does, and stays sound."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 9, generator=g, dtype=F64)
+    b = torch.randn(4, generator=g, dtype=F64)
+    x = torch.randn(2, 5, generator=g, dtype=F64)
+
+    def step(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(F.linear(torch.cat([h, x], -1), W, b))
+
+    system = dy.LoopedSystem.from_function(step, state_shape=(4,), x=x)
+    bound = dy.lipschitz_upper_bound(system, dy.Domain())
+    state_block = float(torch.linalg.matrix_norm(W[:, :4], ord=2))
+    assert bound.certified and bound.value == pytest.approx(state_block, rel=1e-12)
+    assert state_block < float(torch.linalg.matrix_norm(W, ord=2))
+    a = torch.randn(64, 4, generator=g, dtype=F64)
+    c = a + 1e-3 * torch.randn(64, 4, generator=g, dtype=F64)
+    one = system.with_input(x[:1].expand(64, 5))
+    with torch.no_grad():
+        q = (one.step(a) - one.step(c)).norm(dim=1) / (a - c).norm(dim=1)
+    assert float(q.max()) <= bound.value

@@ -816,6 +816,13 @@ class _Interp(fx.Interpreter):
         if w.ndim != 2:
             raise self._fail(n, f"{_name(t)} with a weight of {w.ndim} dimensions (2 needed)")
         w = w.detach().double()
+        if t is F.linear and vw.err == 0 and isinstance(a_node, fx.Node):
+            vb0 = self._av(b_node)
+            b0 = self.env[b_node] if vb0 is not None and vb0.exact and vb0.err == 0 else None
+            if b_node is None or b0 is not None:  # recall by concatenation, as nn.Linear's
+                recall = self._linear_of_cat(n, w, b0, a_node)
+                if recall is not None:
+                    return recall
         w_err = vw.err * math.sqrt(w.shape[0] if right else w.shape[1])
         s = _up(sigma(w) + w_err)
         s_min = _down(sigma_min(w) - w_err) if w.shape[0] == w.shape[1] else 0.0
