@@ -77,16 +77,16 @@ def sdpa(
     q_hi: Any,
     k_hi: Any,
     v_hi: Any,
-    n_keys: Any,
-    scale: Any,
+    n_rows: Any,
+    c: Any,
     *,
     sqrt: Sqrt = math.sqrt,
 ) -> Any:
-    """R11: the constant of ``h ↦ softmax(c q kᵀ + mask) v`` (per head; ``n_keys`` is ``T``,
+    """R11: the constant of ``h ↦ softmax(c q kᵀ + mask) v`` (per head; ``n_rows`` is ``T``,
     the number of query rows, which is the number of keys in self-attention) from the
     constants of ``q``, ``k``, ``v`` in ``h`` and bounds ``Q, K, V`` on the norms of their rows
     (tokens) over the domain: ``√T L_v + |c| V (K L_q + √T Q L_k)``."""
-    return sqrt(n_keys) * lip_v + scale * v_hi * (k_hi * lip_q + sqrt(n_keys) * q_hi * lip_k)
+    return sqrt(n_rows) * lip_v + c * v_hi * (k_hi * lip_q + sqrt(n_rows) * q_hi * lip_k)
 
 
 def linear(sigma_w: Any) -> Any:

@@ -37,8 +37,8 @@ from ..errors import InvalidArgumentError
 from . import _formulas
 from ._arith import U64, affine_token_norms, down, gamma, sigma, sigma_min, up, vnorm
 from ._bounds import BoundStep, Domain
-from ._registry import _RULES, RuleContext, _apply, _Trace
-from .rules.activations import ACTIVATION_SLOPES
+from ._registry import _RULES, RuleContext, _apply, _Trace, cite
+from .rules.activations import ACTIVATION_SLOPES, softplus_switch
 
 __all__ = ["GraphBound", "OpCall", "builtin_function_rules", "graph_bound"]
 
@@ -268,6 +268,7 @@ class _Interp(fx.Interpreter):
         self.placeholder_index = 0
         self.failure: InvalidArgumentError | None = None
         self.splits: dict[fx.Node, str] = {}
+        self.mha_nodes: set[fx.Node] = set()  # their output is (attention output, weights)
 
     # -------------------------------------------------------------- plumbing
     def run_node(self, n: fx.Node) -> Any:
@@ -285,9 +286,6 @@ class _Interp(fx.Interpreter):
         if isinstance(a, fx.Node):
             return self.vals[a]
         return None
-
-    def _where(self, n: fx.Node) -> str:
-        return n.name
 
     def _fail(self, n: fx.Node, what: str, hint: str = "") -> InvalidArgumentError:
         if not hint and n.target in builtin_function_rules():
@@ -323,8 +321,7 @@ class _Interp(fx.Interpreter):
         claims: Sequence[str] = (),
         trust: Trust = Trust.PROVEN,
     ) -> None:
-        cited = ", ".join(dict.fromkeys([*claims, "R8"]))
-        self.steps.append(BoundStep(n.name, rule, factor, (v.lo, v.hi), note, cited, trust))
+        self.steps.append(BoundStep(n.name, rule, factor, (v.lo, v.hi), note, cite(claims), trust))
 
     # -------------------------------------------------------------- dispatch
     def _abstract(self, n: fx.Node, out: Any) -> _Val:
@@ -397,7 +394,7 @@ class _Interp(fx.Interpreter):
         try:
             v = self._module(n, out) if n.op == "call_module" else self._function(n, out)
             return v.lo, v.hi
-        except (InvalidArgumentError, TypeError, ValueError, AssertionError):
+        except InvalidArgumentError:  # no rule for this input path: its norms stay unknown
             return lo, hi
         finally:
             self.vals = saved
@@ -424,7 +421,8 @@ class _Interp(fx.Interpreter):
         if n.op == "call_function" and t is getattr and _args(n)[1] in ("T", "mT"):
             return _up(math.sqrt(width) * err_in)  # a transpose: each entry's error <= err_in
         if t in _RESHAPE or t in _PERMUTE or t in _IDENTITY or t in _GETITEM or t in _CAT:
-            return _up(math.sqrt(width) * err_in) if t in _PERMUTE else err_in
+            # tokens kept: the same error; otherwise each entry's error is at most err_in
+            return err_in if _keeps_tokens(n, out, self) else _up(math.sqrt(width) * err_in)
         if t in _ADD or t in _SUB or t in _NEG or t in _POS:
             total = sum(a.err for a in known)
             return _up(total + U64 * math.sqrt(width) * hi_out)
@@ -551,8 +549,6 @@ class _Interp(fx.Interpreter):
         for k, v in extra.items():
             if isinstance(v, fx.Node) and self.vals[v].dep:
                 raise self._fail(n, f"nn.MultiheadAttention with a state-dependent {k}")
-        if extra.get("need_weights", True) is not False:
-            pass  # the weights come out as a second output; using them is refused below
         if m.dropout and m.training:
             raise self._fail(n, "nn.MultiheadAttention with dropout in training mode")
         if m.bias_k is not None or m.add_zero_attn:
@@ -581,19 +577,25 @@ class _Interp(fx.Interpreter):
         if qshape is None:
             raise self._fail(n, "nn.MultiheadAttention without a tensor query")
         # R11's √T counts the query rows (unbatched (L, E), or (N, L, E) / (L, N, E))
-        n_keys = int(qshape[0] if len(qshape) == 2 or not m.batch_first else qshape[1])
+        n_rows = int(qshape[0] if len(qshape) == 2 or not m.batch_first else qshape[1])
         dh = e // m.num_heads
         c = 1.0 / math.sqrt(dh)
-        att = _up(_formulas.sdpa(lips[0], lips[1], lips[2], his[0], his[1], his[2], n_keys, c))
+        att = _up(_formulas.sdpa(lips[0], lips[1], lips[2], his[0], his[1], his[2], n_rows, c))
         wo = m.out_proj.weight.detach().double()
         lip = _up(_formulas.compose(att, _formulas.linear(sigma(wo))))
-        # each head's output token is a convex combination of value rows: norm <= V
-        hi = _up(sigma(wo) * his[2] * math.sqrt(m.num_heads) + vnorm(m.out_proj.bias))
+        # head h's output row is a convex combination of its value rows (R11), each of norm at
+        # most σ(W_v,h)·‖v_in‖ + ‖b_v,h‖; the heads stack under W_O
+        heads = [
+            sigma(wv[h * dh : (h + 1) * dh]) * v_in.hi
+            + (0.0 if bv is None else vnorm(bv[h * dh : (h + 1) * dh]))
+            for h in range(m.num_heads)
+        ]
+        hi = _up(sigma(wo) * math.sqrt(sum(v**2 for v in heads)) + vnorm(m.out_proj.bias))
         v = _Val(True, lip, 0.0, hi)
-        note = f"T={n_keys}, {m.num_heads} heads, Q≤{his[0]:.4g}, K≤{his[1]:.4g}, V≤{his[2]:.4g}"
+        note = f"T={n_rows}, {m.num_heads} heads, Q≤{his[0]:.4g}, K≤{his[1]:.4g}, V≤{his[2]:.4g}"
         self._step(n, "multi-head attention", lip, v, note, ("R1", "R11"))
-        self._mha_out = n
-        return _Val(True, lip, 0.0, hi)
+        self.mha_nodes.add(n)
+        return v
 
     # -------------------------------------------------------------- functions
     def _function(self, n: fx.Node, out: Any) -> _Val:
@@ -611,8 +613,8 @@ class _Interp(fx.Interpreter):
         if t in _ADD or t in _SUB:
             return self._add(n, out)
         if t in _NEG or t in _POS:
-            a = self._dep_arg(n)
-            return self._same(n, a, "negation", a.lo, a.hi)
+            a = self._dep_arg(n)  # ‖−v‖ = ‖v‖: constant and norms unchanged (R10)
+            return _Val(True, a.lip, a.lo, a.hi)
         if t in _MUL or t in _DIV:
             return self._scale(n, out)
         if t in _MATMUL or t is F.linear:
@@ -636,10 +638,6 @@ class _Interp(fx.Interpreter):
         if len(dep) != 1:
             raise self._fail(n, f"{_name(n.target)} of {len(dep)} state-dependent values")
         return self.vals[dep[0]]
-
-    def _same(self, n: fx.Node, a: _Val, rule: str, lo: float, hi: float) -> _Val:
-        v = _Val(True, _up(_formulas.select(a.lip)), lo, hi)
-        return v
 
     def _cast(self, n: fx.Node, out: Any) -> _Val:
         a = self._dep_arg(n)
@@ -676,7 +674,7 @@ class _Interp(fx.Interpreter):
             elif kind is nn.Softplus:
                 given = dict(zip(("input", "beta", "threshold"), _args(n), strict=False))
                 given |= dict(_kwargs(n))
-                _softplus_switch(
+                softplus_switch(
                     self.call, n.name, given.get("beta", 1.0), given.get("threshold", 20.0), a.hi
                 )
                 lo, hi = 0.0, _INF
@@ -823,7 +821,7 @@ class _Interp(fx.Interpreter):
                 recall = self._linear_of_cat(n, w, b0, a_node)
                 if recall is not None:
                     return recall
-        w_err = vw.err * math.sqrt(w.shape[0] if right else w.shape[1])
+        w_err = vw.err * math.sqrt(w.shape[0])  # ‖E‖₂ ≤ ‖E‖_F ≤ √rows · (row error bound)
         s = _up(sigma(w) + w_err)
         s_min = _down(sigma_min(w) - w_err) if w.shape[0] == w.shape[1] else 0.0
         bias = 0.0
@@ -909,7 +907,7 @@ class _Interp(fx.Interpreter):
             lo, hi = _selected_norms(self.splits[src_node], a, out)
             return _Val(True, _up(_formulas.select(a.lip)), lo, hi)
         if isinstance(src, (tuple, list)):
-            if getattr(self, "_mha_out", None) is src_node:
+            if src_node in self.mha_nodes:
                 if idx == 0:
                     return a
                 raise self._fail(n, "the attention weights returned by nn.MultiheadAttention")
@@ -959,10 +957,9 @@ class _Interp(fx.Interpreter):
                     setattr(mod, k, None)
                 else:
                     val = self.env[node]
-                    err = self.vals[node].err
-                    param.copy_(val.detach().double().abs() + err if k == "weight" else val)
-                    if k == "bias" and err:
-                        raise self._fail(n, "layer_norm with a computed bias")
+                    if self.vals[node].err:  # computed, not a parameter: γ only up to rounding
+                        raise self._fail(n, f"{_name(n.target)} with a computed {k}")
+                    param.copy_(val.detach().double())
         from .rules.norms import norm_rule
 
         lip_n, lo, hi, note = norm_rule(self.call, n.name, mod, a.lo, a.hi)
@@ -1042,20 +1039,6 @@ def _args(n: fx.Node) -> Any:
 
 def _kwargs(n: fx.Node) -> Any:
     return n.kwargs
-
-
-def _softplus_switch(call: str, where: str, beta: Any, threshold: Any, hi: float) -> None:
-    """torch's softplus is ``log(1 + exp(βt))/β`` below ``threshold/β`` and ``t`` above it: a
-    jump of ``log1p(exp(−threshold))/β`` (2·10⁻⁹ at the default 20) where it switches, so it is
-    Lipschitz only on inputs that stay below the switch (every entry is at most its token's
-    norm ``hi``)."""
-    if float(beta) * hi >= float(threshold):
-        raise InvalidArgumentError(
-            f"{call}: softplus at '{where}' may see inputs up to {hi:.4g}, past its switch to the "
-            f"identity at threshold/β = {float(threshold) / float(beta):.4g}, where torch's form "
-            "jumps (by log1p(exp(−threshold))/β) and is not Lipschitz: bound the domain below "
-            "the switch, or raise threshold"
-        )
 
 
 def _flat(x: Any) -> list[Any]:

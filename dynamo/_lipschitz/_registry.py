@@ -63,6 +63,11 @@ class LayerBound:
     note: str = ""
 
 
+def cite(claims: Sequence[str]) -> str:
+    """The claims a step rests on, in order, once each, with R8: every factor composes by it."""
+    return ", ".join(dict.fromkeys([*claims, "R8"]))
+
+
 class _Trace:
     """Accumulates the derivation and the running token-norm interval."""
 
@@ -83,8 +88,9 @@ class _Trace:
         # a factor is a few float64 operations from exact: widen it by 8u, and round the
         # product up, so that the bound is never below the true product
         self.lip = math.nextafter(_formulas.compose(self.lip, factor) * (1.0 + 8.0 * U64), math.inf)
-        cited = ", ".join(dict.fromkeys([*claims, "R8"]))  # every factor composes by R8
-        self.steps.append(BoundStep(where, rule, factor, (self.lo, self.hi), note, cited, trust))
+        self.steps.append(
+            BoundStep(where, rule, factor, (self.lo, self.hi), note, cite(claims), trust)
+        )
 
 
 @dataclass
@@ -298,8 +304,9 @@ def register_lipschitz_rule(
     A function in a traced block, ``erf`` (``erf′ ≤ 2/√π``):
 
     >>> import math
+    >>> slope = math.nextafter(2 / math.sqrt(math.pi), math.inf)  # rounded up
     >>> def erf_rule(op, norms, ctx):
-    ...     return dy.LayerBound(2 / math.sqrt(math.pi), (0.0, 2 / math.sqrt(math.pi) * norms[1]))
+    ...     return dy.LayerBound(slope, (0.0, slope * norms[1]))
     >>> dy.register_lipschitz_rule(torch.erf, erf_rule, claims=("erf′ ≤ 2/√π",), trust="proven")
     >>> system = dy.LoopedSystem.from_function(lambda h: 0.5 * torch.erf(h), state_shape=(3,))
     >>> round(dy.lipschitz_upper_bound(system, dy.Domain()).value, 6)
@@ -434,8 +441,7 @@ def _register_function_rule(
         what = f"the rule for {label} at '{ctx.where}'"
         out, trust_, cited = _run_rule(rule, op, norms, ctx, what, level, claims)
         factor, (lo, hi) = out.factor, out.norms
-        cites = ", ".join(dict.fromkeys([*cited, "R8"]))
-        step = BoundStep(ctx.where, label, factor, (lo, hi), out.note, cites, trust_)
+        step = BoundStep(ctx.where, label, factor, (lo, hi), out.note, cite(cited), trust_)
         return factor, lo, hi, step
 
     _FN_RULES[fn] = apply

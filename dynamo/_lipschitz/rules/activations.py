@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import nn
 
@@ -10,7 +11,7 @@ from ...errors import InvalidArgumentError
 from .._arith import mul
 from .._registry import RuleContext, _Trace, builtin_rule
 
-__all__ = ["ACTIVATION_SLOPES"]
+__all__ = ["ACTIVATION_SLOPES", "softplus_switch"]
 
 #: Upper bounds of ``sup |φ′|`` for elementwise activations, rounded up at the 4th decimal.
 #: GELU: ``Φ(√2) + √2 φ(√2) = 1.128904…`` (exact form; the tanh form peaks at 1.128993…);
@@ -26,13 +27,25 @@ ACTIVATION_SLOPES: dict[type, float] = {
 }
 
 
+def softplus_switch(call: str, where: str, beta: Any, threshold: Any, hi: float) -> None:
+    """torch's softplus is ``log(1 + exp(βt))/β`` below ``threshold/β`` and ``t`` above it: a
+    jump of ``log1p(exp(−threshold))/β`` (2·10⁻⁹ at the default 20) where it switches, so it is
+    Lipschitz only on inputs that stay below the switch (every entry is at most its token's
+    norm ``hi``)."""
+    if float(beta) * hi >= float(threshold):
+        raise InvalidArgumentError(
+            f"{call}: softplus at '{where}' may see inputs up to {hi:.4g}, past its switch to the "
+            f"identity at threshold/β = {float(threshold) / float(beta):.4g}, where torch's form "
+            "jumps (by log1p(exp(−threshold))/β) and is not Lipschitz: bound the domain below "
+            "the switch, or raise threshold"
+        )
+
+
 @builtin_rule(*ACTIVATION_SLOPES, name="elementwise", claims=("R2",))
 def elementwise(m: nn.Module, tr: _Trace, ctx: RuleContext) -> None:
     kind = type(m)
     if kind is nn.Softplus:
-        from .._graph import _softplus_switch
-
-        _softplus_switch(ctx.call, ctx.where or "softplus", m.beta, m.threshold, tr.hi)
+        softplus_switch(ctx.call, ctx.where or "softplus", m.beta, m.threshold, tr.hi)
     # |φ(t)| <= |t| for ReLU, tanh, GELU, SiLU (and identity); not for sigmoid/softplus
     if kind in (nn.Sigmoid, nn.Softplus):
         tr.lo, tr.hi = 0.0, math.inf
