@@ -42,6 +42,13 @@ from ._fixed_points import Cycle as Cycle
 from ._fixed_points import FixedPoint as FixedPoint
 from ._fixed_points import FixedPointSet as FixedPointSet
 from ._fixed_points import find_fixed_points as find_fixed_points
+from ._interval import BasinCertificate as BasinCertificate
+from ._interval import Enumeration as Enumeration
+from ._interval import PointProof as PointProof
+from ._interval import ProofOutcome as ProofOutcome
+from ._interval import ProvenRoot as ProvenRoot
+from ._interval import enumerate_fixed_points as enumerate_fixed_points
+from ._interval import prove_fixed_point as prove_fixed_point
 from ._halting import HALTING_RULES as HALTING_RULES
 from ._halting import HaltingReport as HaltingReport
 from ._halting import halting as halting
@@ -125,6 +132,13 @@ __all__ = [
     "eigenvalues",
     "errors",
     "find_fixed_points",
+    "enumerate_fixed_points",
+    "prove_fixed_point",
+    "BasinCertificate",
+    "Enumeration",
+    "PointProof",
+    "ProofOutcome",
+    "ProvenRoot",
     "geometry",
     "halting",
     "ift_sensitivity",
