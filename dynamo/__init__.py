@@ -42,6 +42,9 @@ from ._fixed_points import Cycle as Cycle
 from ._fixed_points import FixedPoint as FixedPoint
 from ._fixed_points import FixedPointSet as FixedPointSet
 from ._fixed_points import find_fixed_points as find_fixed_points
+from ._halting import HALTING_RULES as HALTING_RULES
+from ._halting import HaltingReport as HaltingReport
+from ._halting import halting as halting
 from ._interval import BasinCertificate as BasinCertificate
 from ._interval import Enumeration as Enumeration
 from ._interval import PointProof as PointProof
@@ -49,9 +52,6 @@ from ._interval import ProofOutcome as ProofOutcome
 from ._interval import ProvenRoot as ProvenRoot
 from ._interval import enumerate_fixed_points as enumerate_fixed_points
 from ._interval import prove_fixed_point as prove_fixed_point
-from ._halting import HALTING_RULES as HALTING_RULES
-from ._halting import HaltingReport as HaltingReport
-from ._halting import halting as halting
 from ._layers import LayerCycle as LayerCycle
 from ._layers import layer_cycle as layer_cycle
 from ._linearize import JacobianOperator as JacobianOperator
@@ -93,6 +93,7 @@ __all__ = [
     "HALTING_RULES",
     "METHODS",
     "AxesReport",
+    "BasinCertificate",
     "BasinGraph",
     "Bound",
     "BoundStep",
@@ -101,6 +102,7 @@ __all__ = [
     "ContractionVerdict",
     "Cycle",
     "Domain",
+    "Enumeration",
     "Evidence",
     "FixedPoint",
     "FixedPointSet",
@@ -114,6 +116,9 @@ __all__ = [
     "OpCall",
     "Outcome",
     "Plane",
+    "PointProof",
+    "ProofOutcome",
+    "ProvenRoot",
     "Reachability",
     "RuleContext",
     "Solution",
@@ -130,15 +135,9 @@ __all__ = [
     "clopper_pearson",
     "default_tolerance",
     "eigenvalues",
+    "enumerate_fixed_points",
     "errors",
     "find_fixed_points",
-    "enumerate_fixed_points",
-    "prove_fixed_point",
-    "BasinCertificate",
-    "Enumeration",
-    "PointProof",
-    "ProofOutcome",
-    "ProvenRoot",
     "geometry",
     "halting",
     "ift_sensitivity",
@@ -156,6 +155,7 @@ __all__ = [
     "models",
     "plots",
     "protocols",
+    "prove_fixed_point",
     "reachability",
     "register_lipschitz_rule",
     "singular_values",

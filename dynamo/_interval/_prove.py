@@ -356,7 +356,7 @@ def tighten(
     Fc: np.ndarray,
     C: np.ndarray,
     period: int,
-    rounds: int = 4,
+    rounds: int = 5,
 ) -> np.ndarray:
     """``X ← K(X) ∩ X`` a few times: a small box that still holds the fixed point."""
     for _ in range(rounds):
@@ -607,32 +607,74 @@ def certify_basin(
         Pinv = _fmat(P).inv()
         rn = np.sqrt((P**2).sum(axis=1)) * (1 + 1e-15) + 1e-300
         inv_norm = _norm2_upper(Pinv)
-        good, bad, rate = 0.0, math.inf, math.nan
-        rho = 1e-8
-        while rho <= rho_max:
+        rates: dict[float, float] = {}
+
+        def ok(
+            rho: float,
+            P: np.ndarray = P,
+            Pinv: Any = Pinv,
+            rn: np.ndarray = rn,
+            rates: dict[float, float] = rates,
+        ) -> bool:
             q = _basin_test(tr, c, fcm, P, Pinv, rn, rho)
-            if q is None:
-                bad = rho
-                break
-            good, rate = rho, q
-            rho *= 4
-        else:
-            bad = math.inf
+            if q is not None:
+                rates[rho] = q
+            return q is not None
+
+        good = largest(ok, 1e-12, rho_max, 1e-3, rounds=6)
         if good == 0:
             continue
-        if math.isfinite(bad):
-            for _ in range(6):
-                mid = math.sqrt(good * bad)
-                q = _basin_test(tr, c, fcm, P, Pinv, rn, mid)
-                if q is None:
-                    bad = mid
-                else:
-                    good, rate = mid, q
+        rate = rates[good]
         radius = good / inv_norm - math.sqrt(n) * err
         radius = math.nextafter(radius, -math.inf)
         if radius > 0 and (best is None or radius > best.radius):
             best = BasinCertificate(radius=radius, rate=rate, norm=name, rho=good)
     return best
+
+
+def largest(
+    test: Any,
+    r_min: float,
+    r_max: float,
+    start: float,
+    *,
+    known_good: bool = False,
+    rounds: int = 5,
+) -> float:
+    """The largest ``r`` in ``[r_min, r_max]`` found to pass ``test`` (0 if none): from ``start``,
+    steps of 16× up or down, then ``rounds`` bisections in log scale (the test is expected to hold
+    below some radius, as the Krawczyk and contraction tests do)."""
+    good, bad = (r_min if known_good else 0.0), math.inf
+    r = min(max(start, r_min), r_max)
+    if r > good and test(r):
+        good = r
+        while good < r_max:
+            r = min(good * 16, r_max)
+            if not test(r):
+                bad = r
+                break
+            good = r
+    else:
+        bad = r
+        while good == 0:
+            r = bad / 16
+            if r < r_min:
+                if known_good or test(r_min):
+                    good = r_min
+                break
+            if test(r):
+                good = r
+            else:
+                bad = r
+    if good == 0:
+        return 0.0
+    for _ in range(rounds if math.isfinite(bad) else 0):
+        mid = math.sqrt(good * bad)
+        if test(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
 
 
 def _prove_flat(
@@ -658,31 +700,26 @@ def _prove_flat(
         c, Fc = cand, Fcand
     exact = all(v.is_zero() for v in Fc)
     step = max(hi(abs(v)) for v in (_fmat(C) * _col(Fc)).entries()) if not exact else 0.0
-    r = max(4 * step, 1e-13 * max(1.0, float(np.abs(c).max())), 1e-300)
-    good, bad, smallest = 0.0, math.inf, 0.0
-    while r <= radius_max:
-        k = krawczyk(tr, box_jet(c, r).val, c, Fc, C, period)
-        if k.status != "inside":
-            if good == 0 and k.status == "empty":
-                return ProofOutcome.EXCLUDED, 0.0, None, S_mid, c
-            bad = r
-            break
-        good = r
-        smallest = smallest or r
-        r *= 4
+    r_min = max(4 * step, 1e-13 * max(1.0, float(np.abs(c).max())), 1e-300)
+    if r_min > radius_max:
+        return ProofOutcome.TOO_WIDE, 0.0, None, S_mid, c
+    first = krawczyk(tr, box_jet(c, r_min).val, c, Fc, C, period)
+    if first.status == "empty":
+        return ProofOutcome.EXCLUDED, 0.0, None, S_mid, c
+
+    def inside(r: float) -> bool:
+        return krawczyk(tr, box_jet(c, r).val, c, Fc, C, period).status == "inside"
+
+    start = min(radius_max, max(r_min, 1e-2 * max(1.0, float(np.abs(c).max()))))
+    good = largest(inside, r_min, radius_max, start, known_good=first.status == "inside")
     if good == 0:
         return ProofOutcome.TOO_WIDE, 0.0, None, S_mid, c
-    if math.isfinite(bad):
-        for _ in range(5):
-            mid = math.sqrt(good * bad)
-            if krawczyk(tr, box_jet(c, mid).val, c, Fc, C, period).status == "inside":
-                good = mid
-            else:
-                bad = mid
     if exact:  # F(c) = 0 exactly: c itself is the fixed point
         E = np.array([arb(v) for v in c.tolist()], dtype=OBJ)
     else:
-        E = tighten(tr, box_jet(c, smallest).val, c, Fc, C, period)
+        E = tighten(
+            tr, box_jet(c, r_min if first.status == "inside" else good).val, c, Fc, C, period
+        )
     return ProofOutcome.PROVEN, good, E, S_mid, c
 
 
@@ -822,8 +859,8 @@ def prove_fixed_point(
     >>> p = dy.prove_fixed_point(system, torch.tensor([1.0], dtype=torch.float64))
     >>> p.outcome.label, p.stability, p.error_bound
     ('proven', 'stable', 0.0)
-    >>> round(p.spectral_radius[1], 6), round(p.basin.radius, 2)
-    (0.6, 0.42)
+    >>> round(p.spectral_radius[1], 6), 0.4 < p.basin.radius < 0.4227
+    (0.6, True)
 
     References
     ----------
