@@ -84,8 +84,10 @@ class Evidence:
     >>> e = v.evidence[0]
     >>> e.kind, round(e.value, 6), e.certified, e.trust.value
     ('certified Lipschitz upper bound', 0.5, True, 'proven')
-    >>> v.evidence[-1].kind, v.evidence[-1].trust.value  # a float test at the fixed point found
+    >>> v.evidence[-2].kind, v.evidence[-2].trust.value  # a float test at the fixed point found
     ('discrete Lyapunov check', 'checked')
+    >>> v.evidence[-1].kind, v.evidence[-1].trust.value  # its proof (Krawczyk, arb balls)
+    ('certified basins at the fixed points', 'proven')
     """
 
     kind: str
@@ -149,11 +151,15 @@ class ContractionVerdict:
         it for one input), SUPPORTED (every sampled local ``‖J‖₂`` along the domain below 1 and
         no witness), UNDETERMINED.
     local_verdict : Verdict
-        About the fixed points found on the domain, never PROVEN: SUPPORTED when a float check of
-        a discrete Lyapunov inequality ``JᵀPJ ⪯ λ²P`` with ``λ < 1``, ``P ≻ 0`` passes at every
-        one (local contraction in the ``P``-norm, checked at those computed points, which were
-        themselves found by sampling; above ``dense_limit``, when every computed ρ < 1),
-        REFUTED when one has ρ > 1, UNDETERMINED when none was found or a check failed.
+        About the fixed points found on the domain: PROVEN when every one is proven (Krawczyk in
+        arb ball arithmetic, :func:`prove_fixed_point`: a fixed point exists there, is unique
+        within a radius, is stable by eigenvalue enclosures, and has a certified basin that the
+        map sends into itself while contracting); else SUPPORTED when a float check of a
+        discrete Lyapunov inequality ``JᵀPJ ⪯ λ²P`` with ``λ < 1``, ``P ≻ 0`` passes at every one
+        (local contraction in the ``P``-norm, checked at those computed points; above
+        ``dense_limit``, when every computed ρ < 1), REFUTED when one has ρ > 1, UNDETERMINED
+        when none was found or a check failed. The points were found by sampling either way: a
+        point not found was not examined.
     evidence : tuple of Evidence
         Each with its :class:`~dynamo.Trust`: PROVEN, CHECKED or ESTIMATED.
     witness : dict
@@ -192,17 +198,20 @@ class ContractionVerdict:
 
     @property
     def local_trust(self) -> Trust:
-        """What :attr:`local_verdict` rests on: CHECKED when a float test at each fixed point
-        found decided it (SUPPORTED or REFUTED), ESTIMATED when nothing did (UNDETERMINED). The
-        points themselves were found by sampling: a point not found was not checked.
+        """What :attr:`local_verdict` rests on: PROVEN when rigorous proofs at every fixed point
+        found decided it, CHECKED when a float test at each one did (SUPPORTED or REFUTED),
+        ESTIMATED when nothing did (UNDETERMINED). The points themselves were found by sampling:
+        a point not found was not examined.
 
         >>> import torch, dynamo as dy
         >>> f = dy.models.ContractiveTanh(n=3, lipschitz=0.5, seed=0)
         >>> system = dy.LoopedSystem.from_module(f, torch.ones(1, 3))
         >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
-        >>> v.trust.value, v.local_trust.value
-        ('proven', 'checked')
+        >>> v.trust.value, v.local_trust.value  # the one fixed point is proven too
+        ('proven', 'proven')
         """
+        if self.local_verdict is Verdict.PROVEN:
+            return Trust.PROVEN
         if self.local_verdict in (Verdict.SUPPORTED, Verdict.REFUTED):
             return Trust.CHECKED
         return Trust.ESTIMATED
@@ -218,7 +227,7 @@ class ContractionVerdict:
         >>> v = dy.check_contraction(system, n_samples=4, ascent_steps=2, n_starts=2)
         >>> d = v.to_dict()
         >>> d["verdict"], d["local_verdict"], d["witness"], d["domain"]
-        ('PROVEN', 'SUPPORTED', {}, None)
+        ('PROVEN', 'PROVEN', {}, None)
         """
         wit = {}
         for k, v in self.witness.items():
@@ -542,8 +551,10 @@ def check_contraction(
             )
         )
 
-    # (3) local float checks at the fixed points found: at most SUPPORTED (never a proof)
+    # (3) local checks at the fixed points found: rigorous where every point is proven (with
+    # a certified basin), else float checks, at most SUPPORTED
     local = Verdict.UNDETERMINED
+    proofs = [p.proof for p in points]
     if points:
         if unstable:
             local = Verdict.REFUTED
@@ -584,6 +595,34 @@ def check_contraction(
                 )
             )
 
+    if (
+        points
+        and not unstable
+        and all(
+            q is not None and q.proven and q.stability == "stable" and q.basin is not None
+            for q in proofs
+        )
+    ):
+        # every point found proven, stable, with a certified basin: the float check above keeps
+        # its place (and its label), and the local verdict rests on the proofs
+        done = [q for q in proofs if q is not None and q.basin is not None]
+        radius = min(q.basin.radius for q in done if q.basin is not None)
+        local = Verdict.PROVEN
+        evidence.append(
+            Evidence(
+                "certified basins at the fixed points",
+                f"each of the {len(done)} fixed point(s) found on the domain{along_text} "
+                "proven (Krawczyk, arb ball arithmetic) to exist, be unique within "
+                f"{min(q.proof_radius for q in done):.3g} (max norm) and be stable "
+                "(eigenvalue enclosures), with a region the map sends into itself and "
+                f"contracts on that holds a ball of radius >= {radius:.3g} around it: "
+                "every start there converges to it",
+                radius,
+                True,
+                {"proof_radius_min": min(q.proof_radius for q in done)},
+                trust=Trust.PROVEN,
+            )
+        )
     if refuted:
         verdict = Verdict.REFUTED
     elif proven:

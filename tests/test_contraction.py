@@ -119,22 +119,40 @@ def test_bad_states_are_rejected_before_any_work() -> None:
         dy.check_contraction(system, states=nan)
 
 
-def test_the_local_verdict_is_a_float_check_never_a_proof() -> None:
+def test_the_lyapunov_check_is_a_float_check_and_the_local_proof_a_proof() -> None:
+    """Issue 17, item 6: the Lyapunov check keeps its place, labelled as the float check it is;
+    the local verdict is PROVEN only on the proofs (Krawczyk, certified basins) at the points."""
     f = dy.models.ContractiveTanh(n=8, lipschitz=0.9, seed=0)
     v = dy.check_contraction(dy.LoopedSystem.from_module(f, torch.ones(1, 8, dtype=F64)))
     assert v.verdict is dy.Verdict.PROVEN  # the certified global bound, 0.9
-    assert v.local_verdict is dy.Verdict.SUPPORTED
+    assert v.local_verdict is dy.Verdict.PROVEN and v.local_trust == "proven"
+    basins = _evidence(v, "certified basins at the fixed points")
+    assert basins.certified and basins.trust == "proven" and basins.value > 0
     check = _evidence(v, "discrete Lyapunov check")
     assert not check.certified and check.trust == "checked"
     assert check.to_dict()["trust"] == "checked"
     assert "certif" not in (check.kind + check.claim).lower()
     line = next(line for line in str(v).splitlines() if "Lyapunov" in line)
     assert line.startswith("  [checked] ")
-    # only the certified bound is tagged certified
-    assert [e.kind for e in v.evidence if e.certified] == ["certified Lipschitz upper bound"]
+    # only the certified bound and the proofs are tagged certified
+    assert [e.kind for e in v.evidence if e.certified] == [
+        "certified Lipschitz upper bound",
+        "certified basins at the fixed points",
+    ]
     assert "certificate" not in dy.Verdict.PROVEN.message
     J = torch.tensor([[0.5, 10.0], [0.0, 0.5]], dtype=F64)
     assert dy.lyapunov_certificate(J)["trust"] == "checked"
+
+
+def test_without_proofs_the_local_verdict_is_the_float_check() -> None:
+    """Above the default proof limit (or with a map that has no enclosure) nothing is proven
+    locally: the local verdict rests on the float check and is at most SUPPORTED."""
+    f = dy.models.ContractiveTanh(n=40, lipschitz=0.9, seed=0)
+    v = dy.check_contraction(
+        dy.LoopedSystem.from_module(f, torch.ones(1, 40, dtype=F64)), n_starts=2
+    )
+    assert v.local_verdict is dy.Verdict.SUPPORTED and v.local_trust == "checked"
+    assert all(e.kind != "certified basins at the fixed points" for e in v.evidence)
 
 
 def test_evidence_trust_must_match_certified() -> None:

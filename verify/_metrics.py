@@ -181,7 +181,10 @@ def _verdict_trust(value: Any) -> Trust:
 
 
 def _local_trust(value: Any) -> Trust:
-    # a float (Lyapunov, or ρ) test at each fixed point found: checked, never proven
+    # PROVEN: a rigorous proof (with a certified basin) at every fixed point found; otherwise a
+    # float (Lyapunov, or ρ) test at each: checked
+    if value == "PROVEN":
+        return Trust.PROVEN
     return Trust.CHECKED if value in ("SUPPORTED", "REFUTED") else Trust.ESTIMATED
 
 
@@ -262,11 +265,14 @@ _BUILTIN = (
     Metric(
         "contraction.local_verdict",
         "string",
-        "the local verdict at the fixed points found: a float (Lyapunov) check, at most SUPPORTED",
+        "the local verdict at the fixed points found: PROVEN when each is proven (Krawczyk) "
+        "stable with a certified basin, else a float (Lyapunov) check, at most SUPPORTED",
         trust=_local_trust,
-        # a float check at computed points is never a proof: the local verdict is at most SUPPORTED
-        values=("SUPPORTED", "REFUTED", "UNDETERMINED"),
-        basis={Trust.CHECKED: "float check at the sampled fixed points (Lyapunov, or ρ < 1)"},
+        values=("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
+        basis={
+            Trust.PROVEN: "proofs at the sampled fixed points (Krawczyk, certified basins)",
+            Trust.CHECKED: "float check at the sampled fixed points (Lyapunov, or ρ < 1)",
+        },
     ),
     Metric(
         "lipschitz.upper_bound",
