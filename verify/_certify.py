@@ -663,6 +663,8 @@ def _measure_draw(run: _Run, draws: _Draws, reach: _AllReach, d: int) -> DrawRes
                 system, x, fixed, conv_in, draws.tol, a.max_steps, want_smin, out.notes
             )
         )
+    if a.proofs:
+        _proofs(system, x, fixed, conv_in, draws.tol, a.max_steps, out)
     dom = run.domain
     cv = _contraction(system, dom, a.max_steps, out) if a.contraction else None
     if a.lipschitz:
@@ -744,6 +746,80 @@ def _dependence(
             None if sn is None or not bool(torch.isfinite(sn).all()) else float(sn.max())
         )
     return dep.fixed_points[dep.converged], torch.nonzero(dep.converged).flatten()
+
+
+def _proofs(
+    system: dy.LoopedSystem,
+    x: torch.Tensor,
+    fixed: torch.Tensor | None,
+    conv_in: torch.Tensor | None,
+    tol: float,
+    max_steps: int,
+    out: _Measured,
+) -> None:
+    """Rigorous proofs (:func:`dynamo.prove_fixed_point`) at the fixed points reached from
+    ``h0 = x`` (those input-dependence found, else iterated here)."""
+    if fixed is None or conv_in is None:
+        same = tuple(x.shape[1:]) == system.state_shape
+        h0 = x.clone() if same else torch.zeros(x.shape[0], *system.state_shape, dtype=x.dtype)
+        sol = dy.solve(system, h0, tol=tol, max_steps=max_steps)
+        reached = sol.converged
+        fixed, conv_in = sol.state[reached], torch.nonzero(reached).flatten()
+    m, notes = out.metrics, out.notes
+    n_in = int(x.shape[0])
+    if fixed.shape[0] == 0:
+        why = "no input's iteration from h0 = x converged: no fixed point to prove"
+        for k in ("proofs.proven_fraction", "proofs.proof_radius_min", "proofs.basin_radius_min"):
+            m[k] = None
+            notes[k] = why
+        return
+    proofs = []
+    try:
+        for h, i in zip(fixed, conv_in.tolist(), strict=True):
+            sub = system.with_input(x[i : i + 1]) if system.driven else system
+            proofs.append(dy.prove_fixed_point(sub, h))
+    except dy.errors.InvalidArgumentError as err:
+        why = f"no proof possible: {err}"
+        for k in ("proofs.proven_fraction", "proofs.proof_radius_min", "proofs.basin_radius_min"):
+            m[k] = None
+            notes[k] = why
+        return
+    ok: list[dy.PointProof] = [q for q in proofs if q.proven]
+    m["proofs.proven_fraction"] = len(ok) / len(proofs)
+    m["proofs.proof_radius_min"] = (
+        min(q.proof_radius for q in ok) if len(ok) == len(proofs) else None
+    )
+    basins = [q.basin.radius for q in ok if q.basin is not None]
+    m["proofs.basin_radius_min"] = min(basins) if len(basins) == len(proofs) else None
+    unconverged = n_in - len(proofs)
+    text = (
+        f"{len(proofs)} fixed point(s) reached from h0 = x"
+        + (f" ({unconverged} input(s) did not converge)" if unconverged else "")
+        + f", {len(ok)} proven to exist and be unique"
+    )
+    if ok:
+        text += (
+            f" within r in [{min(q.proof_radius for q in ok):.3g}, "
+            f"{max(q.proof_radius for q in ok):.3g}] (max norm)"
+        )
+    stable = [q for q in ok if q.stability == "stable"]
+    text += f"; {len(stable)} proven stable, {len(basins)} with a certified basin"
+    if basins:
+        text += f" (radius {min(basins):.3g} to {max(basins):.3g})"
+    failed = [q.outcome.label for q in proofs if not q.proven]
+    if failed:
+        text += "; not proven: " + ", ".join(sorted(set(failed)))
+    text += (
+        "; completeness: not attempted (dynamo.enumerate_fixed_points, for small states, "
+        "says whether these are all)"
+    )
+    notes["proofs.proven_fraction"] = text
+    if m["proofs.proof_radius_min"] is None:
+        notes["proofs.proof_radius_min"] = "not every fixed point reached is proven"
+    if m["proofs.basin_radius_min"] is None:
+        notes["proofs.basin_radius_min"] = (
+            "not every fixed point reached is proven stable with a certified basin"
+        )
 
 
 def _contraction(

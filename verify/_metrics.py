@@ -275,6 +275,31 @@ _BUILTIN = (
         },
     ),
     Metric(
+        "proofs.proven_fraction",
+        "number",
+        "share of the fixed points reached from h0 = x proven (Krawczyk, arb balls) to exist and "
+        "be unique within a radius",
+        trust=Trust.PROVEN,
+        range=(0.0, 1.0),
+        basis={Trust.PROVEN: "count of rigorous proofs"},
+    ),
+    Metric(
+        "proofs.proof_radius_min",
+        "number",
+        "smallest radius (max norm) within which a fixed point reached is proven unique; n/a "
+        "unless every one is proven",
+        trust=Trust.PROVEN,
+        basis={Trust.PROVEN: "rigorous proof"},
+    ),
+    Metric(
+        "proofs.basin_radius_min",
+        "number",
+        "smallest certified basin radius (every start within it provably converges) over the "
+        "fixed points reached; n/a unless every one is proven stable with a basin",
+        trust=Trust.PROVEN,
+        basis={Trust.PROVEN: "certified basin"},
+    ),
+    Metric(
         "lipschitz.upper_bound",
         "number",
         "certified Lipschitz upper bound on the spec's domain",

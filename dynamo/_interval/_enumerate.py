@@ -4,6 +4,7 @@ interval evaluation and inclusion by the Krawczyk operator.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from .._system import LoopedSystem
 from .._validate import call_form, check_positive_int
 from ..errors import InvalidArgumentError, ShapeError
 from ._ball import OBJ, box_ball, minus, precision
-from ._jet import Jet, Traced, trace_map
+from ._jet import Jet, Traced, WideEnclosure, trace_map
 from ._prove import (
     _input_index,
     balls_jet,
@@ -210,6 +211,15 @@ def _balls(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def _test_box(tr: Traced, lo: np.ndarray, hi: np.ndarray, p: int) -> tuple[str, Any]:
     """One box: ("excluded", None), ("proven", record), or ("split", (lo, hi)) possibly shrunk."""
     X = _balls(lo, hi)
+    try:
+        return _test_balls(tr, X, lo, hi, p)
+    except WideEnclosure:  # no enclosure on this box: split it
+        return "split", (lo, hi)
+
+
+def _test_balls(
+    tr: Traced, X: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: int
+) -> tuple[str, Any]:
     jet = f_power(tr, balls_jet(X), p)
     assert jet.der is not None
     F = minus(jet.val, X)
@@ -273,7 +283,10 @@ def _least_period(tr: Traced, rec: _Record, p: int) -> int | None:
     for q in [d for d in range(1, p + 1) if p % d == 0]:
         if q == p:
             return p
-        val = f_power(tr, Jet(rec.E), q).val
+        try:
+            val = f_power(tr, Jet(rec.E), q).val
+        except WideEnclosure:
+            return None
         F = minus(val, rec.E)
         if any(not f.contains(0) for f in F):
             continue  # not a point of period q
@@ -428,9 +441,12 @@ def _describe(
     out: list[ProvenRoot] = []
     periods: list[int | None] = []
     for rec in kept:
-        jet = f_power(tr, balls_jet(rec.E), period)
-        assert jet.der is not None
-        _, rho, n_unst, kind = spectrum(jet.der)
+        try:
+            jet = f_power(tr, balls_jet(rec.E), period)
+            assert jet.der is not None
+            _, rho, n_unst, kind = spectrum(jet.der)
+        except WideEnclosure:
+            rho, n_unst, kind = (math.nan, math.nan), None, None
         per = _least_period(tr, rec, period) if period > 1 else 1
         periods.append(per)
         e_lo, e_hi = box_bounds(rec.E)
@@ -454,7 +470,11 @@ def _describe(
         for i, rec in enumerate(kept):
             if periods[i] != period:
                 continue
-            img = _Record(f_power(tr, Jet(rec.E), 1).val, rec.U)
+            try:
+                img = _Record(f_power(tr, Jet(rec.E), 1).val, rec.U)
+            except WideEnclosure:
+                succ[i] = None
+                continue
             js = [j for j, k in enumerate(kept) if periods[j] == period and _inside(img.E, k.U)]
             succ[i] = js[0] if len(js) == 1 else None
         seen: set[int] = set()

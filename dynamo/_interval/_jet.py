@@ -30,7 +30,7 @@ from torch import fx
 from ..errors import InvalidArgumentError
 from ._ball import OBJ, ONE, ZERO, arb, as_balls, ipow, map_balls, matmul, sqr
 
-__all__ = ["Jet", "Traced", "trace_map"]
+__all__ = ["Jet", "Traced", "WideEnclosure", "trace_map"]
 
 aten = torch.ops.aten
 
@@ -60,6 +60,12 @@ class _Refused(Exception):
         self.node = node
         self.op = op
         self.why = why
+
+
+class WideEnclosure(ArithmeticError):
+    """An operation's enclosure failed on this box (an RMS norm's mean square, a divisor or a
+    log argument whose ball reaches 0): the box is too wide here, not the map unprovable.
+    Callers treat the box as undecided (a Krawczyk test that fails)."""
 
 
 def _norm_dim(d: int, ndim: int) -> int:
@@ -287,7 +293,7 @@ class _Interp(fx.Interpreter):
         except _Refused:
             raise
         except (ValueError, ZeroDivisionError) as err:
-            raise _Refused(node, op_name(t), str(err)) from None
+            raise WideEnclosure(f"{op_name(t)} (node {node.name}): {err}") from None
 
     def _rule(self, node: fx.Node, t: Any, args: list[Any], kw: dict[str, Any], out: Any) -> Any:
         n = self.n

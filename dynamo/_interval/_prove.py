@@ -19,7 +19,7 @@ from .._system import LoopedSystem
 from .._validate import call_form, check_positive_float, check_positive_int
 from ..errors import InvalidArgumentError, ShapeError
 from ._ball import OBJ, ONE, ZERO, arb, arb_mat, as_balls, hi, lo, minus, precision
-from ._jet import Jet, Traced, trace_map
+from ._jet import Jet, Traced, WideEnclosure, trace_map
 
 __all__ = [
     "BasinCertificate",
@@ -327,7 +327,10 @@ def krawczyk(
     ``K(X)`` lies in the interior of ``X``, exactly one does (R12 in theory/)."""
     n = c.shape[0]
     if slopes is None:
-        jet = f_power(tr, balls_jet(X), period)
+        try:
+            jet = f_power(tr, balls_jet(X), period)
+        except WideEnclosure:
+            return Krawczyk("neither", X)  # no enclosure on this box: nothing decided
         assert jet.der is not None
         slopes = jet.der
     eye = arb_mat(n, n, [1 if i == j else 0 for i in range(n) for j in range(n)])
@@ -380,6 +383,17 @@ def _exact_zero_near(tr: Traced, c: np.ndarray, period: int) -> np.ndarray | Non
 
 
 def small_enclosure(
+    tr: Traced, c: np.ndarray, period: int, within: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray | None:
+    """A tight box around the solution near ``c`` (see :func:`_small_enclosure`); None where an
+    enclosure fails."""
+    try:
+        return _small_enclosure(tr, c, period, within)
+    except WideEnclosure:
+        return None
+
+
+def _small_enclosure(
     tr: Traced, c: np.ndarray, period: int, within: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray | None:
     """A tight box around the solution near ``c``: float Newton steps, then the smallest cube the
@@ -575,7 +589,10 @@ def _basin_test(
     rho: float,
 ) -> float | None:
     """The contraction rate if ``{c + P y : ‖y‖₂ <= rho}`` is proven invariant and contracting."""
-    jet = tr.enclose(box_jet(c, rho * row_norms))
+    try:
+        jet = tr.enclose(box_jet(c, rho * row_norms))
+    except WideEnclosure:
+        return None
     assert jet.der is not None
     Pm = _fmat(P)
     Jt = Pinv * _bmat(jet.der) * Pm
@@ -596,7 +613,10 @@ def certify_basin(
 ) -> BasinCertificate | None:
     """The largest certified basin found over ``P = I`` and the real eigenbasis."""
     n = c.shape[0]
-    fc = tr.enclose(box_jet(c, 0.0, with_der=False)).val
+    try:
+        fc = tr.enclose(box_jet(c, 0.0, with_der=False)).val
+    except WideEnclosure:
+        return None
     fcm = minus(fc, c)
     best: BasinCertificate | None = None
     bases: list[tuple[str, np.ndarray]] = [("euclidean", np.eye(n))]
@@ -729,7 +749,10 @@ def prove_point(tr: Traced, state: torch.Tensor, *, radius_max: float, basin: bo
     c = state.detach().cpu().double().reshape(-1).numpy().copy()
     with precision(53):
         given = c
-        outcome, r, E, _S_mid, c = _prove_flat(tr, c, radius_max=radius_max, basin=basin)
+        try:
+            outcome, r, E, _, c = _prove_flat(tr, c, radius_max=radius_max, basin=basin)
+        except WideEnclosure:  # no enclosure even on the smallest box around the point
+            outcome, r, E = ProofOutcome.TOO_WIDE, 0.0, None
         empty = torch.zeros(0, dtype=torch.float64)
         if not outcome.ok or E is None:
             return PointProof(
@@ -749,9 +772,12 @@ def prove_point(tr: Traced, state: torch.Tensor, *, radius_max: float, basin: bo
         lo_e, hi_e = box_bounds(E)
         err = _dist(lo_e, hi_e, c)  # from the centre (for the basin)
         err_given = _dist(lo_e, hi_e, given)
-        jet = tr.enclose(balls_jet(E))
-        assert jet.der is not None
-        discs, rho, n_unst, kind = spectrum(jet.der)
+        try:
+            jet = tr.enclose(balls_jet(E))
+            assert jet.der is not None
+            discs, rho, n_unst, kind = spectrum(jet.der)
+        except WideEnclosure:
+            discs, rho, n_unst, kind = [], (math.nan, math.nan), None, None
         cert = None
         if basin and kind == "stable":
             cert = certify_basin(tr, c, err, mids(jet.der), rho_max=max(4.0 * r, 4.0))
