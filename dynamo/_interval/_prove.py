@@ -772,15 +772,17 @@ def prove_point(tr: Traced, state: torch.Tensor, *, radius_max: float, basin: bo
         lo_e, hi_e = box_bounds(E)
         err = _dist(lo_e, hi_e, c)  # from the centre (for the basin)
         err_given = _dist(lo_e, hi_e, given)
+        J: np.ndarray | None = None
+        discs, rho, n_unst, kind = [], (math.nan, math.nan), None, None
         try:
-            jet = tr.enclose(balls_jet(E))
-            assert jet.der is not None
-            discs, rho, n_unst, kind = spectrum(jet.der)
+            J = tr.enclose(balls_jet(E)).der
+            assert J is not None
+            discs, rho, n_unst, kind = spectrum(J)
         except WideEnclosure:
-            discs, rho, n_unst, kind = [], (math.nan, math.nan), None, None
+            pass
         cert = None
-        if basin and kind == "stable":
-            cert = certify_basin(tr, c, err, mids(jet.der), rho_max=max(4.0 * r, 4.0))
+        if basin and kind == "stable" and J is not None:
+            cert = certify_basin(tr, c, err, mids(J), rho_max=max(4.0 * r, 4.0))
     return PointProof(
         state=state.detach().cpu().double().clone(),
         outcome=outcome,
