@@ -773,7 +773,10 @@ def prove_point(tr: Traced, state: torch.Tensor, *, radius_max: float, basin: bo
         err = _dist(lo_e, hi_e, c)  # from the centre (for the basin)
         err_given = _dist(lo_e, hi_e, given)
         J: np.ndarray | None = None
-        discs, rho, n_unst, kind = [], (math.nan, math.nan), None, None
+        discs: list[tuple[complex, float]] = []
+        rho: tuple[float, float] = (math.nan, math.nan)
+        n_unst: int | None = None
+        kind: str | None = None
         try:
             J = tr.enclose(balls_jet(E)).der
             assert J is not None
