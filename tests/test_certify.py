@@ -649,6 +649,33 @@ def test_user_factory_example_exits_0(capsys: pytest.CaptureFixture[str]) -> Non
     assert "PASS contraction.local_verdict == 'SUPPORTED': 4/4 draws" in out
 
 
+def test_proofs_analysis_proves_the_fixed_points_reached(tmp_path: Path) -> None:
+    """Issue 17, item 5: `dynamo certify` says how many points were found and proven, with the
+    radii and the basins, and that completeness was not attempted; the values are PROVEN."""
+    text = (
+        (EXAMPLES / "proven_fixed_points.toml")
+        .read_text()
+        .replace("count = 2\n\n[analysis]", "count = 1\n\n[analysis]")
+    )
+    cert = verify.certify(verify.load_spec(write(tmp_path, text)), timestamp=False)
+    assert cert.passed
+    (draw,) = cert.draws
+    assert draw.metrics["proofs.proven_fraction"] == 1
+    assert (
+        0 < draw.metrics["proofs.basin_radius_min"] <= draw.metrics["proofs.proof_radius_min"] * 10
+    )
+    assert {draw.trust[k] for k in draw.metrics if k.startswith("proofs.")} == {"proven"}
+    note = draw.notes["proofs.proven_fraction"]
+    assert "2 fixed point(s) reached from h0 = x, 2 proven to exist and be unique" in note
+    assert "certified basin" in note and "completeness: not attempted" in note
+
+
+def test_proofs_requirements_need_the_analysis(tmp_path: Path) -> None:
+    spec = "requirements = ['proofs.proven_fraction >= 1']\n" + SMALL
+    with pytest.raises(verify.SpecError, match=r"needs analysis.proofs = true"):
+        verify.load_spec(write(tmp_path, spec))
+
+
 def test_json_report_validates_against_the_published_schema(tmp_path: Path) -> None:
     cert = verify.certify(
         verify.load_spec(
