@@ -529,7 +529,7 @@ def _gershgorin(
         return [], (0.0, q), 0, "stable"
     # ρ(A)^k = ρ(A^k) <= ‖P⁻¹ A^k P‖₂, and A^k lies in the ball power [J]^k for every A in [J]
     power, k = _bmat(J), 1
-    for _ in range(4):
+    for _ in range(6):
         power, k = power * power, 2 * k
         qk = _norm_bound(_entries(power))
         if qk < 1:
