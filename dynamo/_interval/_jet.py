@@ -45,6 +45,10 @@ class Jet:
     der: np.ndarray | None = None
     exact: bool = False
     literal: bool = False
+    #: for a flat state jet: the value at the box's reference point ``c`` (balls) and the
+    #: offsets ``X − c`` of the original state box, for the centred (mean value) form
+    ctr: np.ndarray | None = None
+    dx: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -210,12 +214,21 @@ def op_name(target: Any) -> str:
 
 
 class _Interp(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, n: int, inputs: Sequence[Jet]) -> None:
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        n: int,
+        inputs: Sequence[Jet],
+        centre: dict[fx.Node, Any] | None = None,
+        dx: np.ndarray | None = None,
+    ) -> None:
         super().__init__(gm, garbage_collect_values=False)
         self.n = n
         self.jets: dict[fx.Node, Any] = {}
         self.inputs = list(inputs)
         self.k = 0
+        self.centre = centre  # each node's jet at the reference point (a thin pass)
+        self.dx = dx  # X − c of the state box (balls, n)
 
     def run_node(self, node: fx.Node) -> Any:
         out = super().run_node(node)
@@ -225,12 +238,32 @@ class _Interp(fx.Interpreter):
         elif node.op == "get_attr":
             self.jets[node] = self._exact(out, literal=False)
         elif node.op == "call_function":
-            self.jets[node] = self._call(node, out)
+            self.jets[node] = self._centred(node, self._call(node, out))
         elif node.op == "output":
             pass
         else:  # pragma: no cover - make_fx graphs have only these
             raise _Refused(node, node.op, "an unexpected node kind")
         return out
+
+    def _centred(self, node: fx.Node, res: Any) -> Any:
+        """The value enclosure intersected with the centred form ``v(c) + S (X − c)``: every
+        ``v(h) − v(c)`` is a slope times ``h − c`` (``c`` and ``h`` both in the box), so the
+        intersection still encloses every value, and it does not accumulate the wrapping of
+        the natural interval extension through a deep graph."""
+        if self.centre is None or self.dx is None or not isinstance(res, Jet) or res.der is None:
+            return res
+        c = self.centre.get(node)
+        if not isinstance(c, Jet) or c.val.shape != res.val.shape:
+            return res
+        size = int(np.prod(res.val.shape)) if res.val.shape else 1
+        spread = matmul(res.der.reshape(size, self.n), self.dx).reshape(res.val.shape)
+        cent = c.balls() + spread
+        nat = res.balls()
+        out = np.empty(nat.shape, dtype=OBJ)
+        for idx in np.ndindex(*nat.shape) if nat.shape else [()]:
+            a, b = cast(arb, nat[idx]), cast(arb, cent[idx])
+            out[idx] = a.intersection(b) if a.overlaps(b) else a
+        return Jet(out, res.der)
 
     # ------------------------------------------------------------------ values
     @staticmethod
@@ -647,7 +680,29 @@ class Traced:
     call: str
 
     def enclose(self, z: Jet) -> Jet:
-        """The jet of the map's flat output for the input jet ``z`` (balls of shape ``(n,)``)."""
+        """The jet of the map's flat output for the input jet ``z`` (balls of shape ``(n,)``).
+
+        When ``z`` carries ``ctr`` and ``dx`` (a state box and its reference point), a thin pass
+        at the reference point runs first and every value is also enclosed by the centred form
+        (:meth:`_Interp._centred`); the output carries its own ``ctr`` for the next step."""
+        centre: dict[fx.Node, Any] | None = None
+        out_ctr: np.ndarray | None = None
+        if z.ctr is not None and z.dx is not None and z.der is not None:
+            thin = self._run(Jet(z.ctr), None, None)
+            centre = thin.jets
+            out_ctr = self._output(thin).balls().reshape(-1)
+        interp = self._run(z, centre, z.dx)
+        res = self._output(interp)
+        val = res.balls().reshape(-1)
+        der = None if res.der is None else res.der.reshape(val.shape[0], -1)
+        return Jet(val, der, ctr=out_ctr, dx=z.dx if out_ctr is not None else None)
+
+    def _output(self, interp: _Interp) -> Jet:
+        out_node = next(nd for nd in self.gm.graph.nodes if nd.op == "output")
+        arg = out_node.args[0]
+        return interp.jets[arg if not isinstance(arg, (list, tuple)) else arg[0]]
+
+    def _run(self, z: Jet, centre: dict[fx.Node, Any] | None, dx: np.ndarray | None) -> _Interp:
         inputs = [
             Jet(
                 z.val.reshape((1, *self.state_shape)),
@@ -657,7 +712,8 @@ class Traced:
         ]
         if self.x is not None:
             inputs.append(Jet(self.x.detach().cpu().double().numpy(), exact=True))
-        interp = _Interp(self.gm, z.der.shape[-1] if z.der is not None else self.n, inputs)
+        n = z.der.shape[-1] if z.der is not None else self.n
+        interp = _Interp(self.gm, n, inputs, centre, dx)
         sample = [torch.zeros((1, *self.state_shape), dtype=torch.float64)]
         if self.x is not None:
             sample.append(self.x)
@@ -670,15 +726,7 @@ class Traced:
                 "with operations that have enclosures (affine maps, tanh, sigmoid, exp, erf, GELU, "
                 "relu, silu, powers, sums, norms, softmax attention)"
             ) from None
-        out_node = next(nd for nd in self.gm.graph.nodes if nd.op == "output")
-        res = (
-            interp.jets[out_node.args[0]]
-            if not isinstance(out_node.args[0], (list, tuple))
-            else interp.jets[out_node.args[0][0]]
-        )
-        val = res.balls().reshape(-1)
-        der = None if res.der is None else res.der.reshape(val.shape[0], -1)
-        return Jet(val, der)
+        return interp
 
 
 def trace_map(call: str, system: Any, input_index: int = 0) -> Traced:

@@ -250,16 +250,25 @@ def identity_der(n: int) -> np.ndarray:
 
 
 def box_jet(center: np.ndarray, radius: np.ndarray | float, with_der: bool = True) -> Jet:
-    """Balls ``center_i ± radius_i`` (the radius rounded up by arb) and the identity slopes."""
+    """Balls ``center_i ± radius_i`` (the radius rounded up by arb) and the identity slopes, with
+    the centre as the reference point of the centred form."""
     r = np.broadcast_to(np.asarray(radius, dtype=np.float64), center.shape)
     val = np.empty(center.shape, dtype=OBJ)
     for i, (c, rr) in enumerate(zip(center.tolist(), r.tolist(), strict=True)):
         val[i] = arb(c, rr) if rr > 0 else arb(c)
-    return Jet(val, identity_der(center.shape[0]) if with_der else None)
+    return balls_jet(val, with_der, center)
 
 
-def balls_jet(val: np.ndarray, with_der: bool = True) -> Jet:
-    return Jet(val, identity_der(val.shape[0]) if with_der else None)
+def balls_jet(val: np.ndarray, with_der: bool = True, center: np.ndarray | None = None) -> Jet:
+    """The state box ``val`` (balls) with identity slopes and a reference point for the centred
+    form: ``center`` (exact floats inside the box) or the balls' midpoints."""
+    if not with_der:
+        return Jet(val)
+    c = mids(val) if center is None else center
+    ctr = as_balls(c)
+    if not all(x.contains(y) for x, y in zip(val.tolist(), ctr.tolist(), strict=True)):
+        return Jet(val, identity_der(val.shape[0]))  # no reference point inside: natural form
+    return Jet(val, identity_der(val.shape[0]), ctr=ctr, dx=minus(val, c))
 
 
 def _col(v: np.ndarray) -> arb_mat:
