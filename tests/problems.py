@@ -7,6 +7,7 @@ iteration reaches it, and which solver options the problem needs (damping for mo
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -657,3 +658,175 @@ CIRCLE_EXPANDING = DomainCase(
 #: the contracting circle map in the unit ball: the radial direction is inside the domain now
 CIRCLE_IN_BALL = DomainCase("circle_0.18_in_ball", CIRCLE_018, dy.Domain.ball(1.0), 2.0, "REFUTED")
 DOMAIN_CASES = [CIRCLE_CONTRACTING, CIRCLE_EXPANDING, CIRCLE_IN_BALL]
+
+# --- proofs: exact counts in a box ---
+# Maps whose solutions of f^p(h) = h in a box are known in closed form: their number, their
+# values, their least periods and the number of eigenvalues of ∂f^p/∂h outside the unit circle at
+# each (the saddle index; checked against float eigenvalues in tests/test_proofs.py). A proof is
+# about the map's real arithmetic with its float64 parameters taken as exact reals, so the closed
+# forms take a number type: ``float`` for float64 values, ``flint.arb`` (at any precision) for
+# rigorous balls around the exact values.
+
+Num = Callable[[float], Any]
+
+
+def _sqrt(v: Any) -> Any:
+    return v.sqrt() if hasattr(v, "sqrt") else v**0.5
+
+
+@dataclass(frozen=True)
+class CountCase:
+    """Every solution of ``f^p(h) = h`` in ``[lo, hi]^n``, in closed form."""
+
+    name: str
+    make: Callable[[], dy.LoopedSystem]
+    box: tuple[float, float]
+    #: ``num`` (float, or flint.arb) -> one list of coordinates per solution
+    solutions: Callable[[Num], list[list[Any]]]
+    #: per solution, in the same order: eigenvalues of ∂f^p/∂h of modulus > 1
+    n_unstable: tuple[int, ...]
+    period: int = 1
+    #: per solution: its least period (all 1 when ``period`` is 1)
+    least_periods: tuple[int, ...] | None = None
+    #: orbits of least period ``period``
+    cycles: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.n_unstable)
+
+    def points(self) -> torch.Tensor:
+        """The solutions in float64, ``(count, n)``."""
+        return torch.tensor(self.solutions(float), dtype=F64)
+
+    def stability(self, i: int) -> str:
+        """The class of solution ``i``: stable, saddle or unstable."""
+        k, n = self.n_unstable[i], len(self.solutions(float)[i])
+        return "stable" if k == 0 else "unstable" if k == n else "saddle"
+
+
+def _logistic_fixed(num: Num) -> list[list[Any]]:
+    r = num(3.2)
+    return [[num(0.0)], [1 - 1 / r]]
+
+
+def _logistic_period2(num: Num) -> list[list[Any]]:
+    # the 2-cycle {(r + 1 ∓ √((r − 3)(r + 1))) / (2r)} between the fixed points, in increasing order
+    r = num(3.2)
+    s = _sqrt((r - 3) * (r + 1))
+    return [[num(0.0)], [(r + 1 - s) / (2 * r)], [1 - 1 / r], [(r + 1 + s) / (2 * r)]]
+
+
+def _henon_fixed(num: Num) -> list[list[Any]]:
+    # x = (−(1 − b) ± √((1 − b)² + 4a)) / (2a), y = b x
+    a, b = num(1.4), num(0.3)
+    s = _sqrt((1 - b) ** 2 + 4 * a)
+    xs = [(-(1 - b) - s) / (2 * a), (-(1 - b) + s) / (2 * a)]
+    return [[x, b * x] for x in xs]
+
+
+def _henon_period2(num: Num) -> list[list[Any]]:
+    # the 2-cycle: x₁ + x₂ = (1 − b)/a, x₁x₂ = ((1 − b)² − a)/a², so
+    # x₁,₂ = ((1 − b) ∓ √(4a − 3(1 − b)²)) / (2a), points (x₁, b x₂) and (x₂, b x₁)
+    a, b = num(1.4), num(0.3)
+    s = _sqrt(4 * a - 3 * (1 - b) ** 2)
+    x1, x2 = ((1 - b) - s) / (2 * a), ((1 - b) + s) / (2 * a)
+    return [*_henon_fixed(num), [x1, b * x2], [x2, b * x1]]
+
+
+def _grid(n: int) -> Callable[[Num], list[list[Any]]]:
+    # h + 0.2 (h − h³) = h exactly where every coordinate is −1, 0 or 1
+    def solutions(num: Num) -> list[list[Any]]:
+        return [[num(v) for v in p] for p in itertools.product((-1.0, 0.0, 1.0), repeat=n)]
+
+    return solutions
+
+
+def _zeros_per_point(n: int) -> tuple[int, ...]:
+    # f′ = 1.2 at 0 and 0.6 at ±1, coordinate by coordinate: one unstable direction per zero
+    return tuple(p.count(0.0) for p in itertools.product((-1.0, 0.0, 1.0), repeat=n))
+
+
+#: the generalized Hénon map of Baier & Klein, "Maximum hyperchaos in generalized Hénon maps",
+#: Phys. Lett. A 151 (1990): (x, y, z) ↦ (a − y² − b z, x, y)
+BAIER_KLEIN_A, BAIER_KLEIN_B = 1.76, 0.1
+
+
+def _baier_klein_step(h: torch.Tensor) -> torch.Tensor:
+    x, y, z = h[..., 0], h[..., 1], h[..., 2]
+    return torch.stack((BAIER_KLEIN_A - y * y - BAIER_KLEIN_B * z, x, y), dim=-1)
+
+
+def _baier_klein_fixed(num: Num) -> list[list[Any]]:
+    # x = y = z with x² + (1 + b) x − a = 0
+    a, b = num(BAIER_KLEIN_A), num(BAIER_KLEIN_B)
+    s = _sqrt((1 + b) ** 2 + 4 * a)
+    return [[x, x, x] for x in ((-(1 + b) - s) / 2, (-(1 + b) + s) / 2)]
+
+
+def _logistic32() -> dy.LoopedSystem:
+    return dy.LoopedSystem.from_module(dy.models.Logistic(r=3.2))
+
+
+#: logistic r = 3.2 on [0, 1]: the fixed points 0 (f′ = 3.2) and 1 − 1/r (f′ = −1.2), both
+#: repelling
+COUNT_LOGISTIC = CountCase("logistic_3.2", _logistic32, (0.0, 1.0), _logistic_fixed, (1, 1))
+#: f² on [0, 1]: the two fixed points (multipliers 10.24, 1.44) and the stable 2-cycle
+#: {0.5130, 0.7995} (multiplier r²(1 − 2p)(1 − 2q) = 0.16): 4 points, periods 1, 2, 1, 2, one cycle
+COUNT_LOGISTIC_2 = CountCase(
+    "logistic_3.2_period_2",
+    _logistic32,
+    (0.0, 1.0),
+    _logistic_period2,
+    (1, 0, 1, 0),
+    period=2,
+    least_periods=(1, 2, 1, 2),
+    cycles=1,
+)
+#: Hénon a = 1.4, b = 0.3 on [−2, 2]²: two saddles (eigenvalues −0.092, 3.260 and −1.924, 0.156)
+COUNT_HENON = CountCase("henon", _henon, (-2.0, 2.0), _henon_fixed, (1, 1))
+#: f² of Hénon: the two fixed points and one saddle 2-cycle (|μ| = 3.010, 0.030)
+COUNT_HENON_2 = CountCase(
+    "henon_period_2",
+    _henon,
+    (-2.0, 2.0),
+    _henon_period2,
+    (1, 1, 1, 1),
+    period=2,
+    least_periods=(1, 1, 2, 2),
+    cycles=1,
+)
+#: h + 0.2 (h − h³) on [−2, 2]²: 9 points, 4 stable (±1, ±1), 4 saddles, 1 unstable (the origin)
+COUNT_BISTABLE_2 = CountCase(
+    "bistable_2",
+    lambda: dy.LoopedSystem.from_module(dy.models.Bistable(n=2)),
+    (-2.0, 2.0),
+    _grid(2),
+    _zeros_per_point(2),
+)
+#: the same on [−2, 2]³: 27 points, 8 stable, 12 of index 1, 6 of index 2, 1 unstable
+COUNT_BISTABLE_3 = CountCase(
+    "bistable_3",
+    lambda: dy.LoopedSystem.from_module(dy.models.Bistable(n=3)),
+    (-2.0, 2.0),
+    _grid(3),
+    _zeros_per_point(3),
+)
+#: Baier-Klein a = 1.76, b = 0.1 on [−3, 3]³: x = −1.9861 (|λ| = 2.006, 1.980, 0.025) and
+#: x = 0.8861 (|λ| = 1.332 twice, complex pair, and 0.056): two saddles of index 2
+COUNT_BAIER_KLEIN = CountCase(
+    "baier_klein_3d",
+    lambda: dy.LoopedSystem.from_function(_baier_klein_step, state_shape=(3,), name="Baier-Klein"),
+    (-3.0, 3.0),
+    _baier_klein_fixed,
+    (2, 2),
+)
+COUNT_CASES = [
+    COUNT_LOGISTIC,
+    COUNT_LOGISTIC_2,
+    COUNT_HENON,
+    COUNT_HENON_2,
+    COUNT_BISTABLE_2,
+    COUNT_BISTABLE_3,
+    COUNT_BAIER_KLEIN,
+]

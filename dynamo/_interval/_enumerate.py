@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._results import Trust
+from .._results import Trust, _finite_or_none
 from .._system import LoopedSystem
 from .._validate import call_form, check_positive_int
 from ..errors import InvalidArgumentError, ShapeError
@@ -88,7 +88,7 @@ class ProvenRoot:
             "period": self.period,
             "stability": self.stability,
             "n_unstable": self.n_unstable,
-            "spectral_radius": list(self.spectral_radius),
+            "spectral_radius": [_finite_or_none(v) for v in self.spectral_radius],
         }
 
 

@@ -228,6 +228,9 @@ class _Interp(fx.Interpreter):
         self.inputs = list(inputs)
         self.k = 0
         self.centre = centre  # each node's jet at the reference point (a thin pass)
+        # x.add_(c) at node m: later reads of x read m (each node keeps its own jet, so the
+        # centred form compares like with like)
+        self.mutated: dict[fx.Node, fx.Node] = {}
         self.dx = dx  # X − c of the state box (balls, n)
 
     def run_node(self, node: fx.Node) -> Any:
@@ -277,8 +280,11 @@ class _Interp(fx.Interpreter):
         return out
 
     def _j(self, a: Any) -> Any:
-        """The jet of an argument (fx nodes), or the argument itself (python values)."""
+        """The jet of an argument (fx nodes; a node an in-place operation mutated reads as that
+        operation's result), or the argument itself (python values)."""
         if isinstance(a, fx.Node):
+            while a in self.mutated:
+                a = self.mutated[a]
             return self.jets[a]
         if isinstance(a, (list, tuple)):
             return type(a)(self._j(v) for v in a)
@@ -303,11 +309,19 @@ class _Interp(fx.Interpreter):
         if t is operator.getitem:
             seq, i = args
             return seq[i]
+        dep = any(j.der is not None for j in jets)
         if not isinstance(out, (torch.Tensor, list, tuple)) or (
             isinstance(out, torch.Tensor) and not out.is_floating_point()
         ):
-            return out  # sizes, integer and bool tensors (masks): concrete
-        dep = any(j.der is not None for j in jets)
+            if dep:  # a comparison, rounding or integer view of the state: a step, no slopes
+                raise _Refused(
+                    node,
+                    op_name(t),
+                    "an integer or boolean value computed from the state (a comparison, a mask, "
+                    "an argmax, a cast to an integer type) is piecewise constant: the map is not "
+                    "continuous there and has no slope enclosure",
+                )
+            return out  # sizes, integer and bool tensors (masks) of constants: concrete
         literal = all(j.literal for j in jets)
         if t in _CREATE or (jets and literal and not dep):
             return (
@@ -320,7 +334,7 @@ class _Interp(fx.Interpreter):
             if inplace is not None:  # x.add_(c): the value of x is the result from here on
                 res = self._rule(node, inplace, args, kwargs, out)
                 if isinstance(node.args[0], fx.Node):
-                    self.jets[node.args[0]] = res
+                    self.mutated[node.args[0]] = node
                 return res
             return self._rule(node, t, args, kwargs, out)
         except _Refused:
@@ -389,16 +403,17 @@ class _Interp(fx.Interpreter):
         ):
             a, b = self._operand(args[0]), self._operand(args[1])
             alpha = float(kw.get("alpha", args[2] if len(args) > 2 else 1))
-            if alpha != 1:
-                b = self._mul(b, self._operand(alpha), shape=tuple(np.broadcast_shapes(b.shape)))
-            if t in (aten.rsub.Scalar, aten.rsub.Tensor):
+            rsub = t in (aten.rsub.Scalar, aten.rsub.Tensor)
+            if rsub:  # rsub(input, other, alpha) = other − alpha · input
                 a, b = b, a
+            if alpha != 1:  # alpha scales the operand that is added or subtracted
+                b = self._mul(b, self._operand(alpha), shape=b.shape)
             sign = (
                 -1
                 if t in (aten.sub.Tensor, aten.sub.Scalar, aten.rsub.Scalar, aten.rsub.Tensor)
                 else 1
             )
-            val = as_balls(a.val) + sign * as_balls(b.val)
+            val = np.asarray(as_balls(a.val) + sign * as_balls(b.val), dtype=OBJ)
             val = np.broadcast_to(val, shape).copy() if val.shape != shape else val
             db = _bcast_der(b, shape, n)
             der = _add_der(_bcast_der(a, shape, n), None if db is None else sign * db)
@@ -454,7 +469,9 @@ class _Interp(fx.Interpreter):
             return Jet(val, _add_der(prod.der, _bcast_der(bias, shape, n)))
         if t in (aten.sum.dim_IntList, aten.mean.dim, aten.sum.default, aten.mean.default):
             return self._reduce(t, args, kw, shape)
-        if t is aten._softmax.default:
+        if t in (aten._softmax.default, aten._safe_softmax.default):
+            # _safe_softmax differs only on rows that are all -inf, which masked_fill's refusal
+            # keeps out of these graphs
             return self._softmax(args[0], args[1])
         if t is aten.native_layer_norm.default:
             return self._layer_norm(args, out)
@@ -519,7 +536,7 @@ class _Interp(fx.Interpreter):
 
     def _mul(self, a: Jet, b: Jet, shape: tuple[int, ...]) -> Jet:
         av, bv = a.balls(), b.balls()
-        val = av * bv
+        val = np.asarray(av * bv, dtype=OBJ)  # 0-d products come back as bare balls
         val = np.broadcast_to(val, shape).copy() if val.shape != shape else val
         n = self.n
         der = None

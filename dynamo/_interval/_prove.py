@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._results import Trust
+from .._results import Trust, _finite_or_none
 from .._system import LoopedSystem
 from .._validate import call_form, check_positive_float, check_positive_int
 from ..errors import InvalidArgumentError, ShapeError
@@ -217,10 +217,10 @@ class PointProof:
             "outcome": self.outcome.label,
             "message": self.outcome.message,
             "proof_radius": self.proof_radius,
-            "error_bound": self.error_bound,
+            "error_bound": _finite_or_none(self.error_bound),
             "enclosure": [self.enclosure[0].tolist(), self.enclosure[1].tolist()],
             "eigenvalues": [[z.real, z.imag, r] for z, r in self.eigenvalues],
-            "spectral_radius": list(self.spectral_radius),
+            "spectral_radius": [_finite_or_none(v) for v in self.spectral_radius],
             "stability": self.stability,
             "n_unstable": self.n_unstable,
             "basin": None if self.basin is None else self.basin.to_dict(),
