@@ -741,7 +741,7 @@ class Traced:
                 f"{self.call}: the map uses {r.op} (node {r.node.name}) on the state: {r.why}. "
                 "No proof is possible through it, so the point stays an estimate. Write the step "
                 "with operations that have enclosures (affine maps, tanh, sigmoid, exp, erf, GELU, "
-                "relu, silu, powers, sums, norms, softmax attention)"
+                "relu, silu, powers, sums, norms, softmax attention without -inf masks)"
             ) from None
         return interp
 
