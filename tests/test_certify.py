@@ -234,9 +234,11 @@ def test_basis_follows_the_values_of_a_verdict() -> None:
     assert verify.basis("contraction.verdict", ["REFUTED"] * 2).startswith("checked witness")
     for mixed in (["PROVEN", "SUPPORTED"], ["SUPPORTED"], ["PROVEN", None], []):
         assert verify.basis("contraction.verdict", mixed) == "sampled estimate"
-    # the local verdict is a float check at sampled fixed points, never a proof
+    # the local verdict is a float check at sampled fixed points, or proofs there when it reads
+    # PROVEN in every draw
     assert verify.basis("contraction.local_verdict", ["SUPPORTED"] * 2).startswith("float check")
-    assert verify.basis("contraction.local_verdict", ["PROVEN"]) == "sampled estimate"
+    assert verify.basis("contraction.local_verdict", ["PROVEN"]).startswith("proofs at the")
+    assert verify.basis("contraction.local_verdict", ["PROVEN", "SUPPORTED"]).startswith("float")
     # each draw's value is then a float check (passing in one draw, failing in the other): the
     # values are checked, whatever they read (this said "sampled estimate" before Trust)
     assert verify.basis("contraction.local_verdict", ["SUPPORTED", "REFUTED"]).startswith("float")

@@ -73,10 +73,14 @@ def test_every_result_carries_its_trust_and_writes_it() -> None:
 
     found = dy.find_fixed_points(system, 4)
     assert found.trust is Trust.ESTIMATED and found.to_dict()["trust"] == "estimated"
-    # each point: a float test at a computed iterate (dense spectrum): checked, not proven
-    assert all(p.trust is Trust.CHECKED for p in found.points)
-    assert all(d["trust"] == "checked" for d in found.to_dict()["points"])
-    krylov = dy.find_fixed_points(system, 4, dense_limit=1, k_eigenvalues=2)
+    # each point: proven (Krawczyk, on by default for small states) with its stability class
+    assert all(p.trust is Trust.PROVEN for p in found.points)
+    assert all(d["trust"] == "proven" for d in found.to_dict()["points"])
+    # without the proof, a float test at a computed iterate (dense spectrum): checked, not proven
+    unproven = dy.find_fixed_points(system, 4, prove=False)
+    assert all(p.trust is Trust.CHECKED and p.proof is None for p in unproven.points)
+    assert all(d["trust"] == "checked" for d in unproven.to_dict()["points"])
+    krylov = dy.find_fixed_points(system, 4, dense_limit=1, k_eigenvalues=2, prove=False)
     assert all(p.trust is Trust.ESTIMATED for p in krylov.points)  # Arnoldi's Ritz values
     assert found.unseen.trust is Trust.ESTIMATED
     assert found.unseen.to_dict()["trust"] == "estimated"
@@ -135,7 +139,11 @@ def test_a_certificate_records_each_values_trust(tmp_path: Path) -> None:
         assert draw.trust["reachability.converged_fraction"] == "estimated"
         local = draw.metrics["contraction.local_verdict"]
         assert draw.trust["contraction.local_verdict"] == (
-            "checked" if local in ("SUPPORTED", "REFUTED") else "estimated"
+            "proven"
+            if local == "PROVEN"
+            else "checked"
+            if local in ("SUPPORTED", "REFUTED")
+            else "estimated"
         )
         verdict = draw.metrics["contraction.verdict"]
         assert draw.trust["contraction.verdict"] == {"PROVEN": "proven", "REFUTED": "checked"}.get(
@@ -275,16 +283,25 @@ def test_the_builtin_metrics_declare_what_the_spec_checks_used_to_hold() -> None
     assert verify.VERDICT_VALUES == {
         "input_dependence.verdict": ("none", "weak", "strong", "partial", "undetermined"),
         "contraction.verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
-        "contraction.local_verdict": ("SUPPORTED", "REFUTED", "UNDETERMINED"),
+        "contraction.local_verdict": ("PROVEN", "SUPPORTED", "REFUTED", "UNDETERMINED"),
     }
     ranged = {m: verify.metric(m).range for m in verify.METRICS if verify.metric(m).range}
     assert ranged == {
         "reachability.converged_fraction": (0.0, 1.0),
         "reachability.path_independence": (-1.0, 1.0),
+        "proofs.proven_fraction": (0.0, 1.0),
     }
-    assert verify.BASIS == {"lipschitz.upper_bound": "certified bound"}
+    assert verify.BASIS == {
+        "proofs.proven_fraction": "count of rigorous proofs",
+        "proofs.proof_radius_min": "rigorous proof",
+        "proofs.basin_radius_min": "certified basin",
+        "lipschitz.upper_bound": "certified bound",
+    }
     assert [m for m in verify.METRICS if verify.metric(m).trust is Trust.PROVEN] == [
-        "lipschitz.upper_bound"
+        "proofs.proven_fraction",
+        "proofs.proof_radius_min",
+        "proofs.basin_radius_min",
+        "lipschitz.upper_bound",
     ]
     # no value, no trust: a missing certified bound is not certified
     assert verify.metric("lipschitz.upper_bound").trust_of(None) is Trust.ESTIMATED
