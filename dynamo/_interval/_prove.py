@@ -339,9 +339,12 @@ def krawczyk(
     """``K(X) = c − C F(c) + (I − C (S − I)) (X − c)`` with ``S`` the slopes of ``f^p`` over X
     (computed here unless given).
 
-    Krawczyk (1969), in Moore's slope form: every zero of ``F`` in ``X`` lies in ``K(X)``; when
-    ``K(X)`` lies in the interior of ``X``, exactly one does (R12 in theory/)."""
+    Krawczyk (1969), in Moore's slope form, with ``c`` in ``X``: every zero of ``F`` in ``X``
+    lies in ``K(X)`` (R12 in theory/); when ``K(X)`` lies in the interior of ``X``, exactly one
+    does (R13)."""
     n = c.shape[0]
+    if not _inside(X, c):  # the slopes enclosed are between points of X: c must be one
+        return Krawczyk("neither", X)
     if slopes is None:
         try:
             jet = f_power(tr, balls_jet(X), period)
@@ -377,9 +380,20 @@ def tighten(
     period: int,
     rounds: int = 5,
 ) -> np.ndarray:
-    """``X ← K(X) ∩ X`` a few times: a small box that still holds the fixed point."""
-    for _ in range(rounds):
+    """``X ← K(X) ∩ X`` a few times: a small box that still holds the fixed point.
+
+    Each round centres the operator at the current box's midpoint (``K``'s inclusion needs the
+    centre inside the box: the slopes enclosed are those between points of the box); ``c`` and
+    ``Fc`` serve the first round when ``c`` lies in ``X``."""
+    for i in range(rounds):
+        if i > 0 or not _inside(X, c):
+            c = mids(X)
+            Fc = residual_balls(tr, c, period)
         k = krawczyk(tr, X, c, Fc, C, period)
+        if k.status == "empty" or not all(
+            x.overlaps(kk) for x, kk in zip(X.tolist(), k.K.tolist(), strict=True)
+        ):
+            break  # cannot happen for a box proven to hold a point; keep the box
         new = np.array(
             [x.intersection(kk) for x, kk in zip(X.tolist(), k.K.tolist(), strict=True)], dtype=OBJ
         )
@@ -388,6 +402,11 @@ def tighten(
         if shrink > 0.5:
             break
     return X
+
+
+def _inside(X: np.ndarray, c: np.ndarray) -> bool:
+    """Every coordinate of the point ``c`` (exact floats) lies in the box ``X`` (balls)."""
+    return all(x.contains(arb(v)) for x, v in zip(X.tolist(), c.tolist(), strict=True))
 
 
 def _exact_zero_near(tr: Traced, c: np.ndarray, period: int) -> np.ndarray | None:
@@ -896,7 +915,7 @@ def prove_fixed_point(
     of ``f`` and of all its pairwise slopes over a box. The Krawczyk operator
     ``K(X) = c − C F(c) + (I − C S(X)) (X − c)`` of ``F(h) = f(h) − h`` (``C`` a float inverse
     of ``S − I`` at ``c``) is tested on cubes ``c ± r`` of growing ``r``: when ``K(X)`` lies in
-    the interior of ``X``, exactly one fixed point lies in ``X`` (R12). The largest such ``r``
+    the interior of ``X``, exactly one fixed point lies in ``X`` (R12, R13). The largest such ``r``
     is the proof radius; ``K`` iterated on the smallest proven box encloses the point. ``arb``'s
     rigorous eigenvalue enclosures of the Jacobian over that enclosure then decide stability, and
     for a stable point the largest region ``f`` maps into itself while contracting (in the
