@@ -768,10 +768,7 @@ def _proofs(
     m, notes = out.metrics, out.notes
     n_in = int(x.shape[0])
     if fixed.shape[0] == 0:
-        why = "no input's iteration from h0 = x converged: no fixed point to prove"
-        for k in ("proofs.proven_fraction", "proofs.proof_radius_min", "proofs.basin_radius_min"):
-            m[k] = None
-            notes[k] = why
+        _no_proofs(out, "no input's iteration from h0 = x converged: no fixed point to prove")
         return
     proofs = []
     try:
@@ -779,10 +776,7 @@ def _proofs(
             sub = system.with_input(x[i : i + 1]) if system.driven else system
             proofs.append(dy.prove_fixed_point(sub, h))
     except dy.errors.InvalidArgumentError as err:
-        why = f"no proof possible: {err}"
-        for k in ("proofs.proven_fraction", "proofs.proof_radius_min", "proofs.basin_radius_min"):
-            m[k] = None
-            notes[k] = why
+        _no_proofs(out, f"no proof possible: {err}")
         return
     ok: list[dy.PointProof] = [q for q in proofs if q.proven]
     m["proofs.proven_fraction"] = len(ok) / len(proofs)
@@ -820,6 +814,13 @@ def _proofs(
         notes["proofs.basin_radius_min"] = (
             "not every fixed point reached is proven stable with a certified basin"
         )
+
+
+def _no_proofs(out: _Measured, why: str) -> None:
+    """Every proofs metric n/a, with the reason."""
+    for k in ("proofs.proven_fraction", "proofs.proof_radius_min", "proofs.basin_radius_min"):
+        out.metrics[k] = None
+        out.notes[k] = why
 
 
 def _contraction(
