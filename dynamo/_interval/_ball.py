@@ -12,7 +12,7 @@ operation needs them as balls; their conversion is exact. Matrix products go thr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -185,8 +185,3 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def minus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a − b`` entry by entry (1-D; ``b`` balls or exact floats)."""
     return np.array([x - _ball(y) for x, y in zip(a.tolist(), b.tolist(), strict=True)], dtype=OBJ)
-
-
-def zeros(shape: Iterable[int]) -> np.ndarray:
-    """Balls of 0."""
-    return np.full(tuple(shape), ZERO, dtype=OBJ)

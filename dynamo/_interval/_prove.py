@@ -16,7 +16,7 @@ import torch
 
 from .._results import Trust, _finite_or_none
 from .._system import LoopedSystem
-from .._validate import call_form, check_positive_float, check_positive_int
+from .._validate import call_form, check_positive_float
 from ..errors import InvalidArgumentError, ShapeError
 from ._ball import OBJ, ONE, ZERO, arb, arb_mat, as_balls, hi, lo, minus, precision
 from ._jet import Jet, Traced, WideEnclosure, trace_map
@@ -705,8 +705,9 @@ def _certify_basin(
         if good == 0:
             continue
         rate = rates[good]
-        radius = good / inv_norm - math.sqrt(n) * err
-        radius = math.nextafter(radius, -math.inf)
+        # the region holds the ball of radius rho / ‖P⁻¹‖ around c, and the point lies within
+        # √n · err of c: rounded down in arb, as a certified radius must be
+        radius = lo(arb(good) / arb(inv_norm) - arb(n).sqrt() * arb(err))
         if radius > 0 and (best is None or radius > best.radius):
             best = BasinCertificate(radius=radius, rate=rate, norm=name, rho=good, steps=k)
     return best
@@ -758,7 +759,7 @@ def largest(
 
 
 def _prove_flat(
-    tr: Traced, c: np.ndarray, *, radius_max: float, basin: bool, period: int = 1
+    tr: Traced, c: np.ndarray, *, radius_max: float, period: int = 1
 ) -> tuple[ProofOutcome, float, np.ndarray | None, np.ndarray | None, np.ndarray]:
     """The largest proven radius around ``c`` (after float Newton steps from it), the tight
     enclosure (balls), the Jacobian's midpoint there and the centre used."""
@@ -817,7 +818,7 @@ def prove_point(
     with precision(53):
         given = c
         try:
-            outcome, r, E, _, c = _prove_flat(tr, c, radius_max=radius_max, basin=basin)
+            outcome, r, E, _, c = _prove_flat(tr, c, radius_max=radius_max)
         except WideEnclosure:  # no enclosure even on the smallest box around the point
             outcome, r, E = ProofOutcome.TOO_WIDE, 0.0, None
         empty = torch.zeros(0, dtype=torch.float64)
@@ -1006,6 +1007,3 @@ def check_point(call: str, system: LoopedSystem, h: Any) -> None:
         )
     if not h.is_floating_point() or not bool(torch.isfinite(h).all()):
         raise InvalidArgumentError(f"{call}: h must be a finite floating-point state")
-
-
-_ = check_positive_int
