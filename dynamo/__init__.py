@@ -13,6 +13,7 @@ verbs that return frozen results saying what is proven and what is estimated.
 """
 
 from . import errors as errors
+from . import llm as llm
 from . import models as models
 from . import plots as plots
 from . import protocols as protocols
@@ -150,6 +151,7 @@ __all__ = [
     "lipschitz_lower_bound",
     "lipschitz_rules",
     "lipschitz_upper_bound",
+    "llm",
     "log_norm",
     "lyapunov_certificate",
     "models",

@@ -371,6 +371,60 @@ class LoopedSystem:
             system._probe(call)
         return system
 
+    @classmethod
+    def from_causal_lm(
+        cls,
+        model: Any,
+        n: int = 1,
+        *,
+        dtype: torch.dtype | None = None,
+        allow_low_precision: bool = False,
+        validate: bool = True,
+    ) -> LoopedSystem:
+        """The embedding map of a causal language model, ``T(x) = softmax(logits([x]*n)) @ E``.
+
+        The state is a point of the embedding space, shape ``(D,)``; one step runs the model on
+        the uniform sequence of ``n`` copies of it and mixes the embedding table ``E`` with the
+        next-token distribution at the last position (seed 004). Every verb of dynamo applies:
+        :func:`solve`, the spectral verbs at a point, :func:`find_fixed_points`,
+        :func:`basin_graph`. See :mod:`dynamo.llm` for the protocol's own searches.
+
+        Parameters
+        ----------
+        model : dynamo.llm.LanguageModel or torch.nn.Module
+            A causal LM in eval mode (a transformers model, or one loaded with
+            :func:`dynamo.llm.load_causal_lm`).
+        n : int
+            Length of the uniform sequence.
+        dtype : torch.dtype, optional
+            Analyse in this dtype (a converted copy); default: the model's own.
+        allow_low_precision : bool
+            Allow a bfloat16/float16 model (refused by default: too coarse for fixed points).
+        validate : bool
+            Probe the map as :meth:`from_module` does.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> system = dy.LoopedSystem.from_causal_lm(dy.llm.PlantedLM())
+        >>> system
+        LoopedSystem(EmbeddingMap: autonomous, state_shape=(16,), no input, float64, cpu)
+        >>> E = system.module.lm.get_input_embeddings().weight
+        >>> sol = dy.solve(system, E[[2, 5]], method="picard")  # from two token embeddings
+        >>> [o.ok for o in sol.outcomes], float((sol.state - E[[2, 5]]).norm(dim=1).max()) < 1e-6
+        ([True, True], True)
+        """
+        from .llm._model import EmbeddingMap, check_precision, resolve
+
+        call = call_form("LoopedSystem.from_causal_lm", ["model"], n=n)
+        lm, _ = resolve(call, model, allow_low_precision=allow_low_precision)
+        check_positive_int(call, "n", n)
+        if dtype is not None:
+            check_precision(call, "dtype", dtype, allow_low_precision)
+        return cls.from_module(
+            EmbeddingMap(lm, n), state_shape=None, driven=False, dtype=dtype, validate=validate
+        )
+
     def __repr__(self) -> str:
         kind = "driven" if self._driven else "autonomous"
         inp = "no input" if self._x is None else f"input batch {self._x.shape[0]}"

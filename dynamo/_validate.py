@@ -45,7 +45,8 @@ def check_positive_int(call: str, name: str, value: Any, *, minimum: int = 1) ->
     """Return ``value`` as an int, or raise if it is not an integer ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentError(
-            f"{call}: {name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}"
+            f"{call}: {name} must be an integer >= {minimum}, got {type(value).__name__} "
+            f"{_short(value)}"
         )
     if value < minimum:
         raise InvalidArgumentError(f"{call}: {name} must be >= {minimum}, got {value}")

@@ -830,3 +830,79 @@ COUNT_CASES = [
     COUNT_BISTABLE_3,
     COUNT_BAIER_KLEIN,
 ]
+
+
+# --- language models: the planted model's fixed points (dynamo.llm.PlantedLM) ---
+@dataclass(frozen=True)
+class PlantedLMCase:
+    """``PlantedLM(vocab, dim, fixed_tokens, beta)``: logits ``beta * P E x`` with orthonormal
+    embedding rows and a permutation ``P`` fixing ``fixed_tokens`` and swapping the rest in pairs.
+
+    Known answers, derived in closed form (the docstring of PlantedLM) and solved here to float64
+    precision by bisection on the scalar equation:
+
+    * token fixed points: exactly ``fixed_tokens``, each with probability
+      ``e^beta / (e^beta + vocab - 1)``;
+    * stable embedding fixed points: one per fixed token, ``x = E_t a + (1 - a)/(vocab - 1)
+      Σ_{s≠t} E_s`` with ``a`` the largest root of ``a = e^{beta a} / (e^{beta a} + (vocab - 1)
+      e^{beta b})``, spectral radius ``beta (1 - a² - (vocab-1) b² - (vocab-2) b)``;
+    * the uniform mixture ``mean(E)`` is a fixed point with spectral radius ``beta / vocab``.
+    """
+
+    vocab: int
+    dim: int
+    fixed_tokens: tuple[int, ...]
+    beta: float
+
+    def model(self, dtype: torch.dtype = F64) -> dy.llm.PlantedLM:
+        return dy.llm.PlantedLM(self.vocab, self.dim, self.fixed_tokens, self.beta, dtype=dtype)
+
+    @property
+    def token_probability(self) -> float:
+        import math
+
+        return 1.0 / (1.0 + (self.vocab - 1) * math.exp(-self.beta))
+
+    def weight(self) -> float:
+        """``a``: the largest root, by bisection on ``g(a) = a − softmax weight``."""
+        import math
+
+        v, beta = self.vocab, self.beta
+
+        def g(a: float) -> float:
+            b = (1 - a) / (v - 1)
+            return a - 1.0 / (1.0 + (v - 1) * math.exp(beta * (b - a)))
+
+        lo, hi = 0.5, 1.0  # g(0.5) < 0 for beta > 2 ln(v-1)·…, g(1) > 0
+        assert g(lo) < 0 < g(hi)
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if g(mid) < 0 else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    def stable_points(self, model: dy.llm.PlantedLM) -> dict[int, torch.Tensor]:
+        a = self.weight()
+        b = (1 - a) / (self.vocab - 1)
+        E = model.get_input_embeddings().weight.to(F64)
+        out = {}
+        for t in self.fixed_tokens:
+            p = torch.full((self.vocab,), b, dtype=F64)
+            p[t] = a
+            out[t] = p @ E
+        return out
+
+    @property
+    def stable_radius(self) -> float:
+        a = self.weight()
+        v = self.vocab
+        b = (1 - a) / (v - 1)
+        return self.beta * (1 - a * a - (v - 1) * b * b - (v - 2) * b)
+
+    @property
+    def uniform_radius(self) -> float:
+        return self.beta / self.vocab
+
+
+PLANTED_LM = PlantedLMCase(vocab=12, dim=16, fixed_tokens=(2, 5, 7, 9), beta=20.0)
+#: a milder one: the uniform mixture is the only attractor (beta < vocab)
+PLANTED_LM_MILD = PlantedLMCase(vocab=12, dim=16, fixed_tokens=(2, 5, 7, 9), beta=5.0)
