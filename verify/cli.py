@@ -873,6 +873,164 @@ def prove(
     raise typer.Exit(EXIT_FAIL if failed else EXIT_PASS)
 
 
+class LLMDType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class LLMMethod(str, Enum):
+    iteration = "iteration"
+    gradient = "gradient"
+    both = "both"
+
+
+@app.command()
+@_guarded
+def llm(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A local folder (config.json + safetensors weights) or a .gguf file.",
+            show_default=False,
+        ),
+    ],
+    tokens: Annotated[
+        bool, typer.Option("--tokens", help="Scan the vocabulary for token fixed points.")
+    ] = False,
+    embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--embeddings", help="Search continuous fixed points of T(x) = softmax(logits(x)) @ E."
+        ),
+    ] = False,
+    uniform: Annotated[
+        bool, typer.Option("--uniform", help="Check that uniform sequences stay uniform (C7).")
+    ] = False,
+    method: Annotated[
+        LLMMethod,
+        typer.Option(help="Embedding search: fixed-point iteration, gradient descent, or both."),
+    ] = LLMMethod.both,
+    n_seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Random starts of each embedding search.")
+    ] = 10,
+    seed: Annotated[
+        int, typer.Option(min=0, max=_MAX_SEED, help="Start i is drawn from seed + i.")
+    ] = 0,
+    tol: Annotated[float, typer.Option(min=0.0, help="Converged when ‖T(x) − x‖₂ < tol.")] = 1e-6,
+    dedup: Annotated[float, typer.Option(min=0.0, help="Points closer than this are one.")] = 1e-4,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Steps per seed.")] = 10_000,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Tokens per forward pass of the scan.")
+    ] = 256,
+    rollout_steps: Annotated[
+        int,
+        typer.Option("--rollout-steps", min=0, help="Autoregressive rollout per point (0: none)."),
+    ] = 100,
+    prefix: Annotated[
+        str,
+        typer.Option(
+            help="Tokens before t in the scan: 'bos' (the model's BOS token) or ids separated "
+            "by commas (default: none, the one-token protocol [t])."
+        ),
+    ] = "",
+    lengths: Annotated[
+        str, typer.Option(help="Uniform-sequence lengths, comma-separated.")
+    ] = "2,4,8,16,32,64",
+    dtype: Annotated[LLMDType, typer.Option(help="Compute dtype.")] = LLMDType.float32,
+    allow_low_precision: Annotated[
+        bool,
+        typer.Option(
+            "--allow-low-precision",
+            help="Run the searches in bfloat16/float16 anyway (a quick look; residuals of 1e-6 "
+            "are below their rounding).",
+        ),
+    ] = False,
+    json_out: JsonOpt = None,
+    markdown_out: MarkdownOpt = None,
+    progress: ProgressOpt = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch (default: torch's own, every core: a language model's "
+            "kernels are large enough to use them).",
+        ),
+    ] = None,
+) -> None:
+    """Fixed points of a local causal language model (seed 004): token fixed points over the whole
+    vocabulary, continuous fixed points of its embedding map with their token mixtures, rollout
+    stability and spectral radius, and the uniform-sequence check. Without --tokens,
+    --embeddings or --uniform, all three run. Weights are read from local files only.
+
+    Exit 0 when the analysis ran (it judges nothing), 2 on bad input.
+    """
+    t0 = time.perf_counter()
+    if threads is not None:
+        _threads(threads)
+    outputs = _check_outputs("llm", None, json=json_out, markdown=markdown_out)
+    try:
+        sizes = [int(v) for v in lengths.split(",") if v.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise _UsageError(
+            f"llm --lengths {lengths}: give positive integers separated by commas, e.g. 2,4,8"
+        )
+    try:
+        prefix_ids: list[int] | str = (
+            "bos" if prefix.strip() == "bos" else [int(v) for v in prefix.split(",") if v.strip()]
+        )
+    except ValueError:
+        raise _UsageError(
+            f"llm --prefix {prefix}: give 'bos' or token ids separated by commas, e.g. 1,2"
+        ) from None
+    if not (tokens or embeddings or uniform):
+        tokens = embeddings = uniform = True
+    methods = ["iteration", "gradient"] if method is LLMMethod.both else [method.value]
+    import dynamo as dy
+
+    from . import _llm
+
+    _Run.at(f"loading {path}")
+    lm = dy.llm.load_causal_lm(path, dtype=dtype.value, allow_low_precision=allow_low_precision)
+    show = _progress(progress)
+    payload = _llm.run(
+        lm,
+        tokens=tokens,
+        embeddings=embeddings,
+        uniform=uniform,
+        methods=methods,
+        n_seeds=n_seeds,
+        seed=seed,
+        tol=tol,
+        dedup=dedup,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        rollout_steps=rollout_steps,
+        lengths=sizes,
+        prefix=prefix_ids,
+        allow_low_precision=allow_low_precision,
+        progress=show,
+        echo=typer.echo,
+        phase=_Run.at,
+    )
+    seconds = time.perf_counter() - t0
+    payload["seconds"] = seconds
+    typer.echo(f"\n({seconds:.1f} s)")
+    writers: dict[str, Callable[[Path], object]] = {}
+    if outputs.get("json"):
+        text = json.dumps(payload, indent=1, allow_nan=False) + "\n"
+        writers["json"] = lambda p: p.write_text(text, encoding="utf-8")
+    if outputs.get("markdown"):
+        md = _llm.markdown(payload, seconds=seconds)
+        writers["markdown"] = lambda p: p.write_text(md, encoding="utf-8")
+    _write_reports(writers, outputs, "llm: analysis done")
+    raise typer.Exit(EXIT_PASS)
+
+
 class _UsageError(Exception):
     pass
 

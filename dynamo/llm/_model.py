@@ -11,6 +11,7 @@ returning an object with ``.logits`` (and ``.past_key_values``, ``.hidden_states
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -234,9 +235,18 @@ def _load_folder(call: str, transformers: Any, p: Path, dtype: torch.dtype) -> L
         raise InvalidArgumentError(
             f"{call}: {p}/config.json could not be read: {_first_line(err)}"
         ) from None
-    mapping = transformers.AutoModelForCausalLM._model_mapping
-    if type(config) not in mapping:
-        arch = ", ".join(getattr(config, "architectures", None) or []) or "none listed"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set()
+    for name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        causal.update([name] if isinstance(name, str) else name)
+    archs = list(getattr(config, "architectures", None) or [])
+    # the saved class decides where there is one: a BertModel folder is an encoder even though
+    # its family has a causal head (BertLMHeadModel)
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
+        archs and not any(a in causal for a in archs)
+    ):
+        arch = ", ".join(archs) or "none listed"
         raise InvalidArgumentError(
             f"{call}: {p} is a {config.model_type!r} model (architectures: {arch}), not a causal "
             "language model; dynamo.llm analyses decoder-only models that predict the next token"
@@ -261,16 +271,22 @@ def _load_folder(call: str, transformers: Any, p: Path, dtype: torch.dtype) -> L
 
 @contextlib.contextmanager
 def _quiet_tqdm() -> Iterator[None]:
-    """tqdm reads ``TQDM_*`` variables as defaults (tqdm >= 4.65): off while loading."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """transformers de-quantizes GGUF tensors under a tqdm bar of its own, which no setting
+    turns off; while loading, its module's ``tqdm`` passes the iterable through."""
+    try:
+        mod: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # pragma: no cover - another layout of transformers: the bar shows
+        yield
+        return
+    original = getattr(mod, "tqdm", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+    mod.tqdm = lambda iterable=None, *args, **kwargs: iterable
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
+        mod.tqdm = original
 
 
 def _tokenizer(transformers: Any, folder: str, **kwargs: Any) -> Any:

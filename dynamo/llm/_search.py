@@ -464,6 +464,11 @@ class EmbeddingFixedPoint:
         ``x*``.
     rollout : Rollout or None
         Autoregressive stability, when measured.
+    residual_alone : float or None
+        ``‖T(x) − x‖₂`` evaluated again with the point alone in its batch. The run's residual
+        was measured in a batch of seeds, and a model's kernels round differently for other
+        batch shapes; where the two straddle ``tol`` (see :attr:`at_rounding`), ``tol`` lies at
+        the float rounding of ``T`` there and the point is located only to that level.
     spectral_radius : float or None
         ρ(∂T(x*)) estimated by Arnoldi (< 1: the iteration is attracted to it; trust
         ESTIMATED), when measured.
@@ -478,11 +483,18 @@ class EmbeddingFixedPoint:
     top_texts: list[str | None]
     rollout: Rollout | None = None
     spectral_radius: float | None = None
+    residual_alone: float | None = None
+
+    def at_rounding(self, tol: float) -> bool:
+        """True when the residual re-measured alone is not below ``tol``: the search's
+        tolerance is at the float rounding of ``T`` at this point."""
+        return self.residual_alone is not None and not self.residual_alone < tol
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (the point itself as a list of numbers)."""
         return {
             "residual": self.residual,
+            "residual_alone": _plain(self.residual_alone),
             "steps": self.steps,
             "seeds": self.seeds,
             "norm": float(torch.linalg.vector_norm(self.x)),
@@ -563,6 +575,7 @@ class EmbeddingSearch:
             "method": self.method,
             "count": len(self.points),
             "count_trust": self.trust.value,
+            "n_at_rounding": sum(p.at_rounding(self.tol) for p in self.points),
             "n_seeds": self.n_seeds,
             "n_converged": self.n_converged,
             "failures": self.failures,
@@ -601,6 +614,11 @@ class EmbeddingSearch:
                 extra += f"(max {p.rollout.max_distance:.2g})"
             if p.spectral_radius is not None:
                 extra += f"; ρ ≈ {p.spectral_radius:.3g}"
+            if p.at_rounding(self.tol):
+                extra += (
+                    f"; alone in its batch the residual is {p.residual_alone:.2g}: tol is at "
+                    f"the {self.dtype} rounding of T here"
+                )
             lines.append(
                 f"  [{i}] residual {p.residual:.2g}, {p.steps} steps, seeds {p.seeds}: "
                 f"{p.mixture_text()}{extra}"
@@ -870,24 +888,27 @@ def _dedup(
             members.append([i])
     points = []
     E = embedding_matrix(lm)
-    with torch.inference_mode():
-        for r, group in zip(reps, members, strict=True):
+    for r, group in zip(reps, members, strict=True):
+        with torch.inference_mode():
             x = xs[r]
             embeds = x[None, None, :].expand(1, n, x.shape[0])
             probs = torch.softmax(logits_last(lm, embeds)[0].to(E.dtype), dim=-1)
+            alone = float(torch.linalg.vector_norm(probs @ E - x))
             top = probs.topk(min(top_k, probs.shape[0]))
             ids = [int(t) for t in top.indices]
-            points.append(
-                EmbeddingFixedPoint(
-                    x=x.detach().clone(),
-                    residual=residuals[r],
-                    steps=steps[r],
-                    seeds=[seed + i for i in group],
-                    top_tokens=ids,
-                    top_probabilities=[float(p) for p in top.values],
-                    top_texts=[decode(tok, t) for t in ids],
-                )
+            weights = [float(p) for p in top.values]
+        points.append(
+            EmbeddingFixedPoint(
+                x=xs[r].detach().clone(),  # outside inference mode: an ordinary tensor
+                residual=residuals[r],
+                steps=steps[r],
+                seeds=[seed + i for i in group],
+                top_tokens=ids,
+                top_probabilities=weights,
+                top_texts=[decode(tok, t) for t in ids],
+                residual_alone=alone,
             )
+        )
     return points
 
 
