@@ -351,6 +351,23 @@ def test_planted_looped_system_finds_the_stable_points(planted: dy.llm.PlantedLM
     assert sorted(matched) == sorted(tokens)
 
 
+def test_planted_fixed_points_are_proven(planted: dy.llm.PlantedLM) -> None:
+    """The planted map is linear algebra and a softmax, which the interval prover encloses: each
+    stable point is PROVEN (existence, uniqueness within its radius, stability, a certified
+    basin) and the uniform mixture is PROVEN to be a saddle (ρ = beta / vocab > 1 on the
+    embedding rows, 0 off them)."""
+    system = dy.LoopedSystem.from_causal_lm(planted)
+    known = PLANTED_LM.stable_points(planted)
+    for t in (2, 9):
+        proof = dy.prove_fixed_point(system, known[t])
+        assert proof.proven and proof.stability == "stable", proof
+        assert proof.basin is not None and proof.basin.radius > 0.01
+        assert proof.trust is dy.Trust.PROVEN
+    uniform = embeddings(planted).mean(0)
+    proof = dy.prove_fixed_point(system, uniform)
+    assert proof.proven and proof.stability == "saddle" and proof.basin is None
+
+
 def test_planted_uniform_sequences_stay_uniform(planted: dy.llm.PlantedLM) -> None:
     check = dy.llm.uniform_sequence_check(planted, 3, lengths=[2, 8, 32])
     assert check.lengths == [2, 8, 32]

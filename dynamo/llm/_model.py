@@ -498,6 +498,11 @@ class PlantedLM(nn.Module):
             self.embed.weight.copy_(q.T.to(dtype))
         self.embed.requires_grad_(False)
         self.register_buffer("perm", torch.tensor(perm))
+        # P as a matrix: logits = beta * (E x) @ P^T is plain linear algebra, which the interval
+        # prover (dy.prove_fixed_point) encloses rigorously; an index gather it could not
+        self.register_buffer(
+            "perm_matrix", torch.eye(vocab, dtype=dtype)[torch.tensor(perm)], persistent=False
+        )
         self.beta = float(beta)
         self.fixed_tokens = fixed
         self.config = type("PlantedConfig", (), {"initializer_range": 0.02})()
@@ -524,7 +529,7 @@ class PlantedLM(nn.Module):
             assert input_ids is not None
             inputs_embeds = self.embed(input_ids)
         p = inputs_embeds @ self.embed.weight.T  # coordinates of x in the rows of E
-        perm: torch.Tensor = self.perm  # type: ignore[assignment]
-        logits = self.beta * p[..., perm]
+        perm: torch.Tensor = self.perm_matrix  # type: ignore[assignment]
+        logits = self.beta * (p @ perm.T)
         hidden = (inputs_embeds,) if output_hidden_states else None
         return _Output(logits, hidden)

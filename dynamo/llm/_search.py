@@ -15,6 +15,7 @@ from torch import nn
 
 from .._results import Trust, _plain
 from .._validate import (
+    MAX_SEED,
     call_form,
     check_choice,
     check_positive_float,
@@ -530,6 +531,26 @@ class EmbeddingSearch:
     points is an estimate from ``n_seeds`` starts (trust ESTIMATED): a point with a small basin
     can be missed.
 
+    Attributes
+    ----------
+    method : str
+        ``"iteration"`` or ``"gradient"``.
+    points : list of EmbeddingFixedPoint
+        The distinct points, in the order their first seed reached them.
+    n_seeds : int
+    outcomes, steps, residuals : lists
+        Per seed: how its run ended, its steps, and its last residual ``‖T(x) − x‖₂``.
+    histories : list of list of float
+        Per seed, the residual at every step (for convergence plots).
+    tol, dedup, max_steps, seed, init_scale : as passed
+    dtype : str
+    seconds : float
+        Wall time of the search (with rollouts and spectra).
+    n : int
+        Length of the uniform sequence.
+    trust : Trust
+        ESTIMATED, for the count.
+
     Examples
     --------
     >>> import dynamo as dy
@@ -711,6 +732,11 @@ def embedding_fixed_points(
     check_positive_float(call, "dedup", dedup)
     max_steps = check_positive_int(call, "max_steps", max_steps)
     seed = check_seed(call, "seed", seed)
+    if seed + n_seeds - 1 > MAX_SEED:
+        raise InvalidArgumentError(
+            f"{call}: the starts use seeds seed … seed + n_seeds - 1, which must stay at most "
+            f"{MAX_SEED}; pass a smaller seed"
+        )
     n = check_positive_int(call, "n", n)
     check_positive_float(call, "lr", lr)
     top_k = check_positive_int(call, "top_k", top_k)
