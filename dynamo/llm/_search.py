@@ -663,6 +663,7 @@ def embedding_fixed_points(
     rollout_steps: int = 0,
     stable_tol: float = 1e-4,
     spectral: bool = False,
+    batched: bool = False,
     tokenizer: Any = None,
     progress: bool = False,
     allow_low_precision: bool = False,
@@ -678,8 +679,12 @@ def embedding_fixed_points(
     * ``method="gradient"``: AdamW on ``‖x − detach(T(x))‖₂`` with learning rate ``lr`` and
       ``ReduceLROnPlateau``, until the residual is below ``tol`` or the learning rate below 1e-9.
 
-    The seeds run as one batch (one forward pass per step for all active seeds); each seed keeps
-    its own optimizer and scheduler.
+    Each seed runs alone, one point per forward pass, as in seed 004: a model's kernels round
+    differently for other batch shapes, and on SmolLM2-135M in float32 the same ``T(x)``
+    evaluated in a batch of ten and alone differed by 2e-4, above both ``tol`` and ``dedup``
+    (``batched=True`` runs all seeds in one batch anyway: faster, and each point is re-measured
+    alone, see :attr:`EmbeddingFixedPoint.residual_alone`). Each seed keeps its own optimizer
+    and scheduler.
 
     Parameters
     ----------
@@ -707,9 +712,11 @@ def embedding_fixed_points(
         Threshold of the rollout's stability.
     spectral : bool
         Also estimate ρ(∂T(x*)) at each point (Arnoldi through ``torch.func``).
+    batched : bool
+        Run all seeds in one batch (see above).
     tokenizer : optional
     progress : bool
-        A progress bar over the steps.
+        A progress bar over the seeds.
     allow_low_precision : bool
 
     Returns
@@ -760,9 +767,16 @@ def embedding_fixed_points(
     )
     t0 = time.perf_counter()
     runner = _iterate if method == "iteration" else _descend
-    xs, outcomes, steps, residuals, histories = runner(
-        lm, starts, n=n, tol=tol, max_steps=max_steps, lr=lr, progress=progress
-    )
+    groups = [starts] if batched else list(starts.split(1))
+    parts = [
+        runner(lm, g, n=n, tol=tol, max_steps=max_steps, lr=lr)
+        for g in _progress(groups, progress and not batched, desc=method, unit="seed")
+    ]
+    xs = torch.cat([part[0] for part in parts])
+    outcomes = [o for part in parts for o in part[1]]
+    steps = [k for part in parts for k in part[2]]
+    residuals = [r for part in parts for r in part[3]]
+    histories = [h for part in parts for h in part[4]]
     points = _dedup(lm, tok, xs, outcomes, steps, residuals, seed, dedup, top_k, n)
     if rollout_steps or spectral:
         points = [
@@ -798,7 +812,6 @@ def _iterate(
     n: int,
     tol: float,
     max_steps: int,
-    progress: bool,
     **_: Any,
 ) -> _Runs:
     x = x.clone()
@@ -809,7 +822,7 @@ def _iterate(
     residuals = [math.inf] * S
     histories: list[list[float]] = [[] for _ in range(S)]
     with torch.inference_mode():
-        for k in _progress(range(max_steps), progress, desc="iteration", unit="step"):
+        for k in range(max_steps):
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
                 break
@@ -838,7 +851,6 @@ def _descend(
     tol: float,
     max_steps: int,
     lr: float,
-    progress: bool,
 ) -> _Runs:
     S = x0.shape[0]
     params = [nn.Parameter(x0[i].clone()) for i in range(S)]
@@ -852,7 +864,7 @@ def _descend(
     steps = [max_steps] * S
     residuals = [math.inf] * S
     histories: list[list[float]] = [[] for _ in range(S)]
-    for k in _progress(range(max_steps), progress, desc="gradient", unit="step"):
+    for k in range(max_steps):
         idx = [i for i in range(S) if active[i]]
         if not idx:
             break
