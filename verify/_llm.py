@@ -196,16 +196,19 @@ def markdown(payload: dict[str, Any], *, seconds: float) -> str:
         out += [
             "## Uniform sequences (claim C7, checked)",
             "",
-            "Largest relative spread of any layer's hidden states across the positions of "
-            "[x, …, x], and of the outputs T from T([x]).",
+            "Largest relative spread across the positions of [x, …, x], in one forward pass, "
+            "of any layer's hidden states / of the outputs T; and the largest distance of an "
+            "output from T([x]) computed alone (kernel rounding; reported, not judged).",
             "",
             "| x | " + " | ".join(f"n = {n}" for n in uni[0]["lengths"]) + " | passed |",
             "|---|" + "---:|" * len(uni[0]["lengths"]) + "---|",
         ]
         for u in uni:
             cells = [
-                f"{h:.1e} / {o:.1e}"
-                for h, o in zip(u["hidden_deviation"], u["output_deviation"], strict=True)
+                f"{h:.1e} / {o:.1e}; {f:.1e}"
+                for h, o, f in zip(
+                    u["hidden_deviation"], u["output_deviation"], u["from_single"], strict=True
+                )
             ]
             out.append(f"| {u['x']} | " + " | ".join(cells) + f" | {u['passed']} |")
         out.append("")
