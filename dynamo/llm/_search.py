@@ -247,14 +247,18 @@ def token_fixed_points(
         for batch in _progress(batches, progress, desc="vocabulary", unit="batch"):
             seqs = torch.cat([pre.expand(batch.shape[0], -1), batch[:, None]], dim=1)
             logits = lm(input_ids=seqs, use_cache=False, **keep).logits[:, -1, :]
-            top = logits.topk(2, dim=-1)
-            successors[top.indices[:, 0]] = True
-            hit = top.indices[:, 0] == batch
+            # one argmax pass over every row; the runner-up (a topk) only on the rows that are
+            # fixed points: topk(2) over every row of the vocabulary is not free
+            arg = logits.argmax(dim=-1)
+            successors[arg] = True
+            hit = arg == batch
             if bool(hit.any()):
-                lse = torch.logsumexp(logits[hit].double(), dim=-1)
+                rows = logits[hit].double()
+                lse = torch.logsumexp(rows, dim=-1)
+                top = rows.topk(2, dim=-1).values
                 found_t.append(batch[hit])
-                found_lp.append(top.values[hit, 0].double() - lse)
-                found_m.append((top.values[hit, 0] - top.values[hit, 1]).double())
+                found_lp.append(top[:, 0] - lse)
+                found_m.append(top[:, 0] - top[:, 1])
     seconds = time.perf_counter() - t0
     if found_t:
         t_all = torch.cat(found_t)
