@@ -960,3 +960,27 @@ def test_smollm2_uniform_sequences_stay_uniform(
     check = dy.llm.uniform_sequence_check(smollm2, smollm2_search.points[0].x, lengths=[2, 8])
     assert check.lengths == [2, 8]
     assert max(check.hidden) < 1e-5
+
+
+def test_nothing_converged_is_not_reported_as_zero_fixed_points() -> None:
+    search = dy.llm.embedding_fixed_points(dy.llm.PlantedLM(), 2, seed=1, max_steps=3)
+    assert search.n_converged == 0 and search.points == []
+    text = str(search)
+    assert text.startswith("no embedding fixed point found by iteration: none of the 2 seeds")
+    assert "0 distinct" not in text and "2 max_steps" in text
+    from verify._llm import markdown
+
+    payload = {
+        "model": {
+            "class": "PlantedLM",
+            "source": "planted",
+            "vocab_size": 12,
+            "hidden_size": 16,
+            "dtype": "float64",
+            "stored_dtype": "float64",
+        },
+        "environment": {"torch": torch.__version__, "threads": 1},
+        "embeddings": [search.to_dict()],
+    }
+    md = markdown(payload, seconds=0.0)
+    assert "No point: none of the 2 seeds" in md and "0 distinct" not in md

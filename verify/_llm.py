@@ -161,11 +161,15 @@ def markdown(payload: dict[str, Any], *, seconds: float) -> str:
         out.append("")
     for s in payload.get("embeddings", []):
         fails = ", ".join(f"{v} {k}" for k, v in s["failures"].items()) or "none"
+        found = (
+            f"{s['count']} distinct point(s) from {s['n_converged']} of {s['n_seeds']} seeds"
+            if s["n_converged"]
+            else f"No point: none of the {s['n_seeds']} seeds"
+        )
         out += [
             f"## Embedding fixed points by {s['method']} (estimated count)",
             "",
-            f"{s['count']} distinct point(s) from {s['n_converged']} of {s['n_seeds']} seeds "
-            f"that reached ‖T(x) − x‖ < {s['tol']:g} (dedup {s['dedup']:g}, at most "
+            f"{found} that reached ‖T(x) − x‖ < {s['tol']:g} (dedup {s['dedup']:g}, at most "
             f"{s['max_steps']} steps; no point from: {fails}; {s['seconds']:.0f} s).",
             "",
         ]

@@ -631,13 +631,20 @@ class EmbeddingSearch:
     def __str__(self) -> str:
         k = len(self.points)
         fails = ", ".join(f"{v} {o}" for o, v in self.failures.items())
-        head = (
-            f"{k} distinct embedding fixed point{'s' * (k != 1)} by {self.method} "
-            f"(‖T(x) − x‖ < {self.tol:g}, dedup {self.dedup:g}): {self.n_converged} of "
-            f"{self.n_seeds} seeds converged"
-            + (f"; no point from {fails}" if fails else "")
-            + f" ({self.dtype}, estimated count, {self.seconds:.1f} s)"
-        )
+        crit = f"‖T(x) − x‖ < {self.tol:g}"
+        if self.n_converged == 0:  # not "0 fixed points": nothing converged
+            head = (
+                f"no embedding fixed point found by {self.method}: none of the {self.n_seeds} "
+                f"seeds reached {crit} ({fails}; {self.dtype}, {self.seconds:.1f} s)"
+            )
+        else:
+            head = (
+                f"{k} distinct embedding fixed point{'s' * (k != 1)} by {self.method} "
+                f"({crit}, dedup {self.dedup:g}): {self.n_converged} of {self.n_seeds} seeds "
+                "converged"
+                + (f"; no point from {fails}" if fails else "")
+                + f" ({self.dtype}, estimated count, {self.seconds:.1f} s)"
+            )
         lines = [head]
         for i, p in enumerate(self.points):
             extra = ""
