@@ -959,7 +959,7 @@ def test_smollm2_uniform_sequences_stay_uniform(
 ) -> None:
     check = dy.llm.uniform_sequence_check(smollm2, smollm2_search.points[0].x, lengths=[2, 8])
     assert check.lengths == [2, 8]
-    assert max(check.hidden) < 1e-5
+    assert max(check.hidden) < 1e-5 and max(check.output) < 1e-5  # 4.8e-6, 3.9e-6 measured
 
 
 def test_nothing_converged_is_not_reported_as_zero_fixed_points() -> None:
