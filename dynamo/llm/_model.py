@@ -354,12 +354,9 @@ def resolve(
             "LlamaForCausalLM, or a LanguageModel from dynamo.llm.load_causal_lm), got "
             f"{type(model).__name__}"
         )
-    for sub_name, sub in model.named_modules():
-        if sub.training and isinstance(sub, nn.Dropout) and sub.p > 0:
-            raise InvalidArgumentError(
-                f"{call}: {type(sub).__name__}(p={sub.p}) at '{sub_name or '<root>'}' is in train "
-                "mode, so the model is random; call model.eval() first"
-            )
+    from .._system import _check_not_stochastic  # the one check of every system's module
+
+    _check_not_stochastic(call, model)
     check_precision(call, "the model's dtype", embedding_matrix(model).dtype, allow_low_precision)
     return model, tokenizer
 

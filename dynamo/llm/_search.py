@@ -236,7 +236,8 @@ def token_fixed_points(
     pre = torch.as_tensor(list(prefix), dtype=torch.long, device=E.device).reshape(-1)
     if pre.numel() and bool(((pre < 0) | (pre >= vocab)).any()):
         raise InvalidArgumentError(f"{call}: prefix ids must lie in [0, {vocab})")
-    keep = _logits_keyword(lm)
+    # the last position's logits only, where the model lets us (transformers >= 4.50)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(lm) else {}
     found_t: list[torch.Tensor] = []
     found_lp: list[torch.Tensor] = []
     found_m: list[torch.Tensor] = []
@@ -286,16 +287,14 @@ def token_fixed_points(
     )
 
 
-def _logits_keyword(lm: nn.Module) -> dict[str, int]:
-    """Ask for the last position's logits only, where the model lets us (``logits_to_keep``
-    since transformers 4.50): the scan needs no others."""
+def _forward_params(lm: nn.Module) -> set[str]:
+    """The keyword names the model's ``forward`` takes (empty when it has no signature)."""
     import inspect
 
     try:
-        params = inspect.signature(lm.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        return set(inspect.signature(lm.forward).parameters)
+    except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
+        return set()
 
 
 # ================================================================== rollout stability
@@ -403,7 +402,8 @@ def rollout_stability(
     x = _check_vector(call, "x_star", x_star, E)
     dists: list[float] = []
     used_cache = True
-    key = _cache_keyword(lm)
+    # the key-value cache: ``cache`` since transformers 5.24, ``past_key_values`` before
+    key = "cache" if "cache" in _forward_params(lm) else "past_key_values"
     with torch.inference_mode():
         out = lm(inputs_embeds=x[None, None, :], use_cache=True)
         past = getattr(out, key, None)
@@ -421,18 +421,6 @@ def rollout_stability(
                 used_cache = False
                 out = lm(inputs_embeds=torch.stack(seq)[None], use_cache=False)
     return Rollout(dists, float(stable_tol), used_cache, _dt(E.dtype))
-
-
-def _cache_keyword(lm: nn.Module) -> str:
-    """The name of the key-value cache in the model's calls and outputs: ``cache`` since
-    transformers 5.24, ``past_key_values`` before."""
-    import inspect
-
-    try:
-        params = inspect.signature(lm.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _check_vector(call: str, name: str, x: Any, E: torch.Tensor) -> torch.Tensor:
