@@ -34,6 +34,7 @@ from ._basins import basin_graph as basin_graph
 from ._basins import cell_mapping as cell_mapping
 from ._basins import label_states as label_states
 from ._contraction import ContractionVerdict as ContractionVerdict
+from ._executor import RayExecutor as RayExecutor
 from ._contraction import Evidence as Evidence
 from ._contraction import Verdict as Verdict
 from ._contraction import check_contraction as check_contraction
@@ -117,6 +118,7 @@ __all__ = [
     "OpCall",
     "Outcome",
     "Plane",
+    "RayExecutor",
     "PointProof",
     "ProofOutcome",
     "ProvenRoot",

@@ -25,6 +25,7 @@ __all__ = [
     "DynamoError",
     "InvalidArgumentError",
     "MapError",
+    "MissingExtraError",
     "NonDeterministicMapError",
     "ShapeError",
     "UnsupportedDtypeError",
@@ -68,3 +69,8 @@ class ConvergenceError(DynamoError, RuntimeError):
     def __init__(self, message: str, solution: Solution | Any = None) -> None:
         super().__init__(message)
         self.solution = solution
+
+
+class MissingExtraError(DynamoError, ImportError):
+    """An optional dependency of dynamo is not installed; the message names the extra to install
+    (``pip install 'looped-dynamo[llm]'`` for language models, ``[ray]`` for Ray)."""

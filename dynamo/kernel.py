@@ -25,6 +25,10 @@ Rules the certificates and the claims share:
   (the closed forms every built-in rule evaluates, callable on floats and on sympy symbols, which
   ``theory`` proves the rules' claims R1–R9 about).
 
+Past one process (the sweeps of ``verify``): :func:`import_ray` (``ray``, or an error naming the
+``[ray]`` extra), :func:`ray_address_error` (why a Ray cluster's address does not answer, found in
+seconds rather than Ray's minute of retries).
+
 Autodiff set-up:
 
 * :func:`prime_forward_ad` (import torch's forward-mode decompositions once, with torch's own
@@ -54,6 +58,8 @@ from __future__ import annotations
 
 from ._axes import _path_agreement as path_agreement
 from ._compat import _prime_forward_ad as prime_forward_ad
+from ._executor import _import_ray as import_ray
+from ._executor import ray_address_error
 from ._krylov import arnoldi, golub_kahan, lanczos_sym
 from ._lipschitz import ACTIVATION_SLOPES
 from ._lipschitz import _attention_rule as attention_rule
@@ -83,9 +89,11 @@ __all__ = [
     "clopper_pearson",
     "finite_or_none",
     "golub_kahan",
+    "import_ray",
     "lanczos_sym",
     "lipschitz_formulas",
     "path_agreement",
     "plain",
     "prime_forward_ad",
+    "ray_address_error",
 ]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._validate import call_form
-from ..errors import DynamoError, InvalidArgumentError, UnsupportedDtypeError
+from ..errors import InvalidArgumentError, MissingExtraError, UnsupportedDtypeError
 
 __all__ = [
     "LanguageModel",
@@ -40,10 +40,6 @@ _DTYPES = {
 }
 _LOW = (torch.bfloat16, torch.float16)
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
-
-
-class MissingExtraError(DynamoError, ImportError):
-    """An optional dependency of dynamo is not installed; the message names the extra."""
 
 
 @dataclass(frozen=True)
