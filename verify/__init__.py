@@ -56,6 +56,12 @@ _EXPORTS: dict[str, str] = {
     "renderers": "._render",
     "unregister_renderer": "._render",
     "default_spec": "._spec",
+    "CellResult": "._sweep",
+    "Sweep": "._sweep",
+    "SweepCell": "._sweep",
+    "SweepReport": "._sweep",
+    "load_sweep": "._sweep",
+    "run_sweep": "._sweep",
     "load_spec": "._spec",
     "parse_requirement": "._spec",
     "spec_schema": "._spec",
@@ -123,3 +129,9 @@ if TYPE_CHECKING:
     from ._spec import load_spec as load_spec
     from ._spec import parse_requirement as parse_requirement
     from ._spec import spec_schema as spec_schema
+    from ._sweep import CellResult as CellResult
+    from ._sweep import Sweep as Sweep
+    from ._sweep import SweepCell as SweepCell
+    from ._sweep import SweepReport as SweepReport
+    from ._sweep import load_sweep as load_sweep
+    from ._sweep import run_sweep as run_sweep

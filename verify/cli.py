@@ -873,6 +873,188 @@ def prove(
     raise typer.Exit(EXIT_FAIL if failed else EXIT_PASS)
 
 
+class SweepExecutor(str, Enum):
+    serial = "serial"
+    local = "local"
+    ray = "ray"
+
+
+def _default_executor() -> SweepExecutor:
+    """Ray when the extra is installed (found without importing it), plain processes otherwise."""
+    import importlib.util
+
+    return SweepExecutor.ray if importlib.util.find_spec("ray") else SweepExecutor.local
+
+
+@app.command()
+@_guarded
+def sweep(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A sweep file: a spec plus a [sweep] table with grid = {key = [values]} or "
+            "[[sweep.cells]].",
+            show_default=False,
+            metavar="SWEEP",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder: one file per finished cell (default: SWEEP's name with "
+            ".sweep, beside it). Rerun the same command to resume an interrupted sweep.",
+            show_default=False,
+        ),
+    ] = None,
+    executor: Annotated[
+        SweepExecutor | None,
+        typer.Option(
+            help="serial (this process), local (worker processes) or ray (default: ray when "
+            "looped-dynamo[ray] is installed, else local).",
+            show_default=False,
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="A Ray cluster to run on (host:port from `ray start --head`, or auto); "
+            "default: a local Ray instance.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Cells at once on this machine (default: the CPUs over --threads).",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="torch threads (and Ray CPUs) of each cell.")
+    ] = 1,
+    device: DeviceOpt = None,
+    gpus_per_cell: Annotated[
+        float,
+        typer.Option(
+            "--gpus-per-cell", min=0.0, help="GPUs each Ray task asks for (with --device cuda)."
+        ),
+    ] = 0.0,
+    json_out: JsonOpt = None,
+    markdown: MarkdownOpt = None,
+    junit: JunitOpt = None,
+    html: HtmlOpt = None,
+    progress: ProgressOpt = None,
+    allow_module: AllowOpt = None,
+) -> None:
+    """Certify every cell of a grid over spec keys; exit 0 if every cell's requirements hold.
+
+    Each cell is a certification as `dynamo certify` runs it. Its certificate is stored in the
+    output folder as soon as it finishes, so an interrupted sweep resumes where it stopped and
+    never recomputes or overwrites a finished cell. Exit 1 when a cell fails a requirement or its
+    certification raises (named in the output), 2 on bad input (nothing runs).
+    """
+    t0 = time.perf_counter()
+    outputs = _check_outputs(
+        "sweep", path, json=json_out, markdown=markdown, junit=junit, html=html
+    )
+    ex = executor or _default_executor()
+    if address is not None and ex is not SweepExecutor.ray:
+        raise _UsageError(f"sweep --address {address}: --address is for --executor ray")
+    if gpus_per_cell and ex is not SweepExecutor.ray:
+        raise _UsageError("sweep --gpus-per-cell: GPUs per task are for --executor ray")
+    if gpus_per_cell and not (device or "").startswith("cuda"):
+        raise _UsageError("sweep --gpus-per-cell: give --device cuda too (the cells run there)")
+    folder = out if out is not None else path.with_suffix(".sweep")
+    if folder.exists() and not folder.is_dir():
+        raise _UsageError(f"sweep --out {folder}: is a file; give a folder")
+    if not folder.parent.is_dir():
+        raise _UsageError(
+            f"sweep --out {folder}: the folder {folder.parent} does not exist; create it first"
+        )
+    for key, p in outputs.items():
+        if _same_file(p.parent, folder / "cells"):
+            raise _UsageError(
+                f"sweep {_flag(key, p)}: that folder holds the cells; write elsewhere"
+            )
+    if ex is SweepExecutor.ray:
+        from dynamo.kernel import import_ray, ray_address_error
+
+        import_ray("sweep --executor ray")
+        if address is not None:
+            why = ray_address_error(address)
+            if why is not None:
+                raise _UsageError(
+                    f"sweep --address {address}: no Ray cluster there: {why}; start one with "
+                    "`ray start --head` and pass the address it prints, or omit --address for a "
+                    "local Ray instance (nothing was run)"
+                )
+    _Run.at("loading the sweep")
+    dev = _device("sweep", device)
+    from ._sweep import load_sweep, run_sweep
+
+    sw = load_sweep(path, allow_modules=allow_module or (), device=dev)
+    for cell in sw.cells:
+        _check_inputs("sweep", outputs, cell.spec)
+    total = len(sw.cells)
+    stored: list[str] = []
+
+    def on_cell(res: Any) -> None:
+        if res.status != "error":
+            stored.append(res.label)
+            _Run.written[:] = [f"{len(stored)} finished cell(s) in {folder}"]
+        _Run.at("running the sweep (rerun the same command to resume it)")
+        if not _progress(progress):
+            typer.echo(f"  [{len(stored)}] {res.status.upper():8} {res.label}")
+
+    _Run.at(f"starting the {ex.value} executor for {total} cell(s)")
+    typer.echo(
+        f"dynamo sweep: {sw.name}: {total} cell(s) over {', '.join(sw.keys)}; "
+        f"executor {ex.value}" + (f" at {address}" if address else "") + f"; out {folder}"
+    )
+    report = run_sweep(
+        sw,
+        folder,
+        executor=ex.value,
+        workers=workers,
+        threads=threads,
+        address=address,
+        gpus_per_cell=gpus_per_cell,
+        progress=_progress(progress),
+        on_cell=on_cell,
+    )
+    typer.echo("")
+    typer.echo(str(report))
+    typer.echo(
+        f"\n{report.computed} cell(s) computed, {report.reused} reused from {folder} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    writers: dict[str, Callable[[Path], object]] = {}
+    texts = {
+        "json": report.to_json,
+        "markdown": report.to_markdown,
+        "junit": report.to_junit,
+        "html": report.to_html,
+    }
+
+    def writer(text: str) -> Callable[[Path], object]:
+        return lambda p: p.write_text(text, encoding="utf-8")
+
+    for key in outputs:
+        writers[key] = writer(texts[key]())
+    summary = folder / "sweep.json"
+    outputs_all = {**outputs}
+    if not any(_same_file(p, summary) for p in outputs.values()):
+        outputs_all["summary"] = summary
+        writers["summary"] = writer(report.to_json())
+    n_bad = len(report.failed)
+    word = "analysis" if report.passed is None else ("PASSED" if report.passed else "FAILED")
+    verdict = f"sweep: {word} ({total - n_bad}/{total} cells pass)"
+    _write_reports(writers, outputs_all, verdict)
+    raise typer.Exit(EXIT_FAIL if n_bad else EXIT_PASS)
+
+
 class LLMDType(str, Enum):
     float32 = "float32"
     float64 = "float64"
