@@ -34,11 +34,11 @@ from ._basins import basin_graph as basin_graph
 from ._basins import cell_mapping as cell_mapping
 from ._basins import label_states as label_states
 from ._contraction import ContractionVerdict as ContractionVerdict
-from ._executor import RayExecutor as RayExecutor
 from ._contraction import Evidence as Evidence
 from ._contraction import Verdict as Verdict
 from ._contraction import check_contraction as check_contraction
 from ._contraction import lyapunov_certificate as lyapunov_certificate
+from ._executor import RayExecutor as RayExecutor
 from ._fixed_points import Continuum as Continuum
 from ._fixed_points import Cycle as Cycle
 from ._fixed_points import FixedPoint as FixedPoint
@@ -118,10 +118,10 @@ __all__ = [
     "OpCall",
     "Outcome",
     "Plane",
-    "RayExecutor",
     "PointProof",
     "ProofOutcome",
     "ProvenRoot",
+    "RayExecutor",
     "Reachability",
     "RuleContext",
     "Solution",

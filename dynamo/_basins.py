@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ._fixed_points import Continuum, Cycle, FixedPoint, FixedPointSet, find_fixed_points
+from ._fixed_points import (
+    Continuum,
+    Cycle,
+    FixedPoint,
+    FixedPointSet,
+    _check_sharding,
+    find_fixed_points,
+)
 from ._krylov import arnoldi
 from ._linearize import _operator_at, jacobian
 from ._solvers import default_tolerance, solve
@@ -417,6 +424,8 @@ class _BasinOptions:
     step: float
     dense_limit: int
     seed: int
+    executor: Any = None
+    shards: int | None = None
 
     @property
     def rtol(self) -> float:
@@ -567,9 +576,11 @@ def _basin_options(
     step: float,
     dense_limit: int,
     seed: int,
+    executor: Any = None,
+    shards: int | None = None,
 ) -> _BasinOptions:
     """Check what :func:`basin_graph` checks itself (the rest is :func:`find_fixed_points`'),
-    bind ``inputs`` and resolve ``n_newton``."""
+    bind ``inputs``, resolve ``n_newton`` and the number of shards."""
     call = call_form("basin_graph", ["system"])
     if not isinstance(system, LoopedSystem):
         raise InvalidArgumentError(f"{call}: system must be a dynamo.LoopedSystem")
@@ -580,6 +591,9 @@ def _basin_options(
     if n_newton is None:
         # basins need many starts, saddles far fewer
         n_newton = min(n_starts if starts is None else int(starts.shape[0]), 256)
+    if executor is not None or shards is not None:
+        shown = {} if shards is None else {"shards": shards}
+        shards = _check_sharding(call_form("basin_graph", ["system"], **shown), executor, shards)
     return _BasinOptions(
         system=system,
         starts=starts,
@@ -594,6 +608,8 @@ def _basin_options(
         step=step,
         dense_limit=dense_limit,
         seed=seed,
+        executor=executor,
+        shards=shards,
     )
 
 
@@ -612,6 +628,8 @@ def _search(opts: _BasinOptions) -> FixedPointSet:
         dense_limit=opts.dense_limit,
         n_newton=opts.n_newton,
         seed=opts.seed,
+        executor=opts.executor,
+        shards=opts.shards,
     )
 
 
@@ -883,6 +901,8 @@ def basin_graph(
     step: float = 1e-3,
     dense_limit: int = 512,
     seed: int = 0,
+    executor: Any = None,
+    shards: int | None = None,
 ) -> BasinGraph:
     """The basin graph of a looped map: which starts (and inputs) flow to which attractor, and
     which saddles separate which attractors.
@@ -911,6 +931,16 @@ def basin_graph(
         many starts, saddles far fewer).
     step : float
         Relative step off a saddle along its unstable directions.
+    executor : concurrent.futures.Executor, optional
+        Runs the search's independent per-start work in ``shards`` pieces, as
+        :func:`find_fixed_points` does with it (a thread or process pool,
+        :class:`dynamo.RayExecutor`); the graph, and the unstable manifolds followed from the
+        saddles, are built in this process. The graph equals the one-process one (bit for bit
+        when the map evaluates each state of a batch independently of the others, as
+        elementwise maps and :class:`~dynamo.models.LoopedTransformer` with a multiple of 4
+        tokens do on the CPU). None (default): everything in this process.
+    shards : int, optional
+        Pieces the starts are split into (default: as many as the executor runs at once).
 
     Examples
     --------
@@ -918,6 +948,19 @@ def basin_graph(
     >>> g = dy.basin_graph(dy.LoopedSystem.from_module(dy.models.Bistable(n=2)), n_starts=128)
     >>> len(g.attractors()), len(g.nodes("saddle")), len(g.nodes("unstable"))
     (4, 4, 1)
+
+    Sharded over two threads, the same graph:
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+    >>> with ThreadPoolExecutor(max_workers=2) as pool:
+    ...     g2 = dy.basin_graph(system, n_starts=128, executor=pool)
+    >>> len(g2.attractors()), len(g2.nodes("saddle")), len(g2.nodes("unstable"))
+    (4, 4, 1)
+    >>> sorted(g2.graph.edges(data="weight")) == sorted(g.graph.edges(data="weight"))
+    True
+    >>> g2.fixed_points.shards
+    2
     """
     opts = _basin_options(
         system,
@@ -934,6 +977,8 @@ def basin_graph(
         step=step,
         dense_limit=dense_limit,
         seed=seed,
+        executor=executor,
+        shards=shards,
     )
     found = _search(opts)
     sources = _sources(found)

@@ -292,28 +292,18 @@ def check_executor(call: str, executor: Any) -> None:
 
 
 def dumps(call: str, obj: Any) -> bytes:
-    """``obj`` as bytes for another process: cloudpickle when installed (Ray ships it; it sends
-    closures and locally defined modules by value), else pickle; an object neither can send is
-    an :class:`InvalidArgumentError` that says what to do."""
+    """``obj`` as bytes for another process, by cloudpickle (which sends closures and locally
+    defined modules by value, as a :class:`~dynamo.LoopedSystem` built from a module needs); an
+    object it cannot send is an :class:`InvalidArgumentError` that says what to do."""
+    import cloudpickle
+
     try:
-        cp = importlib.import_module("cloudpickle")
-    except ImportError:
-        try:
-            cp = importlib.import_module("ray.cloudpickle")
-        except ImportError:
-            cp = pickle
-    try:
-        return cp.dumps(obj)  # type: ignore[no-any-return,unused-ignore]
+        return cloudpickle.dumps(obj)  # type: ignore[no-any-return,unused-ignore]
     except Exception as err:
-        hint = (
-            "install cloudpickle (it comes with looped-dynamo[ray]) to send closures, "
-            if cp is pickle
-            else ""
-        )
         raise InvalidArgumentError(
             f"{call}: the system cannot be sent to another process ({type(err).__name__}: "
-            f"{err}); {hint}use a concurrent.futures.ThreadPoolExecutor, or build the system "
-            "from objects that pickle"
+            f"{err}); use a concurrent.futures.ThreadPoolExecutor, or build the system from "
+            "objects that pickle"
         ) from None
 
 

@@ -3,8 +3,11 @@ root-finding, stability classes, cycles, continua, and a count with confidence."
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import math
-from collections.abc import Sequence
+import pickle
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,12 +17,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ._executor import RayExecutor, check_executor, dumps, executor_workers, loads
 from ._interval._enumerate import Enumeration, _check_box, enumerate_fixed_points
 from ._interval._jet import trace_map
 from ._interval._prove import PointProof, prove_point
 from ._linearize import _top_eigenvalues, jacobian
 from ._results import Outcome, Solution, Trust
 from ._solvers import default_tolerance, solve
+from ._solvers.newton_krylov import NewtonKrylov
 from ._stats import UnseenEstimate, chao1, clopper_pearson
 from ._system import LoopedSystem
 from ._types import SearchMode, StartKind
@@ -325,6 +330,10 @@ class FixedPointSet:
     enumerations : tuple of Enumeration
         With ``box``: per input, the branch-and-prune enumeration of every fixed point in the
         box (:func:`enumerate_fixed_points`); complete means proven to be all of them.
+    shards : int
+        How many pieces the starts' independent work was split into, each run as a task on the
+        ``executor`` passed to :func:`find_fixed_points` (1: one piece; with no executor, all of
+        it ran in this process).
     trust : Trust
         ESTIMATED: a multi-start search can miss basins, and each point is a float iterate
         (each point's own :attr:`FixedPoint.trust` is PROVEN where its proof succeeded).
@@ -365,6 +374,7 @@ class FixedPointSet:
     damping: float = 1.0
     proof_note: str | None = None
     enumerations: tuple[Enumeration, ...] = ()
+    shards: int = 1
     guaranteed: bool = field(default=False, init=False)
     trust: Trust = field(default=Trust.ESTIMATED, init=False)
 
@@ -474,6 +484,7 @@ class FixedPointSet:
             "seed": self.seed,
             "dtype": self.dtype,
             "device": self.device,
+            "shards": self.shards,
         }
 
     def __str__(self) -> str:
@@ -831,6 +842,8 @@ class _Options:
     k_eigenvalues: int
     dense_limit: int
     seed: int
+    executor: Any = None
+    shards: int = 1
 
 
 @dataclass(frozen=True)
@@ -1108,7 +1121,7 @@ def _root_finding(system: LoopedSystem, seeds: _Seeds, cands: _Candidates, opts:
     pert = base + opts.perturb * rms * noise
     total = h0.shape[0]
     rows = torch.cat([torch.arange(total), pick_s])
-    nk = _newton(inputs, rows, torch.cat([h0, pert]), rtol, opts.newton_steps)
+    nk = _newton_rows(opts, inputs, rows, torch.cat([h0, pert]), rtol, opts.newton_steps)
     ok_nk = nk.converged
     given = ok_nk.clone()
     given[total:] = False
@@ -1118,10 +1131,10 @@ def _root_finding(system: LoopedSystem, seeds: _Seeds, cands: _Candidates, opts:
     failed = ~ok_nk[total:]
     if opts.qmin_steps > 0 and bool(failed.any()):
         sel = torch.nonzero(failed).flatten()
-        q = _qmin(inputs.sub(pick_s[sel]), pert[sel], steps=opts.qmin_steps)
+        q = _qmin_rows(opts, inputs, pick_s[sel], pert[sel], opts.qmin_steps)
         ok = torch.nonzero(torch.isfinite(system.flatten(q)).all(dim=1)).flatten().cpu()
         if ok.numel():
-            qp = _newton(inputs, pick_s[sel][ok], q[ok], rtol)
+            qp = _newton_rows(opts, inputs, pick_s[sel][ok], q[ok], rtol)
             good = qp.converged
             cands.add(qp.state[good], pick_s[sel][ok][good], "qmin")
     return m
@@ -1355,6 +1368,206 @@ def _polish(
     """Newton–Krylov from ``starts`` (row i with the input of ``rows[i]``): states, converged."""
     pol = _newton(inputs, rows, starts, rtol)
     return pol.state, pol.converged.to(starts.device)
+
+
+# ---------------------------------------------------------------------- shards
+#: Newton–Krylov solves ``(I − J) s = g`` densely, each start on its own, up to this many state
+#: entries; above it by one batched GMRES whose iterations go on until every start of the batch
+#: has converged, so that a start's bits depend on the others: only dense runs are sharded
+_NEWTON_DENSE = int(NewtonKrylov.defaults["dense_limit"])
+
+
+def _check_sharding(call: str, executor: Any, shards: Any) -> int:
+    """The number of shards once ``executor`` and ``shards`` are checked: 1 without an executor,
+    by default as many as the executor runs at once."""
+    if executor is None:
+        if shards is not None:
+            raise InvalidArgumentError(
+                f"{call}: shards={shards!r} needs an executor to run them; pass executor= (a "
+                "concurrent.futures.ThreadPoolExecutor or ProcessPoolExecutor, or "
+                "dynamo.RayExecutor), or leave shards out"
+            )
+        return 1
+    check_executor(call, executor)
+    if shards is None:
+        return executor_workers(executor)
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise InvalidArgumentError(
+            f"{call}: shards must be an int >= 1 (the number of pieces the starts are split "
+            f"into), got {type(shards).__name__} {shards!r}; leave it out for one piece per "
+            "worker of the executor"
+        )
+    return shards
+
+
+def _run_shard(
+    task: Callable[..., Any], system: LoopedSystem, states: torch.Tensor, options: dict[str, Any]
+) -> Any:
+    """One shard's work, where the executor runs it: ``task(system, states, **options)``."""
+    return task(system, states, **options)
+
+
+def _run_packed(payload: bytes) -> bytes:
+    """One shard's work sent as bytes by :func:`dumps` (for executors that pickle their
+    arguments with the standard pickle, which cannot send closures); its result as bytes."""
+    task, system, states, options = loads(payload)
+    return pickle.dumps(task(system, states, **options))
+
+
+def _solve_task(system: LoopedSystem, states: torch.Tensor, **options: Any) -> Solution:
+    """A shard of a batched solve (never raising for starts that fail)."""
+    return solve(system, states, throw=False, **options)
+
+
+def _qmin_task(system: LoopedSystem, states: torch.Tensor, *, steps: int) -> torch.Tensor:
+    """A shard of the q-minimisation."""
+    return _qmin(system, states, steps=steps)
+
+
+def _cuts(n: int, shards: int) -> list[int]:
+    """Where ``n`` rows are cut into at most ``shards`` contiguous chunks of even size.
+
+    >>> _cuts(10, 3), _cuts(2, 7)
+    ([0, 3, 6, 10], [0, 1, 2])
+    """
+    k = max(1, min(shards, n))
+    return [(i * n) // k for i in range(k + 1)]
+
+
+def _on_shards(
+    opts: _Options,
+    task: Callable[..., Any],
+    inputs: _Inputs,
+    rows: torch.Tensor | None,
+    states: torch.Tensor,
+    **options: Any,
+) -> list[Any]:
+    """``task(inputs.sub(rows[c]), states[c], **options)`` for ``opts.shards`` contiguous chunks
+    ``c`` of the rows (fewer when there are fewer rows; ``rows`` None: all of them), each a task
+    on ``opts.executor``; their results in row order.
+
+    A thread pool gets the objects themselves (no copy), Ray its chunk of the states copied (a
+    slice pickles with its whole storage) and the system as it is (Ray sends it by cloudpickle),
+    any other executor both as bytes (:func:`dumps`) and returns the result as bytes.
+    """
+    executor = opts.executor
+    n = int(states.shape[0])
+    cuts = _cuts(n, opts.shards)
+    if rows is None:
+        rows = torch.arange(n)
+    shared = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+    packed = not shared and not isinstance(executor, RayExecutor)
+    futures = []
+    try:
+        for a, b in itertools.pairwise(cuts):
+            sub = inputs.sub(rows[a:b])
+            part = states[a:b] if shared else states[a:b].clone()
+            if packed:
+                payload = dumps(opts.call, (task, sub, part, options))
+                futures.append(executor.submit(_run_packed, payload))
+            else:
+                futures.append(executor.submit(_run_shard, task, sub, part, options))
+        out = [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+    return [pickle.loads(r) for r in out] if packed else out
+
+
+def _merge_solutions(parts: list[Solution], device: torch.device) -> Solution:
+    """The shards' solutions as one, rows in order (as one batched solve reports them): per-start
+    fields concatenated, the residual traces padded with NaN to the longest."""
+    n = sum(len(p.outcomes) for p in parts)
+    first = parts[0]
+    width = max(int(p.residual_trace.shape[0]) for p in parts)
+    trace = torch.full((width, n), math.nan, dtype=first.residual_trace.dtype, device=device)
+    at = 0
+    for p in parts:
+        m = len(p.outcomes)
+        trace[: p.residual_trace.shape[0], at : at + m] = p.residual_trace.to(device)
+        at += m
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(p, name).to(device) for p in parts])
+
+    def cat_cpu(name: str) -> torch.Tensor:
+        return torch.cat([getattr(p, name).cpu() for p in parts])
+
+    lasts = [p.last_state for p in parts]
+    return replace(
+        first,
+        state=cat("state"),
+        residual=cat("residual"),
+        relative_residual=cat("relative_residual"),
+        steps=cat_cpu("steps"),
+        outcomes=tuple(o for p in parts for o in p.outcomes),
+        residual_trace=trace,
+        f_evals=cat_cpu("f_evals"),
+        jvp_evals=cat_cpu("jvp_evals"),
+        device=str(device),
+        last_state=(
+            None
+            if any(t is None for t in lasts)
+            else torch.cat([t.to(device) for t in lasts if t is not None])
+        ),
+    )
+
+
+def _solve_rows(
+    opts: _Options,
+    inputs: _Inputs,
+    rows: torch.Tensor | None,
+    starts: torch.Tensor,
+    *,
+    local: LoopedSystem | None = None,
+    **options: Any,
+) -> Solution:
+    """``solve(inputs.sub(rows), starts, throw=False, **options)`` (``rows`` None: every row;
+    ``local``: that system, already bound): in this process without an executor, else in
+    :func:`_on_shards` merged by :func:`_merge_solutions`. Equal to the one batched solve bit
+    for bit when the map's batched evaluation is row-independent."""
+    if opts.executor is None:
+        if local is None:
+            local = inputs.sub(torch.arange(int(starts.shape[0])) if rows is None else rows)
+        return solve(local, starts, throw=False, **options)
+    parts = _on_shards(opts, _solve_task, inputs, rows, starts, **options)
+    return _merge_solutions(parts, starts.device)
+
+
+def _newton_rows(
+    opts: _Options,
+    inputs: _Inputs,
+    rows: torch.Tensor,
+    starts: torch.Tensor,
+    tol: float,
+    max_steps: int = 30,
+) -> Solution:
+    """:func:`_newton`, in shards on the executor when its runs are independent per start (the
+    dense linear solves, up to ``_NEWTON_DENSE`` state entries)."""
+    if opts.executor is None or inputs.system.state_dim > _NEWTON_DENSE:
+        return _newton(inputs, rows, starts, tol, max_steps)
+    return _solve_rows(
+        opts,
+        inputs,
+        rows,
+        starts,
+        method="newton_krylov",
+        tol=tol,
+        atol=tol,
+        max_steps=max_steps,
+    )
+
+
+def _qmin_rows(
+    opts: _Options, inputs: _Inputs, rows: torch.Tensor, states: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """:func:`_qmin` from ``states`` (row i with the input of ``rows[i]``), in shards on the
+    executor when there is one (each start's Adam run is its own)."""
+    if opts.executor is None:
+        return _qmin(inputs.sub(rows), states, steps=steps)
+    parts = _on_shards(opts, _qmin_task, inputs, rows, states, steps=steps)
+    return torch.cat([p.to(states.device) for p in parts])
 
 
 #: halvings of a path between two continuum samples: at most 2**_LINK_ROUNDS hops
@@ -2032,15 +2245,17 @@ def _seed(system: LoopedSystem, starts: torch.Tensor | None, opts: _Options) -> 
 def _iterate(system: LoopedSystem, seeds: _Seeds, cands: _Candidates, opts: _Options) -> _Reach:
     """Stage 1: plain (damped) iteration from every start; the limits of the converged starts,
     polished, join ``cands`` as found by ``"iteration"``."""
-    reach = solve(
-        seeds.run_sys,
+    reach = _solve_rows(
+        opts,
+        seeds.inputs,
+        None,
         seeds.h0,
+        local=seeds.run_sys,
         method="picard",
         damping=opts.damping,
         tol=opts.rtol,
         atol=opts.rtol,
         max_steps=opts.max_steps,
-        throw=False,
     )
     outcomes = tuple(reach.outcomes)
     conv = torch.tensor([i for i, o in enumerate(outcomes) if o.ok], dtype=torch.long)
@@ -2284,6 +2499,7 @@ def _assemble(
         unseen_points=unseen_points,
         index_sums=index_sums,
         damping=opts.damping,
+        shards=1 if opts.executor is None else len(_cuts(seeds.total, opts.shards)) - 1,
     )
 
 
@@ -2313,6 +2529,8 @@ def find_fixed_points(
     prove: bool | None = None,
     box: tuple[Any, Any] | None = None,
     max_boxes: int = 20_000,
+    executor: Any = None,
+    shards: int | None = None,
 ) -> FixedPointSet:
     """Find a looped map's fixed points from many starts: which ones iteration reaches, how stable
     each is, whether they come in continua, and how many may have been missed.
@@ -2340,6 +2558,23 @@ def find_fixed_points(
     chords between them polish into fixed points): those are reported as a :class:`Continuum` with
     its dimension, not counted. The discovery curve and a Chao1 estimate say how many attractors
     may remain unseen. Unconverged, diverged and non-finite starts are counted, never dropped.
+
+    **Sharded** (``executor=``): the work each start does on its own is split into ``shards``
+    contiguous pieces of the starts, each run as a task on the executor, and the pieces'
+    results are joined in start order in this process, which then goes on exactly as the
+    one-process run does (polishing, deduplication, classification, cycles, counts, the unseen
+    estimates). The pieces are the plain iteration from every start (the bulk of mode
+    "reach"), and in mode "all" also the Newton–Krylov runs from the starts and the perturbed
+    states and the q-minimisation; Newton–Krylov on states of more than 64 entries shares one
+    GMRES across the batch, which makes a start's bits depend on the others, so those runs stay
+    in this process. Every random draw is made here, so a seed gives the same
+    search. When the map evaluates each state of a batch independently of the others
+    (elementwise maps do, and so does :class:`~dynamo.models.LoopedTransformer` on the CPU
+    when its number of tokens is a multiple of 4), the result equals the one-process run bit
+    for bit. A plain matrix product ``h @ W.T`` does not (torch's MKL on an AVX2 CPU rounds the
+    last ``rows mod 4`` rows of a product its own way, and which rows those are depends on the
+    batch): then the starts' limits agree to rounding, and the counts, labels and basins agree
+    unless a start sits on the edge of a tolerance.
 
     Parameters
     ----------
@@ -2402,6 +2637,16 @@ def find_fixed_points(
         :attr:`FixedPointSet.enumerations`.
     max_boxes : int
         The enumeration's budget of boxes per input.
+    executor : concurrent.futures.Executor, optional
+        Where the starts' independent work runs (see **Sharded** above): a
+        ``ThreadPoolExecutor`` (the objects are shared, nothing is copied), a
+        ``ProcessPoolExecutor`` (the system goes as bytes, by cloudpickle when installed, which
+        sends closures and locally defined modules; else pickle), :class:`dynamo.RayExecutor`
+        (a local Ray instance or a cluster; each node needs dynamo installed), or any object with
+        ``submit``. None (default): everything in this process.
+    shards : int, optional
+        How many pieces the starts are split into (>= 1; default: as many as the executor runs
+        at once). Recorded in :attr:`FixedPointSet.shards`. Only with an executor.
 
     Returns
     -------
@@ -2423,6 +2668,21 @@ def find_fixed_points(
     [-1.1314, 0.6314]
     >>> [p.stability for p in found.points]
     ['saddle', 'saddle']
+
+    The same search split over two threads gives the same numbers:
+
+    >>> import torch
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=2))
+    >>> local = dy.find_fixed_points(system, 64, mode="all")
+    >>> with ThreadPoolExecutor(max_workers=2) as pool:
+    ...     sharded = dy.find_fixed_points(system, 64, mode="all", executor=pool)
+    >>> sharded.shards, sharded.counts()
+    (2, {'stable': 4, 'marginal': 0, 'saddle': 4, 'unstable': 1, 'cycles': 0, 'continua': 0})
+    >>> sharded.counts() == local.counts(), torch.equal(sharded.labels, local.labels)
+    (True, True)
+    >>> sharded.unseen == local.unseen, sharded.start_outcomes == local.start_outcomes
+    (True, True)
     """
     opts = _check_options(
         system,
@@ -2450,6 +2710,12 @@ def find_fixed_points(
         raise InvalidArgumentError(f"{opts.call}: prove must be True, False or None")
     if box is not None:
         _check_box(opts.call, system, box)
+    if executor is not None or shards is not None:
+        shown = {"n_starts": n_starts, "mode": mode} | (
+            {} if shards is None else {"shards": shards}
+        )
+        call = call_form("find_fixed_points", ["system"], **shown)
+        opts = replace(opts, executor=executor, shards=_check_sharding(call, executor, shards))
     seeds = _seed(system, starts, opts)
     # one append-only pool for every route, so a candidate's index keys what is computed for it
     cands = _Candidates()
