@@ -230,3 +230,22 @@ def test_two_node_cluster_runs_a_sharded_search_like_one_process(cluster: Cluste
     alone = dy.find_fixed_points(dy.LoopedSystem.from_module(model, x), 16, seed=0)
     assert on_cluster == json.loads(json.dumps(_summary(alone)))  # bit for bit
     assert on_cluster["outcomes"]["converged"] == 32
+
+
+def test_gpus_per_task_are_checked_against_the_cluster() -> None:
+    import torch
+
+    import dynamo as dy
+    from dynamo.errors import InvalidArgumentError
+
+    if torch.cuda.is_available():  # pragma: no cover - a machine with a GPU can place the task
+        pytest.skip("this machine has a GPU")
+    ex = dy.RayExecutor(num_gpus=1, num_cpus_local=1)
+    try:
+        with pytest.raises(
+            InvalidArgumentError, match=r"asks for 1 GPU\(s\) but the cluster has 0"
+        ):
+            ex.connect()
+    finally:
+        ex.shutdown()
+    assert not ray.is_initialized()

@@ -73,9 +73,7 @@ def make(seed, marker_dir, raise_instead=False):
 def _factory_shared(markers: Path, raise_instead: bool = False) -> str:
     """SHARED with the block from blocks.py:make (KILLER) instead of the reference keys."""
     kwargs = f'{{ marker_dir = "{markers}", raise_instead = {str(raise_instead).lower()} }}'
-    return SHARED.replace(
-        "n_heads = 2\n", f'factory = "blocks.py:make"\nkwargs = {kwargs}\n'
-    )
+    return SHARED.replace("n_heads = 2\n", f'factory = "blocks.py:make"\nkwargs = {kwargs}\n')
 
 
 def _write(folder: Path, text: str, name: str = "sweep.toml") -> Path:
@@ -176,6 +174,55 @@ def test_bad_sweep_files_are_refused_naming_the_cell_and_key(
 ) -> None:
     with pytest.raises(SpecError, match=re.escape(message)):
         load_sweep(_write(tmp_path, text))
+
+
+CHECKPOINTED = """
+from safetensors.torch import load_file
+
+from dynamo.models import LoopedTransformer
+
+
+def make(seed, checkpoint):
+    model = LoopedTransformer(d_model=16, n_heads=2, recall="outer", norm="outer", seed=seed)
+    model.load_state_dict(load_file(checkpoint))
+    return model
+"""
+
+
+def test_a_grid_over_checkpoints_reruns_only_the_cell_whose_file_changed(tmp_path: Path) -> None:
+    """Checkpoints as a sweep key (a factory's argument): a cell's key includes the checkpoint's
+    contents, so a rewritten checkpoint is a new cell and the others are reused."""
+    from safetensors.torch import save_file
+
+    from dynamo.models import LoopedTransformer
+
+    paths = []
+    for k in range(2):
+        model = LoopedTransformer(d_model=16, n_heads=2, recall="outer", norm="outer", seed=k)
+        paths.append(tmp_path / f"ckpt{k}.safetensors")
+        save_file({n: t.contiguous() for n, t in model.state_dict().items()}, str(paths[k]))
+    (tmp_path / "blocks.py").write_text(CHECKPOINTED)
+    text = SHARED.replace("n_heads = 2\n", 'factory = "blocks.py:make"\n') + (
+        "[sweep.grid.architecture.kwargs]\n"
+        f"checkpoint = [{', '.join(repr(str(p)) for p in paths)}]\n"
+    )
+    sweep = load_sweep(_write(tmp_path, text))
+    assert [c.spec.architecture.kwargs["checkpoint"] for c in sweep.cells] == [
+        str(p) for p in paths
+    ]
+    first = run_sweep(sweep, tmp_path / "out")
+    assert first.computed == 2
+    scaled = {
+        n: (0.5 * t).contiguous()
+        for n, t in LoopedTransformer(d_model=16, n_heads=2, recall="outer", norm="outer", seed=1)
+        .state_dict()
+        .items()
+    }
+    save_file(scaled, str(paths[1]))
+    again = run_sweep(load_sweep(tmp_path / "sweep.toml"), tmp_path / "out")
+    assert (again.computed, again.reused) == (1, 1)
+    assert [c.reused for c in again.cells] == [True, False]
+    assert again.cells[1].key != first.cells[1].key
 
 
 # ---------------------------------------------------------------------- running

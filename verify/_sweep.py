@@ -103,11 +103,12 @@ class Sweep:
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested TOML tables as dotted keys: ``{architecture = {recall = [..]}}`` and
-    ``"architecture.recall" = [..]`` are the same key; a list (or a non-table) is a leaf."""
+    ``"architecture.recall" = [..]`` are the same key; a list (or a non-table) is a leaf, and a
+    table under ``architecture.kwargs`` sets those arguments one by one."""
     out: dict[str, Any] = {}
     for k, v in table.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and not key.endswith("kwargs"):
+        if isinstance(v, dict):
             out.update(_flatten(v, key + "."))
         else:
             out[key] = v
@@ -676,6 +677,7 @@ def _run_cell(payload: dict[str, Any]) -> dict[str, str]:
 
     from ._certify import certify
 
+    t0 = time.perf_counter()
     torch.set_num_threads(int(payload["threads"]))
     cwd = payload.get("cwd")
     if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
@@ -698,7 +700,11 @@ def _run_cell(payload: dict[str, Any]) -> dict[str, str]:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         where += f" (ray node {ray.get_runtime_context().get_node_id()[:12]})"
-    return {"certificate": cert.to_json(), "worker": where}
+    return {
+        "certificate": cert.to_json(),
+        "worker": where,
+        "seconds": repr(time.perf_counter() - t0),
+    }
 
 
 @dataclass
@@ -706,8 +712,6 @@ class _Progress:
     done: int = 0
     computed: int = 0
     attempts: dict[int, int] = field(default_factory=dict)
-    seconds: dict[int, float] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -873,8 +877,8 @@ def run_sweep(
     >>> again.computed, again.reused
     (0, 2)
     """
-    from dynamo.kernel import call_form
     from dynamo.errors import InvalidArgumentError
+    from dynamo.kernel import call_form
 
     call = call_form("run_sweep", ["sweep", "out"], executor=executor)
     if not isinstance(sweep, Sweep):
@@ -913,13 +917,13 @@ def run_sweep(
 
         bar = tqdm(total=len(todo), desc="cells", unit="cell", file=sys.stderr)
 
-    def store(
-        cell: SweepCell, done: dict[str, str] | None, seconds: float | None, error: str | None
-    ) -> None:
+    def store(cell: SweepCell, done: dict[str, str] | None, error: str | None) -> None:
         cert = None
         worker = None
+        seconds = None
         if done is not None:
             text, worker = done["certificate"], done["worker"]
+            seconds = float(done["seconds"])
             cert = Certificate.model_validate_json(text)
             record = {
                 "kind": "dynamo.sweep.cell",
@@ -965,13 +969,12 @@ def run_sweep(
         if pool is None:
             for cell in todo:
                 state.attempts[cell.index] = 1
-                t = time.perf_counter()
                 try:
                     done = _run_cell(payload(cell))
                 except Exception as err:  # the cell's own failure: reported, the sweep goes on
-                    store(cell, None, None, f"{type(err).__name__}: {err}")
+                    store(cell, None, f"{type(err).__name__}: {err}")
                     continue
-                store(cell, done, time.perf_counter() - t, None)
+                store(cell, done, None)
         else:
             pool = _drive(
                 pool,
@@ -1008,7 +1011,7 @@ def _drive(
     remake: Callable[[], concurrent.futures.Executor | None],
     todo: list[SweepCell],
     payload: Callable[[SweepCell], dict[str, Any]],
-    store: Callable[[SweepCell, dict[str, str] | None, float | None, str | None], None],
+    store: Callable[[SweepCell, dict[str, str] | None, str | None], None],
     state: _Progress,
 ) -> concurrent.futures.Executor:
     """Submit every cell and store each as it finishes. A process pool whose worker died is
@@ -1020,14 +1023,14 @@ def _drive(
 
     pending = list(todo)
     while pending:
-        started: dict[concurrent.futures.Future[dict[str, str]], tuple[SweepCell, float]] = {}
+        started: dict[concurrent.futures.Future[dict[str, str]], SweepCell] = {}
         for cell in pending:
             state.attempts[cell.index] = state.attempts.get(cell.index, 0) + 1
-            started[pool.submit(_run_cell, payload(cell))] = (cell, time.perf_counter())
+            started[pool.submit(_run_cell, payload(cell))] = cell
         retry: list[SweepCell] = []
         broken = False
         for fut in concurrent.futures.as_completed(started):
-            cell, t = started[fut]
+            cell = started[fut]
             try:
                 done = fut.result()
             except BrokenProcessPool:
@@ -1035,17 +1038,12 @@ def _drive(
                 if state.attempts[cell.index] <= MAX_RETRIES:
                     retry.append(cell)
                 else:
-                    store(
-                        cell,
-                        None,
-                        None,
-                        f"its worker process died {state.attempts[cell.index]} times",
-                    )
+                    store(cell, None, f"its worker process died {state.attempts[cell.index]} times")
                 continue
             except Exception as err:  # the cell's own failure, or Ray's after its retries
-                store(cell, None, None, _why(err))
+                store(cell, None, _why(err))
                 continue
-            store(cell, done, time.perf_counter() - t, None)
+            store(cell, done, None)
         if broken and retry:
             _stop(pool)
             fresh = remake()
