@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import math
 import os
 import pickle
 import socket
@@ -145,12 +146,27 @@ class RayExecutor(concurrent.futures.Executor):
         max_retries: int = 3,
         num_cpus_local: int | None = None,
     ) -> None:
-        call = call_form("RayExecutor", (), num_cpus=num_cpus)
+        defaults = {"address": None, "num_gpus": 0.0, "max_retries": 3, "num_cpus_local": None}
+        given = {
+            "address": address,
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "max_retries": max_retries,
+            "num_cpus_local": num_cpus_local,
+        }
+        call = call_form(
+            "RayExecutor",
+            (),
+            **{k: v for k, v in given.items() if k not in defaults or v != defaults[k]},
+        )
         if isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1:
-            raise InvalidArgumentError(
-                call_form("RayExecutor", (), num_cpus=num_cpus) + ": num_cpus must be an int >= 1"
-            )
-        if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or num_gpus < 0:
+            raise InvalidArgumentError(f"{call}: num_cpus must be an int >= 1")
+        if (
+            isinstance(num_gpus, bool)
+            or not isinstance(num_gpus, (int, float))
+            or not math.isfinite(num_gpus)
+            or num_gpus < 0
+        ):
             raise InvalidArgumentError(f"{call}: num_gpus must be a number >= 0, got {num_gpus!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidArgumentError(f"{call}: max_retries must be an int >= 0")
@@ -213,21 +229,28 @@ class RayExecutor(concurrent.futures.Executor):
                 if self.address is None:
                     kwargs["num_cpus"] = self.num_cpus_local or os.cpu_count() or 1
                     kwargs["include_dashboard"] = False
-                try:
-                    ray.init(address=self.address, **kwargs)
+                try:  # "local": a new instance, even where RAY_ADDRESS or `ray start` left one
+                    ray.init(address=self.address or "local", **kwargs)
                 except Exception as err:  # Ray's own ConnectionError, AuthenticationError, ...
                     raise InvalidArgumentError(
                         f"{call}: Ray could not start or join the cluster: "
                         f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                     ) from None
                 self._started = True
-            if self.num_gpus > 0:
-                have = float(ray.cluster_resources().get("GPU", 0.0))
-                if have < self.num_gpus:
-                    raise InvalidArgumentError(
-                        f"{call}: each task asks for {self.num_gpus:g} GPU(s) but the cluster has "
-                        f"{have:g}; pass num_gpus=0 to run on CPUs"
-                    )
+            # a task no node can hold would wait forever: refuse it now
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+            cpus = max((float(r.get("CPU", 0.0)) for r in nodes), default=0.0)
+            gpus = max((float(r.get("GPU", 0.0)) for r in nodes), default=0.0)
+            if self.num_cpus > cpus:
+                raise InvalidArgumentError(
+                    f"{call}: each task asks for {self.num_cpus} CPU(s) but the largest node of "
+                    f"the cluster has {cpus:g}; ask for fewer (num_cpus, or --threads)"
+                )
+            if self.num_gpus > gpus:
+                raise InvalidArgumentError(
+                    f"{call}: each task asks for {self.num_gpus:g} GPU(s) but the largest node "
+                    f"of the cluster has {gpus:g}; pass num_gpus=0 to run on CPUs"
+                )
         return ray
 
     @property

@@ -232,7 +232,7 @@ def test_two_node_cluster_runs_a_sharded_search_like_one_process(cluster: Cluste
     assert on_cluster["outcomes"]["converged"] == 32
 
 
-def test_gpus_per_task_are_checked_against_the_cluster() -> None:
+def test_tasks_no_node_can_hold_are_refused() -> None:
     import torch
 
     import dynamo as dy
@@ -240,12 +240,15 @@ def test_gpus_per_task_are_checked_against_the_cluster() -> None:
 
     if torch.cuda.is_available():  # pragma: no cover - a machine with a GPU can place the task
         pytest.skip("this machine has a GPU")
-    ex = dy.RayExecutor(num_gpus=1, num_cpus_local=1)
-    try:
-        with pytest.raises(
-            InvalidArgumentError, match=r"asks for 1 GPU\(s\) but the cluster has 0"
-        ):
-            ex.connect()
-    finally:
-        ex.shutdown()
-    assert not ray.is_initialized()
+    # a task no node can hold would wait forever: both requests are refused at once
+    for kwargs, message in (
+        ({"num_gpus": 1}, r"asks for 1 GPU\(s\) but the largest node of the cluster has 0"),
+        ({"num_cpus": 2}, r"asks for 2 CPU\(s\) but the largest node of the cluster has 1"),
+    ):
+        ex = dy.RayExecutor(num_cpus_local=1, **kwargs)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(InvalidArgumentError, match=message):
+                ex.connect()
+        finally:
+            ex.shutdown()
+        assert not ray.is_initialized()

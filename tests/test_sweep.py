@@ -59,8 +59,10 @@ import signal
 from dynamo.models import LoopedTransformer
 
 
-def make(seed, marker_dir, raise_instead=False):
+def make(seed, marker_dir, raise_instead=False, always=-1):
     marker = pathlib.Path(marker_dir) / f"killed-{seed}"
+    if seed == always:
+        os.kill(os.getpid(), signal.SIGKILL)
     if not marker.exists():
         marker.write_text(str(os.getpid()))
         if raise_instead:
@@ -70,9 +72,12 @@ def make(seed, marker_dir, raise_instead=False):
 """
 
 
-def _factory_shared(markers: Path, raise_instead: bool = False) -> str:
+def _factory_shared(markers: Path, raise_instead: bool = False, always: int = -1) -> str:
     """SHARED with the block from blocks.py:make (KILLER) instead of the reference keys."""
-    kwargs = f'{{ marker_dir = "{markers}", raise_instead = {str(raise_instead).lower()} }}'
+    kwargs = (
+        f'{{ marker_dir = "{markers}", raise_instead = {str(raise_instead).lower()}, '
+        f"always = {always} }}"
+    )
     return SHARED.replace("n_heads = 2\n", f'factory = "blocks.py:make"\nkwargs = {kwargs}\n')
 
 
@@ -275,15 +280,15 @@ def test_worker_processes_give_the_same_certificates(tmp_path: Path) -> None:
     assert local.executor == "local" and local.workers == 2
     assert _certs(tmp_path / "serial") == _certs(tmp_path / "local")  # bit for bit
     assert [c.status for c in local.cells] == [c.status for c in serial.cells]
-    assert len({c.worker for c in local.cells}) >= 1
     assert all(c.worker and ":" in c.worker for c in local.cells)
+    assert {c.worker for c in local.cells} != {serial.cells[0].worker}  # not this process
 
 
-def _killer_sweep(tmp_path: Path, *, raise_instead: bool = False) -> Path:
+def _killer_sweep(tmp_path: Path, *, raise_instead: bool = False, always: int = -1) -> Path:
     (tmp_path / "blocks.py").write_text(KILLER)
     markers = tmp_path / "markers"
     markers.mkdir()
-    text = _factory_shared(markers, raise_instead) + (
+    text = _factory_shared(markers, raise_instead, always) + (
         '[sweep.grid]\n"draws.first_seed" = [0, 10, 20]\n"draws.count" = [1]\n'
     )
     # the first draw's seed of cell 2 (seed 10) already has its marker: only cells 1 and 3 fail
@@ -304,6 +309,19 @@ def test_a_killed_worker_reruns_its_cell_and_loses_nothing(tmp_path: Path) -> No
     serial = run_sweep(load_sweep(tmp_path / "sweep.toml"), tmp_path / "again")
     assert serial.reused == 0 and _certs(tmp_path / "out") == _certs(tmp_path / "again")
     assert [c.status for c in serial.cells] == [c.status for c in report.cells]
+
+
+def test_a_cell_that_always_kills_its_worker_is_the_one_reported(tmp_path: Path) -> None:
+    """A broken pool fails every pending cell; after the retries the rest run one at a time, so
+    the cell whose worker dies (twice) when it runs alone is the one named; the others finish,
+    among them one that kills its worker once, on its first run, which happens alone."""
+    sweep = load_sweep(_killer_sweep(tmp_path, always=0))
+    report = run_sweep(sweep, tmp_path / "out", executor="local", workers=2)
+    assert [c.status == "error" for c in report.cells] == [True, False, False]
+    assert "died each time it ran" in (report.cells[0].error or "")
+    assert "the last two alone" in (report.cells[0].error or "")
+    assert report.cells[0].attempts == MAX_RETRIES + 2
+    assert len(list((tmp_path / "out" / "cells").iterdir())) == 2
 
 
 def test_a_cell_that_raises_is_reported_and_the_rest_are_stored(tmp_path: Path) -> None:
@@ -337,6 +355,21 @@ def test_reports_render_every_cell(tmp_path: Path) -> None:
     assert shares[1][0] == report.cells[2].requirements[0].proportion
     page = report.to_html()
     assert page.count("data:image/png;base64,") == 1
+
+
+def test_the_heat_map_lays_out_only_cells_that_are_grid_combinations(tmp_path: Path) -> None:
+    """Cells listed besides the grid (another value, or another key) are not forced onto it: the
+    shares are then shown cell by cell."""
+    text = GRID + (
+        '[[sweep.cells]]\n"architecture.recall" = "internal"\n"architecture.norm" = "pre"\n'
+        '[[sweep.cells]]\n"architecture.recall" = "outer"\n"architecture.norm" = "pre"\n'
+        '"architecture.d_model" = 8\n"architecture.n_heads" = 1\n'
+    )
+    report = run_sweep(load_sweep(_write(tmp_path, text)), tmp_path / "out")
+    rows, cols, shares = report.share_grid("reachability.converged_fraction >= 1")
+    assert rows == [""] and cols == [c.label for c in report.cells] and len(cols) == 6
+    assert shares[0] == [c.requirements[0].proportion for c in report.cells]
+    assert report.to_html().count("data:image/png;base64,") == 1
 
 
 # ---------------------------------------------------------------------- the command line
@@ -378,6 +411,9 @@ def _free_port() -> int:
         (["--out", "{tmp}/sweep.toml"], "is a file"),
         (["--json", "{tmp}/sweep.toml"], "that is the spec itself"),
         (["--executor", "serial", "--device", "tpu"], "device"),
+        (["--executor", "serial", "--workers", "2"], "a serial sweep runs one cell at a time"),
+        (["--executor", "ray", "--device", "cuda"], "give --gpus-per-cell"),
+        (["--executor", "ray", "--gpus-per-cell", "1"], "give --device cuda too"),
     ],
 )
 def test_cli_sweep_bad_input_exits_2_and_writes_nothing(

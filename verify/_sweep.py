@@ -246,6 +246,7 @@ def _sweep_from(
             f"{source}: sweep.{unknown[0]}: unknown key; [sweep] takes grid, cells and spec"
         )
     base = p.resolve().parent
+    spec_path = p.resolve()
     if "spec" in table:
         if data:
             raise SpecError(
@@ -260,6 +261,7 @@ def _sweep_from(
         except tomllib.TOMLDecodeError as err:
             raise SpecError(f"{base_path}: not valid TOML: {err}") from None
         base = base_path.resolve().parent
+        spec_path = base_path.resolve()
     grid_table = table.get("grid", {})
     if not isinstance(grid_table, dict):
         raise SpecError(f"{source}: sweep.grid must be a table of key = [values]")
@@ -297,6 +299,8 @@ def _sweep_from(
             spec = validate(cell_data, where, base=base, allow_modules=allow_modules)
         except SpecError as err:
             raise SpecError(str(err)) from None
+        # a file named in architecture.kwargs is looked up beside the spec, as certify does
+        spec._origin.spec_file = spec_path
         key = _cell_key(spec, device)
         if key in seen:
             raise SpecError(
@@ -515,7 +519,12 @@ class SweepReport(_Frozen):
                     return r.proportion
             return math.nan
 
-        gridded = [c for c in self.cells if set(self.grid) <= set(c.overrides)]
+        def on_grid(c: CellResult) -> bool:  # exactly one combination of the grid's values
+            return set(c.overrides) == set(self.grid) and all(
+                _short(c.overrides[k]) in [_short(v) for v in vals] for k, vals in self.grid.items()
+            )
+
+        gridded = [c for c in self.cells if on_grid(c)]
         if not self.grid or len(gridded) != len(self.cells):
             return [""], [c.label for c in self.cells], [[share(c) for c in self.cells]]
         first, rest = next(iter(self.grid)), list(self.grid)[1:]
@@ -930,9 +939,12 @@ def run_sweep(
                 "key": cell.key,
                 "label": cell.label,
                 "overrides": cell.overrides,
+                "worker": worker,
                 "certificate": json.loads(text),
             }
-            _atomic_write(cells_dir / cell.file_name, json.dumps(record, indent=1) + "\n")
+            target = cells_dir / cell.file_name
+            if _finished(target, cell) is None:  # else another run stored it meanwhile: keep it
+                _atomic_write(target, json.dumps(record, indent=1) + "\n")
             state.computed += 1
         res = _result(
             cell,
@@ -965,16 +977,24 @@ def run_sweep(
         }
 
     pool = _make_executor(executor, n_workers, threads, address, gpus_per_cell) if todo else None
+    if executor == "ray" and pool is not None:
+        n_workers = getattr(pool, "max_workers", n_workers)  # the cluster's size, in cells
     try:
         if pool is None:
-            for cell in todo:
-                state.attempts[cell.index] = 1
-                try:
-                    done = _run_cell(payload(cell))
-                except Exception as err:  # the cell's own failure: reported, the sweep goes on
-                    store(cell, None, f"{type(err).__name__}: {err}")
-                    continue
-                store(cell, done, None)
+            import torch
+
+            saved = torch.get_num_threads()  # the caller's own setting, restored after the cells
+            try:
+                for cell in todo:
+                    state.attempts[cell.index] = 1
+                    try:
+                        done = _run_cell(payload(cell))
+                    except Exception as err:  # the cell's own failure: reported, the sweep goes on
+                        store(cell, None, f"{type(err).__name__}: {err}")
+                        continue
+                    store(cell, done, None)
+            finally:
+                torch.set_num_threads(saved)
         else:
             pool = _drive(
                 pool,
@@ -1015,42 +1035,61 @@ def _drive(
     state: _Progress,
 ) -> concurrent.futures.Executor:
     """Submit every cell and store each as it finishes. A process pool whose worker died is
-    broken as a whole (every pending future fails): it is replaced and the unfinished cells are
-    resubmitted, each at most ``MAX_RETRIES`` more times. Ray reruns a task whose worker died by
-    itself (``max_retries``); what still fails is reported as the cell's error. Returns the pool
-    in use at the end (to be stopped)."""
+    broken as a whole (every pending future fails, whichever cell killed it): it is replaced and
+    the unfinished cells are resubmitted; after ``MAX_RETRIES`` broken rounds the rest run one at
+    a time, so that a cell whose worker dies twice when it runs alone is the one reported. Ray
+    reruns a task whose worker died by itself (``max_retries``); what still fails is reported as
+    the cell's error. Returns the pool in use at the end (to be stopped)."""
     from concurrent.futures.process import BrokenProcessPool
 
     pending = list(todo)
+    broken_rounds = 0
+    deaths_alone: dict[int, int] = {}  # a cell may die once alone (its first run may be that)
     while pending:
+        # after MAX_RETRIES broken rounds, one cell at a time: a death is then that cell's own
+        alone = broken_rounds >= MAX_RETRIES
+        batch, rest = (pending[:1], pending[1:]) if alone else (pending, [])
         started: dict[concurrent.futures.Future[dict[str, str]], SweepCell] = {}
-        for cell in pending:
-            state.attempts[cell.index] = state.attempts.get(cell.index, 0) + 1
-            started[pool.submit(_run_cell, payload(cell))] = cell
         retry: list[SweepCell] = []
         broken = False
+        for cell in batch:
+            try:
+                fut = pool.submit(_run_cell, payload(cell))
+            except BrokenProcessPool:  # a worker died while the sweep was still submitting
+                broken = True
+                retry.append(cell)
+                continue
+            state.attempts[cell.index] = state.attempts.get(cell.index, 0) + 1
+            started[fut] = cell
         for fut in concurrent.futures.as_completed(started):
             cell = started[fut]
             try:
                 done = fut.result()
             except BrokenProcessPool:
                 broken = True
-                if state.attempts[cell.index] <= MAX_RETRIES:
-                    retry.append(cell)
+                deaths_alone[cell.index] = deaths_alone.get(cell.index, 0) + alone
+                if deaths_alone.get(cell.index, 0) >= 2:
+                    store(
+                        cell,
+                        None,
+                        f"its worker process died each time it ran ({state.attempts[cell.index]} "
+                        "runs, the last two alone)",
+                    )
                 else:
-                    store(cell, None, f"its worker process died {state.attempts[cell.index]} times")
+                    retry.append(cell)
                 continue
             except Exception as err:  # the cell's own failure, or Ray's after its retries
                 store(cell, None, _why(err))
                 continue
             store(cell, done, None)
-        if broken and retry:
+        if broken:
+            broken_rounds += 1
             _stop(pool)
-            fresh = remake()
-            assert fresh is not None
-            pool = fresh
-        retry.sort(key=lambda c: c.index)
-        pending = retry
+            if retry or rest:
+                fresh = remake()
+                assert fresh is not None
+                pool = fresh
+        pending = sorted(retry, key=lambda c: c.index) + rest
     return pool
 
 

@@ -964,8 +964,22 @@ def sweep(
         raise _UsageError(f"sweep --address {address}: --address is for --executor ray")
     if gpus_per_cell and ex is not SweepExecutor.ray:
         raise _UsageError("sweep --gpus-per-cell: GPUs per task are for --executor ray")
-    if gpus_per_cell and not (device or "").startswith("cuda"):
-        raise _UsageError("sweep --gpus-per-cell: give --device cuda too (the cells run there)")
+    if gpus_per_cell and device != "cuda":
+        raise _UsageError(
+            "sweep --gpus-per-cell: give --device cuda too (the cells run there; each task sees "
+            "only the GPUs Ray assigns it, as cuda)"
+        )
+    if ex is SweepExecutor.ray and (device or "").startswith("cuda") and not gpus_per_cell:
+        raise _UsageError(
+            f"sweep --device {device} --executor ray: give --gpus-per-cell (e.g. 1) so that Ray "
+            "places each cell on a GPU of its own; without it every cell would share GPU 0"
+        )
+    if workers is not None and (ex is SweepExecutor.serial or address is not None):
+        raise _UsageError(
+            f"sweep --workers {workers}: sets the size of a local pool (--executor local, or ray "
+            "without --address); a serial sweep runs one cell at a time and a cluster's size is "
+            "its own"
+        )
     folder = out if out is not None else path.with_suffix(".sweep")
     if folder.exists() and not folder.is_dir():
         raise _UsageError(f"sweep --out {folder}: is a file; give a folder")
@@ -973,6 +987,16 @@ def sweep(
         raise _UsageError(
             f"sweep --out {folder}: the folder {folder.parent} does not exist; create it first"
         )
+    try:  # the output folder (or the one it will be made in) must take files: tried, not guessed
+        where = next(f for f in (folder / "cells", folder, folder.parent) if f.is_dir())
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".dynamo-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise _UsageError(
+            f"sweep --out {folder}: cannot write there ({err.strerror or err}); choose a writable "
+            "folder (nothing was run)"
+        ) from None
     for key, p in outputs.items():
         if _same_file(p.parent, folder / "cells"):
             raise _UsageError(
@@ -991,7 +1015,8 @@ def sweep(
                     "local Ray instance (nothing was run)"
                 )
     _Run.at("loading the sweep")
-    dev = _device("sweep", device)
+    # GPUs on Ray live on the worker nodes: the driver need not have one
+    dev = device if ex is SweepExecutor.ray and gpus_per_cell else _device("sweep", device)
     from ._sweep import load_sweep, run_sweep
 
     sw = load_sweep(path, allow_modules=allow_module or (), device=dev)
