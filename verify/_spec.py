@@ -658,19 +658,33 @@ def load_spec(path: str | os.PathLike[str], *, allow_modules: Iterable[str] = ()
     if not isinstance(path, (str, os.PathLike)):
         raise SpecError(f"{call}: path must be a str or pathlib.Path naming a TOML spec file")
     p = Path(path)
+    data = read_toml(p, "spec")
+    spec = validate(data, str(p), base=p.resolve().parent, allow_modules=allow_modules)
+    spec._origin.spec_file = p.resolve()
+    return spec
+
+
+def read_toml(p: Path, what: str) -> dict[str, Any]:
+    """The TOML table in the file ``p`` (a ``what``: "spec", "sweep"), or a :class:`SpecError`
+    that says what is wrong with the file.
+
+    >>> from pathlib import Path
+    >>> from verify._spec import read_toml
+    >>> read_toml(Path("no-such.toml"), "sweep")
+    Traceback (most recent call last):
+    ...
+    verify._spec.SpecError: no-such.toml: no such sweep file
+    """
     if p.is_dir():
-        raise SpecError(f"{p} is a folder; give the spec file (a .toml) inside it")
+        raise SpecError(f"{p} is a folder; give the {what} file (a .toml) inside it")
     if not p.is_file():
-        raise SpecError(f"{p}: no such spec file")
+        raise SpecError(f"{p}: no such {what} file")
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{p}: not valid TOML: {err}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{p}: not a text file (TOML is UTF-8 text)") from None
-    spec = validate(data, str(p), base=p.resolve().parent, allow_modules=allow_modules)
-    spec._origin.spec_file = p.resolve()
-    return spec
 
 
 def validate(

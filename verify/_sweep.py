@@ -42,12 +42,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._report import Certificate, _md, _slug
-from ._spec import Spec, SpecError, input_files, validate
+from ._spec import Spec, SpecError, input_files, read_toml, validate
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    pass
 
 __all__ = [
     "CellResult",
@@ -217,16 +217,7 @@ def load_sweep(
     (4, 'recall=none, d_model=32')
     """
     p = Path(path)
-    if p.is_dir():
-        raise SpecError(f"{p} is a folder; give the sweep file (a .toml) inside it")
-    if not p.is_file():
-        raise SpecError(f"{p}: no such sweep file")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"{p}: not valid TOML: {err}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{p}: not a text file (TOML is UTF-8 text)") from None
+    data = read_toml(p, "sweep")
     return _sweep_from(data, p, allow_modules=tuple(allow_modules), device=device)
 
 
@@ -256,10 +247,7 @@ def _sweep_from(
         base_path = base / str(table["spec"])
         if not base_path.is_file():
             raise SpecError(f"{source}: sweep.spec: no such spec file {base_path}")
-        try:
-            data = tomllib.loads(base_path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise SpecError(f"{base_path}: not valid TOML: {err}") from None
+        data = read_toml(base_path, "spec")
         base = base_path.resolve().parent
         spec_path = base_path.resolve()
     grid_table = table.get("grid", {})
