@@ -324,6 +324,9 @@ class RequirementShare(_Frozen):
     passed: bool
     trust: str
 
+    def __str__(self) -> str:
+        return f"{self.n_pass}/{self.n_draws} [{self.interval[0]:.2f}, {self.interval[1]:.2f}]"
+
 
 class CellResult(_Frozen):
     """One cell of a sweep report."""
@@ -343,6 +346,10 @@ class CellResult(_Frozen):
     )
     seconds: float | None = Field(description="the certification's wall time, when it ran")
     attempts: int = Field(description="runs this time (more than 1: its worker died and it reran)")
+
+    def share(self, requirement: str) -> RequirementShare | None:
+        """This cell's result for one requirement (by its text), if the cell has it."""
+        return next((r for r in self.requirements if r.text == requirement), None)
 
 
 class SweepReport(_Frozen):
@@ -428,15 +435,7 @@ class SweepReport(_Frozen):
             "|---|---|" + "---|" * len(reqs),
         ]
         for c in self.cells:
-            by = {r.text: r for r in c.requirements}
-            cols = []
-            for t in reqs:
-                r = by.get(t)
-                cols.append(
-                    "—"
-                    if r is None
-                    else f"{r.n_pass}/{r.n_draws} [{r.interval[0]:.2f}, {r.interval[1]:.2f}]"
-                )
+            cols = [str(c.share(t) or "—") for t in reqs]
             if c.status == "error":
                 cols = [f"error: {_md(c.error or '')}"] + [""] * (len(reqs) - 1)
             icon = {"passed": "✅", "failed": "❌", "error": "⚠️", "analysis": ""}[c.status]
@@ -502,10 +501,8 @@ class SweepReport(_Frozen):
         """
 
         def share(c: CellResult) -> float:
-            for r in c.requirements:
-                if r.text == requirement:
-                    return r.proportion
-            return math.nan
+            r = c.share(requirement)
+            return math.nan if r is None else r.proportion
 
         def on_grid(c: CellResult) -> bool:  # exactly one combination of the grid's values
             return set(c.overrides) == set(self.grid) and all(
@@ -543,16 +540,12 @@ class SweepReport(_Frozen):
         head = "".join(f"<th><code>{html.escape(t)}</code></th>" for t in reqs)
         body = []
         for c in self.cells:
-            by = {r.text: r for r in c.requirements}
-            tds = []
-            for t in reqs:
-                r = by.get(t)
-                tds.append(
-                    "<td>—</td>"
-                    if r is None
-                    else f"<td class='{'pass' if r.passed else 'fail'}'>{r.n_pass}/{r.n_draws} "
-                    f"[{r.interval[0]:.2f}, {r.interval[1]:.2f}]</td>"
-                )
+            tds = [
+                "<td>—</td>"
+                if r is None
+                else f"<td class='{'pass' if r.passed else 'fail'}'>{r}</td>"
+                for r in (c.share(t) for t in reqs)
+            ]
             if c.status == "error":
                 tds = [
                     f"<td colspan='{max(1, len(reqs))}'>error: {html.escape(c.error or '')}</td>"
