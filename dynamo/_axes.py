@@ -483,7 +483,11 @@ class InputDependence:
         cycle, still moving at ``max_steps``, or diverged), a linear solve behind ``dh*/dx`` did
         not converge, or the rank was not examined (state dimension above ``dense_limit``).
     reason : str
-        The numbers behind the verdict, in words, with what was not looked at.
+        The numbers behind the verdict, in words, with what was not looked at. When some input
+        reached more than one limit from its starts (:attr:`multistable`), the reason opens
+        with ``"multistable: ..."`` and the limits per input, whatever the verdict: the verdict
+        is about the limit of each input's first start, and ``str()`` says ``MULTISTABLE``
+        next to it.
     converged : torch.Tensor
         ``(B,)`` bool per input: the iteration from its first start converged.
     fixed_points : torch.Tensor
@@ -599,7 +603,11 @@ class InputDependence:
         }
 
     def __str__(self) -> str:
-        return f"input-dependence: {self.verdict} ({self.reason})"
+        if self.multistable:  # the reason opens with the limits per input
+            return f"input-dependence: {self.verdict}, MULTISTABLE ({self.reason})"
+        starts = f"{self.n_starts} start{'s' if self.n_starts != 1 else ''} each"
+        limits = f"limits per input {_limit_counts(self.n_limits)} from {starts}"
+        return f"input-dependence: {self.verdict}; {limits} ({self.reason})"
 
 
 SystemSource = LoopedSystem | nn.Module | Callable[[torch.Tensor], LoopedSystem]
@@ -641,8 +649,37 @@ def _cover(points: torch.Tensor, radius: float) -> int:
     return count
 
 
+def _limit_counts(n_limits: torch.Tensor) -> str:
+    """The distinct limits of each input, in words: listed for up to 12 inputs, else how many
+    inputs have each count (``1 ×40, 2 ×24``)."""
+    values = [int(v) for v in n_limits.tolist()]
+    if len(values) <= 12:
+        return ", ".join(str(v) for v in values)
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{v} ×{counts[v]}" for v in sorted(counts))
+
+
+def _multistable_lead(n_starts: int, n_limits: torch.Tensor) -> str | None:
+    """The opening of the reason when some input reached more than one limit from its starts
+    (None otherwise): the verdict below it is about the first start's limit only."""
+    multi = n_limits > 1
+    if n_starts == 1 or not bool(multi.any()):
+        return None
+    b = int(n_limits.numel())
+    return (
+        f"multistable: {int(multi.sum())}/{b} inputs reach more than one limit (up to "
+        f"{int(n_limits.max())}) from their {n_starts} starts (limits per input: "
+        f"{_limit_counts(n_limits)}); the verdict is about the limit reached from each input's "
+        "first start, and the others are further limits of the same input "
+        "(dynamo.attractors says which are stable and what each one answers)"
+    )
+
+
 def _starts_note(n_starts: int, n_limits: torch.Tensor, settled: torch.Tensor) -> str:
-    """What the starts showed about several attractors per input, in words."""
+    """What the starts showed about the limits of each input, in words (several limits of one
+    input are said at the opening of the reason instead, :func:`_multistable_lead`)."""
     b = int(n_limits.numel())
     if n_starts == 1:
         return (
@@ -650,19 +687,14 @@ def _starts_note(n_starts: int, n_limits: torch.Tensor, settled: torch.Tensor) -
             "(pass n_starts > 1)"
         )
     parts = []
-    multi = n_limits > 1
-    if bool(multi.any()):
-        parts.append(
-            f"multistable: {int(multi.sum())}/{b} inputs reach more than one limit (up to "
-            f"{int(n_limits.max())}) from their {n_starts} starts; the verdict is about the "
-            "limit reached from each input's first start"
-        )
     unsettled = b * n_starts - int(settled.sum())
     if unsettled:
         parts.append(
             f"{unsettled} of {b * n_starts} starts did not converge (on a cycle, still moving, "
             "or diverged)"
         )
+    if bool((n_limits > 1).any()):  # said at the opening of the reason
+        return "; ".join(parts) if parts else "every start converged"
     if not parts:
         return f"all {n_starts} starts of each input reached one limit"
     return "; ".join(parts)
@@ -1179,6 +1211,9 @@ def input_dependence(
     sens = _sensitivity_evidence(plan, limits)
     spread = _spread(plan, limits)
     verdict, reason = _dependence_verdict(plan, limits, sens, spread)
+    lead = _multistable_lead(plan.n_starts, spread.n_limits)
+    if lead is not None:  # a verdict (even "strong") never hides several limits of one input
+        reason = f"{lead}; {reason}"
     return InputDependence(
         verdict=verdict,
         reason=reason,

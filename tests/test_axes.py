@@ -447,6 +447,38 @@ def test_several_limits_per_input_are_counted_and_said() -> None:
     assert "one start per input" in one.reason
 
 
+def test_a_strong_verdict_never_hides_several_limits_per_input() -> None:
+    from problems import BISTABLE_DRIVEN
+
+    system = BISTABLE_DRIVEN.make()
+    assert system.x is not None
+    dep = dy.input_dependence(system, system.x, n_starts=16, scale=0.5)
+    assert dep.verdict == "strong" and dep.multistable
+    # the reason opens with the multistability, before the numbers behind "strong"
+    assert dep.reason.startswith(
+        "multistable: 4/4 inputs reach more than one limit (up to 2) from their 16 starts "
+        "(limits per input: 2, 2, 2, 2)"
+    )
+    assert dep.reason.index("multistable") < dep.reason.index("all 4 inputs converged")
+    assert str(dep).startswith("input-dependence: strong, MULTISTABLE (multistable: 4/4")
+    d = dep.to_dict()
+    assert d["multistable"] is True and d["n_limits"] == [2] * 4 and d["n_starts"] == 16
+    assert d["reason"].startswith("multistable:")
+    # one limit per input: no such opening, and str() still gives the counts
+    f = dy.models.ContractiveTanh(n=4, lipschitz=0.5, seed=0)
+    xs = torch.randn(3, 4, generator=gen(0), dtype=F64)
+    one = dy.input_dependence(f, xs, n_starts=4)
+    assert not one.multistable and not one.reason.startswith("multistable")
+    assert str(one).startswith("input-dependence: strong; limits per input 1, 1, 1 from 4 starts")
+    # past 12 inputs the counts are tallied: how many inputs have each number of limits
+    many = torch.linspace(-0.3, 0.3, 14, dtype=F64)[:, None]
+    dep14 = dy.input_dependence(system, many, n_starts=16, scale=0.5)
+    k = int((dep14.n_limits == 2).sum())
+    assert k >= 12 and int((dep14.n_limits == 1).sum()) == 14 - k
+    tally = f"2 ×{k}" if k == 14 else f"1 ×{14 - k}, 2 ×{k}"
+    assert f"from their 16 starts (limits per input: {tally})" in dep14.reason
+
+
 def test_input_dependence_rejects_bad_start_options() -> None:
     f = dy.models.ContractiveTanh(n=4, seed=0)
     xs = torch.zeros(2, 4, dtype=F64)
