@@ -17,6 +17,9 @@ from . import llm as llm
 from . import models as models
 from . import plots as plots
 from . import protocols as protocols
+from . import tasks as tasks
+from ._attractors import Attractors as Attractors
+from ._attractors import attractors as attractors
 from ._axes import AxesReport as AxesReport
 from ._axes import Geometry as Geometry
 from ._axes import InputDependence as InputDependence
@@ -33,6 +36,10 @@ from ._basins import basin_entropy as basin_entropy
 from ._basins import basin_graph as basin_graph
 from ._basins import cell_mapping as cell_mapping
 from ._basins import label_states as label_states
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import CheckpointError as CheckpointError
+from ._checkpoint import load_checkpoint as load_checkpoint
+from ._checkpoint import save_checkpoint as save_checkpoint
 from ._contraction import ContractionVerdict as ContractionVerdict
 from ._contraction import Evidence as Evidence
 from ._contraction import Verdict as Verdict
@@ -88,18 +95,26 @@ from ._stats import chao1 as chao1
 from ._stats import clopper_pearson as clopper_pearson
 from ._system import LoopedSystem as LoopedSystem
 from ._system import Trajectory as Trajectory
+from ._training import AccuracyCurve as AccuracyCurve
+from ._training import TrainResult as TrainResult
+from ._training import task_accuracy as task_accuracy
+from ._training import train_looped as train_looped
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HALTING_RULES",
     "METHODS",
+    "AccuracyCurve",
+    "Attractors",
     "AxesReport",
     "BasinCertificate",
     "BasinGraph",
     "Bound",
     "BoundStep",
     "CellMap",
+    "Checkpoint",
+    "CheckpointError",
     "Continuum",
     "ContractionVerdict",
     "Cycle",
@@ -126,10 +141,12 @@ __all__ = [
     "RuleContext",
     "Solution",
     "SpectralEstimate",
+    "TrainResult",
     "Trajectory",
     "Trust",
     "UnseenEstimate",
     "Verdict",
+    "attractors",
     "basin_entropy",
     "basin_graph",
     "cell_mapping",
@@ -154,6 +171,7 @@ __all__ = [
     "lipschitz_rules",
     "lipschitz_upper_bound",
     "llm",
+    "load_checkpoint",
     "log_norm",
     "lyapunov_certificate",
     "models",
@@ -162,10 +180,14 @@ __all__ = [
     "prove_fixed_point",
     "reachability",
     "register_lipschitz_rule",
+    "save_checkpoint",
     "singular_values",
     "solve",
     "spectral_norm",
     "spectral_radius",
     "stability_axes",
+    "task_accuracy",
+    "tasks",
+    "train_looped",
     "unregister_lipschitz_rule",
 ]

@@ -19,6 +19,8 @@ misses a compiled block's members or an ``encode`` that is a submodule.
   during one step (how attention settles along the loop).
 * :class:`Encodes`: ``encode(tokens)``, token ids to the encoded input (``inputs.kind =
   "tokens"`` in a certify spec).
+* :class:`ReadsOut`: ``readout(h)``, a state to task logits (training on a task, task accuracy
+  at the fixed points and attractors of a trained block).
 
 Examples
 --------
@@ -53,6 +55,7 @@ __all__ = [
     "DeclaresStateShape",
     "Encodes",
     "LayerMaps",
+    "ReadsOut",
     "StateShapeFor",
     "offers",
 ]
@@ -106,6 +109,13 @@ class Encodes(Protocol):
     def encode(self, tokens: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class ReadsOut(Protocol):
+    """``readout(h)``: states ``(B, *state_shape)`` to task logits ``(B, T, n_classes)``."""
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor: ...
+
+
 #: each protocol's members, and which of them are methods (callable)
 _MEMBERS: dict[type, tuple[tuple[str, bool], ...]] = {
     DeclaresDriven: (("driven", False),),
@@ -114,6 +124,7 @@ _MEMBERS: dict[type, tuple[tuple[str, bool], ...]] = {
     LayerMaps: (("layer_maps", True),),
     AttentionMaps: (("attention_maps", True),),
     Encodes: (("encode", True),),
+    ReadsOut: (("readout", True),),
 }
 
 

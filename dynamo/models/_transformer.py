@@ -213,6 +213,9 @@ class LoopedTransformer(nn.Module):
         Longest sequence for the position tables.
     vocab_size : int, optional
         When given, :meth:`encode` embeds token ids into ``e``.
+    n_outputs : int, optional
+        When given, :meth:`readout` maps a state to ``n_outputs`` logits per token (a linear
+        head, the task readout of a trained model; not part of the loop step).
     init_gain, branch_gain : float
         Scales of the weight draw (see above; ``init_gain`` defaults to ``1/√3``).
     seed : int
@@ -248,6 +251,7 @@ class LoopedTransformer(nn.Module):
         norm_eps: float = 1e-6,
         max_len: int = 512,
         vocab_size: int | None = None,
+        n_outputs: int | None = None,
         init_gain: float = 1 / math.sqrt(3),
         branch_gain: float = 1.0,
         seed: int = 0,
@@ -276,6 +280,8 @@ class LoopedTransformer(nn.Module):
             raise InvalidArgumentError(f"{call}: pos='rope' needs a head width >= 2")
         if vocab_size is not None:
             check_positive_int(call, "vocab_size", vocab_size)
+        if n_outputs is not None:
+            check_positive_int(call, "n_outputs", n_outputs)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidArgumentError(f"{call}: seed must be an int, got {seed!r}")
 
@@ -293,6 +299,7 @@ class LoopedTransformer(nn.Module):
             norm_eps=norm_eps,
             max_len=max_len,
             vocab_size=vocab_size,
+            n_outputs=n_outputs,
             init_gain=init_gain,
             branch_gain=branch_gain,
             seed=seed,
@@ -325,6 +332,9 @@ class LoopedTransformer(nn.Module):
         )
         self.final_norm = _norm(norm_type, d_model, norm_eps) if norm == "outer" else None
         self.embed = nn.Embedding(vocab_size, d_model) if vocab_size is not None else None
+        # registered last: its draw comes after every other parameter's, so a model without a
+        # head has the same parameters for a seed as before heads existed
+        self.head = nn.Linear(d_model, n_outputs) if n_outputs is not None else None
         self._init_parameters(seed, init_gain, branch_gain)
         self.to(dtype=dtype)
 
@@ -469,6 +479,23 @@ class LoopedTransformer(nn.Module):
                 "vocab_size=..."
             )
         return self.embed(tokens)
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Task logits ``(B, T, n_outputs)`` of a state ``(B, T, d_model)``: the linear head.
+
+        Examples
+        --------
+        >>> import torch, dynamo as dy
+        >>> m = dy.models.LoopedTransformer(d_model=8, n_heads=2, vocab_size=2, n_outputs=3)
+        >>> m.readout(torch.zeros(1, 5, 8)).shape
+        torch.Size([1, 5, 3])
+        """
+        if self.head is None:
+            raise InvalidArgumentError(
+                "LoopedTransformer.readout(h): the model has no readout head; build it with "
+                "n_outputs=..."
+            )
+        return self.head(h)
 
     def extra_repr(self) -> str:
         c = self.config
