@@ -467,8 +467,82 @@ def test_nothing_converged_is_never_zero_fixed_points(tmp_path: Path) -> None:
     assert m["reachability.converged"] == 0
     assert m["geometry.spectral_radius"] is None and m["reachability.steps_median"] is None
     assert "no fixed point is reported" in cert.draws[0].notes["reachability.converged"]
+    # no input has a converged start: its limits are unknown, so the most per input is too
+    assert m["input_dependence.max_attractors"] is None
+    assert "no converged start" in cert.draws[0].notes["input_dependence.max_attractors"]
+    assert m["input_dependence.multistable_fraction"] == 0.0
     assert not cert.passed
     assert "n/a" in cert.to_markdown()
+
+
+BISTABLE_FILE = """
+import torch
+
+
+class Bistable(torch.nn.Module):
+    # h + 0.2 (h - h**3 + 0.1 x) per entry: two stable roots near +-1 for each entry of x
+
+    def forward(self, h, x):
+        return h + 0.2 * (h - h**3 + 0.1 * x)
+
+
+def make(seed):
+    return Bistable()
+"""
+
+
+def test_multistability_per_input_is_a_metric(tmp_path: Path) -> None:
+    # each of the 2 entries of the state settles on its own root (±1) by the sign it starts
+    # with: the 8 starts of an input (h0 = x, then x + noise) reach several limits
+    (tmp_path / "bistable_for_test.py").write_text(BISTABLE_FILE)
+    spec = verify.load_spec(
+        write(
+            tmp_path,
+            "requirements = ['input_dependence.multistable_fraction <= 0.5', "
+            "'input_dependence.max_attractors <= 1']\n"
+            "[architecture]\nkind = 'factory'\nfactory = 'bistable_for_test.py:make'\n"
+            "d_model = 2\n[inputs]\nseq_len = 1\ncount = 3\n[draws]\ncount = 1\n"
+            "[analysis]\nstarts_per_input = 8\ngeometry = false\n",
+        )
+    )
+    cert = verify.certify(spec, timestamp=False)
+    m, notes = cert.draws[0].metrics, cert.draws[0].notes
+    # the same numbers as dynamo.input_dependence on the same starts (noise, seed)
+    model = verify.build_model(spec, 0)
+    x = verify.draw_inputs(spec, model, torch.float64)
+    dep = dy.input_dependence(
+        dy.LoopedSystem.from_module(model, x), x, n_starts=8, seed=spec.inputs.seed
+    )
+    assert dep.multistable and int(dep.n_limits.min()) >= 2
+    assert m["input_dependence.multistable_fraction"] == 1.0
+    assert m["input_dependence.max_attractors"] == int(dep.n_limits.max()) >= 2
+    assert cert.draws[0].trust["input_dependence.max_attractors"] == "estimated"
+    assert "input_dependence.max_attractors" not in notes
+    assert m["input_dependence.verdict"] == dep.verdict
+    assert not any(r.passed for r in cert.requirements)
+    # one start per input cannot see a second attractor, and the note says so
+    one = verify.certify(
+        spec.model_copy(
+            update={"analysis": spec.analysis.model_copy(update={"starts_per_input": 1})}
+        ),
+        timestamp=False,
+    )
+    m1, notes1 = one.draws[0].metrics, one.draws[0].notes
+    assert m1["input_dependence.multistable_fraction"] == 0.0
+    assert m1["input_dependence.max_attractors"] == 1
+    assert "one start per input" in notes1["input_dependence.multistable_fraction"]
+
+
+def test_multistability_metrics_have_their_ranges() -> None:
+    frac = verify.metric("input_dependence.multistable_fraction")
+    most = verify.metric("input_dependence.max_attractors")
+    assert frac.type == most.type == "number" and frac.range == (0.0, 1.0)
+    assert most.range is not None and most.range[0] == 0.0
+    with pytest.raises(ValueError, match=r"lies in \[0, 1\]"):
+        verify.parse_requirement("input_dependence.multistable_fraction <= 1.5")
+    with pytest.raises(ValueError, match=r"always or never met"):
+        verify.parse_requirement("input_dependence.max_attractors < 0")
+    assert verify.parse_requirement("input_dependence.max_attractors <= 1").value == 1
 
 
 def test_partial_convergence_never_flatters_a_metric(tmp_path: Path) -> None:

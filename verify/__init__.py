@@ -21,6 +21,9 @@ _EXPORTS: dict[str, str] = {
     "certify": "._certify",
     "draw_inputs": "._certify",
     "stacked_reach": "._certify",
+    "task_batch": "._certify",
+    "TrainedDraw": "._train",
+    "train": "._train",
     "DEFAULT_ARCHITECTURE": "._reach",
     "ReachabilityReport": "._reach",
     "clopper_pearson": "._reach",
@@ -91,6 +94,7 @@ if TYPE_CHECKING:
     from ._certify import certify as certify
     from ._certify import draw_inputs as draw_inputs
     from ._certify import stacked_reach as stacked_reach
+    from ._certify import task_batch as task_batch
     from ._metrics import METRICS as METRICS
     from ._metrics import VERDICT_VALUES as VERDICT_VALUES
     from ._metrics import DrawContext as DrawContext
@@ -135,3 +139,5 @@ if TYPE_CHECKING:
     from ._sweep import SweepReport as SweepReport
     from ._sweep import load_sweep as load_sweep
     from ._sweep import run_sweep as run_sweep
+    from ._train import TrainedDraw as TrainedDraw
+    from ._train import train as train

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,15 +22,16 @@ import dynamo as dy
 from dynamo import Trust
 from dynamo.kernel import check_memory, clopper_pearson, finite_or_none, path_agreement
 from dynamo.kernel import plain as _plain
-from dynamo.protocols import Encodes, offers
+from dynamo.protocols import Encodes, ReadsOut, offers
 
+from ._checkpoints import CheckpointDraw, load_weights, resolve_checkpoints, unique_seeds
 from ._metrics import DrawContext, Metric
 from ._metrics import metric as _metric
 from ._metrics import registered as _registered
 from ._report import Certificate, DrawResult, Environment, RequirementResult, Timestamp, basis
 from ._spec import Spec, SpecError, check_seed, load_spec, resolve_factory
 
-__all__ = ["build_model", "certify", "draw_inputs", "stacked_reach"]
+__all__ = ["build_model", "certify", "draw_inputs", "stacked_reach", "task_batch"]
 
 
 def build_model(spec: Spec, seed: int, *, allow_modules: Iterable[str] = ()) -> nn.Module:
@@ -122,6 +123,17 @@ def draw_inputs(spec: Spec, model: nn.Module, dtype: torch.dtype) -> torch.Tenso
     """
     i, a = spec.inputs, spec.architecture
     gen = torch.Generator().manual_seed(i.seed)
+    if i.kind == "task":
+        batch = task_batch(spec)
+        if not offers(model, Encodes):
+            raise SpecError(
+                f"inputs.kind = 'task' needs a block with encode(tokens) -> embeddings; "
+                f"{type(model).__name__} has none"
+            )
+        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            encoded_task: torch.Tensor = model.encode(batch.tokens.to(dev))  # type: ignore[operator]
+            return encoded_task.to(dtype) * i.scale
     if i.kind == "tokens":
         assert a.vocab_size is not None
         tokens = torch.randint(0, a.vocab_size, (i.count, i.seq_len), generator=gen)
@@ -414,10 +426,28 @@ def _picard(
     return out
 
 
+def task_batch(spec: Spec) -> Any:
+    """The spec's task instances (``inputs.count`` of them at the task's difficulty, drawn with
+    ``inputs.seed``): the inputs of ``inputs.kind = 'task'`` and their answers.
+
+    >>> import verify
+    >>> spec = verify._spec.validate({"task": {"name": "prefix_sums", "difficulty": 6},
+    ...                               "inputs": {"kind": "task", "count": 3}})
+    >>> tuple(verify._certify.task_batch(spec).tokens.shape)
+    (3, 6)
+    """
+    assert spec.task is not None
+    task = spec.task.build()
+    return task.sample(
+        spec.inputs.count, spec.task.resolved_difficulty(task), seed=spec.inputs.seed
+    )
+
+
 def certify(
     spec: Spec | str | os.PathLike[str],
     *,
     seeds: list[int] | None = None,
+    checkpoints: Sequence[str | os.PathLike[str]] | None = None,
     device: str | None = None,
     progress: bool = False,
     vectorize: bool = True,
@@ -456,6 +486,12 @@ def certify(
     allow_modules : iterable of str
         Modules a ``package.module:function`` factory may come from; a spec runs no other
         module's code (see :func:`verify.load_spec`).
+    checkpoints : sequence of paths, optional
+        Trained weights (safetensors files of the spec's architecture, e.g. written by ``dynamo
+        train``): each is one draw, in place of the initialisation draws; overrides the spec's
+        ``checkpoint`` key. Every file is read and matched against the architecture before any
+        work (a pickle, a truncated file, a missing or differently shaped tensor, or metadata
+        naming another architecture is a :class:`SpecError`).
 
     Examples
     --------
@@ -468,7 +504,7 @@ def certify(
     """
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
-    run = _prepare_run(spec, seeds, device, allow_modules, vectorize)
+    run = _prepare_run(spec, seeds, device, allow_modules, vectorize, checkpoints)
     draws = _build_draws(run)
     bar = _Bar(len(run.seeds), progress)
     reach = _reach_all_draws(run, draws, bar)
@@ -500,6 +536,7 @@ class _Run:
     device: torch.device
     vectorize: bool
     domain: dy.Domain | None  # where contraction and the Lipschitz bound are judged
+    checkpoints: list[CheckpointDraw] = field(default_factory=list)  # trained weights per draw
 
     @property
     def needed(self) -> set[str]:
@@ -547,6 +584,7 @@ def _prepare_run(
     device: str | None,
     allow_modules: Iterable[str],
     vectorize: bool,
+    checkpoints: Sequence[str | os.PathLike[str]] | None = None,
 ) -> _Run:
     """Load and check everything before any work: the spec, the seeds, the device, the factory
     (it may import only what the user allowed) and the memory reachability will need."""
@@ -561,20 +599,40 @@ def _prepare_run(
     dev = _resolve_device(device, f"certify(spec, device={device!r})")
     draw_seeds = _check_seeds(seeds) if seeds is not None else spec.draws.resolved()
     resolve_factory(spec, "certify(spec)", allow_modules=allow_modules)
-    return _Run(spec, draw_seeds, dtype, dev, vectorize, _domain(spec))
+    if checkpoints is not None and (
+        isinstance(checkpoints, (str, bytes, os.PathLike)) or not checkpoints
+    ):
+        raise dy.errors.InvalidArgumentError(
+            f"certify(spec, checkpoints={checkpoints!r}): checkpoints must be a non-empty list "
+            "of paths"
+        )
+    ckpts = resolve_checkpoints(spec, checkpoints, "certify(spec)", lambda s: build_model(spec, s))
+    if ckpts:
+        if seeds is not None:
+            raise dy.errors.InvalidArgumentError(
+                "certify(spec, seeds=..., checkpoints=...): the checkpoints are the draws; "
+                "give seeds or checkpoints, not both"
+            )
+        draw_seeds = unique_seeds(ckpts)
+    return _Run(spec, draw_seeds, dtype, dev, vectorize, _domain(spec), ckpts)
 
 
 def _build_draws(run: _Run) -> _Draws:
     """Each draw's block (built from its seed), inputs, system and starts."""
     spec, dtype, dev, a = run.spec, run.dtype, run.device, run.spec.analysis
-    first = build_model(spec, run.seeds[0]).to(dtype=dtype, device=dev).requires_grad_(False)
+
+    def block(d: int) -> nn.Module:
+        model = build_model(spec, run.checkpoints[d].seed if run.checkpoints else run.seeds[d])
+        if run.checkpoints:
+            load_weights(model, run.checkpoints[d])
+        return model.to(dtype=dtype, device=dev).requires_grad_(False)
+
+    first = block(0)
     _check_reach_memory(spec, len(run.seeds), first, dtype, dev, run.vectorize)
-    models = [first] + [
-        build_model(spec, s).to(dtype=dtype, device=dev).requires_grad_(False)
-        for s in run.seeds[1:]
-    ]
-    # random embeddings are the same for every draw; random tokens are embedded by each draw's
-    # own embedding table, so their encoded inputs (and the starts h0 = e) differ per draw
+    models = [first] + [block(d) for d in range(1, len(run.seeds))]
+    # random embeddings are the same for every draw; random tokens (and task instances) are
+    # embedded by each draw's own embedding table, so their encoded inputs (and the starts
+    # h0 = e) differ per draw
     shared = spec.inputs.kind == "embeddings"
     if shared:
         xs = [draw_inputs(spec, models[0], dtype).to(dev)] * len(models)
@@ -663,6 +721,8 @@ def _measure_draw(run: _Run, draws: _Draws, reach: _AllReach, d: int) -> DrawRes
                 system, x, fixed, conv_in, draws.tol, a.max_steps, want_smin, out.notes
             )
         )
+    if run.spec.inputs.kind == "task":
+        _task_metrics(run, draws, d, out)
     if a.proofs:
         _proofs(system, x, fixed, conv_in, draws.tol, a.max_steps, out)
     dom = run.domain
@@ -680,6 +740,7 @@ def _measure_draw(run: _Run, draws: _Draws, reach: _AllReach, d: int) -> DrawRes
     plain = {k: _plain(v) for k, v in out.metrics.items()}
     return DrawResult(
         seed=run.seeds[d],
+        checkpoint=str(run.checkpoints[d].path) if run.checkpoints else None,
         metrics=plain,
         notes=out.notes,
         trust={k: _metric(k).trust_of(v).value for k, v in plain.items()},
@@ -713,18 +774,23 @@ def _dependence(
     inputs they belong to (geometry examines them)."""
     # the verdict needs ‖dh*/dx‖ > 0, which one Golub–Kahan step (a lower estimate) shows, and
     # the rank of ∂f/∂x from the dense step Jacobian; the norm itself is reported when asked
-    # for (40 steps, two GMRES each). One start per input: the reachability metrics already
-    # iterate every start (path independence)
+    # for (40 steps, two GMRES each). Every start of each input (the same starts as the
+    # reachability metrics: same kind, noise and seed), so that several attractors of one
+    # input are seen and said, whatever the verdict
+    a = run.spec.analysis
     want_norm = run.wants("input_dependence.sensitivity_norm")
     dep = dy.input_dependence(
         system,
         x,
-        n_starts=1,
-        max_steps=run.spec.analysis.max_steps,
+        n_starts=a.starts_per_input,
+        scale=a.start_noise,
+        seed=run.spec.inputs.seed,
+        max_steps=a.max_steps,
         sensitivity_steps=40 if want_norm else 1,
     )
     m, notes = out.metrics, out.notes
     m["input_dependence.verdict"] = dep.verdict
+    _multistability_metrics(dep, out)
     n_in, n_ok = dep.converged.numel(), int(dep.converged.sum())
     if n_ok == n_in:
         m["input_dependence.n_distinct"] = dep.n_distinct
@@ -746,6 +812,62 @@ def _dependence(
             None if sn is None or not bool(torch.isfinite(sn).all()) else float(sn.max())
         )
     return dep.fixed_points[dep.converged], torch.nonzero(dep.converged).flatten()
+
+
+def _multistability_metrics(dep: dy.InputDependence, out: _Measured) -> None:
+    """``input_dependence.multistable_fraction`` and ``.max_attractors`` from the distinct
+    limits each input's starts reached (``dep.n_limits``, converged starts only)."""
+    m, notes = out.metrics, out.notes
+    n_in, per = int(dep.n_limits.numel()), dep.n_starts
+    m["input_dependence.multistable_fraction"] = float((dep.n_limits > 1).sum()) / n_in
+    empty = int((dep.starts_converged == 0).sum())
+    unsettled = n_in * per - int(dep.starts_converged.sum())
+    if empty:  # a maximum that leaves an input out is unknown, not smaller
+        m["input_dependence.max_attractors"] = None
+        notes["input_dependence.max_attractors"] = (
+            f"{empty} of {n_in} inputs had no converged start (of {per} each): their limits "
+            "are unknown"
+        )
+    else:
+        m["input_dependence.max_attractors"] = int(dep.n_limits.max())
+    if per == 1:
+        notes["input_dependence.multistable_fraction"] = (
+            "one start per input (analysis.starts_per_input = 1): a second attractor of an "
+            "input cannot be seen"
+        )
+    elif unsettled:
+        notes["input_dependence.multistable_fraction"] = (
+            f"counts the limits of converged starts only; {unsettled} of {n_in * per} starts "
+            "did not converge"
+        )
+
+
+def _task_metrics(run: _Run, draws: _Draws, d: int, out: _Measured) -> None:
+    """Task accuracy of the readout at the point reached from ``h0 = x`` (the loop as it is
+    used: iterated until it converges or ``max_steps``)."""
+    model, system, x = draws.models[d], draws.systems[d], draws.xs[d]
+    names = ("task.accuracy", "task.sequence_accuracy")
+    if not offers(model, ReadsOut):
+        for k in names:
+            out.metrics[k] = None
+            out.notes[k] = f"{type(model).__name__} has no readout(h): no answer to score"
+        return
+    batch = task_batch(run.spec).to(x.device)
+    start = x if tuple(x.shape[1:]) == system.state_shape else system.initial_states("normal", 1)
+    one = _picard(system, start, draws.tol, run.spec.analysis.max_steps, _DIVERGENCE)
+    state = one["state"].reshape(x.shape[0], *system.state_shape)
+    with torch.no_grad():
+        logits = model.readout(state.to(dtype=next(model.parameters()).dtype))  # type: ignore[operator]
+    acc = dy.tasks.accuracy(logits, batch)
+    out.metrics["task.accuracy"] = float(acc["token"])
+    out.metrics["task.sequence_accuracy"] = float(acc["sequence"])
+    n_conv = int(one["converged"].sum())
+    if n_conv < x.shape[0]:
+        for k in names:
+            out.notes[k] = (
+                f"{x.shape[0] - n_conv} of {x.shape[0]} instances' iterations did not converge "
+                f"within {run.spec.analysis.max_steps} steps: scored at their last iterate"
+            )
 
 
 def _proofs(

@@ -9,6 +9,7 @@ dependence, geometry, contraction, the Lipschitz bound), several at once; a metr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -237,6 +238,21 @@ _BUILTIN = (
     ),
     Metric("input_dependence.sensitivity_norm", "number", "largest ‖dh*/dx‖₂ over the inputs"),
     Metric(
+        "input_dependence.multistable_fraction",
+        "number",
+        "share of inputs whose starts (analysis.starts_per_input of each) reach more than one "
+        "distinct limit: several attractors for one input, whatever the verdict",
+        range=(0.0, 1.0),
+    ),
+    Metric(
+        "input_dependence.max_attractors",
+        "number",
+        "most distinct limits the starts of one input reach (a count from starts_per_input "
+        "samples: attractors with small basins may be missed); n/a when some input had no "
+        "converged start",
+        range=(0.0, math.inf),
+    ),
+    Metric(
         "geometry.spectral_radius",
         "number",
         f"largest ρ(∂f/∂h) at the fixed points reached; {_ALL_CONVERGED}",
@@ -305,6 +321,19 @@ _BUILTIN = (
         "certified Lipschitz upper bound on the spec's domain",
         trust=Trust.PROVEN,
         basis={Trust.PROVEN: "certified bound"},
+    ),
+    Metric(
+        "task.accuracy",
+        "number",
+        "token accuracy of the readout at the point reached from h0 = x (after at most "
+        "analysis.max_steps iterations, converged or not), over the task instances",
+        range=(0.0, 1.0),
+    ),
+    Metric(
+        "task.sequence_accuracy",
+        "number",
+        "share of task instances answered entirely right at the point reached from h0 = x",
+        range=(0.0, 1.0),
     ),
 )
 

@@ -7,6 +7,7 @@ import html
 import io
 import math
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -161,6 +162,9 @@ class DrawResult(_Frozen):
     """
 
     seed: int
+    checkpoint: str | None = Field(
+        None, description="the safetensors file whose trained weights this draw is, if any"
+    )
     metrics: dict[str, float | int | str | None]
     notes: dict[str, str] = Field(
         default_factory=dict, description="metric -> why it is null, or what its verdict rests on"
@@ -307,6 +311,19 @@ class Certificate(_Frozen):
         """
         return self.model_dump_json(indent=indent) + "\n"
 
+    def draws_phrase(self) -> str:
+        """What the draws are, in words: initialisation draws with their seeds, or trained
+        checkpoints with their files.
+
+        >>> from verify import Certificate
+        >>> Certificate.model_validate_json(_EXAMPLE).draws_phrase()
+        '2 initialisation draw(s) (seeds 0, 1)'
+        """
+        files = [Path(d.checkpoint).name for d in self.draws if d.checkpoint]
+        if files:
+            return f"{len(self.draws)} trained checkpoint(s) ({', '.join(files)})"
+        return f"{len(self.draws)} initialisation draw(s) (seeds {_seeds(self.environment.seeds)})"
+
     def to_markdown(self) -> str:
         """Markdown for a CI step summary: the verdict, a requirement table, per-draw metrics.
 
@@ -315,22 +332,20 @@ class Certificate(_Frozen):
         ## ❌ dynamo certify: example — FAILED
         """
         n = len(self.requirements)
-        seeds = _seeds(self.environment.seeds)
         if n:
             mark = "✅" if self.passed else "❌"
             out = [
                 f"## {mark} dynamo certify: {_md(self.name)} — "
                 + ("PASSED" if self.passed else "FAILED"),
                 "",
-                f"{n - len(self.failed)}/{n} requirements hold over {len(self.draws)} "
-                f"initialisation draw(s) (seeds {seeds}).",
+                f"{n - len(self.failed)}/{n} requirements hold over {self.draws_phrase()}.",
                 "",
             ]
         else:
             out = [
                 f"## dynamo analyze: {_md(self.name)}",
                 "",
-                f"{len(self.draws)} initialisation draw(s) (seeds {seeds}).",
+                f"{self.draws_phrase()}.",
                 "",
             ]
         for r in self.failed:
@@ -481,8 +496,8 @@ tr.fail td:first-child {{ color: #cf222e; font-weight: bold; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>dynamo {verb}: {_h(self.name)} — <span style="color:{color}">{status}</span></h1>
-<p>{n - len(self.failed)}/{n} requirements hold over {len(self.draws)} initialisation draw(s)
-(seeds {_h(_seeds(e.seeds))}). Per-draw values are sampled estimates unless marked; intervals are
+<p>{n - len(self.failed)}/{n} requirements hold over {_h(self.draws_phrase())}.
+Per-draw values are sampled estimates unless marked; intervals are
 exact 95% Clopper–Pearson intervals of the share of draws.</p>
 <table><tr><th></th><th>Requirement</th><th>Draws passing</th><th>95% interval</th>
 <th>Basis</th><th>Values</th></tr>
@@ -538,7 +553,7 @@ exact 95% Clopper–Pearson intervals of the share of draws.</p>
         based = {m: self._basis(m) for m in names}
         label = {m: m if based[m] == "sampled estimate" else f"{m} ({based[m]})" for m in names}
         if len(self.draws) <= max_columns:
-            header = ["metric"] + [f"seed {d.seed}" for d in self.draws]
+            header = ["metric"] + [_draw_label(d) for d in self.draws]
             rows = [[label[m]] + [_fmt(d.metrics.get(m)) for d in self.draws] for m in names]
             return header, rows
         header = ["metric", "median", "min", "max", "n/a"]
@@ -669,6 +684,11 @@ def _fmt(v: Any) -> str:
 def _values(values: list[Any], limit: int = 8) -> str:
     shown = ", ".join(_fmt(v) for v in values[:limit])
     return f"[{shown}{', …' if len(values) > limit else ''}]"
+
+
+def _draw_label(d: DrawResult) -> str:
+    """A draw's column heading: its checkpoint's file name, else its seed."""
+    return Path(d.checkpoint).name if d.checkpoint else f"seed {d.seed}"
 
 
 def _seeds(seeds: list[int]) -> str:

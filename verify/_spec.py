@@ -149,6 +149,12 @@ class Architecture(_Strict):
     init_gain: float | None = Field(None, gt=0)
     branch_gain: float = Field(1.0, gt=0)
     vocab_size: int | None = Field(None, ge=1, le=10_000_000)
+    n_outputs: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="classes the readout head gives per token (a task sets it to its own)",
+    )
     factory: str | None = Field(
         None,
         description="'file.py:function' (a Python file, relative to the spec) or "
@@ -219,7 +225,11 @@ class Inputs(_Strict):
     'embeddings'
     """
 
-    kind: Literal["embeddings", "tokens"] = "embeddings"
+    kind: Literal["embeddings", "tokens", "task"] = Field(
+        "embeddings",
+        description="'embeddings': N(0, scale²); 'tokens': random token ids, embedded by the "
+        "block; 'task': instances of the [task] at its difficulty, embedded by the block",
+    )
     seq_len: int = Field(16, ge=1, le=_MAX_COUNT)
     count: int = Field(8, ge=1, le=_MAX_COUNT)
     scale: float = Field(
@@ -337,6 +347,107 @@ class Analysis(_Strict):
         "them",
     )
     domain: Domain | None = None
+
+
+class TaskSection(_Strict):
+    """The task a block is trained on and judged by (``dynamo.tasks``): its name, its
+    parameters and the difficulty instances are drawn at.
+
+    >>> from verify._spec import TaskSection
+    >>> TaskSection(name="prefix_sums", difficulty=16).build().vocab_size
+    2
+    """
+
+    name: str = Field(description="a dynamo.tasks name, e.g. 'prefix_sums', 'sudoku4'")
+    difficulty: int | None = Field(
+        None, ge=1, le=_MAX_COUNT, description="length, blanks, ...: the task's default if omitted"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="the task's own parameters")
+    eval_difficulties: list[Annotated[int, Field(ge=1, le=_MAX_COUNT)]] = Field(
+        default_factory=list,
+        description="harder difficulties at which dynamo train measures extrapolation",
+    )
+    eval_iters: int = Field(
+        64, ge=1, le=_MAX_COUNT, description="largest iteration count of that measurement"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> TaskSection:
+        self.build()
+        return self
+
+    def build(self) -> Any:
+        """The ``dynamo.tasks`` task (its difficulty checked).
+
+        >>> from verify._spec import TaskSection
+        >>> TaskSection(name="sudoku4").build().name
+        'sudoku4'
+        """
+        import dynamo.tasks
+
+        try:
+            task = dynamo.tasks.get(self.name, **self.params)
+            task.seq_len(self.resolved_difficulty(task))
+            for d in self.eval_difficulties:
+                task.seq_len(d)
+        except (dynamo.errors.InvalidArgumentError, TypeError) as err:
+            raise ValueError(str(err)) from None
+        return task
+
+    def resolved_difficulty(self, task: Any = None) -> int:
+        """The difficulty given, or the task's default.
+
+        >>> from verify._spec import TaskSection
+        >>> TaskSection(name="prefix_sums").resolved_difficulty()
+        16
+        """
+        if self.difficulty is not None:
+            return self.difficulty
+        return int((task or self.build()).default_difficulty)
+
+
+class Training(_Strict):
+    """How ``dynamo train`` trains each draw (see :func:`dynamo.train_looped`).
+
+    >>> from verify._spec import Training
+    >>> Training().iters, Training().progressive
+    ([4, 16], 0.5)
+    """
+
+    steps: int = Field(1500, ge=1, le=_MAX_COUNT)
+    batch_size: int = Field(32, ge=1, le=_MAX_COUNT)
+    lr: float = Field(2e-3, gt=0, le=10)
+    weight_decay: float = Field(0.01, ge=0, lt=1)
+    iters: list[Annotated[int, Field(ge=1, le=_MAX_COUNT)]] = Field(
+        default_factory=lambda: [4, 16],
+        min_length=2,
+        max_length=2,
+        description="[low, high]: the iteration count of each batch is drawn in this range",
+    )
+    backprop: int | None = Field(
+        None, ge=1, le=_MAX_COUNT, description="backpropagate through the last k iterations only"
+    )
+    progressive: float = Field(0.5, ge=0, le=1, description="weight of the progressive loss")
+    warmup: int = Field(50, ge=0, le=_MAX_COUNT)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(100, ge=1, le=_MAX_COUNT)
+    eval_size: int = Field(256, ge=1, le=_MAX_COUNT)
+    save_every: int = Field(100, ge=1, le=_MAX_COUNT)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Training:
+        if self.iters[0] > self.iters[1]:
+            raise ValueError(f"iters = {self.iters}: low must not exceed high")
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`dynamo.train_looped`.
+
+        >>> from verify._spec import Training
+        >>> Training(steps=10).kwargs()["steps"]
+        10
+        """
+        return {**self.model_dump(), "iters": tuple(self.iters)}
 
 
 class Requirement(_Strict):
@@ -514,6 +625,13 @@ class Spec(_Strict):
     inputs: Inputs = Field(default_factory=Inputs)  # type: ignore[arg-type]
     draws: Draws = Field(default_factory=Draws)  # type: ignore[arg-type]
     analysis: Analysis = Field(default_factory=Analysis)  # type: ignore[arg-type]
+    task: TaskSection | None = None
+    training: Training | None = None
+    checkpoint: str | list[str] | None = Field(
+        None,
+        description="safetensors checkpoint(s) of the architecture, relative to the spec: each "
+        "is one draw (its trained weights) instead of an initialisation draw",
+    )
     requirements: list[Requirement] = Field(
         default_factory=list, json_schema_extra=_requirements_schema
     )
@@ -586,7 +704,77 @@ class Spec(_Strict):
                 )
         if self.inputs.kind == "tokens" and self.architecture.vocab_size is None:
             raise ValueError("inputs.kind = 'tokens' needs architecture.vocab_size")
+        self._check_task()
+        if isinstance(self.checkpoint, list) and not self.checkpoint:
+            raise ValueError("checkpoint = [] names no checkpoint: list at least one, or drop it")
         return self
+
+    def _check_task(self) -> None:
+        """A task needs a block that embeds its tokens and reads out its classes; the
+        reference transformer's sizes follow the task (set by ``_task_sizes``)."""
+        uses = [r.text() for r in self.requirements if r.metric.startswith("task.")]
+        if self.task is None:
+            if self.inputs.kind == "task":
+                raise ValueError("inputs.kind = 'task' needs a [task] section")
+            if self.training is not None:
+                raise ValueError("[training] needs a [task] section: the task to train on")
+            if uses:
+                raise ValueError(f"requirement {uses[0]!r} needs a [task] section")
+            return
+        if uses and self.inputs.kind != "task":
+            raise ValueError(
+                f"requirement {uses[0]!r} needs inputs.kind = 'task' (task instances with "
+                "their answers)"
+            )
+        task = self.task.build()
+        a = self.architecture
+        if a.kind == "looped_transformer":
+            for key, want in (("vocab_size", task.vocab_size), ("n_outputs", task.n_classes)):
+                got = getattr(a, key)
+                if got is not None and got != want:
+                    raise ValueError(
+                        f"architecture.{key} = {got} but task {task.name!r} needs {want}; drop "
+                        f"architecture.{key} (the task sets it)"
+                    )
+        if self.inputs.kind == "task":
+            want = task.seq_len(self.task.resolved_difficulty(task))
+            if self.inputs.seq_len != want:
+                raise ValueError(
+                    f"inputs.seq_len = {self.inputs.seq_len}, but task {task.name!r} at "
+                    f"difficulty {self.task.resolved_difficulty(task)} has {want} tokens; drop "
+                    "inputs.seq_len (the task sets it)"
+                )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_sizes(cls, data: Any) -> Any:
+        """With a [task], the reference transformer embeds the task's tokens and reads out its
+        classes: ``architecture.vocab_size`` and ``n_outputs`` default to the task's."""
+        if not isinstance(data, dict) or not isinstance(data.get("task"), (dict, TaskSection)):
+            return data
+        task = data["task"]
+        arch = data.get("architecture", {})
+        if isinstance(arch, Architecture):
+            arch = arch.model_dump(exclude_unset=True)
+        if (
+            not isinstance(arch, dict)
+            or arch.get("kind", "looped_transformer") != ("looped_transformer")
+            or arch.get("factory")
+        ):
+            return data
+        try:
+            built = task.build() if isinstance(task, TaskSection) else TaskSection(**task).build()
+        except Exception:  # reported where the task section is validated
+            return data
+        sizes = {"vocab_size": built.vocab_size, "n_outputs": built.n_classes}
+        data = {**data, "architecture": {**sizes, **arch}}
+        inputs = data.get("inputs", {})
+        if isinstance(inputs, Inputs):
+            inputs = inputs.model_dump(exclude_unset=True)
+        if isinstance(inputs, dict) and inputs.get("kind") == "task" and "seq_len" not in inputs:
+            sec = task if isinstance(task, TaskSection) else TaskSection(**task)
+            data["inputs"] = {**inputs, "seq_len": built.seq_len(sec.resolved_difficulty(built))}
+        return data
 
 
 def _describe(err: ValidationError, source: str) -> str:
@@ -751,6 +939,11 @@ def input_files(spec: Spec) -> list[tuple[Path, str]]:
     if o.factory_file is not None:
         out.append((o.factory_file, "the factory's file"))
     folder = o.spec_file.parent if o.spec_file is not None else Path.cwd()
+    ckpts = [spec.checkpoint] if isinstance(spec.checkpoint, str) else spec.checkpoint or []
+    for value in ckpts:
+        path = Path(value) if Path(value).is_absolute() else folder / value
+        if path.is_file():
+            out.append((path.resolve(), f"a checkpoint: {value!r}"))
     for value in _strings(spec.architecture.kwargs):
         for candidate in (folder / value, Path(value)):
             try:

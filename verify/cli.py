@@ -129,6 +129,16 @@ AllowOpt = Annotated[
         show_default=False,
     ),
 ]
+CheckpointOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--checkpoint",
+        help="Trained weights (a safetensors file of the spec's architecture, e.g. from "
+        "`dynamo train`): certify them instead of the initialisation draws; repeat for more, "
+        "each one draw. Overrides the spec's checkpoint key.",
+        show_default=False,
+    ),
+]
 ProgressOpt = Annotated[
     bool | None,
     typer.Option(
@@ -195,6 +205,7 @@ def certify(
     progress: ProgressOpt = None,
     threads: ThreadsOpt = 1,
     allow_module: AllowOpt = None,
+    checkpoint: CheckpointOpt = None,
 ) -> None:
     """Certify an architecture over its initialisation draws; exit 0 if every requirement holds.
 
@@ -222,12 +233,17 @@ def certify(
             f"certify {spec}: the spec has no requirements: add some, or run `dynamo analyze "
             f"{spec}` to measure without judging"
         )
-    _check_inputs("certify", outputs, s)
+    _check_inputs("certify", outputs, s, checkpoint)
+    if checkpoint and seeds is not None:
+        raise _UsageError(
+            "certify --seeds with --checkpoint: the checkpoints are the draws; give one of them"
+        )
     dev = _device("certify", device)
     from ._certify import certify as run
 
-    _Run.at(f"certifying {len(s.draws.resolved())} draw(s)")
-    cert = run(s, device=dev, progress=_progress(progress))
+    n_draws = len(checkpoint) if checkpoint else len(s.draws.resolved())
+    _Run.at(f"certifying {n_draws} draw(s)")
+    cert = run(s, device=dev, progress=_progress(progress), checkpoints=checkpoint or None)
     typer.echo(_describe_run(s, cert))
     typer.echo("")
     typer.echo(_requirement_text(cert, spec))
@@ -509,12 +525,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_inputs(command: str, outputs: dict[str, Path], spec: Any) -> None:
-    """No report may overwrite a file the run reads: the spec, its factory's file, or any file
-    named in ``architecture.kwargs`` (e.g. a checkpoint)."""
+def _check_inputs(
+    command: str, outputs: dict[str, Path], spec: Any, checkpoints: list[Path] | None = None
+) -> None:
+    """No report may overwrite a file the run reads: the spec, its factory's file, its
+    checkpoints, or any file named in ``architecture.kwargs``."""
     from ._spec import input_files
 
-    inputs = input_files(spec)
+    inputs = input_files(spec) + [(p, f"a checkpoint: {str(p)!r}") for p in checkpoints or []]
     for key, path in outputs.items():
         for f, what in inputs:
             if _same_file(path, f):
@@ -616,14 +634,26 @@ def _describe_run(spec: Any, cert: Any) -> str:
         keys = ["d_model", "n_heads", "n_layers", "recall", "norm", "norm_type", "pos"]
         keys += [k for k in a.changed() if k not in keys]  # and every other key set
         arch = "LoopedTransformer(" + ", ".join(f"{k}={getattr(a, k)!r}" for k in keys) + ")"
-    what = f"embeddings ~ N(0, {i.scale:g}²)" if i.kind == "embeddings" else "random tokens"
+    what = {
+        "embeddings": f"embeddings ~ N(0, {i.scale:g}²)",
+        "tokens": "random tokens",
+        "task": "task instances",
+    }[i.kind]
+    if i.kind == "task" and spec.task is not None:
+        what = f"{spec.task.name} instances at difficulty {spec.task.resolved_difficulty()}"
+    files = [Path(d.checkpoint).name for d in cert.draws if d.checkpoint]
+    draws = (
+        f"  {len(files)} trained checkpoint(s): {', '.join(files)}"
+        if files
+        else f"  {len(cert.draws)} initialisation draw(s): seeds {_seeds(e.seeds)}"
+    )
     return "\n".join(
         [
             f"dynamo {('certify' if spec.requirements else 'analyze')}: {spec.name}",
             f"  {arch}",
             f"  {i.count} input(s) x {i.seq_len} tokens ({what}, seed {i.seed}), "
             f"{spec.analysis.starts_per_input} start(s) each, {e.dtype} on {e.device}",
-            f"  {len(cert.draws)} initialisation draw(s): seeds {_seeds(e.seeds)}"
+            draws
             + (" (reachability vmapped over stacked parameters)" if e.reach_path == "vmap" else ""),
         ]
     )
@@ -771,6 +801,59 @@ def _keep_mode(tmp: Path, target: Path) -> None:
         tmp.chmod(mode)
     except OSError:  # pragma: no cover - a mode we cannot set leaves the report private
         pass
+
+
+@app.command()
+@_guarded
+def train(
+    spec: Annotated[Path, typer.Argument(help="A TOML spec with [task] and [training] sections.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for the checkpoints (created if missing).", show_default=False
+        ),
+    ],
+    seeds: SeedsOpt = None,
+    progress: ProgressOpt = None,
+    threads: ThreadsOpt = 1,
+    allow_module: AllowOpt = None,
+) -> None:
+    """Train the spec's architecture on its task, one safetensors checkpoint per draw.
+
+    Each initialisation draw is built as `dynamo certify` builds it, trained with the looped
+    recipe (random iteration counts, progressive loss) of the [training] section, and written to
+    OUT/<name>-seed<seed>.safetensors with the spec, task, settings and metrics in its metadata.
+    An interrupted run resumes where it stopped when run again; a finished checkpoint from the
+    same settings is kept, one from other settings is an error (exit 2). Then: `dynamo certify
+    SPEC --checkpoint OUT/<name>-seed0.safetensors`.
+    """
+    t0 = time.perf_counter()
+    _threads(threads)
+    _Run.at("loading the spec")
+    s = _spec("train", spec, seeds, None, None, None, None, None, None, allow_module)
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"train --out {out}: that is a file; give a folder for the checkpoints")
+    for f, what in _input_paths(s):
+        if _same_file(out, f):
+            raise _UsageError(f"train --out {out}: that is an input of this run ({what})")
+    from ._train import train as run
+
+    _Run.at(f"training {len(s.draws.resolved())} draw(s)")
+    done = run(
+        s, out, progress=_progress(progress), allow_modules=allow_module or (), log=typer.echo
+    )
+    trained = sum(not d.reused for d in done)
+    typer.echo(
+        f"train: {trained} draw(s) trained, {len(done) - trained} kept, into {out} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    raise typer.Exit(EXIT_PASS)
+
+
+def _input_paths(spec: Any) -> list[tuple[Path, str]]:
+    from ._spec import input_files
+
+    return input_files(spec)
 
 
 @app.command()

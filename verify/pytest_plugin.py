@@ -5,12 +5,14 @@ loading it imports neither torch nor dynamo; they load when a test first asks fo
 
 What it adds:
 
-* the marker ``@pytest.mark.dynamo(spec="path/to/spec.toml", seeds=None)`` (a path relative to
-  the test file's folder);
+* the marker ``@pytest.mark.dynamo(spec="path/to/spec.toml", seeds=None, checkpoint=None)``
+  (paths relative to the test file's folder; ``checkpoint``, a safetensors file or a list of
+  them, certifies trained weights, each one draw, as the spec's ``checkpoint`` key does);
 * the fixture ``dynamo_certificate``: the :class:`verify.Certificate` of the marked test's spec,
   made once per session and shared by every test naming the same spec;
-* the fixture ``dynamo_certify``: a function ``(spec, seeds=None) -> Certificate`` for a path or a
-  :class:`verify.Spec`, cached the same way;
+* the fixture ``dynamo_certify``: a function ``(spec, seeds=None, checkpoint=None) ->
+  Certificate`` for a path or a :class:`verify.Spec`, cached the same way (parametrize a test over
+  the checkpoints of a training run to gate each one);
 * the options ``--dynamo-seeds N`` (initialisation draws for every spec), ``--dynamo-device`` and
   ``--dynamo-threads N`` (torch's CPU threads while a spec is certified; default 1, restored
   afterwards: dynamo's kernels are small, and extra threads mostly wait on each other, badly so
@@ -71,8 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "dynamo(spec, seeds=None): certify a dynamo spec (path relative to the test file) and "
-        "give the test its certificate through the dynamo_certificate fixture",
+        "dynamo(spec, seeds=None, checkpoint=None): certify a dynamo spec (path relative to the "
+        "test file), or trained weights of its architecture, and give the test its certificate "
+        "through the dynamo_certificate fixture",
     )
     config.stash[_KEY] = {}
     n = config.getoption("--dynamo-seeds")
@@ -93,11 +96,43 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(err)) from None
 
 
-def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -> Any:
+def _checkpoints(value: Any, where: Path) -> tuple[str, ...] | None:
+    """The checkpoint(s) a test names, as absolute paths (relative ones from the test's folder)."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, Path)) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        pytest.fail(
+            f"dynamo(checkpoint={value!r}): give a path to a safetensors file or a list of them",
+            pytrace=False,
+        )
+    out = []
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            pytest.fail(f"dynamo(checkpoint=...): {item!r} is not a path", pytrace=False)
+        p = Path(item)
+        out.append(str((p if p.is_absolute() else where / p).resolve()))
+    return tuple(out)
+
+
+def _certify(
+    config: pytest.Config,
+    spec: Any,
+    seeds: int | None,
+    where: Path,
+    checkpoint: Any = None,
+) -> Any:
     import verify
 
     cache = config.stash[_KEY]
-    n = config.getoption("--dynamo-seeds") if seeds is None else seeds
+    ckpts = _checkpoints(checkpoint, where)
+    if ckpts is not None and seeds is not None:
+        pytest.fail(
+            "dynamo(seeds=..., checkpoint=...): the checkpoints are the draws; give one of them",
+            pytrace=False,
+        )
+    # the command line's --dynamo-seeds counts initialisation draws: trained weights have none
+    n = config.getoption("--dynamo-seeds") if seeds is None and ckpts is None else seeds
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         pytest.fail(
             f"dynamo(seeds={n!r}): seeds= is how many draws (an integer, at least 1), counted "
@@ -110,18 +145,22 @@ def _certify(config: pytest.Config, spec: Any, seeds: int | None, where: Path) -
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         path = path if path.is_absolute() else (where / path)
-        key: Any = (str(path.resolve()), n, device)
+        key: Any = (str(path.resolve()), n, device, ckpts)
         if key not in cache:
             try:
                 loaded = verify.load_spec(path, allow_modules=allow)
             except verify.SpecError as err:  # the message says it all; the plugin's source won't
                 pytest.fail(str(err), pytrace=False)
-            cache[key] = _run(verify, loaded, n, device, threads, allow)
+            if loaded.checkpoint is not None and ckpts is None:
+                n = seeds  # the spec's checkpoints are its draws
+            cache[key] = _run(verify, loaded, n, device, threads, allow, ckpts)
         return cache[key]
     if isinstance(spec, verify.Spec):
-        key = (spec.model_dump_json(), n, device)
+        if spec.checkpoint is not None and ckpts is None:
+            n = seeds
+        key = (spec.model_dump_json(), n, device, ckpts)
         if key not in cache:
-            cache[key] = _run(verify, spec, n, device, threads, allow)
+            cache[key] = _run(verify, spec, n, device, threads, allow, ckpts)
         return cache[key]
     raise TypeError(
         f"dynamo_certify(spec): spec must be a path to a TOML spec or a verify.Spec, not "
@@ -136,6 +175,7 @@ def _run(
     device: str | None,
     threads: int,
     allow: tuple[str, ...],
+    checkpoints: tuple[str, ...] | None = None,
 ) -> Any:
     if not spec.requirements:
         pytest.fail(
@@ -148,7 +188,14 @@ def _run(
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return verify.certify(spec, seeds=seeds, device=device, progress=False, allow_modules=allow)
+        return verify.certify(
+            spec,
+            seeds=seeds,
+            device=device,
+            progress=False,
+            allow_modules=allow,
+            checkpoints=checkpoints,
+        )
     except verify.SpecError as err:  # a factory that fails: its one line, not dynamo's stack
         pytest.fail(f"dynamo spec {spec.name!r}: {err}", pytrace=False)
     finally:  # the project's own tests keep the thread count they had
@@ -157,12 +204,13 @@ def _run(
 
 @pytest.fixture
 def dynamo_certify(request: pytest.FixtureRequest) -> Any:
-    """``certify(spec, seeds=None)``: the certificate of a spec (path or ``verify.Spec``),
-    made once per session. Paths are relative to the test file's folder."""
+    """``certify(spec, seeds=None, checkpoint=None)``: the certificate of a spec (path or
+    ``verify.Spec``), or of trained weights of its architecture, made once per session. Paths are
+    relative to the test file's folder."""
     where = Path(str(request.node.path)).parent
 
-    def certify(spec: Any, seeds: int | None = None) -> Any:
-        return _certify(request.config, spec, seeds, where)
+    def certify(spec: Any, seeds: int | None = None, checkpoint: Any = None) -> Any:
+        return _certify(request.config, spec, seeds, where, checkpoint)
 
     return certify
 
@@ -181,14 +229,16 @@ def dynamo_certificate(request: pytest.FixtureRequest) -> Any:
         raise pytest.UsageError(
             f"{request.node.nodeid}: @pytest.mark.dynamo needs spec='path/to/spec.toml'"
         )
-    unknown = set(marker.kwargs) - {"spec", "seeds"}
+    unknown = set(marker.kwargs) - {"spec", "seeds", "checkpoint"}
     if unknown:
         raise pytest.UsageError(
             f"{request.node.nodeid}: @pytest.mark.dynamo got unknown argument(s) "
-            f"{sorted(unknown)}; it takes spec= and seeds="
+            f"{sorted(unknown)}; it takes spec=, seeds= and checkpoint="
         )
     where = Path(str(request.node.path)).parent
-    return _certify(request.config, spec, marker.kwargs.get("seeds"), where)
+    return _certify(
+        request.config, spec, marker.kwargs.get("seeds"), where, marker.kwargs.get("checkpoint")
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -1,0 +1,196 @@
+"""Trained weights as draws: resolving and checking a spec's checkpoints before any work."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import dynamo as dy
+
+from ._spec import Spec, SpecError
+
+__all__ = ["CheckpointDraw", "resolve_checkpoints"]
+
+#: architecture keys whose difference leaves the tensors' names and shapes alone (the same
+#: tensors mean another function), compared through the checkpoint's metadata
+_COMPARED = (
+    "kind",
+    "d_model",
+    "n_heads",
+    "n_layers",
+    "d_ff",
+    "recall",
+    "norm",
+    "norm_type",
+    "pos",
+    "causal",
+    "recall_mode",
+    "norm_eps",
+    "vocab_size",
+    "n_outputs",
+    "factory",
+)
+
+
+@dataclass(frozen=True)
+class CheckpointDraw:
+    """One checkpoint as a draw: its file, the seed its weights were initialised from (from the
+    metadata; the position in the list when it has none) and its metadata.
+
+    >>> from pathlib import Path
+    >>> from verify._checkpoints import CheckpointDraw
+    >>> CheckpointDraw(Path("a.safetensors"), 3, {}).label
+    'a.safetensors'
+    """
+
+    path: Path
+    seed: int
+    metadata: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """The file's name, as reports show it."""
+        return self.path.name
+
+
+def _listed(spec: Spec, given: Sequence[str | os.PathLike[str]] | None) -> list[Path]:
+    if given is not None:
+        return [Path(p) for p in given]
+    raw = spec.checkpoint
+    if raw is None:
+        return []
+    names = [raw] if isinstance(raw, str) else list(raw)
+    base = spec._origin.spec_file.parent if spec._origin.spec_file is not None else Path.cwd()
+    return [p if (p := Path(n)).is_absolute() else base / p for n in names]
+
+
+def _architecture_differs(spec: Spec, meta: dict[str, Any]) -> str | None:
+    stored = meta.get("architecture")
+    if not isinstance(stored, dict):
+        return None
+    mine = spec.architecture.model_dump(mode="json")
+    for key in _COMPARED:
+        if key in stored and key in mine and stored[key] != mine[key]:
+            return (
+                f"it was trained with architecture.{key} = {stored[key]!r} but the spec says "
+                f"{mine[key]!r}"
+            )
+    return None
+
+
+def resolve_checkpoints(
+    spec: Spec,
+    given: Sequence[str | os.PathLike[str]] | None,
+    call: str,
+    build: Any,
+) -> list[CheckpointDraw]:
+    """The checkpoints a certification uses as its draws, each read and matched against the
+    spec's architecture before any work: ``given`` (``--checkpoint``) or the spec's
+    ``checkpoint`` key (relative to the spec file); empty when there are none.
+
+    A file that is missing, a pickle, truncated, from another architecture (a tensor missing,
+    extra or of another shape, named; or metadata that names another recall, norm, width, ...),
+    or two entries naming one file: a :class:`SpecError` saying which and what to do.
+
+    Parameters
+    ----------
+    spec : Spec
+    given : sequence of paths, optional
+        Overrides the spec's key.
+    call : str
+        The call form errors begin with.
+    build : callable
+        ``build(seed) -> nn.Module``: the spec's block (to match the tensors against).
+
+    Returns
+    -------
+    list of CheckpointDraw
+
+    Examples
+    --------
+    >>> import tempfile, verify, dynamo as dy
+    >>> from verify._checkpoints import resolve_checkpoints
+    >>> spec = verify.Spec(architecture=verify.Architecture(d_model=8, n_heads=2))
+    >>> path = f"{tempfile.mkdtemp()}/m.safetensors"
+    >>> _ = dy.save_checkpoint(path, verify.build_model(spec, 0), metadata={"seed": 5})
+    >>> build = lambda s: verify.build_model(spec, s)
+    >>> [d.seed for d in resolve_checkpoints(spec, [path], "certify(spec)", build)]
+    [5]
+    """
+    paths = _listed(spec, given)
+    if not paths:
+        return []
+    seen: dict[Path, int] = {}
+    out: list[CheckpointDraw] = []
+    for i, p in enumerate(paths):
+        key = p.resolve()
+        if key in seen:
+            raise SpecError(
+                f"{call}: checkpoint {p} is listed twice (entries {seen[key] + 1} and {i + 1}): "
+                "the same weights are one draw, not more evidence"
+            )
+        seen[key] = i
+        try:
+            meta = dy.load_checkpoint(p).metadata  # header and tensors: nothing unpickled
+        except dy.CheckpointError as err:
+            raise SpecError(f"{call}: checkpoint: {str(err).split(': ', 1)[-1]}") from None
+        if meta.get("kind") == "training state":
+            raise SpecError(
+                f"{call}: checkpoint {p} is a training state that dynamo train resumes from, "
+                "not a finished checkpoint: certify the .safetensors file dynamo train wrote "
+                "beside it"
+            )
+        why = _architecture_differs(spec, meta)
+        if why:
+            raise SpecError(f"{call}: checkpoint {p} does not match the spec: {why}")
+        seed = meta.get("seed", i)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            seed = i
+        model: nn.Module = build(seed)
+        try:
+            dy.load_checkpoint(p, model)
+        except dy.CheckpointError as err:
+            raise SpecError(f"{call}: checkpoint: {str(err).split(': ', 1)[-1]}") from None
+        out.append(CheckpointDraw(p, seed, meta))
+    return out
+
+
+def load_weights(model: nn.Module, draw: CheckpointDraw) -> nn.Module:
+    """Fill ``model`` with the checkpoint's tensors (already checked by
+    :func:`resolve_checkpoints`).
+
+    >>> import tempfile, torch, dynamo as dy
+    >>> from verify._checkpoints import CheckpointDraw, load_weights
+    >>> path = dy.save_checkpoint(f"{tempfile.mkdtemp()}/m.safetensors", torch.nn.Linear(2, 2))
+    >>> m = load_weights(torch.nn.Linear(2, 2), CheckpointDraw(path, 0, {}))
+    >>> torch.equal(m.weight, dy.load_checkpoint(path).tensors["weight"])
+    True
+    """
+    with torch.no_grad():
+        dy.load_checkpoint(draw.path, model)
+    return model
+
+
+def unique_seeds(draws: Iterable[CheckpointDraw]) -> list[int]:
+    """The draws' seeds, made distinct: a certificate's draws are told apart by seed, and two
+    checkpoints may share one (the same initialisation trained twice); later repeats are
+    numbered past the largest.
+
+    >>> from pathlib import Path
+    >>> from verify._checkpoints import CheckpointDraw, unique_seeds
+    >>> unique_seeds([CheckpointDraw(Path("a"), 0, {}), CheckpointDraw(Path("b"), 0, {})])
+    [0, 1]
+    """
+    seeds: list[int] = []
+    for d in draws:
+        s = d.seed
+        while s in seeds:
+            s = max(seeds) + 1
+        seeds.append(s)
+    return seeds
