@@ -152,11 +152,18 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={_KEY: text})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check_file(path: Path, call: str) -> None:

@@ -356,3 +356,48 @@ def test_the_plugin_gates_each_checkpoint(trained: Path, pytester: pytest.Pytest
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--dynamo-seeds", "3")
     result.assert_outcomes(passed=4)
+
+
+def test_ctrl_c_during_training_and_the_rerun_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """A real interrupt (SIGINT to `dynamo train`) once the training state is on disk; the same
+    command again finishes the draw, and the checkpoint equals an uninterrupted run's bit for
+    bit (another process, the same seed)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        SPEC.replace("steps = 60", "steps = 240").replace(
+            "[draws]\ncount = 2", "[draws]\ncount = 1"
+        )
+    )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "verify.cli", "train", str(spec), "--out", str(out)]
+    cmd += ["--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    state = out / ".tiny-seed0.state.safetensors"
+    while proc.poll() is None and not state.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    if proc.returncode == 130:
+        assert "interrupted (Ctrl-C) while training 1 draw(s)" in err
+        assert "rerun the same command to resume" in err
+        assert not (out / "tiny-seed0.safetensors").exists()
+        step = dy.load_checkpoint(state).metadata["step"]
+        assert 0 < step < 240
+    else:  # pragma: no cover - training finished before the signal arrived
+        assert proc.returncode == 0
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    resumed = dy.load_checkpoint(out / "tiny-seed0.safetensors")
+    assert not state.exists()
+    (whole,) = verify.train(verify.load_spec(spec), tmp_path / "whole")
+    ref = dy.load_checkpoint(whole.path).tensors
+    assert all(torch.equal(resumed.tensors[k], ref[k]) for k in ref)
+    if proc.returncode == 130:
+        assert resumed.metadata["resumed_from"] == step

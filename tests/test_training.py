@@ -3,6 +3,7 @@ checkpoints (dynamo.save_checkpoint, dynamo.load_checkpoint)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -169,6 +170,9 @@ def test_a_checkpoint_round_trips_tensors_and_metadata(tmp_path: Path) -> None:
         assert torch.equal(x, y), k
     assert "task prefix_majority" in ckpt.describe() and "seed 4" in ckpt.describe()
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # as open() would have made it
 
 
 def test_loading_casts_to_the_models_dtype(tmp_path: Path) -> None:

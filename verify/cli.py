@@ -838,10 +838,18 @@ def train(
             raise _UsageError(f"train --out {out}: that is an input of this run ({what})")
     from ._train import train as run
 
-    _Run.at(f"training {len(s.draws.resolved())} draw(s)")
-    done = run(
-        s, out, progress=_progress(progress), allow_modules=allow_module or (), log=typer.echo
+    _Run.at(
+        f"training {len(s.draws.resolved())} draw(s) (rerun the same command to resume: "
+        "finished checkpoints are kept, the draw in progress resumes from its last saved state)"
     )
+    finished: list[str] = []
+
+    def log(line: str) -> None:
+        finished.append(line)
+        _Run.written[:] = [f"{len(finished)} finished checkpoint(s) in {out}"]
+        typer.echo(line)
+
+    done = run(s, out, progress=_progress(progress), allow_modules=allow_module or (), log=log)
     trained = sum(not d.reused for d in done)
     typer.echo(
         f"train: {trained} draw(s) trained, {len(done) - trained} kept, into {out} "
