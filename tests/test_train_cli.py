@@ -401,3 +401,59 @@ def test_ctrl_c_during_training_and_the_rerun_resumes_to_the_same_weights(tmp_pa
     assert all(torch.equal(resumed.tensors[k], ref[k]) for k in ref)
     if proc.returncode == 130:
         assert resumed.metadata["resumed_from"] == step
+
+
+# -------------------------------------------------------------------- shipped checkpoints
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trained_outer_outer.toml"
+
+
+def test_every_shipped_checkpoint_is_a_trained_block_of_its_spec() -> None:
+    names = dy.models.shipped()
+    recalls, norms = ("none", "outer", "internal"), ("pre", "post", "sandwich", "outer")
+    assert names == sorted(f"{r}-{n}" for r in recalls for n in norms)
+    total = 0
+    for name in names:
+        path = dy.models.shipped_checkpoint(name)
+        total += path.stat().st_size
+        meta = dy.load_checkpoint(path).metadata
+        recall, norm = name.split("-")
+        assert (meta["architecture"]["recall"], meta["architecture"]["norm"]) == (recall, norm)
+        assert meta["task"]["name"] == "prefix_sums" and meta["training"]["steps"] == 1200
+        model = dy.models.from_checkpoint(path)
+        spec = verify._spec.validate(meta["spec"])
+        again = verify.build_model(spec, meta["seed"])
+        dy.load_checkpoint(path, again)  # the spec it was trained from rebuilds the same block
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+        )
+        # trained: far above chance (0.5) on held-out prefix sums of the training length
+        assert meta["metrics"]["token"] > 0.75
+    assert total < 2_000_000  # shipped with the package: a few hundred kB in all
+    with pytest.raises(dy.errors.InvalidArgumentError, match="no such shipped checkpoint"):
+        dy.models.shipped_checkpoint("outer-none")
+
+
+def test_certify_the_shipped_checkpoint_from_its_example_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: `dynamo certify` on a shipped checkpoint with JSON/Markdown/JUnit output, exit
+    codes as for any spec. Trained, the outer/outer block converges from every start but is
+    multistable (half its inputs have several attractors) and its fixed points answer worse
+    (0.78 token accuracy) than its 16-iteration transient did in training: exit 1."""
+    args = ["certify", str(EXAMPLE), "--json", str(tmp_path / "c.json")]
+    args += ["--markdown", str(tmp_path / "c.md"), "--junit", str(tmp_path / "c.xml")]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "1 trained checkpoint(s): outer-outer.safetensors" in out
+    assert "PASS reachability.converged_fraction >= 0.99" in out
+    assert "FAIL input_dependence.multistable_fraction <= 0.25" in out
+    assert "FAIL task.accuracy >= 0.9" in out
+    assert "share of all training runs of this spec" in out
+    cert = json.loads((tmp_path / "c.json").read_text())
+    (draw,) = cert["draws"]
+    assert draw["checkpoint"].endswith("outer-outer.safetensors")
+    assert draw["metrics"]["task.accuracy"] == pytest.approx(0.78125)
+    assert "trained checkpoint(s) (outer-outer.safetensors)" in (tmp_path / "c.md").read_text()
+    assert 'failures="2"' in (tmp_path / "c.xml").read_text()

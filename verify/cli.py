@@ -670,11 +670,20 @@ def _requirement_text(cert: Any, spec_path: Path | None) -> str:
         from dynamo.kernel import clopper_pearson
 
         best = clopper_pearson(d, d)[0]  # the interval's lower end when every draw passes
-        lines.append(
-            f"  (the interval holds, with 95% confidence, the share of all initialisation draws "
-            f"of this architecture that satisfy the requirement; {d} draw(s) are a sample, so "
-            f"even {d}/{d} gives [{best:.2f}, 1.00]: more draws (--seeds) narrow it)"
-        )
+        if any(x.checkpoint for x in cert.draws):
+            lines.append(
+                f"  (the interval holds, with 95% confidence, the share of all training runs of "
+                f"this spec whose trained weights satisfy the requirement; {d} checkpoint(s) are "
+                f"a sample, so even {d}/{d} gives [{best:.2f}, 1.00]: more trained seeds narrow "
+                "it)"
+            )
+        else:
+            lines.append(
+                f"  (the interval holds, with 95% confidence, the share of all initialisation "
+                f"draws of this architecture that satisfy the requirement; {d} draw(s) are a "
+                f"sample, so even {d}/{d} gives [{best:.2f}, 1.00]: more draws (--seeds) narrow "
+                "it)"
+            )
     lines += ["", _metric_table(cert)]
     for d in cert.draws:
         if d.metrics.get("reachability.converged") == 0:
@@ -688,7 +697,13 @@ def _requirement_text(cert: Any, spec_path: Path | None) -> str:
         if isinstance(d.metrics.get("reachability.converged_fraction"), float)
         and d.metrics["reachability.converged_fraction"] < 1.0
     ]
-    if bad:
+    unsettled = [Path(d.checkpoint).name for d in cert.draws if d.checkpoint and d.seed in bad]
+    if unsettled:
+        lines.append(
+            f"  checkpoints where some start did not converge: {', '.join(unsettled)} (the "
+            "trained map itself: dynamo.attractors shows where those starts go)"
+        )
+    elif bad:
         lines.append(
             f"  draws where some start did not converge: {_seeds(bad)}; see where those starts "
             "go with `"

@@ -13,6 +13,9 @@ from ._canonical import LinearMap as LinearMap
 from ._canonical import Logistic as Logistic
 from ._canonical import MonDEQ as MonDEQ
 from ._canonical import ZeroBranchRMSNorm as ZeroBranchRMSNorm
+from ._trained import from_checkpoint as from_checkpoint
+from ._trained import shipped as shipped
+from ._trained import shipped_checkpoint as shipped_checkpoint
 from ._transformer import LoopedTransformer as LoopedTransformer
 
 __all__ = [
@@ -25,4 +28,7 @@ __all__ = [
     "LoopedTransformer",
     "MonDEQ",
     "ZeroBranchRMSNorm",
+    "from_checkpoint",
+    "shipped",
+    "shipped_checkpoint",
 ]
