@@ -151,7 +151,13 @@ def save_checkpoint(
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={_KEY: text})
+        try:
+            save_file(tensors, tmp, metadata={_KEY: text})
+        except RuntimeError:  # shared storage (tied weights), which safetensors refuses
+            raise CheckpointError(
+                f"{call}: safetensors refuses tensors that share memory (tied or shared "
+                "weights): pass a state dict that holds each shared tensor once"
+            ) from None
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
         os.replace(tmp, dest)
     except BaseException:
@@ -173,31 +179,38 @@ def _check_file(path: Path, call: str) -> None:
         raise CheckpointError(f"{call}: {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"{call}: {path} is not a file")
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(9)
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
-        kind = "a pickle" if head[:1] == b"\x80" else "a zip archive (torch.save's format)"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(9)
+    except OSError as err:
+        raise CheckpointError(f"{call}: {path} cannot be read ({err.strerror or err})") from None
+    n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
+    header_like = head[8:9] == b"{" and 0 < n <= _MAX_HEADER
+    if header_like and 8 + n <= size:
+        return  # a safetensors header that fits the file: safetensors checks the rest
+    # a header's length can start with 0x80 too, so the magic bytes count only where no
+    # safetensors header is there: protocol 2-5 pickles start 0x80 0x02..0x05
+    pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if pickled or head[:4] == b"PK\x03\x04":
+        kind = "a pickle" if pickled else "a zip archive (torch.save's format)"
         raise CheckpointError(
             f"{call}: {path} is {kind}, not a safetensors file; dynamo never unpickles "
             "(loading a pickle can run arbitrary code). Convert it where you trust it: "
             "safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')"
         )
-    if size < 10:
-        raise CheckpointError(
-            f"{call}: {path} has {size} bytes, too few for a safetensors file (truncated?)"
-        )
-    (n,) = struct.unpack("<Q", head[:8])
-    if head[8:9] != b"{" or n > _MAX_HEADER:
-        raise CheckpointError(
-            f"{call}: {path} is not a safetensors file (its first bytes are not a safetensors "
-            "header)"
-        )
-    if 8 + n > size:
+    if header_like:
         raise CheckpointError(
             f"{call}: {path} is truncated: its header announces {n} bytes but the file has "
             f"{size - 8} after the length field; copy it again"
         )
+    if size < 10:
+        raise CheckpointError(
+            f"{call}: {path} has {size} bytes, too few for a safetensors file (truncated?)"
+        )
+    raise CheckpointError(
+        f"{call}: {path} is not a safetensors file (its first bytes are not a safetensors header)"
+    )
 
 
 def load_checkpoint(
@@ -259,6 +272,8 @@ def load_checkpoint(
             tensors = {k: f.get_tensor(k) for k in names}
     except SafetensorError as err:
         raise CheckpointError(f"{call}: {p} is corrupt or truncated ({err})") from None
+    except OSError as err:
+        raise CheckpointError(f"{call}: {p} cannot be read ({err.strerror or err})") from None
     metadata: dict[str, Any] = {}
     if _KEY in raw:
         try:

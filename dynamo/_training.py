@@ -113,7 +113,9 @@ class TrainResult:
         Optimiser steps taken in all (including those before a resume).
     history : tuple of dict
         Every evaluation: ``step``, training ``loss`` (mean since the last one), ``token`` and
-        ``sequence`` accuracy on the held-out batch after ``max(iters)`` iterations.
+        ``sequence`` accuracy on the evaluation batch after ``max(iters)`` iterations (fresh
+        instances from their own seed; at small difficulties they can repeat training ones,
+        since there are only ``2^length`` prefix strings).
     final : dict
         The last evaluation.
     seconds : float
@@ -170,7 +172,7 @@ class TrainResult:
         return (
             f"trained {self.steps} steps on {self.settings['task']['name']}: token accuracy "
             f"{f['token']:.3f}, sequence accuracy {f['sequence']:.3f} on "
-            f"{self.settings['eval_size']} held-out instances (estimate)"
+            f"{self.settings['eval_size']} fresh instances (estimate)"
         )
 
 
@@ -214,6 +216,22 @@ def _settings(call: str, task: Any, **kw: Any) -> dict[str, Any]:
         "progressive": float(p),
         "grad_clip": float(kw["grad_clip"]),
         "task": task.to_dict(),
+    }
+
+
+def _identity(model: nn.Module) -> dict[str, Any]:
+    """What a training state must have been trained from: the model's class, its configuration
+    when it declares one (a LoopedTransformer's, initialisation seed included) and its
+    tensors' shapes."""
+    config = getattr(model, "config", None)
+    try:
+        config = json.loads(json.dumps(config)) if isinstance(config, dict) else None
+    except (TypeError, ValueError):
+        config = None
+    return {
+        "class": type(model).__name__,
+        "config": config,
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
     }
 
 
@@ -266,7 +284,13 @@ def _load_state(
     gens: dict[str, torch.Generator],
     settings: dict[str, Any],
 ) -> tuple[int, list[dict[str, float]], list[float]]:
-    ckpt = load_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{call}: the training state cannot be resumed: {str(err).split(': ', 1)[-1]}; "
+            "delete it to start over"
+        ) from None
     meta = ckpt.metadata
     if meta.get("kind") != "training state":
         raise CheckpointError(f"{call}: {path} is not a training state written by train_looped")
@@ -274,19 +298,35 @@ def _load_state(
     differ = sorted(
         k
         for k in set(stored) | set(settings)
-        if k not in ("steps", "eval_every") and stored.get(k) != settings.get(k)
+        if k != "eval_every" and stored.get(k) != settings.get(k)
     )
     if differ:
         k = differ[0]
+        what = "the model" if k == "model" else f"{k}={stored.get(k)!r}, not {settings.get(k)!r}"
         raise CheckpointError(
-            f"{call}: {path} was trained with {k}={stored.get(k)!r}, not {settings.get(k)!r}; "
-            "resume with the same settings, or start a new run elsewhere"
+            f"{call}: {path} was trained with other settings ({what}"
+            + (": another architecture or initialisation" if k == "model" else "")
+            + "); resume with the same settings and model, or delete it to start over"
         )
     state = {k[len("model.") :]: v for k, v in ckpt.tensors.items() if k.startswith("model.")}
-    missing = sorted(set(model.state_dict()) - set(state))
-    if missing:
-        raise CheckpointError(f"{call}: {path} lacks tensor {missing[0]!r} of the model")
-    model.load_state_dict(state)
+    own = model.state_dict()
+    bad = sorted(k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape))
+    try:
+        if bad:
+            raise KeyError(bad[0])
+        step = int(meta["step"])
+        history, running = list(meta["history"]), list(meta.get("running", []))
+        rng = {name: ckpt.tensors[f"rng.{name}"] for name in gens}
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{call}: {path} is an incomplete training state ({err!s} is missing or does not "
+            "fit); delete it to start over"
+        ) from None
+    if step > settings["steps"]:
+        raise CheckpointError(f"{call}: {path} is at step {step}, past steps={settings['steps']}")
+    with torch.no_grad():
+        for k, t in own.items():
+            t.copy_(state[k].to(dtype=t.dtype, device=t.device))
     params = [p for g in opt.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         st: dict[str, Any] = {}
@@ -294,12 +334,12 @@ def _load_state(
             prefix = f"optim.{i}."
             if k.startswith(prefix):
                 name = k[len(prefix) :]
-                st[name] = v.reshape(()) if name == "step" else v.to(p.dtype)
+                st[name] = v.reshape(()) if name == "step" else v.to(p.device, p.dtype)
         if st:
             opt.state[p] = st
     for name, g in gens.items():
-        g.set_state(ckpt.tensors[f"rng.{name}"])
-    return int(meta["step"]), list(meta["history"]), list(meta.get("running", []))
+        g.set_state(rng[name])
+    return step, history, running
 
 
 @torch.no_grad()
@@ -377,8 +417,9 @@ def train_looped(
     seed : int
         Seeds the data and iteration-count generators.
     eval_every, eval_size : int
-        Evaluate every ``eval_every`` steps (and at the end) on ``eval_size`` held-out
-        instances, after ``max(iters)`` iterations.
+        Evaluate every ``eval_every`` steps (and at the end) on ``eval_size`` instances drawn
+        with a seed of their own (not from the training stream; short instances can still
+        coincide with training ones), after ``max(iters)`` iterations.
     resume : str or os.PathLike, optional
         Training-state file (safetensors): read if present, written as training goes.
     save_every : int
@@ -431,6 +472,7 @@ def train_looped(
         eval_size=eval_size,
     )
     check_positive_int(call, "save_every", save_every)
+    settings["model"] = _identity(model)
     t0 = time.perf_counter()
     step_fn = _stepper(model)
     diff, (lo, hi) = settings["difficulty"], settings["iters"]

@@ -457,3 +457,78 @@ def test_certify_the_shipped_checkpoint_from_its_example_spec(
     assert draw["metrics"]["task.accuracy"] == pytest.approx(0.78125)
     assert "trained checkpoint(s) (outer-outer.safetensors)" in (tmp_path / "c.md").read_text()
     assert 'failures="2"' in (tmp_path / "c.xml").read_text()
+
+
+def test_the_same_weights_or_the_same_seed_twice_are_not_two_draws(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = str(trained / "spec.toml")
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(_ckpt(trained).read_bytes())
+    assert (
+        main(["certify", spec, "--checkpoint", str(_ckpt(trained)), "--checkpoint", str(copy)]) == 2
+    )
+    assert "hold the same weights" in capsys.readouterr().err
+    ckpt = dy.load_checkpoint(_ckpt(trained, 1))
+    relabelled = dy.save_checkpoint(
+        tmp_path / "relabelled.safetensors", ckpt.tensors, metadata={**ckpt.metadata, "seed": 0}
+    )
+    code = main(
+        ["certify", spec, "--checkpoint", str(_ckpt(trained)), "--checkpoint", str(relabelled)]
+    )
+    assert code == 2
+    assert "both come from initialisation seed 0" in capsys.readouterr().err
+    bad_seed = dy.save_checkpoint(
+        tmp_path / "bad_seed.safetensors", ckpt.tensors, metadata={**ckpt.metadata, "seed": -3}
+    )
+    assert main(["certify", spec, "--checkpoint", str(bad_seed)]) == 2
+    assert "names seed -3 in its metadata" in capsys.readouterr().err
+    other_task = dy.save_checkpoint(
+        tmp_path / "other_task.safetensors",
+        ckpt.tensors,
+        metadata={**ckpt.metadata, "task": {"name": "prefix_sums"}},
+    )
+    assert main(["certify", spec, "--checkpoint", str(other_task)]) == 2
+    assert "was trained on task 'prefix_sums'" in capsys.readouterr().err
+
+
+def test_a_checkpoint_key_with_seeds_or_basins(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keyed = trained / "keyed_seeds.toml"
+    keyed.write_text(
+        SPEC.replace('name = "tiny"', 'name = "tiny"\ncheckpoint = "runs/tiny-seed1.safetensors"')
+    )
+    assert main(["certify", str(keyed), "--seeds", "3"]) == 2
+    assert "--seeds counts initialisation draws" in capsys.readouterr().err
+    code = main(["basins", str(keyed), "--starts", "4", "--inputs", "2", "--max-steps", "200"])
+    out = capsys.readouterr().out
+    assert code == 0 and "the trained weights of" in out and "draw seed 1" in out
+    assert main(["basins", str(keyed), "--draw", "0", "--starts", "2"]) == 2
+    assert "the spec's checkpoints come from seeds 1" in capsys.readouterr().err
+
+
+def test_eval_difficulties_the_block_cannot_run_are_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.replace("eval_difficulties = [16]", "eval_difficulties = [600]"))
+    assert main(["train", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "task.eval_difficulties: the block cannot run prefix_majority at difficulty 600" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_inputs_are_the_blocks_own_embeddings() -> None:
+    with pytest.raises(SpecError, match=r"drop inputs\.scale"):
+        validate({"task": {"name": "prefix_sums"}, "inputs": {"kind": "task", "scale": 2.0}})
+    # a factory's block gets the task's sequence length too (its sizes are its own business)
+    spec = validate(
+        {
+            "architecture": {"factory": "my_blocks.py:gated_tanh"},
+            "task": {"name": "prefix_sums", "difficulty": 5},
+            "inputs": {"kind": "task"},
+        },
+        base=Path(__file__).resolve().parents[1] / "examples",
+    )
+    assert spec.inputs.seq_len == 5 and spec.architecture.vocab_size is None

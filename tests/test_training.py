@@ -28,7 +28,7 @@ FAST = dict(batch_size=16, difficulty=8, eval_every=20, eval_size=64, iters=(2, 
 
 def test_a_tiny_model_learns_prefix_majority_in_seconds() -> None:
     """The recipe works: 60 steps take a 16-wide block from chance to above 90% token accuracy
-    on held-out instances (measured 0.98 / 0.99 for seeds 0 / 1)."""
+    on freshly drawn instances (measured 0.98 / 0.99 for seeds 0 / 1)."""
     model = _tiny()
     before = dy.task_accuracy(model, MAJORITY, difficulties=[8], max_iters=8, n=256, seed=5)
     r = dy.train_looped(model, MAJORITY, steps=60, seed=0, **FAST)
@@ -36,7 +36,7 @@ def test_a_tiny_model_learns_prefix_majority_in_seconds() -> None:
     assert float(before.token[0, -1]) < 0.8
     assert r.final["token"] > 0.9 and float(after.token[0, -1]) > 0.9
     assert [h["step"] for h in r.history] == [20.0, 40.0, 60.0]
-    assert r.trust is dy.Trust.ESTIMATED and "held-out" in str(r)
+    assert r.trust is dy.Trust.ESTIMATED and "fresh instances" in str(r)
     assert not model.training  # left in eval mode
 
 
@@ -88,8 +88,36 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_p
 def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "s.safetensors"
     dy.train_looped(_tiny(), MAJORITY, steps=5, seed=0, resume=state, **FAST)
-    with pytest.raises(dy.CheckpointError, match=r"trained with lr=0\.002, not 0\.01"):
+    with pytest.raises(dy.CheckpointError, match=r"other settings \(lr=0\.002, not 0\.01\)"):
         dy.train_looped(_tiny(), MAJORITY, steps=5, seed=0, resume=state, lr=0.01, **FAST)
+    # a longer run has another learning-rate schedule: not the run that was interrupted
+    with pytest.raises(dy.CheckpointError, match=r"other settings \(steps=5, not 9\)"):
+        dy.train_looped(_tiny(), MAJORITY, steps=9, seed=0, resume=state, **FAST)
+    # the same tensors, another function (causal attention), or another initialisation
+    for other in (_tiny(causal=False), _tiny(seed=1)):
+        with pytest.raises(dy.CheckpointError, match="another architecture or initialisation"):
+            dy.train_looped(other, MAJORITY, steps=5, seed=0, resume=state, **FAST)
+
+
+def test_a_broken_training_state_says_delete_it(tmp_path: Path) -> None:
+    state = tmp_path / "s.safetensors"
+    dy.train_looped(_tiny(), MAJORITY, steps=4, seed=0, resume=state, save_every=2, **FAST)
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) - 50])
+    with pytest.raises(dy.CheckpointError, match=r"cannot be resumed: .*delete it to start over"):
+        dy.train_looped(_tiny(), MAJORITY, steps=4, seed=0, resume=state, **FAST)
+    ckpt = dy.load_checkpoint(dy.save_checkpoint(tmp_path / "x.safetensors", _tiny()))
+    assert ckpt.metadata.get("kind") is None
+
+
+def test_a_header_whose_length_starts_with_0x80_is_not_a_pickle(tmp_path: Path) -> None:
+    """The first byte of a safetensors file is the low byte of its header's length: 0x80 for
+    one length in 256 (every 32nd, headers being padded to 8 bytes)."""
+    path = dy.save_checkpoint(
+        tmp_path / "m.safetensors", torch.nn.Linear(2, 3), metadata={"note": "x" * 154}
+    )
+    assert path.read_bytes()[:1] == b"\x80"
+    assert dy.load_checkpoint(path).metadata["note"] == "x" * 154
 
 
 def test_progressive_loss_and_truncated_backprop_run() -> None:

@@ -24,7 +24,7 @@ from dynamo.kernel import check_memory, clopper_pearson, finite_or_none, path_ag
 from dynamo.kernel import plain as _plain
 from dynamo.protocols import Encodes, ReadsOut, offers
 
-from ._checkpoints import CheckpointDraw, load_weights, resolve_checkpoints, unique_seeds
+from ._checkpoints import CheckpointDraw, load_weights, resolve_checkpoints
 from ._metrics import DrawContext, Metric
 from ._metrics import metric as _metric
 from ._metrics import registered as _registered
@@ -610,10 +610,11 @@ def _prepare_run(
     if ckpts:
         if seeds is not None:
             raise dy.errors.InvalidArgumentError(
-                "certify(spec, seeds=..., checkpoints=...): the checkpoints are the draws; "
-                "give seeds or checkpoints, not both"
+                "certify(spec, seeds=..., checkpoints=...): the checkpoints are the draws"
+                + (" (the spec's checkpoint key names them)" if checkpoints is None else "")
+                + "; give seeds or checkpoints, not both"
             )
-        draw_seeds = unique_seeds(ckpts)
+        draw_seeds = [c.seed for c in ckpts]
     return _Run(spec, draw_seeds, dtype, dev, vectorize, _domain(spec), ckpts)
 
 

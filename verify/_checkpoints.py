@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,14 @@ _COMPARED = (
     "vocab_size",
     "n_outputs",
     "factory",
+    "kwargs",
 )
 
 
 @dataclass(frozen=True)
 class CheckpointDraw:
     """One checkpoint as a draw: its file, the seed its weights were initialised from (from the
-    metadata; the position in the list when it has none) and its metadata.
+    metadata; the position in the list when the metadata names none) and its metadata.
 
     >>> from pathlib import Path
     >>> from verify._checkpoints import CheckpointDraw
@@ -127,6 +129,8 @@ def resolve_checkpoints(
     if not paths:
         return []
     seen: dict[Path, int] = {}
+    digests: dict[str, Path] = {}
+    seeds: dict[int, Path] = {}
     out: list[CheckpointDraw] = []
     for i, p in enumerate(paths):
         key = p.resolve()
@@ -137,9 +141,17 @@ def resolve_checkpoints(
             )
         seen[key] = i
         try:
-            meta = dy.load_checkpoint(p).metadata  # header and tensors: nothing unpickled
+            ckpt = dy.load_checkpoint(p)  # header and tensors: nothing unpickled
         except dy.CheckpointError as err:
             raise SpecError(f"{call}: checkpoint: {str(err).split(': ', 1)[-1]}") from None
+        meta = ckpt.metadata
+        digest = _digest(ckpt.tensors)
+        if digest in digests:
+            raise SpecError(
+                f"{call}: checkpoints {digests[digest]} and {p} hold the same weights: one "
+                "trained block is one draw, not more evidence"
+            )
+        digests[digest] = p
         if meta.get("kind") == "training state":
             raise SpecError(
                 f"{call}: checkpoint {p} is a training state that dynamo train resumes from, "
@@ -149,9 +161,29 @@ def resolve_checkpoints(
         why = _architecture_differs(spec, meta)
         if why:
             raise SpecError(f"{call}: checkpoint {p} does not match the spec: {why}")
+        task = meta.get("task")
+        if (
+            spec.task is not None
+            and isinstance(task, dict)
+            and task.get("name") not in (None, spec.task.name)
+        ):
+            raise SpecError(
+                f"{call}: checkpoint {p} was trained on task {task.get('name')!r}, but the "
+                f"spec's task is {spec.task.name!r}: its readout answers another question"
+            )
         seed = meta.get("seed", i)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            seed = i
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+            raise SpecError(
+                f"{call}: checkpoint {p} names seed {seed!r} in its metadata, which is not a "
+                "seed (an integer in [0, 2**63 - 1])"
+            )
+        if seed in seeds:
+            raise SpecError(
+                f"{call}: checkpoints {seeds[seed]} and {p} both come from initialisation seed "
+                f"{seed}: a certificate's draws are told apart by seed; certify them one at a "
+                "time"
+            )
+        seeds[seed] = p
         model: nn.Module = build(seed)
         try:
             dy.load_checkpoint(p, model)
@@ -177,20 +209,11 @@ def load_weights(model: nn.Module, draw: CheckpointDraw) -> nn.Module:
     return model
 
 
-def unique_seeds(draws: Iterable[CheckpointDraw]) -> list[int]:
-    """The draws' seeds, made distinct: a certificate's draws are told apart by seed, and two
-    checkpoints may share one (the same initialisation trained twice); later repeats are
-    numbered past the largest.
-
-    >>> from pathlib import Path
-    >>> from verify._checkpoints import CheckpointDraw, unique_seeds
-    >>> unique_seeds([CheckpointDraw(Path("a"), 0, {}), CheckpointDraw(Path("b"), 0, {})])
-    [0, 1]
-    """
-    seeds: list[int] = []
-    for d in draws:
-        s = d.seed
-        while s in seeds:
-            s = max(seeds) + 1
-        seeds.append(s)
-    return seeds
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors' names, shapes, dtypes and bytes: equal weights, equal digest."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].contiguous()
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -163,7 +163,10 @@ class DrawResult(_Frozen):
 
     seed: int
     checkpoint: str | None = Field(
-        None, description="the safetensors file whose trained weights this draw is, if any"
+        None,
+        description="the safetensors file whose trained weights this draw is, if any (then "
+        "seed is the initialisation seed its metadata names, or its position in the list of "
+        "checkpoints when it names none)",
     )
     metrics: dict[str, float | int | str | None]
     notes: dict[str, str] = Field(

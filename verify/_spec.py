@@ -736,6 +736,12 @@ class Spec(_Strict):
                         f"architecture.{key} = {got} but task {task.name!r} needs {want}; drop "
                         f"architecture.{key} (the task sets it)"
                     )
+        if self.inputs.kind == "task" and self.inputs.scale != 1:
+            raise ValueError(
+                "inputs.scale multiplies random embeddings; with inputs.kind = 'task' the inputs "
+                "are the block's own embeddings of the task's tokens, as it was trained on "
+                "them: drop inputs.scale"
+            )
         if self.inputs.kind == "task":
             want = task.seq_len(self.task.resolved_difficulty(task))
             if self.inputs.seq_len != want:
@@ -756,18 +762,14 @@ class Spec(_Strict):
         arch = data.get("architecture", {})
         if isinstance(arch, Architecture):
             arch = arch.model_dump(exclude_unset=True)
-        if (
-            not isinstance(arch, dict)
-            or arch.get("kind", "looped_transformer") != ("looped_transformer")
-            or arch.get("factory")
-        ):
-            return data
         try:
             built = task.build() if isinstance(task, TaskSection) else TaskSection(**task).build()
         except Exception:  # reported where the task section is validated
             return data
-        sizes = {"vocab_size": built.vocab_size, "n_outputs": built.n_classes}
-        data = {**data, "architecture": {**sizes, **arch}}
+        reference = isinstance(arch, dict) and not arch.get("factory")
+        if reference and arch.get("kind", "looped_transformer") == "looped_transformer":
+            sizes = {"vocab_size": built.vocab_size, "n_outputs": built.n_classes}
+            data = {**data, "architecture": {**sizes, **arch}}
         inputs = data.get("inputs", {})
         if isinstance(inputs, Inputs):
             inputs = inputs.model_dump(exclude_unset=True)

@@ -180,6 +180,23 @@ def train(
             dy.task_accuracy(model, task, difficulties=[difficulty], max_iters=1, n=1)
         except dy.errors.InvalidArgumentError as err:
             raise SpecError(f"{call}: {str(err).split(': ', 1)[-1]}") from None
+        for d in spec.task.eval_difficulties:  # measured after training: checked before it
+            try:
+                dy.task_accuracy(model, task, difficulties=[d], max_iters=1, n=1)
+            except Exception as err:
+                raise SpecError(
+                    f"{call}: task.eval_difficulties: the block cannot run {task.name} at "
+                    f"difficulty {d} ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+                ) from None
+        state = folder / f".{path.stem}.state.safetensors"
+        if state.exists() and not reuse:
+            try:
+                dy.load_checkpoint(state)
+            except dy.CheckpointError as err:
+                raise SpecError(
+                    f"{call}: the training state {state} cannot be resumed "
+                    f"({str(err).split(': ', 1)[-1]}); delete it to start over"
+                ) from None
         plans.append((seed, path, reuse))
     folder.mkdir(parents=True, exist_ok=True)
     results = []

@@ -382,10 +382,26 @@ def basins(
     import dynamo as dy
 
     from ._certify import build_model, draw_inputs
+    from ._checkpoints import load_weights, resolve_checkpoints
 
     the_seed = s.draws.resolved()[0] if draw is None else draw
+    # a spec with a checkpoint key maps its trained weights: the draw is a checkpoint's seed
+    ckpts = resolve_checkpoints(s, None, f"basins {spec}", lambda q: build_model(s, q))
+    pick = None
+    if ckpts:
+        pick = ckpts[0] if draw is None else next((c for c in ckpts if c.seed == draw), None)
+        if pick is None:
+            raise _UsageError(
+                f"basins --draw {draw}: the spec's checkpoints come from seeds "
+                + ", ".join(str(c.seed) for c in ckpts)
+            )
+        the_seed = pick.seed
     torch_dtype = torch.float64 if s.analysis.dtype == "float64" else torch.float32
-    model = build_model(s, the_seed).to(dtype=torch_dtype, device=dev).requires_grad_(False)
+    model = build_model(s, the_seed)
+    if pick is not None:
+        load_weights(model, pick)
+        typer.echo(f"  (the trained weights of {pick.path})")
+    model = model.to(dtype=torch_dtype, device=dev).requires_grad_(False)
     x = draw_inputs(s, model, torch_dtype).to(dev)
     system = dy.LoopedSystem.from_module(model, x, dtype=None)
     _Run.at(f"mapping the basins of draw {the_seed}")
@@ -585,6 +601,11 @@ def _spec(
     from ._spec import Spec, SpecError, default_spec, load_spec, revalidate
 
     spec: Spec = default_spec() if path is None else load_spec(path, allow_modules=allow or ())
+    if seeds is not None and spec.checkpoint is not None:
+        raise _UsageError(
+            f"{command} {path} --seeds {seeds}: --seeds counts initialisation draws, but the "
+            "spec's checkpoint key makes its checkpoints the draws; drop --seeds"
+        )
     data = spec.model_dump(mode="json")
     changes = {
         ("draws", "count"): seeds,

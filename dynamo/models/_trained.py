@@ -89,8 +89,13 @@ def from_checkpoint(
             "block)"
         )
     kw: dict[str, Any] = {k: arch[k] for k in _ARGS if arch.get(k) is not None}
-    seed = meta.get("seed", 0)
-    model = LoopedTransformer(**kw, seed=seed if isinstance(seed, int) else 0, dtype=dtype)
+    try:
+        model = LoopedTransformer(**kw, dtype=dtype)
+    except (InvalidArgumentError, TypeError) as err:
+        raise CheckpointError(
+            f"{call}: the checkpoint's architecture metadata does not build a "
+            f"LoopedTransformer ({err})"
+        ) from None
     load_checkpoint(path, model)
     return model.eval()
 
