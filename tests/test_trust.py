@@ -4,6 +4,7 @@ and certificate metrics are a registry a user extends from outside the package."
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from pathlib import Path
@@ -290,7 +291,11 @@ def test_the_builtin_metrics_declare_what_the_spec_checks_used_to_hold() -> None
     assert ranged == {
         "reachability.converged_fraction": (0.0, 1.0),
         "reachability.path_independence": (-1.0, 1.0),
+        "input_dependence.multistable_fraction": (0.0, 1.0),
+        "input_dependence.max_attractors": (0.0, math.inf),
         "proofs.proven_fraction": (0.0, 1.0),
+        "task.accuracy": (0.0, 1.0),
+        "task.sequence_accuracy": (0.0, 1.0),
     }
     assert verify.BASIS == {
         "proofs.proven_fraction": "count of rigorous proofs",

@@ -486,7 +486,7 @@ def certify(
     allow_modules : iterable of str
         Modules a ``package.module:function`` factory may come from; a spec runs no other
         module's code (see :func:`verify.load_spec`).
-    checkpoints : sequence of paths, optional
+    checkpoints : sequence of str or os.PathLike, optional
         Trained weights (safetensors files of the spec's architecture, e.g. written by ``dynamo
         train``): each is one draw, in place of the initialisation draws; overrides the spec's
         ``checkpoint`` key. Every file is read and matched against the architecture before any

@@ -103,7 +103,7 @@ def resolve_checkpoints(
     Parameters
     ----------
     spec : Spec
-    given : sequence of paths, optional
+    given : sequence of str or os.PathLike, optional
         Overrides the spec's key.
     call : str
         The call form errors begin with.

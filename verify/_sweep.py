@@ -820,7 +820,7 @@ def run_sweep(
     ----------
     sweep : Sweep
         From :func:`load_sweep`.
-    out : path
+    out : str or os.PathLike
         The output folder (created if missing).
     executor : {"serial", "local", "ray"}
         In this process; in ``workers`` worker processes; or as Ray tasks (local Ray, or the

@@ -107,9 +107,9 @@ def train(
 
     Parameters
     ----------
-    spec : Spec or path
+    spec : Spec, or a path to a TOML spec
         With ``[task]`` and ``[training]`` sections.
-    out : path
+    out : str or os.PathLike
         The folder (created if missing).
     seeds : iterable of int, optional
         The draws (default: the spec's).
