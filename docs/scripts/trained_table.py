@@ -21,9 +21,11 @@ The assembled table is written to ``--json`` (the docs page "Trained looped tran
     python docs/scripts/trained_table.py --out runs/table --workers 2 \\
         --json docs/data/trained_table.json
 
-``--seeds 3 --steps 1200`` is the table in the docs (about 40 minutes on two cores with two
-workers). A second part trains the two-layer outer/outer block and reports its per-layer cyclic
-fixed point (claim C10) and when its attention maps stop changing.
+``--seeds 3 --steps 1200`` is the table in the docs. A second part trains the two-layer
+outer/outer block and reports its per-layer cyclic fixed point (claim C10) and when its attention
+maps stop changing; a third trains recall none / outer / internal with outer norm on 4×4 sudoku
+(``--sudoku-steps``, 2000 by default; 0 skips it), where the seed paper puts internal recall. A
+rerun adds its wall time to the earlier runs' in the table (``runs``, ``wall_seconds``).
 """
 
 from __future__ import annotations
@@ -54,12 +56,31 @@ METRICS = (
 )
 LENGTHS = (16, 32, 48)
 MAX_ITERS = 64
+#: per task: the training difficulty, the harder ones measured, and causal attention (prefix
+#: sums read left to right; a sudoku cell depends on every other cell)
+TASKS = {
+    "prefix_sums": {"difficulties": LENGTHS, "causal": True},
+    "sudoku4": {"difficulties": (6, 9, 12), "causal": False},
+}
+SUDOKU_RECALLS = ("none", "outer", "internal")
 
 
-def spec_text(recall: str, norm: str, seed: int, steps: int, n_layers: int = 1) -> str:
+def _name(recall: str, norm: str, n_layers: int, task: str) -> str:
+    return (
+        f"{recall}-{norm}"
+        + ("" if n_layers == 1 else f"-{n_layers}layers")
+        + ("" if task == "prefix_sums" else f"-{task}")
+    )
+
+
+def spec_text(
+    recall: str, norm: str, seed: int, steps: int, n_layers: int = 1, task: str = "prefix_sums"
+) -> str:
     """The variant's spec, as a user would write it."""
+    t = TASKS[task]
+    first, *harder = t["difficulties"]
     return f"""\
-name = "{recall}-{norm}{"" if n_layers == 1 else f"-{n_layers}layers"}"
+name = "{_name(recall, norm, n_layers, task)}"
 requirements = ["reachability.converged_fraction >= 0.99", "task.accuracy >= 0.9"]
 
 [architecture]
@@ -68,12 +89,12 @@ n_heads = 4
 n_layers = {n_layers}
 recall = "{recall}"
 norm = "{norm}"
-causal = true
+causal = {"true" if t["causal"] else "false"}
 
 [task]
-name = "prefix_sums"
-difficulty = 16
-eval_difficulties = [32, 48]
+name = "{task}"
+difficulty = {first}
+eval_difficulties = {list(harder)}
 eval_iters = {MAX_ITERS}
 
 [inputs]
@@ -152,7 +173,15 @@ def _attractors(spec: Any, path: Path) -> dict[str, Any]:
     return summary
 
 
-def job(recall: str, norm: str, seed: int, steps: int, out: str, n_layers: int = 1) -> dict:
+def job(
+    recall: str,
+    norm: str,
+    seed: int,
+    steps: int,
+    out: str,
+    n_layers: int = 1,
+    task: str = "prefix_sums",
+) -> dict:
     """One variant and seed: certificate at init, training, certificate after, attractors,
     extrapolation."""
     import torch
@@ -162,10 +191,12 @@ def job(recall: str, norm: str, seed: int, steps: int, out: str, n_layers: int =
     import verify
 
     root = Path(out)
-    name = f"{recall}-{norm}" + ("" if n_layers == 1 else f"-{n_layers}layers")
+    name = _name(recall, norm, n_layers, task)
     spec_path = root / "specs" / f"{name}-seed{seed}.toml"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(spec_text(recall, norm, seed, steps, n_layers))
+    spec_path.write_text(spec_text(recall, norm, seed, steps, n_layers, task))
+    t_job = time.perf_counter()
+    difficulties = list(TASKS[task]["difficulties"])
     spec = verify.load_spec(spec_path)
     t0 = time.perf_counter()
     init = verify.certify(spec, timestamp=False)
@@ -177,13 +208,14 @@ def job(recall: str, norm: str, seed: int, steps: int, out: str, n_layers: int =
     model = verify.build_model(spec, seed)
     dy.load_checkpoint(trained.path, model)
     curve = dy.task_accuracy(
-        model, spec.task.build(), difficulties=list(LENGTHS), max_iters=MAX_ITERS, n=256, seed=3
+        model, spec.task.build(), difficulties=difficulties, max_iters=MAX_ITERS, n=256, seed=3
     )
     t2 = time.perf_counter()
     att = _attractors(spec, trained.path)
     t_att = time.perf_counter() - t2
     meta = dy.load_checkpoint(trained.path).metadata
     result: dict[str, Any] = {
+        "task": task,
         "recall": recall,
         "norm": norm,
         "n_layers": n_layers,
@@ -194,13 +226,18 @@ def job(recall: str, norm: str, seed: int, steps: int, out: str, n_layers: int =
         "notes_trained": after.draws[0].notes,
         "train_seconds": meta.get("seconds"),
         "train_history": meta.get("history"),
-        "curve": {"lengths": list(LENGTHS), "token": curve.token.tolist()},
+        "curve": {
+            "lengths": difficulties,
+            "token": curve.token.tolist(),
+            "sequence": curve.sequence.tolist(),
+        },
         "attractors": att,
         "seconds": {"certify_init": t_init, "certify_trained": t_after, "attractors": t_att},
         "checkpoint": str(trained.path),
     }
     if n_layers > 1:
         result["layer_cycle"] = _layer_cycle(spec, trained.path)
+    result["seconds"]["job"] = time.perf_counter() - t_job
     return result
 
 
@@ -275,7 +312,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for recall in RECALLS:
         for norm in NORMS:
-            rs = [r for r in rows if (r["recall"], r["norm"], r["n_layers"]) == (recall, norm, 1)]
+            rs = [
+                r
+                for r in rows
+                if (r["recall"], r["norm"], r["n_layers"]) == (recall, norm, 1)
+                and r.get("task", "prefix_sums") == "prefix_sums"
+            ]
             if not rs:
                 continue
 
@@ -325,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-two-layer", action="store_true", help="skip the two-layer block")
+    p.add_argument(
+        "--sudoku-steps",
+        type=int,
+        default=2000,
+        help="training steps of the sudoku part (recall none / outer / internal, outer norm); "
+        "0 skips it",
+    )
     args = p.parse_args(argv)
     jobs_dir = args.out / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -336,9 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not args.no_two_layer:
         todo.append(("outer", "outer", 0, args.steps, str(args.out), 2))
+    if args.sudoku_steps:
+        todo += [
+            (recall, "outer", seed, args.sudoku_steps, str(args.out), 1, "sudoku4")
+            for seed in range(args.seeds)
+            for recall in SUDOKU_RECALLS
+        ]
 
     def key(j: tuple) -> Path:
-        return jobs_dir / f"{j[0]}-{j[1]}-{j[5]}layers-seed{j[2]}-steps{j[3]}.json"
+        tail = "" if len(j) < 7 else f"-{j[6]}"
+        return jobs_dir / f"{j[0]}-{j[1]}-{j[5]}layers-seed{j[2]}-steps{j[3]}{tail}.json"
 
     t0 = time.perf_counter()
     pending = [j for j in todo if not key(j).exists()]
@@ -353,18 +409,30 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, key(j))
             a = r["attractors"]
             print(
-                f"{j[0]:>8} {j[1]:>8} L{j[5]} seed {j[2]}: init conv "
+                f"{j[0]:>8} {j[1]:>8} L{j[5]} {r.get('task')} seed {j[2]}: init conv "
                 f"{r['init']['reachability.converged_fraction']}, trained conv "
-                f"{r['trained']['reachability.converged_fraction']}, acc16@16 "
-                f"{r['curve']['token'][0][15]:.3f}, acc48@64 {r['curve']['token'][2][-1]:.3f}, "
+                f"{r['trained']['reachability.converged_fraction']}, acc@16 it. "
+                f"{r['curve']['token'][0][15]:.3f}, hardest@64 {r['curve']['token'][2][-1]:.3f}, "
                 f"multistable {a['multistable_fraction']}, {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
     rows = [json.loads(key(j).read_text()) for j in todo]
     wall = time.perf_counter() - t0
+    # a rerun that found finished jobs adds its own wall time to the earlier runs' (which the
+    # table already written records), so the total is the whole table's
+    runs = []
+    if args.json.exists():
+        before = json.loads(args.json.read_text())
+        runs = before.get("runs") or [
+            {"jobs": before.get("jobs_run", 37), "wall_seconds": before["wall_seconds_this_run"]}
+        ]
+    runs.append({"jobs": len(pending), "wall_seconds": wall})
     table = {
         "command": "python docs/scripts/trained_table.py " + " ".join(sys.argv[1:] or []),
         "wall_seconds_this_run": wall,
+        "runs": runs,
+        "wall_seconds": sum(r["wall_seconds"] for r in runs),
+        "sudoku_steps": args.sudoku_steps,
         "workers": args.workers,
         "seeds": args.seeds,
         "steps": args.steps,
