@@ -7,7 +7,7 @@ What it adds:
 
 * the marker ``@pytest.mark.dynamo(spec="path/to/spec.toml", seeds=None, checkpoint=None)``
   (paths relative to the test file's folder; ``checkpoint``, a safetensors file or a list of
-  them, certifies trained weights, each one draw, as the spec's ``checkpoint`` key does);
+  them, judges trained weights, each one draw, as the spec's ``checkpoint`` key does);
 * the fixture ``dynamo_certificate``: the :class:`verify.Certificate` of the marked test's spec,
   made once per session and shared by every test naming the same spec;
 * the fixture ``dynamo_certify``: a function ``(spec, seeds=None, checkpoint=None) ->
