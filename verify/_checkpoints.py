@@ -18,27 +18,6 @@ from ._spec import Spec, SpecError
 
 __all__ = ["CheckpointDraw", "resolve_checkpoints"]
 
-#: architecture keys whose difference leaves the tensors' names and shapes alone (the same
-#: tensors mean another function), compared through the checkpoint's metadata
-_COMPARED = (
-    "kind",
-    "d_model",
-    "n_heads",
-    "n_layers",
-    "d_ff",
-    "recall",
-    "norm",
-    "norm_type",
-    "pos",
-    "causal",
-    "recall_mode",
-    "norm_eps",
-    "vocab_size",
-    "n_outputs",
-    "factory",
-    "kwargs",
-)
-
 
 @dataclass(frozen=True)
 class CheckpointDraw:
@@ -76,9 +55,11 @@ def _architecture_differs(spec: Spec, meta: dict[str, Any]) -> str | None:
     stored = meta.get("architecture")
     if not isinstance(stored, dict):
         return None
+    # every key both name: some differences leave the tensors' names and shapes alone (norm
+    # placement, causal masks, ε), so the same tensors would mean another function
     mine = spec.architecture.model_dump(mode="json")
-    for key in _COMPARED:
-        if key in stored and key in mine and stored[key] != mine[key]:
+    for key in mine:
+        if key in stored and stored[key] != mine[key]:
             return (
                 f"it was trained with architecture.{key} = {stored[key]!r} but the spec says "
                 f"{mine[key]!r}"
