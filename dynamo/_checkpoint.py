@@ -73,6 +73,22 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor] = field(repr=False)
     metadata: dict[str, Any]
 
+    def load_into(self, model: nn.Module, *, strict: bool = True) -> nn.Module:
+        """Fill ``model`` with these tensors, as :func:`load_checkpoint` with a model does, without
+        reading the file again: the first tensor that differs is named and the model is left
+        untouched.
+
+        >>> import tempfile, torch, dynamo as dy
+        >>> path = dy.save_checkpoint(f"{tempfile.mkdtemp()}/m.safetensors", torch.nn.Linear(2, 2))
+        >>> m = dy.load_checkpoint(path).load_into(torch.nn.Linear(2, 2))
+        >>> torch.equal(m.weight, dy.load_checkpoint(path).tensors["weight"])
+        True
+        """
+        shapes = {k: tuple(v.shape) for k, v in self.tensors.items()}
+        _match(f"Checkpoint({str(self.path)!r}).load_into(model)", self.path, model, shapes, strict)
+        _copy_into(model, self.tensors)
+        return model
+
     def describe(self) -> str:
         """What the metadata says the checkpoint holds, in one line.
 
@@ -283,11 +299,15 @@ def load_checkpoint(
         if not isinstance(metadata, dict):
             raise CheckpointError(f"{call}: {p} has dynamo metadata that is not a JSON object")
     if model is not None:
-        state = model.state_dict()
-        with torch.no_grad():
-            for k, t in state.items():
-                t.copy_(tensors[k].to(dtype=t.dtype, device=t.device))
+        _copy_into(model, tensors)
     return Checkpoint(p, tensors, metadata)
+
+
+def _copy_into(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Copy the (matched) tensors into the model's, cast to its dtype and device."""
+    with torch.no_grad():
+        for k, t in model.state_dict().items():
+            t.copy_(tensors[k].to(dtype=t.dtype, device=t.device))
 
 
 def _match(

@@ -11,7 +11,6 @@ learn an iteration-specific trick and keeps improving when iterated longer.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from torch import nn
 
 from ._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ._results import Trust
+from ._system import _takes_two_args
 from ._validate import call_form, check_positive_float, check_positive_int, check_seed
 from .errors import InvalidArgumentError
 from .protocols import DeclaresDriven, Encodes, ReadsOut, offers
@@ -35,16 +35,9 @@ __all__ = ["AccuracyCurve", "TrainResult", "task_accuracy", "train_looped"]
 
 
 def _stepper(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """One loop step ``(h, e) -> h'`` whether the block takes the input or not."""
-    if offers(model, DeclaresDriven):
-        driven = bool(model.driven)
-    else:
-        params = [
-            p
-            for p in inspect.signature(model.forward).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        driven = len(params) >= 2
+    """One loop step ``(h, e) -> h'`` whether the block takes the input or not, decided as
+    :meth:`LoopedSystem.from_module` decides it."""
+    driven = bool(model.driven) if offers(model, DeclaresDriven) else _takes_two_args(model.forward)
     if driven:
         return lambda h, e: model(h, e)
     return lambda h, e: model(h)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ __all__ = ["CheckpointDraw", "resolve_checkpoints"]
 @dataclass(frozen=True)
 class CheckpointDraw:
     """One checkpoint as a draw: its file, the seed its weights were initialised from (from the
-    metadata; the position in the list when the metadata names none) and its metadata.
+    metadata; the position in the list when the metadata names none), its metadata, and the
+    checkpoint as read (so that its tensors are read from the file once).
 
     >>> from pathlib import Path
     >>> from verify._checkpoints import CheckpointDraw
@@ -33,6 +34,7 @@ class CheckpointDraw:
     path: Path
     seed: int
     metadata: dict[str, Any]
+    checkpoint: dy.Checkpoint | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -167,10 +169,10 @@ def resolve_checkpoints(
         seeds[seed] = p
         model: nn.Module = build(seed)
         try:
-            dy.load_checkpoint(p, model)
+            ckpt.load_into(model)
         except dy.CheckpointError as err:
             raise SpecError(f"{call}: checkpoint: {str(err).split(': ', 1)[-1]}") from None
-        out.append(CheckpointDraw(p, seed, meta))
+        out.append(CheckpointDraw(p, seed, meta, ckpt))
     return out
 
 
@@ -185,8 +187,9 @@ def load_weights(model: nn.Module, draw: CheckpointDraw) -> nn.Module:
     >>> torch.equal(m.weight, dy.load_checkpoint(path).tensors["weight"])
     True
     """
-    with torch.no_grad():
-        dy.load_checkpoint(draw.path, model)
+    if draw.checkpoint is not None:  # read and checked once already
+        return draw.checkpoint.load_into(model)
+    dy.load_checkpoint(draw.path, model)
     return model
 
 

@@ -197,10 +197,10 @@ def train(
                     f"{call}: the training state {state} cannot be resumed "
                     f"({str(err).split(': ', 1)[-1]}); delete it to start over"
                 ) from None
-        plans.append((seed, path, reuse))
+        plans.append((seed, path, reuse, model))  # checked, untouched: trained as it is
     folder.mkdir(parents=True, exist_ok=True)
     results = []
-    for seed, path, reuse in plans:
+    for seed, path, reuse, model in plans:
         if reuse:
             meta = dy.load_checkpoint(path).metadata
             results.append(TrainedDraw(seed, path, meta.get("metrics", {}), 0.0, True))
@@ -208,7 +208,7 @@ def train(
                 log(f"seed {seed}: {path} exists from this spec: not trained again")
             continue
         t0 = time.perf_counter()
-        model = build_model(spec, seed, allow_modules=allow_modules).train()
+        model.train()
         state = folder / f".{path.stem}.state.safetensors"
         res = dy.train_looped(
             model,

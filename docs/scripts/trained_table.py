@@ -124,7 +124,8 @@ def _metrics(cert: Any) -> dict[str, Any]:
     return {k: d.metrics.get(k) for k in METRICS}
 
 
-def _attractors(spec: Any, path: Path) -> dict[str, Any]:
+def _trained(spec: Any, path: Path) -> tuple[Any, Any, Any]:
+    """The trained block in float64, the spec's task instances and their encoded inputs."""
     import torch
 
     import dynamo as dy
@@ -136,6 +137,14 @@ def _attractors(spec: Any, path: Path) -> dict[str, Any]:
     batch = verify.task_batch(spec)
     with torch.no_grad():
         x = model.encode(batch.tokens)
+    return model, batch, x
+
+
+def _attractors(spec: Any, path: Path) -> dict[str, Any]:
+
+    import dynamo as dy
+
+    model, batch, x = _trained(spec, path)
     system = dy.LoopedSystem.from_module(model, x)
     att = dy.attractors(
         system,
@@ -232,7 +241,7 @@ def job(
             "sequence": curve.sequence.tolist(),
         },
         "attractors": att,
-        "seconds": {"certify_init": t_init, "certify_trained": t_after, "attractors": t_att},
+        "seconds": {"checks_at_init": t_init, "checks_trained": t_after, "attractors": t_att},
         "checkpoint": str(trained.path),
     }
     if n_layers > 1:
@@ -247,14 +256,8 @@ def _layer_cycle(spec: Any, path: Path) -> dict[str, Any]:
     import torch
 
     import dynamo as dy
-    import verify
 
-    model = verify.build_model(spec, spec.draws.resolved()[0])
-    dy.load_checkpoint(path, model)
-    model = model.double().eval().requires_grad_(False)
-    batch = verify.task_batch(spec)
-    with torch.no_grad():
-        xs = model.encode(batch.tokens)
+    model, _, xs = _trained(spec, path)
     sol = dy.solve(
         dy.LoopedSystem.from_module(model, xs), xs, method="picard", max_steps=2000, throw=False
     )
