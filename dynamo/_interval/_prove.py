@@ -18,7 +18,7 @@ from .._results import Trust, _finite_or_none
 from .._system import LoopedSystem
 from .._validate import call_form, check_positive_float
 from ..errors import InvalidArgumentError, ShapeError
-from ._ball import OBJ, ONE, ZERO, arb, arb_mat, as_balls, hi, lo, minus, precision
+from ._ball import OBJ, ONE, ZERO, arb, arb_mat, as_balls, hi, lo, minus, precision, sqr
 from ._jet import Jet, Traced, WideEnclosure, trace_map
 
 __all__ = [
@@ -90,8 +90,10 @@ class BasinCertificate:
         (certified: outward rounded).
     rate : float
         The contraction rate (an upper bound).
-    norm : {"euclidean", "eigenbasis"}
-        ``P = I``, or ``P`` the real eigenbasis of ``∂f/∂h`` at the point (columns of unit norm).
+    norm : {"euclidean", "eigenbasis", "lyapunov"}
+        ``P = I``; ``P`` the real eigenbasis of ``∂f/∂h`` at the point (columns of unit norm); or
+        ``P = X^{-1/2}``, ``X`` the solution of a discrete Lyapunov equation at the point, whose
+        norm ``‖·‖_X`` the linearisation contracts in even where ``‖∂f/∂h‖₂ > 1``.
     rho : float
         The region's radius in its own norm.
     steps : int
@@ -577,15 +579,65 @@ def _norm_bound(J: np.ndarray) -> float:
 
 
 def _norm2_upper(A: arb_mat) -> float:
-    """An upper bound on the spectral norm of every matrix in the ball matrix ``A``: the square root
-    of the largest Gershgorin row of ``AᵀA`` (tight for orthogonal-times-scalar blocks)."""
+    """An upper bound on the spectral norm of every matrix in the ball matrix ``A``: the smaller of
+    the square root of the largest Gershgorin row of ``AᵀA`` (tight for orthogonal-times-scalar
+    blocks) and the verified-SVD bound of :func:`_norm2_svd` (tight for any matrix whose balls
+    are narrow)."""
     B = A.transpose() * A
     n = B.nrows()
     best = 0.0
     for i in range(n):
         row = sum((abs(B[i, j]) for j in range(n)), ZERO)
         best = max(best, hi(row))
-    return math.nextafter(math.sqrt(best), math.inf) * (1 + 2**-50)
+    gersh = math.nextafter(math.sqrt(best), math.inf) * (1 + 2**-50)
+    return min(gersh, _norm2_svd(A))
+
+
+def _frobenius_upper(entries: Any) -> arb:
+    """An upper bound on ``√(Σ |v|²)`` over every point of the balls (each ``|v|`` taken at its
+    upper end, so that a ball around 0 does not put the sum's ball below 0)."""
+    return arb(hi(sum((sqr(v.abs_upper()) for v in entries), ZERO).sqrt()))
+
+
+def _norm2_svd(A: arb_mat) -> float:
+    """``‖A′‖₂ <= ‖M‖₂ + ‖R‖₂`` for every ``A′`` in the ball matrix ``A = M ± R`` (``|A′ − M| <= R``
+    entrywise, and the spectral norm is monotone on non-negative matrices), with
+    ``‖R‖₂ <= min(√(‖R‖₁ ‖R‖_∞), ‖R‖_F)`` and ``‖M‖₂`` verified from a float SVD
+    ``M ≈ U Σ Vᵀ``: ``U`` and ``V`` are exact float matrices, so ``G = Uᵀ M V`` is enclosed in arb,
+    ``‖G‖₂ <= max|G_ii| + ‖G − diag G‖_F``, and ``M = U⁻ᵀ G V⁻¹`` with
+    ``σ_min(U)² >= 1 − ‖UᵀU − I‖_F`` (likewise ``V``). Rounding is enclosed throughout; ``inf``
+    where a step does not verify (a non-finite entry, a float basis too far from orthogonal)."""
+    r, c = A.nrows(), A.ncols()
+    ent = [v for row in A.tolist() for v in row]
+    M = np.array([float(v.mid()) for v in ent], dtype=np.float64).reshape(r, c)
+    R = np.array([float(v.rad()) for v in ent], dtype=np.float64).reshape(r, c)
+    if not (np.isfinite(M).all() and np.isfinite(R).all()):
+        return math.inf
+    # the float midpoint may round arb's midpoint by half an ulp: widen R by a full one
+    R = np.nextafter(R + np.abs(M) * 2.0**-52, np.inf)
+    Rm = _fmat(R)
+    row_sum = max(hi(v) for v in (Rm * _fmat(np.ones((c, 1)))).entries())
+    col_sum = max(hi(v) for v in (_fmat(np.ones((1, r))) * Rm).entries())
+    rad_norm = (arb(row_sum) * arb(col_sum)).sqrt()
+    rad_norm = min(rad_norm, _frobenius_upper(arb(v) for v in R.reshape(-1).tolist()), key=hi)
+    try:
+        U, _, Vt = np.linalg.svd(M)
+    except np.linalg.LinAlgError:
+        return math.inf
+    Ua, Va = _fmat(U), _fmat(Vt.T)
+    G = Ua.transpose() * _fmat(M) * Va
+    diag = max((hi(G[i, i].abs_upper()) for i in range(min(r, c))), default=0.0)
+    off = _frobenius_upper(G[i, j] for i in range(r) for j in range(c) if i != j)
+    e_u = _frobenius_upper((Ua.transpose() * Ua - arb_mat(r, r, _eye(r))).entries())
+    e_v = _frobenius_upper((Va.transpose() * Va - arb_mat(c, c, _eye(c))).entries())
+    if not (e_u < 1 and e_v < 1):
+        return math.inf
+    m_norm = (arb(diag) + off) / ((ONE - e_u) * (ONE - e_v)).sqrt()
+    return hi(m_norm + rad_norm)
+
+
+def _eye(n: int) -> list[float]:
+    return np.eye(n).reshape(-1).tolist()
 
 
 def _real_eigenbasis(Jmid: np.ndarray) -> np.ndarray | None:
@@ -683,7 +735,18 @@ def _certify_basin(
     eb = _real_eigenbasis(J_mid)
     if eb is not None:
         bases.append(("eigenbasis", eb))
+    lb = _lyapunov_basis(J_mid)
+    if lb is not None:
+        bases.append(("lyapunov", lb))
     for name, P in bases:
+        # a norm the linearisation does not contract in at the point cannot contract on any
+        # region around it: skip it before the interval passes (float screen, not a proof)
+        try:
+            q0 = float(np.linalg.norm(np.linalg.solve(P, J_mid @ P), 2))
+        except np.linalg.LinAlgError:
+            continue
+        if not q0 < 1:
+            continue
         Pinv = _fmat(P).inv()
         rn = np.sqrt((P**2).sum(axis=1)) * (1 + 1e-15) + 1e-300
         inv_norm = _norm2_upper(Pinv)
@@ -711,6 +774,31 @@ def _certify_basin(
         if radius > 0 and (best is None or radius > best.radius):
             best = BasinCertificate(radius=radius, rate=rate, norm=name, rho=good, steps=k)
     return best
+
+
+def _lyapunov_basis(J_mid: np.ndarray) -> np.ndarray | None:
+    """``P = X^{-1/2}`` (scaled to ``max|P| = 1``), ``X`` solving the discrete Lyapunov equation
+    ``AᵀXA − X = −I`` for ``A = J/λ``, ``λ = (ρ(J) + 1)/2``: in the norm ``‖P⁻¹ ·‖₂ = ‖·‖_X`` the
+    linearisation contracts at rate about ``λ`` even where ``‖J‖₂ > 1`` and the eigenbasis is ill
+    conditioned (a non-normal ``J``). Only a choice of norm: the basin test encloses everything it
+    uses. None where ``ρ(J) >= 1`` or the solve fails."""
+    import scipy.linalg
+
+    if not np.all(np.isfinite(J_mid)):
+        return None
+    rho = float(np.abs(np.linalg.eigvals(J_mid)).max())
+    if not rho < 1:
+        return None
+    lam = (rho + 1) / 2
+    try:
+        X = scipy.linalg.solve_discrete_lyapunov((J_mid / lam).T, np.eye(J_mid.shape[0]))
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    w, V = np.linalg.eigh((X + X.T) / 2)
+    if not (np.all(np.isfinite(w)) and w.min() > 0) or w.max() / w.min() > 1e12:
+        return None
+    P = (V * w**-0.5) @ V.T
+    return P / np.abs(P).max()
 
 
 def largest(
