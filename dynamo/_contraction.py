@@ -197,6 +197,27 @@ class ContractionVerdict:
         return self.verdict.trust
 
     @property
+    def certified_radius(self) -> float | None:
+        """On ``Domain.ball(center, r)``: the largest radius around the centre that was proven to
+        lie in a region the map sends into itself and contracts on (in the norm the evidence
+        names), so that every start within it converges to the one fixed point there; PROVEN
+        (arb ball arithmetic, rounding included). None on other domains, or where no such region
+        was proven. The domain itself is PROVEN when this reaches ``r``.
+
+        >>> import torch, dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=1))
+        >>> v = dy.check_contraction(system, dy.Domain.ball(torch.tensor([1.0]), 0.3))
+        >>> str(v.verdict), 0.4 < v.certified_radius < 1 - 1 / 3**0.5
+        ('PROVEN', True)
+        """
+        radii = [
+            e.value
+            for e in self.evidence
+            if e.kind == "certified contraction radius" and e.certified and e.value is not None
+        ]
+        return max(radii) if radii else None
+
+    @property
     def local_trust(self) -> Trust:
         """What :attr:`local_verdict` rests on: PROVEN when rigorous proofs at every fixed point
         found decided it, CHECKED when a float test at each one did (SUPPORTED or REFUTED),
@@ -241,6 +262,7 @@ class ContractionVerdict:
             "evidence": [e.to_dict() for e in self.evidence],
             "witness": wit,
             "domain": None if self.domain is None else self.domain.to_dict(),
+            "certified_radius": self.certified_radius,
         }
 
     def __str__(self) -> str:
@@ -351,12 +373,25 @@ def check_contraction(
     i.e. nearby states of the sphere whose images are farther apart. On a domain with interior
     (a ball, a shell, all of space) every direction counts and points are kept inside it.
 
+    **A local certificate** on ``Domain.ball(h_star, r)``, a Euclidean ball around a state (one
+    input): the fixed point near ``h_star`` is proven (Krawczyk, :func:`prove_fixed_point`) and
+    the largest region around it that ``f`` sends into itself while contracting (in the
+    Euclidean norm, the Jacobian's real eigenbasis, or the norm of a discrete Lyapunov solution
+    ``‖·‖_X``, which contracts where ``ρ(J) < 1 < ‖J‖₂``) gives :attr:`ContractionVerdict.
+    certified_radius`, the radius of the ball around ``h_star`` inside it (PROVEN, rounding
+    included); a certified Lipschitz bound below 1 on the ball proves the whole ball. The
+    verdict is PROVEN when that radius reaches ``r``; REFUTED when the point is proven unstable
+    or starts in the ball reach two limits; SUPPORTED when every start sampled in the ball
+    converges to one limit. ``ascent_steps``, ``n_starts`` and ``dense_limit`` are not used
+    there: a Euclidean ``‖J‖₂ > 1`` is no witness against contraction in another norm.
+
     Parameters
     ----------
     system : LoopedSystem
     domain : Domain, optional
         Where the global claim is made; default: everywhere (then only maps with global rules can
-        be proven). States are sampled from it.
+        be proven). States are sampled from it. ``Domain.ball(h_star, r)`` asks for a local
+        certificate (above).
     states : torch.Tensor, optional
         ``(N, *state_shape)`` states to start the witness search from, moved into the domain
         (every token's norm clamped into its range); default: sampled from the domain, or from
@@ -406,6 +441,8 @@ def check_contraction(
         check_state_shape(call, "states", states, system.state_shape)
         check_finite_tensor(call, "states", states)
     dom = domain if domain is not None else Domain()
+    if dom.center is not None:
+        return _check_ball(system, dom, call, states, n_samples, max_steps, seed)
     bounded = dom.r_max < math.inf or dom.r_min > 0
     sphere = dom.r_min == dom.r_max
     # the map as seen along the domain: f∘π on a sphere (equal to f on it), f elsewhere
@@ -639,6 +676,236 @@ def check_contraction(
         domain=domain,
         upper_bound=ub,
     )
+
+
+def _check_ball(
+    system: LoopedSystem,
+    dom: Domain,
+    call: str,
+    states: torch.Tensor | None,
+    n_samples: int,
+    max_steps: int,
+    seed: int,
+) -> ContractionVerdict:
+    """:func:`check_contraction` on ``Domain.ball(center, r)``: a local certificate. The fixed
+    point near the centre is proven (Krawczyk) with its certified basin, whose radius around the
+    centre is the certified contraction radius; the domain is PROVEN when that radius reaches
+    ``r``. Starts sampled in the ball and iterated are the witness search: two distinct limits
+    refute contraction in every norm, as a proven unstable point does."""
+    from ._interval._ball import arb, lo
+    from ._interval._jet import trace_map
+    from ._interval._prove import prove_point
+    from ._solvers import solve
+
+    center = dom.center_for(system, call)
+    if _batch(system) != 1:
+        raise InvalidArgumentError(
+            f"{call}: a ball around one state belongs to one input, but the system holds "
+            f"{_batch(system)}; pass system.with_input(x[i : i + 1]) for the input whose fixed "
+            "point the center is"
+        )
+    if states is not None:
+        states = _into_ball(states.to(system.dtype), center, float(dom.radius or 0.0))
+    r = float(dom.radius or 0.0)
+    evidence: list[Evidence] = []
+    witness: dict[str, Any] = {}
+    refuted = False
+    radius: float | None = None
+    local = Verdict.UNDETERMINED
+
+    # (1) the proof at the centre: existence, uniqueness, stability, a certified basin
+    proof = None
+    try:
+        proof = prove_point(
+            trace_map(call, system), center, radius_max=max(1.0, 4.0 * r), basin=True
+        )
+    except InvalidArgumentError as err:
+        evidence.append(Evidence("no proof at the centre", f"none: {err}", None, False))
+    if proof is not None and not proof.proven:
+        evidence.append(
+            Evidence(
+                "no proof at the centre",
+                f"no fixed point proven near the centre: {proof.outcome.message}",
+                None,
+                False,
+            )
+        )
+    elif proof is not None:
+        evidence.append(
+            Evidence(
+                "fixed point near the centre",
+                "a fixed point exists within "
+                f"{proof.error_bound:.3g} of the centre and is the only one within "
+                f"{proof.proof_radius:.3g} (max norm) of it (Krawczyk, arb ball arithmetic)",
+                proof.error_bound,
+                True,
+                {"proof_radius": proof.proof_radius, "stability": proof.stability},
+                trust=Trust.PROVEN,
+            )
+        )
+        rho_lo, rho_hi = proof.spectral_radius
+        if proof.stability == "unstable":
+            refuted = True
+            local = Verdict.REFUTED
+            witness["unstable_fixed_point"] = proof.center
+            evidence.append(
+                Evidence(
+                    "fixed point with ρ > 1",
+                    f"ρ(∂f/∂h) >= {rho_lo:.6g} at the fixed point near the centre (eigenvalue "
+                    "enclosures): no map that contracts around it, in any norm",
+                    rho_lo,
+                    True,
+                    trust=Trust.PROVEN,
+                )
+            )
+        elif proof.stability == "stable":
+            local = Verdict.SUPPORTED
+            cert = proof.basin
+            if cert is not None:
+                # the region holds the ball of cert.radius around the fixed point, which lies
+                # within error_bound of the centre: rounded down, as a certified radius must be
+                radius = lo(arb(cert.radius) - arb(proof.error_bound))
+            if cert is not None and radius is not None and radius > 0:
+                local = Verdict.PROVEN
+                evidence.append(
+                    Evidence(
+                        "certified contraction radius",
+                        f"f{'' if cert.steps == 1 else f'^{cert.steps}'} maps a region holding "
+                        f"the ball of radius {radius:.3g} around the centre into itself and "
+                        f"contracts on it at rate <= {cert.rate:.6g} in the norm ‖P⁻¹ ·‖₂ "
+                        f"(P: {cert.norm}); every start there converges to the fixed point "
+                        "(arb ball arithmetic, rounding included)",
+                        radius,
+                        True,
+                        {
+                            "rate": cert.rate,
+                            "norm": cert.norm,
+                            "steps": cert.steps,
+                            "rho": cert.rho,
+                            "spectral_radius_upper": rho_hi,
+                        },
+                        trust=Trust.PROVEN,
+                    )
+                )
+            else:
+                radius = None
+                evidence.append(
+                    Evidence(
+                        "no certified contraction radius",
+                        f"the fixed point is proven stable (ρ <= {rho_hi:.6g}), but no region "
+                        "around it was proven invariant and contracting",
+                        None,
+                        False,
+                    )
+                )
+
+    # (1b) a certified Lipschitz bound on the ball (rules on its token-norm range, which holds
+    # the ball): below 1, Banach on the ball itself once the proven point lies near enough to
+    # the centre, since ‖f(h) − c‖ <= L (‖h − c‖ + δ) + δ <= r when δ (1 + L) <= r (1 − L)
+    ub: Bound | None = None
+    try:
+        ub = lipschitz_upper_bound(system, dom)
+    except InvalidArgumentError as err:
+        evidence.append(Evidence("no Lipschitz upper bound", f"none: {err}", None, False))
+    if ub is not None:
+        whole = bool(
+            ub.certified
+            and ub.value < 1
+            and proof is not None
+            and proof.proven
+            and proof.error_bound * (1 + ub.value) * (1 + 1e-12) <= r * (1 - ub.value)
+        )
+        evidence.append(
+            Evidence(
+                "certified Lipschitz upper bound"
+                if ub.certified
+                else "Lipschitz upper bound from rules not all proven",
+                f"Lip(f) <= {ub.value:.6g} on the ball (rules on its token-norm range)"
+                + (
+                    ": the ball is mapped into itself and contracted in the Euclidean norm"
+                    if whole
+                    else ""
+                ),
+                ub.value,
+                ub.certified,
+                trust=ub.trust,
+            )
+        )
+        if whole and (radius is None or radius < r):
+            radius = r
+            local = Verdict.PROVEN
+            evidence.append(
+                Evidence(
+                    "certified contraction radius",
+                    f"the whole ball, radius {r:.3g}: the map sends it into itself and contracts "
+                    f"on it at rate <= {ub.value:.6g} in the Euclidean norm (the certified "
+                    "Lipschitz bound, Banach); every start there converges to the fixed point",
+                    r,
+                    True,
+                    {"rate": ub.value, "norm": "euclidean", "steps": 1},
+                    trust=Trust.PROVEN,
+                )
+            )
+
+    # (2) the witness search: starts in the ball, iterated
+    given = states is not None
+    if states is None:
+        states = dom.sample(system, n_samples, seed=seed)
+    sol = solve(system, states, method="picard", max_steps=max_steps, throw=False)
+    n_conv = sol.n_converged
+    limits = sol.fixed_points.flatten(1)
+    scale = max(1.0, float(center.flatten().norm()))
+    spread = float(torch.cdist(limits, limits).max()) if n_conv > 1 else 0.0
+    tol = 1e-6 * scale
+    if spread > tol:
+        refuted = True
+        i, j = divmod(int(torch.cdist(limits, limits).argmax()), n_conv)
+        witness.update(
+            {
+                "fixed_point_a": limits[i].reshape(system.state_shape),
+                "fixed_point_b": limits[j].reshape(system.state_shape),
+            }
+        )
+    evidence.append(
+        Evidence(
+            "starts in the ball",
+            f"{n_conv} of {states.shape[0]} "
+            + ("given starts moved into" if given else "starts sampled in")
+            + f" the ball converged within {max_steps} steps"
+            + (
+                f", to limits {spread:.3g} apart (a contraction has one limit)"
+                if spread > tol
+                else (", all to one limit" if n_conv else "")
+            ),
+            float(n_conv),
+            False,
+            {"starts": int(states.shape[0]), "spread": spread},
+            trust=Trust.CHECKED if spread > tol else Trust.ESTIMATED,
+        )
+    )
+    if refuted:
+        verdict = Verdict.REFUTED
+    elif radius is not None and radius >= r:
+        verdict = Verdict.PROVEN
+    elif n_conv == states.shape[0]:
+        verdict = Verdict.SUPPORTED
+    else:
+        verdict = Verdict.UNDETERMINED
+    return ContractionVerdict(
+        verdict=verdict,
+        local_verdict=local,
+        evidence=tuple(evidence),
+        witness=witness,
+        domain=dom,
+        upper_bound=ub,
+    )
+
+
+def _into_ball(h: torch.Tensor, center: torch.Tensor, r: float) -> torch.Tensor:
+    """Each state moved toward ``center`` until it lies in the ball of radius ``r``."""
+    d = h - center
+    n = d.flatten(1).norm(dim=1).reshape(-1, *[1] * center.ndim)
+    return center + d * torch.clamp(r / torch.where(n > 0, n, torch.ones_like(n)), max=1.0)
 
 
 def _batch(system: LoopedSystem) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +364,13 @@ CUBIC_DEGENERATE = Problem(
     lambda: dy.LoopedSystem.from_function(lambda h: h - h**3, state_shape=(1,)),
     _uniform(-0.3, 0.3, 16, 10),
 )
+
+
+BISTABLE_BASIN_RADIUS = 1 - 1 / math.sqrt(3)
+"""``dy.models.Bistable(n=1)``, ``f(h) = h + 0.2 (h − h³)``: around its stable point 1 the map
+contracts (``|f′| < 1``) exactly on ``|h − 1| < 1 − 1/√3`` (``f′(h) = 1.2 − 0.6 h² = −1`` at
+``h = √(11/3)`` on the right, ``= 1`` at ``h = 1/√3`` on the left): the largest ball around 1 on
+which a contraction certificate in the Euclidean norm can hold."""
 
 
 def bistable_99_1(seed: int, n: int = 16) -> tuple[dy.LoopedSystem, torch.Tensor]:

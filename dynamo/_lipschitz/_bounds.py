@@ -36,6 +36,11 @@ class Domain:
     n_tokens : int or None
         Sequence length ``T``, needed by attention rules when the bound is asked of a bare module
         (a :class:`~dynamo.LoopedSystem` knows it).
+    center, radius : torch.Tensor and float, or None
+        A ball around a state (:meth:`ball` with two arguments): the states within Euclidean
+        distance ``radius`` of ``center`` (the whole state, every token together). ``r_min`` and
+        ``r_max`` then hold the token-norm range of that ball, rounded outward, so that every
+        token-norm rule stays sound on it.
 
     Examples
     --------
@@ -49,6 +54,8 @@ class Domain:
     x_min: float = 0.0
     x_max: float | None = None
     n_tokens: int | None = None
+    center: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    radius: float | None = None
 
     def __post_init__(self) -> None:
         call = "Domain(...)"
@@ -77,6 +84,26 @@ class Domain:
             )
         if self.n_tokens is not None:
             check_positive_int(call, "n_tokens", self.n_tokens)
+        if (self.center is None) != (self.radius is None):
+            raise InvalidArgumentError(
+                f"{call}: center and radius go together (Domain.ball(center, radius))"
+            )
+        if self.center is not None:
+            if not isinstance(self.center, torch.Tensor) or self.center.numel() == 0:
+                raise InvalidArgumentError(
+                    f"{call}: center must be a non-empty tensor (a state), got "
+                    f"{type(self.center).__name__}"
+                )
+            if not bool(torch.isfinite(self.center).all()):
+                raise InvalidArgumentError(f"{call}: center has non-finite entries")
+            r = self.radius
+            if (
+                not isinstance(r, (int, float))
+                or isinstance(r, bool)
+                or not math.isfinite(r)
+                or r <= 0
+            ):
+                raise InvalidArgumentError(f"{call}: radius must be finite and > 0, got {r!r}")
 
     @classmethod
     def sphere(cls, radius: float, **kw: Any) -> Domain:
@@ -84,9 +111,43 @@ class Domain:
         return cls(r_min=radius, r_max=radius, **kw)
 
     @classmethod
-    def ball(cls, radius: float, **kw: Any) -> Domain:
-        """Every state token in the ball of this radius."""
-        return cls(r_min=0.0, r_max=radius, **kw)
+    def ball(cls, a: float | torch.Tensor, b: float | None = None, /, **kw: Any) -> Domain:
+        """``Domain.ball(r)``: every state token in the ball of radius ``r`` around 0.
+        ``Domain.ball(center, r)``: every state within Euclidean distance ``r`` of the state
+        ``center`` (the whole state), a neighbourhood of a fixed point for a local certificate
+        (:func:`~dynamo.check_contraction`).
+
+        >>> import torch
+        >>> from dynamo import Domain
+        >>> Domain.ball(2.0)
+        Domain(token norm in [0, 2])
+        >>> Domain.ball(torch.tensor([[3.0, 4.0], [0.0, 1.0]]), 0.5)
+        Domain(ball of radius 0.5 around a state of shape (2, 2); token norm in [0.5, 5.5])
+        """
+        if b is None:
+            if isinstance(a, torch.Tensor):
+                raise InvalidArgumentError(
+                    "Domain.ball(center, radius): the radius is missing (Domain.ball(r) alone "
+                    "takes a number)"
+                )
+            return cls(r_min=0.0, r_max=a, **kw)
+        if not isinstance(a, torch.Tensor):
+            raise InvalidArgumentError(
+                f"Domain.ball(center, radius): center must be a tensor (a state), got "
+                f"{type(a).__name__}"
+            )
+        c = a.detach().to(torch.float64).cpu().clone()
+        if not bool(torch.isfinite(c).all()):
+            raise InvalidArgumentError("Domain.ball(center, radius): center has non-finite entries")
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b) or b <= 0:
+            raise InvalidArgumentError(
+                f"Domain.ball(center, radius): radius must be finite and > 0, got {b!r}"
+            )
+        tok = c.norm(dim=-1) if c.ndim else c.abs()
+        # outward: a token's norm changes by at most the ball's radius
+        r_min = max(0.0, math.nextafter(float(tok.min()) * (1 - 2**-50) - b, -math.inf))
+        r_max = math.nextafter(float(tok.max()) * (1 + 2**-50) + b, math.inf)
+        return cls(r_min=r_min, r_max=r_max, center=c, radius=float(b), **kw)
 
     @classmethod
     def shell(cls, r_min: float, r_max: float, **kw: Any) -> Domain:
@@ -106,14 +167,48 @@ class Domain:
         check_positive_int("Domain.sample(system, n)", "n", n)
         gen = torch.Generator(device=system.device).manual_seed(seed)
         shape = (n, *system.state_shape)
+        if self.center is not None and self.radius is not None:
+            c = self.center_for(system, "Domain.sample(system, n)")
+            g = torch.randn(shape, generator=gen, dtype=system.dtype, device=system.device)
+            g = g / g.flatten(1).norm(dim=1).clamp_min(1e-300).reshape(n, *[1] * c.ndim)
+            u = torch.rand(n, generator=gen, dtype=system.dtype, device=system.device)
+            r = self.radius * u ** (1.0 / c.numel())  # uniform in the ball
+            return c + g * r.reshape(n, *[1] * c.ndim)
         h = torch.randn(shape, generator=gen, dtype=system.dtype, device=system.device)
         hi = self.r_max if math.isfinite(self.r_max) else self.r_min + 10.0
         u = torch.rand(*shape[:-1], 1, generator=gen, dtype=system.dtype, device=system.device)
         radius = self.r_min + (hi - self.r_min) * u
         return h / h.norm(dim=-1, keepdim=True) * radius
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Domain):
+            return NotImplemented
+        fields = ("r_min", "r_max", "x_min", "x_max", "n_tokens", "radius")
+        if any(getattr(self, f) != getattr(other, f) for f in fields):
+            return False
+        if self.center is None or other.center is None:
+            return self.center is None and other.center is None
+        return self.center.shape == other.center.shape and bool(
+            torch.equal(self.center, other.center)
+        )
+
+    def __hash__(self) -> int:  # equal domains hash alike; the center is left out (a tensor)
+        return hash((self.r_min, self.r_max, self.x_min, self.x_max, self.n_tokens, self.radius))
+
+    def center_for(self, system: LoopedSystem, call: str) -> torch.Tensor:
+        """The centre as a state of ``system`` (its dtype and device); an error that names the
+        shapes when it is not one."""
+        if self.center is None:
+            raise InvalidArgumentError(f"{call}: the domain has no center")
+        if tuple(self.center.shape) != tuple(system.state_shape):
+            raise InvalidArgumentError(
+                f"{call}: the domain's center has shape {tuple(self.center.shape)}, but the "
+                f"system's states have shape {tuple(system.state_shape)}"
+            )
+        return self.center.to(dtype=system.dtype, device=system.device)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe (an infinite ``r_max`` becomes None).
+        """JSON-safe (an infinite ``r_max`` becomes None; a ball's center becomes a nested list).
 
         Examples
         --------
@@ -123,16 +218,25 @@ class Domain:
         >>> Domain().to_dict()["r_max"] is None  # unbounded
         True
         """
-        return {
+        out: dict[str, Any] = {
             "r_min": self.r_min,
             "r_max": None if math.isinf(self.r_max) else self.r_max,
             "x_min": self.x_min,
             "x_max": self.x_max,
             "n_tokens": self.n_tokens,
         }
+        if self.center is not None:
+            out["center"] = self.center.tolist()
+            out["radius"] = self.radius
+        return out
 
     def __repr__(self) -> str:
         text = f"token norm in [{self.r_min:g}, {self.r_max:g}]"
+        if self.center is not None:
+            text = (
+                f"ball of radius {self.radius:g} around a state of shape "
+                f"{tuple(self.center.shape)}; {text}"
+            )
         if self.x_max is not None:
             text += f", input token norm in [{self.x_min:g}, {self.x_max:g}]"
         if self.n_tokens is not None:
