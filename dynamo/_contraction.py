@@ -377,12 +377,14 @@ def check_contraction(
     input): the fixed point near ``h_star`` is proven (Krawczyk, :func:`prove_fixed_point`) and
     the largest region around it that ``f`` sends into itself while contracting (in the
     Euclidean norm, the Jacobian's real eigenbasis, or the norm of a discrete Lyapunov solution
-    ``‖·‖_X``, which contracts where ``ρ(J) < 1 < ‖J‖₂``) gives :attr:`ContractionVerdict.
-    certified_radius`, the radius of the ball around ``h_star`` inside it (PROVEN, rounding
-    included); a certified Lipschitz bound below 1 on the ball proves the whole ball. The
-    verdict is PROVEN when that radius reaches ``r``; REFUTED when the point is proven unstable
-    or starts in the ball reach two limits; SUPPORTED when every start sampled in the ball
-    converges to one limit. ``ascent_steps``, ``n_starts`` and ``dense_limit`` are not used
+    ``‖·‖_X``, which contracts where ``ρ(J) < 1 < ‖J‖₂``) gives
+    :attr:`ContractionVerdict.certified_radius`, the radius of the ball around ``h_star`` inside
+    it (PROVEN, rounding included, the proven distance from ``h_star`` to the point taken off); a
+    certified Lipschitz bound below 1 on the ball proves the whole ball. The verdict is PROVEN
+    when that radius reaches ``r``; REFUTED when the point has an eigenvalue proven outside the
+    unit circle (a saddle too), or when starts in the ball reach two fixed points, each proven,
+    with disjoint enclosures (never against a proof); SUPPORTED when every start sampled in the
+    ball converges. ``ascent_steps``, ``n_starts`` and ``dense_limit`` are not used
     there: a Euclidean ``‖J‖₂ > 1`` is no witness against contraction in another norm.
 
     Parameters
@@ -690,14 +692,17 @@ def _check_ball(
     """:func:`check_contraction` on ``Domain.ball(center, r)``: a local certificate. The fixed
     point near the centre is proven (Krawczyk) with its certified basin, whose radius around the
     centre is the certified contraction radius; the domain is PROVEN when that radius reaches
-    ``r``. Starts sampled in the ball and iterated are the witness search: two distinct limits
-    refute contraction in every norm, as a proven unstable point does."""
+    ``r``. Starts sampled in the ball and iterated are the witness search: two limits, each
+    proven and apart, refute contraction in every norm, as a point with a proven eigenvalue
+    outside the unit circle does."""
     from ._interval._ball import arb, lo
     from ._interval._jet import trace_map
-    from ._interval._prove import prove_point
+    from ._interval._prove import dist2_upper, prove_point
     from ._solvers import solve
 
-    center = dom.center_for(system, call)
+    center = dom.center_for(system, call)  # the system's dtype, for sampling and iterating
+    exact = dom.center  # float64: what the proof is about
+    assert exact is not None
     if _batch(system) != 1:
         raise InvalidArgumentError(
             f"{call}: a ball around one state belongs to one input, but the system holds "
@@ -711,14 +716,15 @@ def _check_ball(
     witness: dict[str, Any] = {}
     refuted = False
     radius: float | None = None
+    delta = math.inf  # Euclidean distance from the centre to the proven point, rounded up
     local = Verdict.UNDETERMINED
 
     # (1) the proof at the centre: existence, uniqueness, stability, a certified basin
     proof = None
+    traced = None
     try:
-        proof = prove_point(
-            trace_map(call, system), center, radius_max=max(1.0, 4.0 * r), basin=True
-        )
+        traced = trace_map(call, system)
+        proof = prove_point(traced, exact, radius_max=max(1.0, 4.0 * r), basin=True)
     except InvalidArgumentError as err:
         evidence.append(Evidence("no proof at the centre", f"none: {err}", None, False))
     if proof is not None and not proof.proven:
@@ -731,29 +737,33 @@ def _check_ball(
             )
         )
     elif proof is not None:
+        lo_e, hi_e = (t.reshape(-1).numpy() for t in proof.enclosure)
+        delta = dist2_upper(lo_e, hi_e, exact.reshape(-1).numpy())
         evidence.append(
             Evidence(
                 "fixed point near the centre",
-                "a fixed point exists within "
-                f"{proof.error_bound:.3g} of the centre and is the only one within "
-                f"{proof.proof_radius:.3g} (max norm) of it (Krawczyk, arb ball arithmetic)",
-                proof.error_bound,
+                f"a fixed point exists within {delta:.3g} (Euclidean) of the centre and is the "
+                f"only one within {proof.proof_radius:.3g} (max norm) of the point its proof "
+                "was centred on (Krawczyk, arb ball arithmetic)",
+                delta,
                 True,
                 {"proof_radius": proof.proof_radius, "stability": proof.stability},
                 trust=Trust.PROVEN,
             )
         )
         rho_lo, rho_hi = proof.spectral_radius
-        if proof.stability == "unstable":
+        if proof.stability in ("unstable", "saddle") or (proof.n_unstable or 0) > 0:
             refuted = True
             local = Verdict.REFUTED
             witness["unstable_fixed_point"] = proof.center
             evidence.append(
                 Evidence(
                     "fixed point with ρ > 1",
-                    f"ρ(∂f/∂h) >= {rho_lo:.6g} at the fixed point near the centre (eigenvalue "
-                    "enclosures): no map that contracts around it, in any norm",
-                    rho_lo,
+                    f"{proof.stability} fixed point near the centre, "
+                    f"{proof.n_unstable} eigenvalue(s) proven outside the unit circle"
+                    + (f" (ρ >= {rho_lo:.6g})" if rho_lo > 1 else "")
+                    + ": no map contracts around it, in any norm",
+                    rho_lo if rho_lo > 1 else None,
                     True,
                     trust=Trust.PROVEN,
                 )
@@ -763,8 +773,8 @@ def _check_ball(
             cert = proof.basin
             if cert is not None:
                 # the region holds the ball of cert.radius around the fixed point, which lies
-                # within error_bound of the centre: rounded down, as a certified radius must be
-                radius = lo(arb(cert.radius) - arb(proof.error_bound))
+                # within delta of the centre: rounded down, as a certified radius must be
+                radius = lo(arb(cert.radius) - arb(delta))
             if cert is not None and radius is not None and radius > 0:
                 local = Verdict.PROVEN
                 evidence.append(
@@ -811,9 +821,9 @@ def _check_ball(
         whole = bool(
             ub.certified
             and ub.value < 1
-            and proof is not None
-            and proof.proven
-            and proof.error_bound * (1 + ub.value) * (1 + 1e-12) <= r * (1 - ub.value)
+            and not refuted
+            and math.isfinite(delta)
+            and delta * (1 + ub.value) * (1 + 1e-12) <= r * (1 - ub.value) * (1 - 1e-12)
         )
         evidence.append(
             Evidence(
@@ -846,26 +856,36 @@ def _check_ball(
                     trust=Trust.PROVEN,
                 )
             )
+    proven = radius is not None and radius >= r and not refuted
 
-    # (2) the witness search: starts in the ball, iterated
+    # (2) the witness search: starts in the ball, iterated. Two limits count against only when
+    # each is proven and their enclosures are disjoint (a slow contraction stops its float
+    # iterates farther apart than any fixed tolerance), and never against a proof.
     given = states is not None
     if states is None:
         states = dom.sample(system, n_samples, seed=seed)
     sol = solve(system, states, method="picard", max_steps=max_steps, throw=False)
     n_conv = sol.n_converged
     limits = sol.fixed_points.flatten(1)
-    scale = max(1.0, float(center.flatten().norm()))
     spread = float(torch.cdist(limits, limits).max()) if n_conv > 1 else 0.0
-    tol = 1e-6 * scale
-    if spread > tol:
-        refuted = True
+    apart = False
+    scale = max(1.0, float(exact.norm()))
+    if spread > 1e-6 * scale and not proven and traced is not None:  # proofs only when it may pay
         i, j = divmod(int(torch.cdist(limits, limits).argmax()), n_conv)
-        witness.update(
-            {
-                "fixed_point_a": limits[i].reshape(system.state_shape),
-                "fixed_point_b": limits[j].reshape(system.state_shape),
-            }
-        )
+        pair = [limits[k].reshape(system.state_shape) for k in (i, j)]
+        pa: Any = None
+        pb: Any = None
+        try:
+            pa = prove_point(traced, pair[0].double().cpu(), radius_max=1.0, basin=False)
+            pb = prove_point(traced, pair[1].double().cpu(), radius_max=1.0, basin=False)
+        except InvalidArgumentError:
+            pass
+        if pa is not None and pb is not None and pa.proven and pb.proven:
+            (la, ha), (lb, hb) = pa.enclosure, pb.enclosure
+            apart = bool(((la > hb) | (lb > ha)).any())
+        if apart:
+            refuted = True
+            witness.update({"fixed_point_a": pair[0], "fixed_point_b": pair[1]})
     evidence.append(
         Evidence(
             "starts in the ball",
@@ -873,21 +893,21 @@ def _check_ball(
             + ("given starts moved into" if given else "starts sampled in")
             + f" the ball converged within {max_steps} steps"
             + (
-                f", to limits {spread:.3g} apart (a contraction has one limit)"
-                if spread > tol
-                else (", all to one limit" if n_conv else "")
+                f", to two fixed points {spread:.3g} apart, each proven (a contraction has one)"
+                if apart
+                else (f", limits within {spread:.2g} of each other" if n_conv else "")
             ),
             float(n_conv),
             False,
             {"starts": int(states.shape[0]), "spread": spread},
-            trust=Trust.CHECKED if spread > tol else Trust.ESTIMATED,
+            trust=Trust.CHECKED if apart else Trust.ESTIMATED,
         )
     )
     if refuted:
         verdict = Verdict.REFUTED
-    elif radius is not None and radius >= r:
+    elif proven:
         verdict = Verdict.PROVEN
-    elif n_conv == states.shape[0]:
+    elif n_conv == states.shape[0] and n_conv > 0:
         verdict = Verdict.SUPPORTED
     else:
         verdict = Verdict.UNDETERMINED

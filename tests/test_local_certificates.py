@@ -9,6 +9,7 @@ default; ``DYNAMO_SOUNDNESS_EXAMPLES=N`` raises it (the slow run uses at least 1
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -77,6 +78,51 @@ def test_an_unstable_centre_is_refuted_by_its_proven_spectrum() -> None:
     e = next(e for e in v.evidence if e.kind == "fixed point with ρ > 1")
     assert e.certified and e.trust is dy.Trust.PROVEN and e.value == pytest.approx(1.2)
     assert v.certified_radius is None
+
+
+def test_an_offset_centre_gets_the_radius_around_itself_not_around_the_point() -> None:
+    """16 uncoupled bistable coordinates (the contraction region around the point of ones is the
+    cube |h_i − 1| < 1 − 1/√3), centred 0.02 off the point in every coordinate (0.08 away in the
+    Euclidean norm): the certified ball around the centre lies inside the contraction region's
+    largest Euclidean ball around the point, so its radius plus the offset cannot exceed it."""
+    system = dy.LoopedSystem.from_module(dy.models.Bistable(n=16))
+    centre = torch.full((16,), 0.98, dtype=F64)
+    v = dy.check_contraction(system, dy.Domain.ball(centre, 0.2), n_samples=8)
+    assert v.verdict is dy.Verdict.PROVEN and v.certified_radius is not None
+    offset = float((centre - 1).norm())
+    assert v.certified_radius + offset <= BISTABLE_BASIN_RADIUS
+    assert v.certified_radius > 0.8 * (BISTABLE_BASIN_RADIUS - offset)
+    near = next(e for e in v.evidence if e.kind == "fixed point near the centre")
+    # Euclidean (not the max norm, 0.02), up to the enclosure's width (about 1e-11 here)
+    assert offset <= near.value <= offset + 1e-9
+
+
+def test_a_proven_saddle_is_refuted() -> None:
+    """The Hénon map's fixed point in the domain is a saddle (eigenvalues about −1.92, 0.16)."""
+    system = dy.LoopedSystem.from_module(dy.models.Henon())
+    pts = dy.find_fixed_points(system, 32, mode="all", seed=0).points
+    h = next(p.state for p in pts if float(p.state.abs().max()) < 1)
+    v = dy.check_contraction(system, dy.Domain.ball(h, 0.01), n_samples=4)
+    assert v.verdict is dy.Verdict.REFUTED and v.local_verdict is dy.Verdict.REFUTED
+    e = next(e for e in v.evidence if e.kind == "fixed point with ρ > 1")
+    assert e.trust is dy.Trust.PROVEN and e.value is not None and e.value > 1.9
+    assert v.certified_radius is None
+
+
+def test_a_slow_contraction_is_not_refuted_by_its_float_iterates() -> None:
+    """h ↦ 0.9999 h + b contracts everywhere (rate 0.9999): Picard from starts in the ball stops
+    at iterates about tol/(1 − q) apart, which is no second fixed point."""
+
+    def step(h: torch.Tensor) -> torch.Tensor:
+        return 0.9999 * h + 1e-4
+
+    system = dy.LoopedSystem.from_function(step, state_shape=(4,))
+    v = dy.check_contraction(
+        system, dy.Domain.ball(torch.ones(4, dtype=F64), 16.0), max_steps=10**5
+    )
+    assert v.verdict is dy.Verdict.PROVEN and v.certified_radius is not None
+    assert v.certified_radius >= 16.0
+    assert not v.witness
 
 
 def test_a_global_contraction_certifies_the_whole_ball() -> None:
@@ -165,6 +211,15 @@ def test_given_states_outside_the_ball_are_moved_into_it() -> None:
             r"center has non-finite entries",
         ),
         (lambda: dy.Domain(center=torch.ones(2)), r"center and radius go together"),
+        (
+            lambda: dy.Domain(center=torch.tensor([0.5]), radius=2.0, r_min=1.0, r_max=3.0),
+            r"the token-norm range \[1, 3\] does not hold the ball of radius 2 around the "
+            r"center \(its tokens' norms lie in \[0, 2\.5\]\); build it with Domain\.ball",
+        ),
+        (
+            lambda: dataclasses.replace(dy.Domain.ball(torch.ones(3), 0.5), r_min=1.5),
+            r"does not hold the ball of radius 0\.5",
+        ),
     ],
 )
 def test_bad_balls_are_refused(make: object, match: str) -> None:
@@ -198,7 +253,7 @@ def interval_matrices(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int]:
     r, c = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
-    kind = draw(st.sampled_from(["gauss", "nonnormal", "rank1", "tiny", "huge"]))
+    kind = draw(st.sampled_from(["gauss", "nonnormal", "rank1", "tiny", "huge", "wide"]))
     mid = rng.standard_normal((r, c))
     if kind == "nonnormal":
         mid = np.triu(mid) * np.array([10.0**k for k in range(c)])
@@ -209,6 +264,8 @@ def interval_matrices(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int]:
     elif kind == "huge":
         mid = mid * 1e150
     rad = np.abs(mid) * 10.0 ** draw(st.floats(-16, 0)) * rng.random((r, c))
+    if kind == "wide":  # balls wider than their midpoints, some around 0
+        rad = (np.abs(mid) + 1.0) * 10.0 ** draw(st.floats(-3, 1)) * rng.random((r, c))
     return mid, rad, seed
 
 
@@ -217,7 +274,19 @@ def _check_norm_bound(mid: np.ndarray, rad: np.ndarray, seed: int) -> None:
         A = _ball_matrix(mid, rad)
         bound = _norm2_upper(A)
         svd = _norm2_svd(A)
-    assert bound <= svd or math.isinf(svd)
+    if seed % 2:
+        # midpoints that are not float64 numbers (200 bits; a product of balls has such): the
+        # float midpoint the bound starts from is then rounded, which the bound must cover
+        with precision(200):
+            wide = [arb(m) * (1 + arb(2) ** -60) for m in mid.reshape(-1).tolist()]
+            B = arb_mat(
+                *mid.shape, [w + arb(0, d) for w, d in zip(wide, rad.reshape(-1), strict=True)]
+            )
+        with precision(53):
+            bound_b = _norm2_upper(B)
+        mid_b = mid * (1 + 2.0**-60)  # within an ulp of B's midpoints
+        for a in (mid_b, mid_b + rad, mid_b - rad):
+            assert np.linalg.norm(a, 2) * (1 - 1e-13) <= bound_b, (mid, rad, a, bound_b)
     rng = np.random.default_rng(seed + 1)
     samples = [mid, mid + rad, mid - rad]
     samples += [mid + rad * rng.choice([-1.0, 1.0], size=mid.shape) for _ in range(8)]
@@ -255,6 +324,12 @@ def test_the_norm_bound_encloses_every_matrix_of_the_ball_and_is_tight() -> None
 @pytest.mark.slow
 def test_the_norm_bound_on_ten_thousand_interval_matrices() -> None:
     run_norm_property(_examples(SLOW_NORM_EXAMPLES))
+
+
+def test_empty_matrices_have_norm_zero() -> None:
+    with precision(53):
+        for r, c in ((0, 3), (3, 0), (0, 0)):
+            assert _norm2_svd(arb_mat(r, c)) == 0.0
 
 
 def test_the_verified_svd_bound_is_tight_where_gershgorin_is_not() -> None:

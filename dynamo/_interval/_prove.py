@@ -608,6 +608,8 @@ def _norm2_svd(A: arb_mat) -> float:
     ``σ_min(U)² >= 1 − ‖UᵀU − I‖_F`` (likewise ``V``). Rounding is enclosed throughout; ``inf``
     where a step does not verify (a non-finite entry, a float basis too far from orthogonal)."""
     r, c = A.nrows(), A.ncols()
+    if r == 0 or c == 0:
+        return 0.0
     ent = [v for row in A.tolist() for v in row]
     M = np.array([float(v.mid()) for v in ent], dtype=np.float64).reshape(r, c)
     R = np.array([float(v.rad()) for v in ent], dtype=np.float64).reshape(r, c)
@@ -748,7 +750,8 @@ def _certify_basin(
         if not q0 < 1:
             continue
         Pinv = _fmat(P).inv()
-        rn = np.sqrt((P**2).sum(axis=1)) * (1 + 1e-15) + 1e-300
+        # float row norms: a sum of n squares may round down by about n ulps
+        rn = np.sqrt((P**2).sum(axis=1)) * (1 + (n + 4) * 2.0**-52) + 1e-300
         inv_norm = _norm2_upper(Pinv)
         rates: dict[float, float] = {}
 
@@ -959,6 +962,15 @@ def prove_point(
         basin=cert,
         seconds=time.perf_counter() - t0,
     )
+
+
+def dist2_upper(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:
+    """``max ‖h − c‖₂`` over the box ``[lo_e, hi_e]`` (rounded up): each coordinate's farthest
+    deviation rounded up, their Euclidean norm in arb."""
+    dev = np.nextafter(np.maximum(np.maximum(hi_e - c, c - lo_e), 0.0), np.inf)
+    if not np.all(np.isfinite(dev)):
+        return math.inf
+    return hi(_frobenius_upper(arb(v) for v in dev.reshape(-1).tolist()))
 
 
 def _dist(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:

@@ -104,6 +104,17 @@ class Domain:
                 or r <= 0
             ):
                 raise InvalidArgumentError(f"{call}: radius must be finite and > 0, got {r!r}")
+            # kept in float64 on the CPU (a proof is about the exact centre given), and the
+            # token-norm range must hold the ball: every rule applied on the domain sees that range
+            c = self.center.detach().to(torch.float64).cpu().clone()
+            object.__setattr__(self, "center", c)
+            lo, hi = _ball_token_range(c, float(r))
+            if self.r_min > lo or self.r_max < hi:
+                raise InvalidArgumentError(
+                    f"{call}: the token-norm range [{self.r_min:g}, {self.r_max:g}] does not hold "
+                    f"the ball of radius {r:g} around the center (its tokens' norms lie in "
+                    f"[{lo:g}, {hi:g}]); build it with Domain.ball(center, radius)"
+                )
 
     @classmethod
     def sphere(cls, radius: float, **kw: Any) -> Domain:
@@ -143,10 +154,7 @@ class Domain:
             raise InvalidArgumentError(
                 f"Domain.ball(center, radius): radius must be finite and > 0, got {b!r}"
             )
-        tok = c.norm(dim=-1) if c.ndim else c.abs()
-        # outward: a token's norm changes by at most the ball's radius
-        r_min = max(0.0, math.nextafter(float(tok.min()) * (1 - 2**-50) - b, -math.inf))
-        r_max = math.nextafter(float(tok.max()) * (1 + 2**-50) + b, math.inf)
+        r_min, r_max = _ball_token_range(c, float(b))
         return cls(r_min=r_min, r_max=r_max, center=c, radius=float(b), **kw)
 
     @classmethod
@@ -197,7 +205,13 @@ class Domain:
 
     def center_for(self, system: LoopedSystem, call: str) -> torch.Tensor:
         """The centre as a state of ``system`` (its dtype and device); an error that names the
-        shapes when it is not one."""
+        shapes when it is not one.
+
+        >>> import torch, dynamo as dy
+        >>> system = dy.LoopedSystem.from_module(dy.models.Bistable(n=1))
+        >>> dy.Domain.ball(torch.tensor([1.0]), 0.3).center_for(system, "f(...)")
+        tensor([1.], dtype=torch.float64)
+        """
         if self.center is None:
             raise InvalidArgumentError(f"{call}: the domain has no center")
         if tuple(self.center.shape) != tuple(system.state_shape):
@@ -415,3 +429,15 @@ class Bound:
                 f"{s.norms[1]:.4g}]{note}"
             )
         return "\n".join(lines)
+
+
+def _ball_token_range(c: torch.Tensor, r: float) -> tuple[float, float]:
+    """The range of token norms over the Euclidean ball of radius ``r`` around ``c``, outward:
+    a token's norm moves by at most ``r``, and the float norms get a relative slack of
+    ``(d + 4)`` ulps for the rounding of their sums of squares."""
+    tok = c.norm(dim=-1) if c.ndim else c.abs()
+    d = c.shape[-1] if c.ndim else 1
+    slack = (d + 4) * 2.0**-52
+    lo = max(0.0, math.nextafter(float(tok.min()) * (1 - slack) - r, -math.inf))
+    hi = math.nextafter(float(tok.max()) * (1 + slack) + r, math.inf)
+    return lo, hi
