@@ -662,16 +662,8 @@ def check_contraction(
                 trust=Trust.PROVEN,
             )
         )
-    if refuted:
-        verdict = Verdict.REFUTED
-    elif proven:
-        verdict = Verdict.PROVEN
-    elif low.value < 1:
-        verdict = Verdict.SUPPORTED
-    else:
-        verdict = Verdict.UNDETERMINED
     return ContractionVerdict(
-        verdict=verdict,
+        verdict=_ladder(refuted, proven, low.value < 1),
         local_verdict=local,
         evidence=tuple(evidence),
         witness=witness,
@@ -903,22 +895,24 @@ def _check_ball(
             trust=Trust.CHECKED if apart else Trust.ESTIMATED,
         )
     )
-    if refuted:
-        verdict = Verdict.REFUTED
-    elif proven:
-        verdict = Verdict.PROVEN
-    elif n_conv == states.shape[0] and n_conv > 0:
-        verdict = Verdict.SUPPORTED
-    else:
-        verdict = Verdict.UNDETERMINED
     return ContractionVerdict(
-        verdict=verdict,
+        verdict=_ladder(refuted, proven, n_conv == states.shape[0] and n_conv > 0),
         local_verdict=local,
         evidence=tuple(evidence),
         witness=witness,
         domain=dom,
         upper_bound=ub,
     )
+
+
+def _ladder(refuted: bool, proven: bool, supported: bool) -> Verdict:
+    """A witness against outranks a proof (which it would contradict), a proof outranks
+    sampled support."""
+    if refuted:
+        return Verdict.REFUTED
+    if proven:
+        return Verdict.PROVEN
+    return Verdict.SUPPORTED if supported else Verdict.UNDETERMINED
 
 
 def _into_ball(h: torch.Tensor, center: torch.Tensor, r: float) -> torch.Tensor:
