@@ -967,10 +967,12 @@ def prove_point(
 def dist2_upper(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:
     """``max ‖h − c‖₂`` over the box ``[lo_e, hi_e]`` (rounded up): each coordinate's farthest
     deviation rounded up, their Euclidean norm in arb."""
-    dev = np.nextafter(np.maximum(np.maximum(hi_e - c, c - lo_e), 0.0), np.inf)
+    dev = np.maximum(np.maximum(hi_e - c, c - lo_e), 0.0)
+    # a float difference is 0 only between equal floats: keep exact zeros, round the rest up
+    dev = np.where(dev > 0, np.nextafter(dev, np.inf), 0.0)
     if not np.all(np.isfinite(dev)):
         return math.inf
-    return hi(_frobenius_upper(arb(v) for v in dev.reshape(-1).tolist()))
+    return max(0.0, hi(_frobenius_upper(arb(v) for v in dev.reshape(-1).tolist())))  # never -0.0
 
 
 def _dist(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:
