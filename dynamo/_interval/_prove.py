@@ -583,14 +583,48 @@ def _norm2_upper(A: arb_mat) -> float:
     the square root of the largest Gershgorin row of ``AᵀA`` (tight for orthogonal-times-scalar
     blocks) and the verified-SVD bound of :func:`_norm2_svd` (tight for any matrix whose balls
     are narrow)."""
-    B = A.transpose() * A
-    n = B.nrows()
-    best = 0.0
-    for i in range(n):
-        row = sum((abs(B[i, j]) for j in range(n)), ZERO)
-        best = max(best, hi(row))
+    if A.nrows() == 0 or A.ncols() == 0:
+        return 0.0
+    Bm, Br = _mid_rad(A.transpose() * A)
+    best = float(np.max(_sum_up(_abs_up(Bm, Br), axis=1)))
     gersh = math.nextafter(math.sqrt(best), math.inf) * (1 + 2**-50)
     return min(gersh, _norm2_svd(A))
+
+
+def _mid_rad(m: arb_mat) -> tuple[np.ndarray, np.ndarray]:
+    """Float midpoints ``M`` and radii ``R`` with every point of every ball within ``M ± R``: the
+    float midpoint may round arb's by half an ulp, so ``R`` is widened by a full one (rounded
+    up). Non-finite entries stay non-finite (the callers' bounds become inf)."""
+    r, c = m.nrows(), m.ncols()
+    ent = m.entries()
+    M = np.array([float(v.mid()) for v in ent], dtype=np.float64).reshape(r, c)
+    R = np.array([float(v.rad()) for v in ent], dtype=np.float64).reshape(r, c)
+    return M, np.nextafter(R + np.abs(M) * 2.0**-52, np.inf)
+
+
+def _abs_up(M: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """``|v|`` over every point of the balls ``M ± R``, rounded up."""
+    return np.nextafter(np.abs(M) + R, np.inf)
+
+
+def _sum_up(x: np.ndarray, axis: int | None = None) -> Any:
+    """An upper bound on the exact sum of the non-negative floats ``x`` (along ``axis``): a float
+    sum of ``k`` terms in any order is within ``(k − 1)·2⁻⁵³`` of the exact one, relatively, so
+    a factor ``1 + (k + 4)·2⁻⁵¹`` and a step up cover it (subnormal sums are exact)."""
+    k = x.size if axis is None else x.shape[axis]
+    return np.nextafter(np.sum(x, axis=axis) * (1 + (k + 4) * 2.0**-51), np.inf)
+
+
+def _frob_up(M: np.ndarray, R: np.ndarray) -> float:
+    """An upper bound on the Frobenius norm of every matrix in the balls ``M ± R``."""
+    a = _abs_up(M, R)
+    top = float(np.max(a)) if a.size else 0.0
+    if top == 0 or not math.isfinite(top):
+        return top
+    # scaled by the largest entry (rounded up), so that squares of tiny entries do not underflow
+    u = np.nextafter(a / top, np.inf)
+    t = float(np.nextafter(np.sqrt(_sum_up(np.nextafter(u * u, np.inf))), np.inf))
+    return math.nextafter(top * t, math.inf)
 
 
 def _frobenius_upper(entries: Any) -> arb:
@@ -605,37 +639,38 @@ def _norm2_svd(A: arb_mat) -> float:
     ``‖R‖₂ <= min(√(‖R‖₁ ‖R‖_∞), ‖R‖_F)`` and ``‖M‖₂`` verified from a float SVD
     ``M ≈ U Σ Vᵀ``: ``U`` and ``V`` are exact float matrices, so ``G = Uᵀ M V`` is enclosed in arb,
     ``‖G‖₂ <= max|G_ii| + ‖G − diag G‖_F``, and ``M = U⁻ᵀ G V⁻¹`` with
-    ``σ_min(U)² >= 1 − ‖UᵀU − I‖_F`` (likewise ``V``). Rounding is enclosed throughout; ``inf``
-    where a step does not verify (a non-finite entry, a float basis too far from orthogonal)."""
+    ``σ_min(U)² >= 1 − ‖UᵀU − I‖_F`` (likewise ``V``). Sums and norms of the enclosures' float
+    midpoints and radii are rounded up (:func:`_sum_up`), so rounding is enclosed throughout;
+    ``inf`` where a step does not verify (a non-finite entry, a float basis too far from
+    orthogonal)."""
     r, c = A.nrows(), A.ncols()
     if r == 0 or c == 0:
         return 0.0
-    ent = [v for row in A.tolist() for v in row]
-    M = np.array([float(v.mid()) for v in ent], dtype=np.float64).reshape(r, c)
-    R = np.array([float(v.rad()) for v in ent], dtype=np.float64).reshape(r, c)
+    M, R = _mid_rad(A)
     if not (np.isfinite(M).all() and np.isfinite(R).all()):
         return math.inf
-    # the float midpoint may round arb's midpoint by half an ulp: widen R by a full one
-    R = np.nextafter(R + np.abs(M) * 2.0**-52, np.inf)
-    Rm = _fmat(R)
-    row_sum = max(hi(v) for v in (Rm * _fmat(np.ones((c, 1)))).entries())
-    col_sum = max(hi(v) for v in (_fmat(np.ones((1, r))) * Rm).entries())
-    rad_norm = (arb(row_sum) * arb(col_sum)).sqrt()
-    rad_norm = min(rad_norm, _frobenius_upper(arb(v) for v in R.reshape(-1).tolist()), key=hi)
+    rows, cols = float(np.max(_sum_up(R, axis=1))), float(np.max(_sum_up(R, axis=0)))
+    rad_norm = min(
+        float(np.nextafter(math.sqrt(np.nextafter(rows * cols, np.inf)), np.inf)),
+        _frob_up(R, np.zeros_like(R)),
+    )
     try:
         U, _, Vt = np.linalg.svd(M)
     except np.linalg.LinAlgError:
         return math.inf
     Ua, Va = _fmat(U), _fmat(Vt.T)
-    G = Ua.transpose() * _fmat(M) * Va
-    diag = max((hi(G[i, i].abs_upper()) for i in range(min(r, c))), default=0.0)
-    off = _frobenius_upper(G[i, j] for i in range(r) for j in range(c) if i != j)
-    e_u = _frobenius_upper((Ua.transpose() * Ua - arb_mat(r, r, _eye(r))).entries())
-    e_v = _frobenius_upper((Va.transpose() * Va - arb_mat(c, c, _eye(c))).entries())
-    if not (e_u < 1 and e_v < 1):
+    Gm, Gr = _mid_rad(Ua.transpose() * _fmat(M) * Va)
+    k = min(r, c)
+    diag = float(np.max(_abs_up(np.diagonal(Gm), np.diagonal(Gr)))) if k else 0.0
+    Gm[np.arange(k), np.arange(k)] = 0.0
+    Gr[np.arange(k), np.arange(k)] = 0.0
+    off = _frob_up(Gm, Gr)
+    e_u = _frob_up(*_mid_rad(Ua.transpose() * Ua - arb_mat(r, r, _eye(r))))
+    e_v = _frob_up(*_mid_rad(Va.transpose() * Va - arb_mat(c, c, _eye(c))))
+    if not (e_u < 1 and e_v < 1 and math.isfinite(diag + off)):
         return math.inf
-    m_norm = (arb(diag) + off) / ((ONE - e_u) * (ONE - e_v)).sqrt()
-    return hi(m_norm + rad_norm)
+    m_norm = (arb(diag) + arb(off)) / ((ONE - arb(e_u)) * (ONE - arb(e_v))).sqrt()
+    return hi(m_norm + arb(rad_norm))
 
 
 def _eye(n: int) -> list[float]:
