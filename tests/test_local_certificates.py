@@ -346,7 +346,7 @@ def test_the_default_architecture_gets_a_certified_contraction_radius() -> None:
     ‖J‖₂ at the point the loop reaches from h0 = x, and a positive certified radius, PROVEN
     (about six minutes on one core; docs/scripts/local_radius.py runs all four inputs)."""
     import verify
-    from verify._certify import build_model, draw_inputs
+    from verify import build_model, draw_inputs
 
     spec = verify.default_spec()
     model = build_model(spec, 0)

@@ -24,7 +24,7 @@ import torch
 
 import dynamo as dy
 import verify
-from verify._certify import build_model, draw_inputs
+from verify import build_model, draw_inputs
 
 
 def main() -> None:

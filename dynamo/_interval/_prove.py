@@ -18,7 +18,7 @@ from .._results import Trust, _finite_or_none
 from .._system import LoopedSystem
 from .._validate import call_form, check_positive_float
 from ..errors import InvalidArgumentError, ShapeError
-from ._ball import OBJ, ONE, ZERO, arb, arb_mat, as_balls, hi, lo, minus, precision, sqr
+from ._ball import OBJ, ONE, ZERO, arb, arb_mat, as_balls, hi, lo, minus, precision
 from ._jet import Jet, Traced, WideEnclosure, trace_map
 
 __all__ = [
@@ -603,8 +603,10 @@ def _mid_rad(m: arb_mat) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _abs_up(M: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """``|v|`` over every point of the balls ``M ± R``, rounded up."""
-    return np.nextafter(np.abs(M) + R, np.inf)
+    """``|v|`` over every point of the balls ``M ± R``, rounded up (an exact zero, a sum of two
+    zeros, stays zero)."""
+    a = np.abs(M) + R
+    return np.where(a > 0, np.nextafter(a, np.inf), 0.0)
 
 
 def _sum_up(x: np.ndarray, axis: int | None = None) -> Any:
@@ -625,12 +627,6 @@ def _frob_up(M: np.ndarray, R: np.ndarray) -> float:
     u = np.nextafter(a / top, np.inf)
     t = float(np.nextafter(np.sqrt(_sum_up(np.nextafter(u * u, np.inf))), np.inf))
     return math.nextafter(top * t, math.inf)
-
-
-def _frobenius_upper(entries: Any) -> arb:
-    """An upper bound on ``√(Σ |v|²)`` over every point of the balls (each ``|v|`` taken at its
-    upper end, so that a ball around 0 does not put the sum's ball below 0)."""
-    return arb(hi(sum((sqr(v.abs_upper()) for v in entries), ZERO).sqrt()))
 
 
 def _norm2_svd(A: arb_mat) -> float:
@@ -1001,13 +997,13 @@ def prove_point(
 
 def dist2_upper(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:
     """``max ‖h − c‖₂`` over the box ``[lo_e, hi_e]`` (rounded up): each coordinate's farthest
-    deviation rounded up, their Euclidean norm in arb."""
+    deviation rounded up, their Euclidean norm rounded up (:func:`_frob_up`)."""
     dev = np.maximum(np.maximum(hi_e - c, c - lo_e), 0.0)
     # a float difference is 0 only between equal floats: keep exact zeros, round the rest up
     dev = np.where(dev > 0, np.nextafter(dev, np.inf), 0.0)
     if not np.all(np.isfinite(dev)):
         return math.inf
-    return max(0.0, hi(_frobenius_upper(arb(v) for v in dev.reshape(-1).tolist())))  # never -0.0
+    return _frob_up(dev.reshape(1, -1), np.zeros((1, dev.size)))
 
 
 def _dist(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:

@@ -147,7 +147,7 @@ class Domain:
                 f"Domain.ball(center, radius): center must be a tensor (a state), got "
                 f"{type(a).__name__}"
             )
-        c = a.detach().to(torch.float64).cpu().clone()
+        c = a.detach().to(torch.float64).cpu()  # the constructor keeps its own copy
         if not bool(torch.isfinite(c).all()):
             raise InvalidArgumentError("Domain.ball(center, radius): center has non-finite entries")
         if not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b) or b <= 0:
