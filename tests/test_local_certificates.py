@@ -23,7 +23,7 @@ from problems import BISTABLE_BASIN_RADIUS
 
 import dynamo as dy
 from dynamo._interval._ball import precision
-from dynamo._interval._prove import _norm2_svd, _norm2_upper
+from dynamo._interval._prove import _abs_up, _norm2_svd, _norm2_upper, dist2_upper
 from dynamo.errors import InvalidArgumentError
 
 F64 = torch.float64
@@ -330,6 +330,23 @@ def test_empty_matrices_have_norm_zero() -> None:
     with precision(53):
         for r, c in ((0, 3), (3, 0), (0, 0)):
             assert _norm2_svd(arb_mat(r, c)) == 0.0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_matrix_with_an_entry_that_is_not_finite_has_no_norm_bound(bad: float) -> None:
+    """An enclosure that failed (arb's NaN or an infinite ball) bounds nothing: the norm bound
+    is ``inf``, never a small number (a NaN once read as an exact zero and certified a false
+    basin)."""
+    with precision(53):
+        A = arb_mat(2, 2, [arb(0.5), arb(bad), arb(0.0), arb(0.5)])
+        assert _norm2_upper(A) == math.inf
+        B = arb_mat(2, 2, [arb(0.5), arb(0.1), arb(0.0), arb(0.5) + arb(0, bad)])
+        assert _norm2_upper(B) == math.inf
+    nan = np.array([[math.nan, 0.0]])
+    assert _abs_up(nan, np.zeros_like(nan))[0, 0] == math.inf
+    assert _abs_up(nan, np.zeros_like(nan))[0, 1] == 0.0
+    box = np.array([0.0, math.nan])
+    assert dist2_upper(box, box, np.zeros(2)) == math.inf
 
 
 def test_the_verified_svd_bound_is_tight_where_gershgorin_is_not() -> None:

@@ -688,6 +688,25 @@ def _check_uniqueness(case: MultiCase, search: str) -> None:
         assert len(near) == 1, (case, q.tolist(), [r.state.tolist() for r in e.points])
 
 
+def test_a_basin_whose_enclosure_fails_is_not_certified() -> None:
+    """``tanh(W h + c)`` with ``‖W‖₂ = 4`` in the plane: two stable points near (−0.99, 1.00)
+    and (0.98, −1.00) and a saddle between them. On the ball of radius 4 the Jacobian's enclosure
+    is NaN; it once read as 0 and certified radius 4 around each point (holding the other). Each
+    certified basin now lies inside the region that converges to its point."""
+    case = MultiCase(kind="tanh", n=2, strength=4.0, seed=0)
+    step = case.step()
+    system = dy.LoopedSystem.from_function(step, state_shape=(2,))
+    found = dense_newton(step, 2, case.half)
+    proofs = [dy.prove_fixed_point(system, p) for p in found]
+    basins = [q for q in proofs if q.basin is not None]
+    assert len(basins) == 2
+    for q in basins:
+        assert q.basin is not None
+        others = [float((r.center - q.center).norm()) for r in proofs if r is not q]
+        assert q.basin.radius < min(others)
+        _check_basin(step, q, 2)
+
+
 def _check_basin(
     step: Callable[[torch.Tensor], torch.Tensor], proof: dy.PointProof, n: int
 ) -> None:

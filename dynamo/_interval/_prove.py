@@ -587,6 +587,8 @@ def _norm2_upper(A: arb_mat) -> float:
         return 0.0
     Bm, Br = _mid_rad(A.transpose() * A)
     best = float(np.max(_sum_up(_abs_up(Bm, Br), axis=1)))
+    if not math.isfinite(best):  # an entry without a finite enclosure: no bound
+        return math.inf
     gersh = math.nextafter(math.sqrt(best), math.inf) * (1 + 2**-50)
     return min(gersh, _norm2_svd(A))
 
@@ -604,9 +606,9 @@ def _mid_rad(m: arb_mat) -> tuple[np.ndarray, np.ndarray]:
 
 def _abs_up(M: np.ndarray, R: np.ndarray) -> np.ndarray:
     """``|v|`` over every point of the balls ``M ± R``, rounded up (an exact zero, a sum of two
-    zeros, stays zero)."""
+    zeros, stays zero; a ball that is not finite, NaN included, is bounded by ``inf`` only)."""
     a = np.abs(M) + R
-    return np.where(a > 0, np.nextafter(a, np.inf), 0.0)
+    return np.where(a == 0, 0.0, np.where(np.isnan(a), np.inf, np.nextafter(a, np.inf)))
 
 
 def _sum_up(x: np.ndarray, axis: int | None = None) -> Any:
@@ -1000,8 +1002,8 @@ def dist2_upper(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:
     deviation rounded up, their Euclidean norm rounded up (:func:`_frob_up`)."""
     dev = np.maximum(np.maximum(hi_e - c, c - lo_e), 0.0)
     # a float difference is 0 only between equal floats: keep exact zeros, round the rest up
-    dev = np.where(dev > 0, np.nextafter(dev, np.inf), 0.0)
-    if not np.all(np.isfinite(dev)):
+    dev = np.where(dev == 0, 0.0, np.nextafter(dev, np.inf))
+    if not np.all(np.isfinite(dev)):  # NaN included: no bound
         return math.inf
     return _frob_up(dev.reshape(1, -1), np.zeros((1, dev.size)))
 
@@ -1009,6 +1011,8 @@ def dist2_upper(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:
 def _dist(lo_e: np.ndarray, hi_e: np.ndarray, c: np.ndarray) -> float:
     """``max |h − c|`` over the box (rounded up)."""
     err = float(max(np.max(hi_e - c), np.max(c - lo_e), 0.0))
+    if not math.isfinite(err) or not np.all(np.isfinite(hi_e - c) & np.isfinite(c - lo_e)):
+        return math.inf  # NaN included: no bound
     return math.nextafter(err, math.inf) if err > 0 else 0.0
 
 
