@@ -232,6 +232,8 @@ class _Interp(fx.Interpreter):
         # centred form compares like with like)
         self.mutated: dict[fx.Node, fx.Node] = {}
         self.dx = dx  # X − c of the state box (balls, n)
+        # the nodes whose value enclosure a later rule reads: only those are worth centring
+        self.read = _values_read(gm) if centre is not None else set()
 
     def run_node(self, node: fx.Node) -> Any:
         out = super().run_node(node)
@@ -255,6 +257,8 @@ class _Interp(fx.Interpreter):
         the natural interval extension through a deep graph."""
         if self.centre is None or self.dx is None or not isinstance(res, Jet) or res.der is None:
             return res
+        if node not in self.read:  # only linear rules use it: their slopes ignore values, and
+            return res  # the next node that is read gets its own centred form
         c = self.centre.get(node)
         if not isinstance(c, Jet) or c.val.shape != res.val.shape:
             return res
@@ -669,6 +673,94 @@ class _Interp(fx.Interpreter):
             b = self._operand(bias)
             outj = Jet(outj.val + b.balls(), outj.der)
         return outj, Jet(mean), Jet(r)
+
+
+#: rules whose result is linear in every operand's value (views, selections, joins, sums):
+#: the operands' value enclosures only pass through, and their slopes do not read values
+_LINEAR_USES = (
+    _VIEW
+    | _SAME
+    | {
+        aten.expand.default,
+        aten.permute.default,
+        aten.t.default,
+        aten.transpose.int,
+        aten.unsqueeze.default,
+        aten.slice.Tensor,
+        aten.select.int,
+        aten.cat.default,
+        aten.stack.default,
+        aten.split.Tensor,
+        aten.split_with_sizes.default,
+        aten.unbind.int,
+        aten.add.Tensor,
+        aten.add.Scalar,
+        aten.sub.Tensor,
+        aten.sub.Scalar,
+        aten.rsub.Scalar,
+        aten.rsub.Tensor,
+        aten.neg.default,
+        aten.sum.dim_IntList,
+        aten.sum.default,
+        aten.mean.dim,
+        aten.mean.default,
+        aten.where.self,
+        aten._to_copy.default,
+        operator.getitem,
+    }
+)
+#: products: an operand's value is read only when another factor depends on the state (the
+#: product rule multiplies that factor's slopes by this operand's value)
+_PRODUCTS = {
+    aten.mul.Tensor: (0, 1),
+    aten.mul.Scalar: (0, 1),
+    aten.mm.default: (0, 1),
+    aten.bmm.default: (0, 1),
+    aten.matmul.default: (0, 1),
+    aten.mv.default: (0, 1),
+    aten.dot.default: (0, 1),
+    aten.addmm.default: (1, 2),
+}
+
+
+def _values_read(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes whose value enclosure some rule reads: used by the output, by a nonlinear rule
+    (an activation, a power, a softmax, a norm, a divisor), or by a product with another factor
+    that depends on the state. The first placeholder is the state. Unknown rules count as
+    reading (a node left out only loses the centred form's tightness, never soundness)."""
+    nodes = list(gm.graph.nodes)
+    holders = [nd for nd in nodes if nd.op == "placeholder"]
+    dep: dict[fx.Node, bool] = {}
+    for nd in nodes:
+        if nd.op == "placeholder":
+            dep[nd] = nd is holders[0]
+        elif nd.op == "get_attr":
+            dep[nd] = False
+        else:
+            args = _flat(list(nd.args)) + _flat(list(nd.kwargs.values()))
+            dep[nd] = any(dep.get(a, False) for a in args if isinstance(a, fx.Node))
+
+    def reads(user: fx.Node, nd: fx.Node) -> bool:
+        if user.op != "call_function":
+            return True
+        t = _out_of_place(user.target) or user.target
+        if t in _LINEAR_USES:
+            return False
+        if t in _PRODUCTS:
+            factors = [user.args[i] if i < len(user.args) else None for i in _PRODUCTS[t]]
+            if nd not in factors:  # addmm's bias: added
+                return False
+            others = list(factors)
+            others.remove(nd)
+            return any(isinstance(o, fx.Node) and dep.get(o, False) for o in others)
+        if t in (aten.div.Tensor, aten.div.Scalar):
+            divisor = user.args[1] if len(user.args) > 1 else None
+            if nd is divisor:
+                return True
+            return isinstance(divisor, fx.Node) and dep.get(divisor, False)
+        return True
+
+    return {nd for nd in nodes if any(reads(u, nd) for u in nd.users)}
 
 
 def _out_of_place(t: Any) -> Any:
