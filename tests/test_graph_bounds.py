@@ -1192,3 +1192,74 @@ def test_functional_concat_recall_is_the_state_block_of_the_weight() -> None:
     with torch.no_grad():
         q = (one.step(a) - one.step(c)).norm(dim=1) / (a - c).norm(dim=1)
     assert float(q.max()) <= bound.value
+
+
+# ---------------------------------------------------------------- NaN never reads as a bound
+# ``0 · inf`` (a zero constant times an unbounded value) is NaN in float arithmetic; a check or a
+# Python ``max`` that skipped it once certified the three maps below.
+
+
+def test_a_zero_scaled_unbounded_branch_keeps_the_image_bound() -> None:
+    """``cat([0.5 tanh(h₁), softplus(h₂)·0 + b])`` along the token axis, ‖b‖ = 5: the image's
+    token norms reach 5, outside the ball of radius 1, so invariance is not certified."""
+    b = torch.full((1, 3), 5.0 / 3**0.5, dtype=torch.float64)
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([0.5 * torch.tanh(h[:, :1]), F.softplus(h[:, 1:]) * 0.0 + b], dim=1)
+
+    s = dy.LoopedSystem.from_function(f, state_shape=(2, 3))
+    ub = dy.lipschitz_upper_bound(s, dy.Domain.ball(1.0))
+    assert ub.out_norms is not None and ub.out_norms[1] >= 5.0
+    v = dy.check_contraction(s, dy.Domain.ball(1.0), n_samples=4, ascent_steps=2, n_starts=2)
+    assert v.verdict is not dy.Verdict.PROVEN
+
+
+def test_softplus_past_its_switch_behind_a_zero_scaled_branch_is_refused() -> None:
+    """``h + (softplus(h)·0 + 20)`` crosses torch's softplus switch at 20, where it jumps."""
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        t = h + (F.softplus(h) * 0.0 + 20.0)
+        return torch.sigmoid(0.5 * F.softplus(t) - 10.0)
+
+    s = dy.LoopedSystem.from_function(f, state_shape=(1,))
+    with pytest.raises(InvalidArgumentError, match="past its switch"):
+        dy.lipschitz_upper_bound(s, dy.Domain.ball(2.0))
+
+
+def test_a_polynomial_behind_a_zero_scaled_unbounded_branch_is_not_global() -> None:
+    """``0.1 · Bistable(h + relu(h)·0)`` on all of space is cubic: no global bound, and no
+    PROVEN contraction (iterates from 20 diverge)."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = dy.models.Bistable(n=1, eta=0.2)
+
+        def forward(self, h: torch.Tensor) -> torch.Tensor:
+            return 0.1 * self.b(h + F.relu(h) * 0.0)
+
+    s = dy.LoopedSystem.from_module(Block(), state_shape=(1,))
+    with pytest.raises(InvalidArgumentError, match="not globally Lipschitz"):
+        dy.lipschitz_upper_bound(s, dy.Domain())
+    v = dy.check_contraction(s, n_samples=4, ascent_steps=2, n_starts=2)
+    assert v.verdict is not dy.Verdict.PROVEN
+
+
+def test_an_undefined_rounding_input_bounds_nothing() -> None:
+    from dynamo._lipschitz._arith import up
+
+    assert up(math.nan) == math.inf
+
+
+def test_the_spectrum_of_a_failed_enclosure_is_undecided_not_a_crash() -> None:
+    import numpy as np
+    from flint import arb
+
+    from dynamo._interval._ball import precision
+    from dynamo._interval._prove import spectrum
+
+    with precision(53):
+        for x in (arb("nan"), arb(1e300, 1e300)):
+            J = np.array([[arb(0.5), x], [arb(0.001), arb(0.5)]], dtype=object)
+            _, (_, rho_hi), _, kind = spectrum(J)
+            assert kind is None and not rho_hi < 1

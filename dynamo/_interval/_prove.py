@@ -676,6 +676,8 @@ def _eye(n: int) -> list[float]:
 
 
 def _real_eigenbasis(Jmid: np.ndarray) -> np.ndarray | None:
+    if not np.all(np.isfinite(Jmid)):  # a failed enclosure: no basis (the caller's bound is inf)
+        return None
     w, v = np.linalg.eig(Jmid)
     n = Jmid.shape[0]
     cols: list[np.ndarray] = []

@@ -61,7 +61,10 @@ def linear_interval(
 
 
 def up(v: float) -> float:
-    """``v`` rounded up past the few float64 operations that produced it (``inf`` and 0 stay)."""
+    """``v`` rounded up past the few float64 operations that produced it (``inf`` and 0 stay; NaN,
+    an undefined product such as ``0 · inf``, bounds nothing and becomes ``inf``)."""
+    if math.isnan(v):
+        return math.inf
     if v == 0 or math.isinf(v):
         return v
     return math.nextafter(v * (1.0 + 8.0 * U64), math.inf)

@@ -35,7 +35,7 @@ from torch import nn
 from .._results import Trust
 from ..errors import InvalidArgumentError
 from . import _formulas
-from ._arith import U64, affine_token_norms, down, gamma, sigma, sigma_min, up, vnorm
+from ._arith import U64, affine_token_norms, down, gamma, mul, sigma, sigma_min, up, vnorm
 from ._bounds import BoundStep, Domain
 from ._registry import _RULES, RuleContext, _apply, _Trace, cite
 from .rules.activations import ACTIVATION_SLOPES, softplus_switch
@@ -771,7 +771,7 @@ class _Interp(fx.Interpreter):
         w = self._last_copies(x, out)  # copies along the last axis lengthen each token
         lip = _up(_formulas.scale(c_max, vx.lip) * math.sqrt(k))
         # each entry is scaled by a factor of size in [c_min, c_max]: so is each token's norm
-        lo, hi = _down(w * c_min * vx.lo), _up(w * c_max * vx.hi)
+        lo, hi = _down(mul(w * c_min, vx.lo)), _up(mul(w * c_max, vx.hi))
         v = _Val(True, lip, lo, hi)
         self._step(n, "scale by a constant", c_max, v, f"max |c| = {c_max:.4g}", ("R10",))
         return v
@@ -832,9 +832,9 @@ class _Interp(fx.Interpreter):
             bias = _up(vb.hi)
         lip = _up(_formulas.compose(a.lip, _formulas.linear(s)))
         if right:
-            lo, hi = _down(max(0.0, s_min * a.lo - bias)), _up(s * a.hi + bias)
+            lo, hi = _down(max(0.0, mul(s_min, a.lo) - bias)), _up(mul(s, a.hi) + bias)
         else:  # W @ a mixes tokens: an output token is Σ_j W_ij a_j
-            lo, hi = 0.0, _up(float(w.abs().sum(dim=1).max()) * a.hi)
+            lo, hi = 0.0, _up(mul(float(w.abs().sum(dim=1).max()), a.hi))
         v = _Val(True, lip, lo, hi)
         self._step(n, "linear", s, v, "σ_max(W)", ("R1",))
         return v
@@ -854,7 +854,9 @@ class _Interp(fx.Interpreter):
             lo = _down(math.sqrt(sum(v.lo**2 for v in vs)))
             hi = _up(math.sqrt(sum(v.hi**2 for v in vs)))
         else:
-            lo, hi = min(v.lo for v in vs), max(v.hi for v in vs)
+            lo = min(v.lo for v in vs)
+            # Python's max skips a NaN that is not first: a NaN bound bounds nothing
+            hi = _INF if any(math.isnan(v.hi) for v in vs) else max(v.hi for v in vs)
         v = _Val(True, lip, lo, hi)
         self._step(n, "concatenation", lip, v, f"dim={dim}", ("R10",))
         return v
@@ -1147,4 +1149,9 @@ def graph_bound(
     v = interp.vals[out_node]
     if not v.dep:
         v = _Val(True, 0.0, v.lo, v.hi)
+    if math.isnan(v.lip) or math.isnan(v.hi) or math.isnan(v.lo):
+        # every rule returns a number or inf: NaN would be a bug, never a bound
+        raise RuntimeError(
+            f"{call}: the traced bound is NaN (steps: {interp.steps}); please report"
+        )
     return GraphBound(v.lip, v.lo, v.hi, interp.steps)

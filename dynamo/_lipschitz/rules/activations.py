@@ -32,7 +32,7 @@ def softplus_switch(call: str, where: str, beta: Any, threshold: Any, hi: float)
     jump of ``log1p(exp(−threshold))/β`` (2·10⁻⁹ at the default 20) where it switches, so it is
     Lipschitz only on inputs that stay below the switch (every entry is at most its token's
     norm ``hi``)."""
-    if float(beta) * hi >= float(threshold):
+    if not float(beta) * hi < float(threshold):  # NaN included: no bound below the switch
         raise InvalidArgumentError(
             f"{call}: softplus at '{where}' may see inputs up to {hi:.4g}, past its switch to the "
             f"identity at threshold/β = {float(threshold) / float(beta):.4g}, where torch's form "

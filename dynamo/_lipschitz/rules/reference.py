@@ -78,7 +78,7 @@ def polynomial(m: Logistic | Henon | Bistable, tr: _Trace, ctx: RuleContext) -> 
     """The sup of ``‖J‖`` over the ball of radius ``R`` that holds the domain (convex: the mean
     value theorem gives the Lipschitz bound)."""
     kind = type(m)
-    if math.isinf(tr.hi):
+    if not math.isfinite(tr.hi):  # NaN included: no radius to bound the ball by
         raise InvalidArgumentError(
             f"{ctx.call}: {kind.__name__} is polynomial, not globally Lipschitz; bound the "
             "domain (r_max < inf)"
