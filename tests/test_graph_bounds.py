@@ -569,6 +569,8 @@ def _tensors(case: Case) -> dict[str, torch.Tensor]:
             shape = {"channel": (d,), "token": (T, 1)}.get(s.scale_kind, (1,))
             c = s.gain * (0.5 + torch.rand(shape, generator=g, dtype=F64))
             out[p + "_c"] = c * torch.where(torch.rand(shape, generator=g) < 0.3, -1.0, 1.0)
+            if s.scale_kind == "zero":  # 0 · (an unbounded norm) is NaN in floats, 0 exactly
+                out[p + "_c"] = torch.zeros(shape, dtype=F64)
         if s.kind in ("sdpa", "mha"):
             if s.causal == "bias":  # an additive float mask (ALiBi-like)
                 out[p + "_mask"] = torch.randn(T, T, generator=g, dtype=F64)
@@ -647,7 +649,7 @@ class _Ops:
         return F.rms_norm(z, (self.case.d,), w, eps=s.eps)
 
     def scale(self, i: int, s: Sub, z: torch.Tensor) -> torch.Tensor:
-        if s.scale_kind == "scalar":
+        if s.scale_kind in ("scalar", "zero"):
             return self.numbers[f"s{i}_c"] * z
         if s.scale_kind == "divide":
             return z / self.numbers[f"s{i}_c"]
@@ -903,7 +905,7 @@ def sublayers(draw: st.DrawFn, functional: bool) -> Sub:
         bias=draw(st.booleans()),
         sign=draw(st.sampled_from([1.0, -1.0])),
         gain=draw(st.floats(0.1, 2.0)),
-        scale_kind=draw(st.sampled_from(["scalar", "divide", "channel", "token"])),
+        scale_kind=draw(st.sampled_from(["scalar", "divide", "channel", "token", "zero"])),
         need_weights=draw(st.booleans()),
         dropout=draw(st.booleans()),
     )
