@@ -49,10 +49,20 @@ Lower bound
         maps 0 to 0, so the next norms along the token are saturated too. From the best
         solutions a later norm whose input at the token is still above ``√(dε)`` is added as a
         second (third) root, its residual taken with the token zeroed at the earlier roots, and
-        the stacked residual solved. Starts: the (norm, token) pairs where (c) got smallest,
-        and every norm from random points. The best points and the points ``10⁻ᵏ``
-        (``k = 3..9``) away from them along a random and along the top singular direction are
-        evaluated (the peak is only ``~√(dε)`` wide in ``z_i``).
+        the stacked residual solved. The value at a zero is ``1/√ε`` per saturated norm times
+        ordinary layer Jacobians that depend on the rest of the point (at a double root of pre
+        RMS: the uniform attention row of the zeroed token, through the other tokens), so the
+        two best (by exact value) of the longest chains solved from each start, a single root
+        included, are then moved along their zeros: ascent on ``σ_max`` over ``p``, the
+        gradient of ``uᵀ J v`` projected onto the null space of the stacked residual's
+        Jacobian, with momentum, each step pulled back onto the zeros by the same
+        Levenberg–Marquardt and kept only if it gets there and the exact value grows
+        (:meth:`_Attack.ascend_roots`). Starts: the (norm, token) pairs where (c) got
+        smallest, and every norm from random points. The best points, the ends of the chains
+        and of the ascents, and the points ``10⁻ᵏ`` (``k = 3..9``) away from them along a
+        random and along the top singular direction are evaluated (the peak is only
+        ``~√(dε)`` wide in ``z_i``, and its top can lie a fraction of that off the zero, where
+        an MLP after the norm sees a non-zero input).
 
     On a sphere domain (``r_min == r_max``, the outer RMS column) the Jacobian is restricted to
     the tangent space, ``J·P`` with ``P = I − h_i h_iᵀ/‖h_i‖²`` block-wise: directions that leave
@@ -538,12 +548,13 @@ class _Attack:
         tol: float,
         sat: float,
         max_roots: int,
-    ) -> list[Tensor]:
+    ) -> tuple[list[Tensor], list[int], Tensor]:
         """From a solved ``chain`` (token ``tok`` is zero at the input of its norms), add the
         first later norm whose input at ``tok`` is still above ``sat`` (those in between are then
         saturated by themselves: a post-norm's output is 0 where its input is, and a bias-free
         MLP maps 0 to 0) and solve the longer chain, and so on up to ``max_roots`` roots.
-        Returns the point ``p`` after every added root."""
+        Returns the point ``p`` after every added root, and the longest chain solved (to ``tol``)
+        with its point (``chain`` and ``p`` themselves when no root could be added)."""
         points: list[Tensor] = []
         while len(chain) < max_roots:
             h, x = param.to_hx(p)
@@ -552,12 +563,87 @@ class _Attack:
             later = [k for k in range(chain[-1] + 1, len(self.norms)) if float(z[0, k, tok]) > sat]
             if not later:
                 break
-            chain = [*chain, later[0]]
-            p, res = self.zero_token(param, chain, tok, p, iters=iters, tol=tol, slow=True)
-            points.append(p)
+            longer = [*chain, later[0]]
+            q, res = self.zero_token(param, longer, tok, p, iters=iters, tol=tol, slow=True)
+            points.append(q)
             if res >= tol:
                 break
-        return points
+            chain, p = longer, q
+        return points, chain, p
+
+    def _value_and_pair(self, param: _Param, p: Tensor) -> tuple[float, Tensor, Tensor]:
+        """Exact ``‖J‖₂`` (``‖J·P‖₂``) at the image of ``p``, and its top singular pair
+        ``(u, v)`` (``(T, d)`` each)."""
+        h, x = param.to_hx(p.detach())
+        u, s, vh = torch.linalg.svd(self._dense(h[None], None if x is None else x[None])[0])
+        return float(s[0]), u[:, 0].reshape(h.shape), vh[0].reshape(h.shape)
+
+    def ascend_roots(
+        self,
+        param: _Param,
+        chain: Sequence[int],
+        tok: int,
+        p: Tensor,
+        *,
+        steps: int,
+        iters: int,
+        tol: float,
+    ) -> Tensor:
+        """Ascent on ``σ_max(J·P)`` along the zeros of the residual of :meth:`_chain_residual`
+        (``p`` solves it to ``tol``): the gradient over ``p`` of ``uᵀ J v`` (``u, v`` the top
+        singular pair), projected onto the null space of ``∂r/∂p``, with momentum 0.9; each
+        step is pulled back onto the zeros by :meth:`zero_token` and kept only when the residual
+        is below ``tol`` again and the exact value has grown (else the step is cut by 3, and
+        after a kept step grown by 1.5). Returns the best point.
+
+        At a zero the saturated norms multiply everything after them by ``1/√ε``, so the value
+        there depends on the rest of the point (the other tokens, through attention) like a
+        product of ordinary layer Jacobians, and moving along the zeros can gain much more than
+        any single solve finds by chance. The unprojected gradient is dominated by the peak
+        (leaving the zero); the projection removes it."""
+        fn = self._chain_residual(param, chain, tok)
+        jac = torch.func.jacrev(fn)
+        model = self.model
+
+        def objective(q: Tensor, u: Tensor, v: Tensor) -> Tensor:
+            hh, xx = param.to_hx(q)
+            vv = self._tangent(hh[None], v[None])[0]
+
+            def f(a: Tensor) -> Tensor:
+                return (model(a[None]) if xx is None else model(a[None], xx[None]))[0]
+
+            jv = torch.func.jvp(f, (hh,), (vv,))[1]
+            return (u * jv).sum()
+
+        grad = torch.func.grad(objective)
+        p = p.detach()
+        val, u, v = self._value_and_pair(param, p)
+        eta, prev = 0.1, None
+        for _ in range(steps):
+            _, _, basis = torch.linalg.svd(jac(p).detach(), full_matrices=False)
+            g = grad(p, u, v).detach()
+            d = g - basis.T @ (basis @ g)
+            if not bool(torch.isfinite(d).all()) or float(d.norm()) == 0.0:
+                break
+            d = d / d.norm()
+            if prev is not None:
+                d = d + 0.9 * (prev - basis.T @ (basis @ prev))
+                d = d / d.norm()
+            prev = d
+            while eta > 1e-4:
+                q, res = self.zero_token(
+                    param, chain, tok, p + eta * d, iters=iters, tol=tol, slow=True
+                )
+                if res < tol:
+                    vq, uq, vvq = self._value_and_pair(param, q)
+                    if vq > val:
+                        p, val, u, v = q, vq, uq, vvq
+                        eta *= 1.5
+                        break
+                eta /= 3
+            else:
+                break
+        return p
 
     def _dense(self, h: Tensor, x: Tensor | None) -> Tensor:
         """The dense Jacobian ``J`` (``J·P`` on a sphere) at each ``(h, x)`` of a batch,
@@ -668,6 +754,8 @@ def _budget(effort: float) -> dict[str, int]:
         d_extend=n(2),
         d_iters_chain=n(150),
         d_roots=3,
+        d_ascend=n(2),
+        d_ascend_steps=n(40),
         d_around=n(1),
     )
 
@@ -775,7 +863,7 @@ def _cell(
         for k, tok, p0 in starts:
             q, res = attack.zero_token(param, [k], tok, p0, iters=budget["d_iters"], tol=tol)
             points.append(q)
-            if res < tol and k + 1 < len(attack.norms):  # a later norm may be chained
+            if res < tol:
                 solved.append((k, tok, q))
         ends: list[Tensor] = []
         if solved:  # chain further roots from the best solved points of every root
@@ -787,9 +875,10 @@ def _cell(
                 if sum(solved[j][0] == solved[i][0] for j in order[: order.index(i)])
                 < budget["d_extend"]
             ]
+            chains: list[tuple[list[int], int, Tensor]] = []  # the longest chain solved
             for i in picked:
                 k, tok, q = solved[i]
-                more = attack.extend(
+                more, chain, q = attack.extend(
                     param,
                     [k],
                     tok,
@@ -801,6 +890,22 @@ def _cell(
                 )
                 points += more
                 ends += more[-1:]
+                chains.append((chain, tok, q))
+            # then ascend along the zeros of the best chains
+            at = attack.all_exact(*_stack_points(param, [q for _, _, q in chains]))
+            for i in sorted(range(len(chains)), key=lambda i: -at[i].value)[: budget["d_ascend"]]:
+                chain, tok, q = chains[i]
+                q = attack.ascend_roots(
+                    param,
+                    chain,
+                    tok,
+                    q,
+                    steps=budget["d_ascend_steps"],
+                    iters=budget["d_iters"],
+                    tol=tol,
+                )
+                points.append(q)
+                ends.append(q)
         found_d = attack.all_exact(*_stack_points(param, points))
         m = attack.norm_inputs(*_stack_points(param, points))
         assert m is not None
@@ -816,9 +921,9 @@ def _cell(
     found.sort(key=lambda f: -f.value)
     best, fd, ladder = found[0], None, []  # (fd None: nothing confirmed)
     for f in found:
-        q, lad = attack.fd_check(f)
-        if q is not None and abs(q / f.value - 1) <= FD_TOLERANCE:
-            best, fd, ladder = f, q, lad
+        quot, lad = attack.fd_check(f)
+        if quot is not None and abs(quot / f.value - 1) <= FD_TOLERANCE:
+            best, fd, ladder = f, quot, lad
             break
     top = found[0]
     bc = found_b if found_c is None or found_b.value >= found_c.value else found_c
