@@ -98,6 +98,23 @@ def _certs(out: Path) -> dict[str, dict]:
     return {p.name: _cert(p) for p in sorted((out / "cells").glob("*.json"))}
 
 
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    """Where two JSON values differ (key paths, with both values), for a readable failure."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for k in sorted(set(a) | set(b))
+            for d in _differences(a.get(k), b.get(k), f"{path}.{k}")
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, f"{path}[{i}]")
+        ]
+    return [] if a == b else [f"{path}: {a!r:.120} != {b!r:.120}"]
+
+
 # ---------------------------------------------------------------------- the sweep file
 def test_grid_is_every_combination_in_order(tmp_path: Path) -> None:
     sweep = load_sweep(_write(tmp_path, GRID))
@@ -278,7 +295,8 @@ def test_worker_processes_give_the_same_certificates(tmp_path: Path) -> None:
     serial = run_sweep(sweep, tmp_path / "serial")
     local = run_sweep(sweep, tmp_path / "local", executor="local", workers=2)
     assert local.executor == "local" and local.workers == 2
-    assert _certs(tmp_path / "serial") == _certs(tmp_path / "local")  # bit for bit
+    serial_certs, local_certs = _certs(tmp_path / "serial"), _certs(tmp_path / "local")
+    assert serial_certs == local_certs, _differences(serial_certs, local_certs)  # bit for bit
     assert [c.status for c in local.cells] == [c.status for c in serial.cells]
     assert all(c.worker and ":" in c.worker for c in local.cells)
     assert {c.worker for c in local.cells} != {serial.cells[0].worker}  # not this process
