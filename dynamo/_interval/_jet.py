@@ -171,6 +171,14 @@ _UNARY: dict[Any, tuple[Callable[[arb], arb], Callable[[arb, arb], arb]]] = {
     aten.cos.default: (lambda x: x.cos(), lambda x, y: -x.sin()),
 }
 
+_ADD_SUB = (
+    aten.add.Tensor,
+    aten.add.Scalar,
+    aten.sub.Tensor,
+    aten.sub.Scalar,
+    aten.rsub.Scalar,
+    aten.rsub.Tensor,
+)
 _VIEW = {
     aten.view.default,
     aten._unsafe_view.default,
@@ -397,14 +405,7 @@ class _Interp(fx.Interpreter):
             return self._join(parts, dim, shape, stack=t is aten.stack.default)
         if t in (aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int):
             return self._split(t, args, out)
-        if t in (
-            aten.add.Tensor,
-            aten.add.Scalar,
-            aten.sub.Tensor,
-            aten.sub.Scalar,
-            aten.rsub.Scalar,
-            aten.rsub.Tensor,
-        ):
+        if t in _ADD_SUB:
             a, b = self._operand(args[0]), self._operand(args[1])
             alpha = float(kw.get("alpha", args[2] if len(args) > 2 else 1))
             rsub = t in (aten.rsub.Scalar, aten.rsub.Tensor)
@@ -693,12 +694,7 @@ _LINEAR_USES = (
         aten.split.Tensor,
         aten.split_with_sizes.default,
         aten.unbind.int,
-        aten.add.Tensor,
-        aten.add.Scalar,
-        aten.sub.Tensor,
-        aten.sub.Scalar,
-        aten.rsub.Scalar,
-        aten.rsub.Tensor,
+        *_ADD_SUB,
         aten.neg.default,
         aten.sum.dim_IntList,
         aten.sum.default,
