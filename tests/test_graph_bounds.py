@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -1120,13 +1120,7 @@ def run_property(functional: bool, n: int) -> Counter[str]:
     what ran (measured, not assumed)."""
     before = COUNTS.copy()
 
-    @settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @settings(max_examples=n)  # the derandomized profile of conftest.py
     @given(case=cases(functional))
     def prop(case: Case) -> None:
         _soundness(case)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from flint import arb, arb_mat
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from problems import BISTABLE_BASIN_RADIUS
 
@@ -303,13 +303,7 @@ def _check_norm_bound(mid: np.ndarray, rad: np.ndarray, seed: int) -> None:
 
 
 def run_norm_property(n: int) -> None:
-    @settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+    @settings(max_examples=n)  # the derandomized profile of conftest.py
     @given(case=interval_matrices())
     def prop(case: tuple[np.ndarray, np.ndarray, int]) -> None:
         _check_norm_bound(*case)

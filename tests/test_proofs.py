@@ -27,7 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from flint import arb
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from problems import COUNT_CASES, CountCase, flipflop
 
@@ -530,13 +530,7 @@ def run_enclosure_property(n: int) -> Counter[str]:
     """Run the enclosure property on ``n`` derandomized random maps; return what ran."""
     before = COUNTS.copy()
 
-    @settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @settings(max_examples=n)  # the derandomized profile of conftest.py
     @given(block=blocks())
     def prop(block: Block) -> None:
         _check_block(block)
@@ -735,13 +729,7 @@ def multi_cases(draw: st.DrawFn, dims: tuple[int, ...]) -> MultiCase:
 def run_uniqueness_property(n: int, search: str, dims: tuple[int, ...]) -> Counter[str]:
     before = COUNTS.copy()
 
-    @settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+    @settings(max_examples=n)  # the derandomized profile of conftest.py
     @given(case=multi_cases(dims))
     def prop(case: MultiCase) -> None:
         _check_uniqueness(case, search)
