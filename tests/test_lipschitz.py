@@ -3,18 +3,24 @@ should be."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import dynamo as dy
 from dynamo._lipschitz import _attention_rule, _mlp_rule
+from dynamo._lipschitz._arith import sigma, sigma_blocks, sigma_half_product_plus_identity
+from dynamo._lipschitz.rules.reference import mlp_residual_factor
 from dynamo.errors import InvalidArgumentError
+from dynamo.kernel import ACTIVATION_SLOPES
+from dynamo.kernel import lipschitz_formulas as formulas
 
 F64 = torch.float64
 
@@ -23,12 +29,18 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _examples(default: int) -> int:
+    """``default`` cases, raised to ``$DYNAMO_SOUNDNESS_EXAMPLES`` when that is larger."""
+    return max(default, int(os.environ.get("DYNAMO_SOUNDNESS_EXAMPLES", "0") or 0))
+
+
 def difference_quotients(system: dy.LoopedSystem, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         num = system.flatten(system.step(a) - system.step(b)).norm(dim=1)
     return num / system.flatten(a - b).norm(dim=1)
 
 
+@settings(max_examples=_examples(100))
 @given(
     recall=st.sampled_from(["none", "outer", "internal"]),
     norm=st.sampled_from(["none", "pre", "post", "sandwich", "outer"]),
@@ -131,6 +143,112 @@ def test_attention_rule_is_sound_on_its_ball() -> None:
                 worst_out = max(worst_out, float(f(X.reshape(-1)).reshape(T, 8).norm(dim=-1).max()))
         assert worst <= lip
         assert worst_out <= out_hi
+
+
+GELU_SLOPE = ACTIVATION_SLOPES[nn.GELU]
+
+
+def _vertex_sup(wd: torch.Tensor, wu: torch.Tensor, residual: bool) -> float:
+    """``max ‖W_d D W_u‖₂`` (plus ``I`` for the residual) over the diagonal matrices ``D`` with
+    entries in ``{1 − s, s}``: a convex function of ``D`` takes its maximum over the box
+    ``[1 − s, s]^k``, where GELU's derivative lives, at a vertex. So this is at least the sup of
+    the MLP's ``‖J‖₂`` over every input, and equal to it when ``W_u`` has full row rank (every
+    vertex is then the derivative at some input, to the 10⁻⁴ by which ``s`` rounds up
+    ``gelu′(√2)``)."""
+    k = wu.shape[0]
+    best = 0.0
+    for signs in itertools.product((1.0 - GELU_SLOPE, GELU_SLOPE), repeat=k):
+        j = wd @ torch.diag(torch.tensor(signs, dtype=F64)) @ wu
+        if residual:
+            j = j + torch.eye(j.shape[0], dtype=F64)
+        best = max(best, float(torch.linalg.matrix_norm(j, ord=2)))
+    return best
+
+
+def _gelu_mlp(d: int, k: int, seed: int, scale: float) -> nn.Module:
+    from dynamo.models._transformer import _MLP
+
+    mlp = _MLP(d, k).double()
+    g = gen(seed)
+    with torch.no_grad():
+        mlp.up.weight.copy_(torch.randn(k, d, generator=g, dtype=F64) * scale / math.sqrt(d))
+        mlp.down.weight.copy_(torch.randn(d, k, generator=g, dtype=F64) * scale / math.sqrt(k))
+        mlp.up.bias.copy_(torch.randn(k, generator=g, dtype=F64))
+    return mlp
+
+
+@settings(max_examples=_examples(300))
+@given(
+    d=st.integers(1, 6),
+    k=st.integers(1, 6),
+    seed=st.integers(0, 10**6),
+    scale=st.floats(0.05, 4.0),
+)
+def test_gelu_midpoint_rule_is_never_below_the_mlps_supremum(
+    d: int, k: int, seed: int, scale: float
+) -> None:
+    """R15's two bounds (the MLP, and the MLP with its residual read jointly) against the exact
+    sup of ``‖J‖₂`` over the slope box, for random widths, weights and biases; the rules take
+    the smaller of R15 and the product rule, so each alone is checked too."""
+    mlp = _gelu_mlp(d, k, seed, scale)
+    wd, wu = mlp.down.weight.detach(), mlp.up.weight.detach()
+    exact = _vertex_sup(wd, wu, residual=False)
+    midpoint = formulas.gelu_mlp(sigma_blocks([(wd, wu)]), sigma(wd), sigma(wu), GELU_SLOPE)
+    assert exact <= midpoint
+    assert exact <= _mlp_rule(mlp, 0.0, 1.0)[0]
+    joint = mlp_residual_factor(mlp)
+    assert _vertex_sup(wd, wu, residual=True) <= joint
+    assert sigma_half_product_plus_identity(wd, wu) >= float(
+        torch.linalg.matrix_norm(torch.eye(d, dtype=F64) + wd @ wu / 2, ord=2)
+    )
+
+
+def test_gelu_midpoint_rule_is_tighter_than_the_product_and_attained_within_its_slack() -> None:
+    """With ``W_u`` square and invertible every vertex of the slope box is GELU's derivative at
+    some input, so ``_vertex_sup`` is the MLP's true constant: R15 lies between it and the
+    product rule ``‖W_d‖ s ‖W_u‖``, and a Jacobian at a vertex input reaches the true constant."""
+    mlp = _gelu_mlp(4, 4, seed=7, scale=1.0)
+    wd, wu = mlp.down.weight.detach(), mlp.up.weight.detach()
+    exact = _vertex_sup(wd, wu, residual=False)
+    product = sigma(wd) * GELU_SLOPE * sigma(wu)
+    lip = _mlp_rule(mlp, 0.0, 1.0)[0]
+    assert exact <= lip < product
+    # the vertex that attains it, as an input: pre-activations at ∓√2, where gelu′ is extreme
+    best, x_best = 0.0, None
+    for signs in itertools.product((-1.0, 1.0), repeat=4):
+        t = torch.tensor(signs, dtype=F64) * math.sqrt(2) - mlp.up.bias.detach()
+        x = torch.linalg.solve(wu, t)
+        with torch.no_grad():
+            J = torch.func.jacfwd(lambda z: mlp(z[None])[0])(x)
+        value = float(torch.linalg.matrix_norm(J, ord=2))
+        if value > best:
+            best, x_best = value, x
+    assert x_best is not None
+    assert best == pytest.approx(exact, rel=1e-3)
+
+
+def test_attention_heads_through_w_o_v_h_are_attained_where_they_win() -> None:
+    """R14 reads the heads through ``C_h = W_O,h V_h``. With no scores (``W_Q = 0``), one token
+    and every head the same ``C = A B`` the layer is ``x ↦ H A B x``, whose constant ``H‖AB‖``
+    R14 gives exactly (``‖[C … C]‖ √H = H‖C‖``), while R7's ``‖W_O‖ √(Σ ‖V_h‖²)`` is
+    ``H‖A‖‖B‖``, loose by ``‖A‖‖B‖/‖AB‖``: the rule takes R14 and reaches the true constant."""
+    model = dy.models.LoopedTransformer(d_model=8, n_heads=2, pos="none", seed=5, dtype=F64)
+    att = model.layers[0].attn.branch
+    a = torch.randn(8, 4, generator=gen(1), dtype=F64)
+    b = torch.randn(4, 8, generator=gen(2), dtype=F64)
+    with torch.no_grad():
+        att.q.weight.zero_()
+        att.v.weight.copy_(torch.cat([b, b]))
+        att.o.weight.copy_(torch.cat([a, a], dim=1))
+    lip, out_hi, note = _attention_rule(att, 1, 2.0)
+    exact = 2 * float(torch.linalg.matrix_norm(a @ b, ord=2))
+    with torch.no_grad():
+        one = torch.ones(8, dtype=F64)
+        J = torch.func.jacfwd(lambda z: att(z.reshape(1, 1, 8)).reshape(-1))(one)
+    assert float(torch.linalg.matrix_norm(J, ord=2)) == pytest.approx(exact, rel=1e-12)
+    assert "R14" in note and exact <= lip <= exact * (1 + 1e-12)
+    assert 2 * sigma(a) * sigma(b) > 1.5 * lip  # R7 alone would be this loose
+    assert out_hi >= exact * 2.0  # the output of a token of norm R = 2
 
 
 def test_mlp_rule_is_sound() -> None:

@@ -9,14 +9,15 @@ the general statement), or instance checks and numeric evaluations (labelled as 
 containing one is an *instance check* or *numeric only*, never a general proof). C1–C14 are the
 field's and dynamo's own; R1–R11 are the Lipschitz rules behind every certified bound,
 proved about the very closed forms the rules evaluate (``dynamo.kernel.lipschitz_formulas``);
-R12–R13 are the interval-slope rules and Krawczyk's test behind every proven fixed point.
+R12–R13 are the interval-slope rules and Krawczyk's test behind every proven fixed point; R14–R15
+bound attention heads mixed through ``W_O V_h`` and an MLP by its activation slope's midpoint.
 
 >>> import theory
 >>> proof = theory.get("R8").prove()
 >>> proof.ok, proof.kind.label
 (True, 'proved in general')
 >>> [c.name for c in theory.registry()][-1]
-'R13'
+'R15'
 """
 
 from . import _claims as _claims
@@ -25,6 +26,7 @@ from . import _lemmas as _lemmas
 from . import _rule_attention as _rule_attention
 from . import _rule_graph as _rule_graph
 from . import _rule_interval as _rule_interval
+from . import _rule_mixing as _rule_mixing
 from . import _rule_polynomial as _rule_polynomial
 from . import _rules as _rules
 from ._core import CheckResult as CheckResult

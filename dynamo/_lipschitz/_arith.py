@@ -7,7 +7,16 @@ import math
 
 import torch
 
-__all__ = ["U64", "linear_interval", "mul", "sigma", "sigma_min", "vnorm"]
+__all__ = [
+    "U64",
+    "linear_interval",
+    "mul",
+    "sigma",
+    "sigma_blocks",
+    "sigma_half_product_plus_identity",
+    "sigma_min",
+    "vnorm",
+]
 
 U64 = 2.0**-53  # unit roundoff of float64
 
@@ -83,6 +92,41 @@ def gamma(n: int) -> float:
     Algorithms*, 2nd ed., 2002, §3.1, eq. (3.5))."""
     nu = n * U64
     return math.inf if nu >= 1 else nu / (1.0 - nu)
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``fl(a b)`` and a bound on ``‖fl(a b) − a b‖_F``: each entry is a sum of ``k`` products,
+    within ``γ_k (|a||b|)_ij`` of the exact one (Higham, §3.1); the Frobenius norm of ``|a||b|``,
+    itself computed in float64, is widened by ``(1 + γ_k)(1 + γ_{N+1})`` for its own rounding
+    (``N`` entries)."""
+    a, b = a.detach().double(), b.detach().double()
+    k = a.shape[1]
+    fro = float((a.abs() @ b.abs()).norm())
+    n_entries = a.shape[0] * b.shape[1]
+    err = gamma(k) * fro * (1.0 + gamma(k)) * (1.0 + gamma(n_entries + 1))
+    return a @ b, up(err)
+
+
+def sigma_blocks(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """An upper bound on ``‖[A_1 B_1, …, A_H B_H]‖₂`` (products side by side) in exact arithmetic:
+    the float64 SVD bound of the computed blocks plus the Frobenius bound on their rounding
+    (``‖X‖₂ ≤ ‖fl X‖₂ + ‖X − fl X‖_F``)."""
+    found = [_product(a, b) for a, b in pairs]
+    blocks, errs = [f[0] for f in found], [f[1] for f in found]
+    err = math.sqrt(sum(e * e for e in errs))
+    return up(sigma(torch.cat(blocks, dim=1)) + up(err * (1.0 + 2.0 * U64)))
+
+
+def sigma_half_product_plus_identity(a: torch.Tensor, b: torch.Tensor) -> float:
+    """An upper bound on ``‖I + a b/2‖₂`` (``a b`` square) in exact arithmetic: ``fl(a b)/2`` is
+    exact after ``fl(a b)``; adding ``I`` rounds each diagonal entry by at most ``u`` of the
+    result, so ``‖fl(I + fl(a b)/2) − (I + a b/2)‖_F ≤ ‖fl(a b) − a b‖_F/2 + u‖fl(I + …)‖_F``
+    (the last widened by ``1 + γ_{N+1}`` for its own evaluation)."""
+    p, err = _product(a, b)
+    m = torch.eye(p.shape[0], dtype=p.dtype) + p / 2
+    n_entries = m.shape[0] * m.shape[1]
+    add = U64 * float(m.norm()) * (1.0 + U64) * (1.0 + gamma(n_entries + 1))
+    return up(sigma(m) + up(err / 2 + add))
 
 
 def affine_token_norms(

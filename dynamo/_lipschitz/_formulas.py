@@ -18,10 +18,13 @@ __all__ = [
     "add",
     "attention_head",
     "attention_heads",
+    "attention_heads_mixed",
     "bistable",
     "compose",
     "concat",
     "concat_state",
+    "gelu_mlp",
+    "gelu_mlp_residual",
     "henon",
     "linear",
     "logistic",
@@ -122,6 +125,28 @@ def attention_head(
 def attention_heads(o_norm: Any, heads: Sequence[Any], *, sqrt: Sqrt = math.sqrt) -> Any:
     """R7: the constant of heads stacked and mixed by ``W_O``: ``‖W_O‖ √(Σ_h L_h²)``."""
     return o_norm * sqrt(sum(h**2 for h in heads))
+
+
+def attention_heads_mixed(c_norm: Any, kernels: Sequence[Any], *, sqrt: Sqrt = math.sqrt) -> Any:
+    """R14: the constant of heads mixed by ``W_O`` read through ``C_h = W_O,h V_h``: each head's
+    Jacobian is ``(I_T ⊗ V_h) K_h`` with ``‖K_h‖ ≤ κ_h`` (R7 with ``V = I``, ``κ_h =
+    attention_head(1, m_h, T, R)``), so the layer's is ``[I_T ⊗ C_1, …, I_T ⊗ C_H] [K_1; …; K_H]``
+    and ``‖J‖ ≤ ‖[C_1 … C_H]‖ √(Σ_h κ_h²)``."""
+    return c_norm * sqrt(sum(k**2 for k in kernels))
+
+
+def gelu_mlp(du_norm: Any, d_norm: Any, u_norm: Any, slope: Any) -> Any:
+    """R15: the constant of ``x ↦ W_d φ(W_u x + b_u) + b_d`` for an activation whose derivative
+    lies in ``[1 − s, s]`` (GELU, ``s = ACTIVATION_SLOPES[GELU]``): its Jacobian is
+    ``W_d (I/2 + E) W_u`` with ``E`` diagonal, ``|E_kk| ≤ s − 1/2``, so
+    ``‖J‖ ≤ ‖W_d W_u‖/2 + (s − 1/2) ‖W_d‖ ‖W_u‖``."""
+    return (du_norm + (2 * slope - 1) * d_norm * u_norm) / 2
+
+
+def gelu_mlp_residual(i_du_norm: Any, d_norm: Any, u_norm: Any, slope: Any) -> Any:
+    """R15: the constant of ``x ↦ x + W_d φ(W_u x + b_u) + b_d`` (derivative of ``φ`` in
+    ``[1 − s, s]``): ``‖I + W_d W_u/2‖ + (s − 1/2) ‖W_d‖ ‖W_u‖``."""
+    return i_du_norm + (2 * slope - 1) * d_norm * u_norm / 2
 
 
 def logistic(r: Any, radius: Any) -> Any:

@@ -28,6 +28,8 @@ from .._arith import (
     linear_interval,
     mul,
     sigma,
+    sigma_blocks,
+    sigma_half_product_plus_identity,
     sigma_min,
     up,
     vnorm,
@@ -37,7 +39,7 @@ from .activations import ACTIVATION_SLOPES
 from .attention import attention_rule
 from .norms import apply_norm, norm_rule
 
-__all__ = ["mlp_rule"]
+__all__ = ["mlp_residual_factor", "mlp_rule"]
 
 
 @builtin_rule(ZeroBranchRMSNorm, name="RMSNorm", claims=("R5",))
@@ -99,13 +101,49 @@ def polynomial(m: Logistic | Henon | Bistable, tr: _Trace, ctx: RuleContext) -> 
 
 # ---------------------------------------------------------------------- the looped transformer
 def mlp_rule(mlp: _MLP, lo: float, hi: float) -> tuple[float, float]:
-    """``W₂ gelu(W₁ x + b₁) + b₂``: ``Lip ≤ ‖W₂‖ · 1.1290 · ‖W₁‖``; ``|gelu(t)| ≤ |t|``."""
+    """``W₂ gelu(W₁ x + b₁) + b₂``: the smaller of ``‖W₂‖ s ‖W₁‖`` (R1, R2, R8; ``s = 1.1290``
+    bounds ``|gelu′|``) and ``‖W₂ W₁‖/2 + (s − 1/2) ‖W₂‖ ‖W₁‖`` (R15: ``gelu′`` lies in
+    ``[1 − s, s]``, so the Jacobian is ``W₂ (I/2 + E) W₁`` with ``‖E‖ ≤ s − 1/2``); the output's
+    token norms from ``|gelu(t)| ≤ |t|``.
+
+    Examples
+    --------
+    >>> import dynamo as dy
+    >>> from dynamo._lipschitz.rules.reference import mlp_rule
+    >>> model = dy.models.LoopedTransformer(d_model=8, n_heads=2, seed=0).double()
+    >>> lip, out_hi = mlp_rule(model.layers[0].mlp.branch, 0.0, 2.0)
+    >>> round(lip, 3), round(out_hi, 3)
+    (1.36, 3.401)
+    """
     w1, w2 = mlp.up.weight, mlp.down.weight
-    up = _formulas.compose(_formulas.linear(sigma(w1)), ACTIVATION_SLOPES[nn.GELU])
-    lip = _formulas.compose(up, _formulas.linear(sigma(w2)))
+    s = ACTIVATION_SLOPES[nn.GELU]
+    up = _formulas.compose(_formulas.linear(sigma(w1)), s)
+    product = _formulas.compose(up, _formulas.linear(sigma(w2)))
+    midpoint = _formulas.gelu_mlp(sigma_blocks([(w2, w1)]), sigma(w2), sigma(w1), s)
+    lip = min(product, midpoint)
     _, hi1 = linear_interval(w1, mlp.up.bias, lo, hi)
     out_hi = mul(sigma(w2), hi1) + vnorm(mlp.down.bias)
     return lip, out_hi
+
+
+def mlp_residual_factor(mlp: _MLP) -> float:
+    """The constant of ``x ↦ x + W₂ gelu(W₁ x + b₁) + b₂`` read jointly (R15):
+    ``‖I + W₂ W₁/2‖ + (s − 1/2) ‖W₂‖ ‖W₁‖``, which can be below ``1 + Lip(MLP)`` because the
+    identity and ``W₂ W₁/2`` need not align.
+
+    Examples
+    --------
+    >>> import dynamo as dy
+    >>> from dynamo._lipschitz.rules.reference import mlp_residual_factor, mlp_rule
+    >>> model = dy.models.LoopedTransformer(d_model=8, n_heads=2, seed=0).double()
+    >>> mlp = model.layers[0].mlp.branch
+    >>> mlp_residual_factor(mlp) < 1 + mlp_rule(mlp, 0.0, 2.0)[0]
+    True
+    """
+    w1, w2 = mlp.up.weight, mlp.down.weight
+    s = ACTIVATION_SLOPES[nn.GELU]
+    joint = sigma_half_product_plus_identity(w2, w1)
+    return float(_formulas.gelu_mlp_residual(joint, sigma(w2), sigma(w1), s))
 
 
 _PARTS = (
@@ -140,7 +178,9 @@ def _check_parts(call: str, model: LoopedTransformer) -> None:
 
 
 @builtin_rule(
-    LoopedTransformer, name="looped transformer", claims=("R1", "R3", "R4", "R5", "R6", "R7")
+    LoopedTransformer,
+    name="looped transformer",
+    claims=("R1", "R3", "R4", "R5", "R6", "R7", "R14", "R15"),
 )
 def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
     """``h ↦ N_final(…(sublayers)…(recall(h, e)))``: each part's rule in order."""
@@ -248,17 +288,25 @@ def _sublayer(
             )
         lip_f, f_hi, note = attention_rule(att, n_tokens, r_hi)
         rule = "attention"
-        claims.append("R7")
+        claims += ["R7", "R14"]
+        joint = math.inf
     else:
         assert isinstance(sub.branch, _MLP)
         lip_f, f_hi = mlp_rule(sub.branch, r_lo, r_hi)
-        note = "‖W₂‖ · 1.1290 · ‖W₁‖"
+        note = "min(‖W₂‖ s ‖W₁‖, ‖W₂W₁‖/2 + (s − 1/2)‖W₂‖‖W₁‖), s = 1.1290"
         rule = "mlp (gelu)"
-        claims += ["R1", "R2"]
+        claims += ["R1", "R2", "R15"]
+        # the branch reads u itself: the residual's Jacobian I + W₂DW₁ can be bounded jointly
+        plain = sub.rec is None and sub.n_in is None
+        joint = mlp_residual_factor(sub.branch) if plain else math.inf
     branch *= lip_f
     notes.append(f"F ×{lip_f:.4g} ({note})")
     tr.lo = max(0.0, u_lo - f_hi)
     tr.hi = u_hi + f_hi
-    tr.add(where, f"residual + {rule}", _formulas.residual(branch), "; ".join(notes), claims)
+    factor = _formulas.residual(branch)
+    if joint < factor:
+        factor = joint
+        notes.append(f"joint ‖I + W₂W₁/2‖ + (s − 1/2)‖W₂‖‖W₁‖ = {joint:.4g} (R15)")
+    tr.add(where, f"residual + {rule}", factor, "; ".join(notes), claims)
     if sub.n_out is not None:
         apply_norm(call, where + ".n_out", sub.n_out, tr)
