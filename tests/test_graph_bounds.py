@@ -359,6 +359,41 @@ def test_a_broadcast_along_the_last_axis_gets_a_sound_out_norm_interval() -> Non
     assert bound.out_norms is not None and out <= bound.out_norms[1] * (1 + REL)
 
 
+def test_multihead_attention_read_through_w_o_w_v_is_attained() -> None:
+    """R14 on ``nn.MultiheadAttention``: with no scores (``W_q = 0``), one token and every head
+    the same ``C = A B`` the layer is ``v ↦ H A B v + const``, whose constant ``H‖AB‖`` the rule
+    reaches (value biases drop out of R14's kernels), where R11 with ``‖W_O‖`` and ``‖W_v‖``
+    apart is looser by ``‖A‖‖B‖/‖AB‖``."""
+    d, heads = 8, 2
+    m = nn.MultiheadAttention(d, heads, batch_first=True, dtype=F64)  # key and value biases
+    a = torch.randn(d, d // heads, generator=gen(1), dtype=F64)
+    b = torch.randn(d // heads, d, generator=gen(2), dtype=F64)
+    with torch.no_grad():
+        m.in_proj_weight[:d].zero_()  # W_q = 0: every score is the bias's, equal
+        m.in_proj_weight[2 * d :].copy_(torch.cat([b, b]))
+        m.in_proj_bias.copy_(torch.randn(3 * d, generator=gen(3), dtype=F64))
+        m.in_proj_bias[:d].zero_()  # queries 0, so R11's score terms vanish
+        m.out_proj.weight.copy_(torch.cat([a, a], dim=1))
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return self.m(h, h, h, need_weights=False)[0]
+
+    system = dy.LoopedSystem.from_module(Block(), torch.zeros(1, 1, d, dtype=F64))
+    bound = dy.lipschitz_upper_bound(system, dy.Domain.shell(0.5, 2.0))
+    exact = 2 * float(torch.linalg.matrix_norm(a @ b, ord=2))
+    assert bound.certified and "R14" in bound.steps[0].note
+    assert exact <= bound.value <= exact * (1 + 1e-12)
+    h = torch.ones(1, 1, d, dtype=F64)
+    with torch.no_grad():
+        J = torch.func.jacfwd(lambda z: system.step(z.reshape(1, 1, d)).reshape(-1))(h.reshape(-1))
+    assert float(torch.linalg.matrix_norm(J, ord=2)) == pytest.approx(exact, rel=1e-12)
+
+
 def test_a_broadcast_before_attention_gets_a_sound_lipschitz_bound() -> None:
     d, T, R = 16, 2, 3.0
     ones = torch.ones(d, dtype=F64)

@@ -35,7 +35,18 @@ from torch import nn
 from .._results import Trust
 from ..errors import InvalidArgumentError
 from . import _formulas
-from ._arith import U64, affine_token_norms, down, gamma, mul, sigma, sigma_min, up, vnorm
+from ._arith import (
+    U64,
+    affine_token_norms,
+    down,
+    gamma,
+    mul,
+    sigma,
+    sigma_blocks,
+    sigma_min,
+    up,
+    vnorm,
+)
 from ._bounds import BoundStep, Domain
 from ._registry import _RULES, RuleContext, _apply, _Trace, cite
 from .rules.activations import ACTIVATION_SLOPES, softplus_switch
@@ -542,7 +553,10 @@ class _Interp(fx.Interpreter):
 
     def _mha(self, n: fx.Node, m: nn.MultiheadAttention, out: Any) -> _Val:
         """``nn.MultiheadAttention(query, key, value)``: the projections (R1), scaled dot-product
-        attention per head (R11), the output projection (R1)."""
+        attention per head (R11), the output projection (R1); or, the smaller, the heads read
+        through ``C_h = W_O,h W_v,h`` (R14): head ``h``'s Jacobian is ``(I ⊗ W_v,h) K_h`` with
+        ``K_h`` that of ``softmax(c q_h k_hᵀ) v_in`` (the value bias drops out, since each row of
+        the softmax's derivative sums to 0), which R11 bounds with the value input's own rows."""
         names = ("query", "key", "value")
         args = list(_args(n)) + [_kwargs(n).get(k) for k in names[len(_args(n)) :]]
         extra = {k: v for k, v in _kwargs(n).items() if k not in names}
@@ -582,7 +596,21 @@ class _Interp(fx.Interpreter):
         c = 1.0 / math.sqrt(dh)
         att = _up(_formulas.sdpa(lips[0], lips[1], lips[2], his[0], his[1], his[2], n_rows, c))
         wo = m.out_proj.weight.detach().double()
-        lip = _up(_formulas.compose(att, _formulas.linear(sigma(wo))))
+        stacked = _up(_formulas.compose(att, _formulas.linear(sigma(wo))))
+        kernels, pairs = [], []
+        for h in range(m.num_heads):
+            rows = slice(h * dh, (h + 1) * dh)
+            qk = []
+            for w_, b_, a in proj[:2]:  # the head's query and key rows, and their constants
+                s_h = sigma(w_[rows])
+                bias = 0.0 if b_ is None else vnorm(b_[rows])
+                qk.append((_up(_formulas.compose(a.lip, s_h)), _up(s_h * a.hi + bias)))
+            (lq, q_hi), (lk, k_hi) = qk
+            kernels.append(_up(_formulas.sdpa(lq, lk, v_in.lip, q_hi, k_hi, v_in.hi, n_rows, c)))
+            pairs.append((wo[:, rows], wv[rows]))
+        c_norm = sigma_blocks(pairs)
+        mixed = _up(_formulas.attention_heads_mixed(c_norm, kernels))
+        lip = min(stacked, mixed)
         # head h's output row is a convex combination of its value rows (R11), each of norm at
         # most σ(W_v,h)·‖v_in‖ + ‖b_v,h‖; the heads stack under W_O
         heads = [
@@ -591,9 +619,13 @@ class _Interp(fx.Interpreter):
             for h in range(m.num_heads)
         ]
         hi = _up(sigma(wo) * math.sqrt(sum(v**2 for v in heads)) + vnorm(m.out_proj.bias))
+        # or through C_h: y_i = Σ_h C_h m_h + W_O b_v + b_O, m_h convex combinations of v_in rows
+        bias_out = _up(sigma(wo) * vnorm(bv) + vnorm(m.out_proj.bias))
+        hi = min(hi, _up(c_norm * math.sqrt(m.num_heads) * v_in.hi + bias_out))
         v = _Val(True, lip, 0.0, hi)
         note = f"T={n_rows}, {m.num_heads} heads, Q≤{his[0]:.4g}, K≤{his[1]:.4g}, V≤{his[2]:.4g}"
-        self._step(n, "multi-head attention", lip, v, note, ("R1", "R11"))
+        note += ", heads by ‖W_O,h W_v,h‖ (R14)" if mixed < stacked else ""
+        self._step(n, "multi-head attention", lip, v, note, ("R1", "R11", "R14"))
         self.mha_nodes.add(n)
         return v
 
