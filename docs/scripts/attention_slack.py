@@ -5,7 +5,8 @@ heads, ``T = 8``, seed 0, RoPE), on tokens of norm exactly ``R``, it prints the 
 of R7 (``dynamo.kernel.attention_rule``) and the largest ``‖J‖₂`` that Adam ascent on the dense
 Jacobian finds (random starts, and for one head also starts at the two-token tie that the
 derivation's worst case needs: keys ``±R u`` and queries orthogonal to ``M u``), for the whole
-layer and for each head alone (``W_O`` replaced by the head's output selection). Each head's
+layer (R7 alone, and the rule, which also has R14: heads read through ``W_O,h V_h``) and for
+each head alone (``W_O`` replaced by the head's output selection). Each head's
 bound is split into R7's three terms: the value part ``√T v``, the diagonal (query) part
 ``v m R²`` and the off-diagonal (key) part ``√T v m R²``.
 
@@ -100,7 +101,22 @@ def main(argv: list[str] | None = None) -> None:
         lip, _, _ = attention_rule(att, T, R)
         starts = [torch.randn(T, d, generator=gen, dtype=F64) for _ in range(args.starts)]
         found = attack(lambda x: att(x[None])[0], (T, d), R, starts, args.steps)
-        print(f"| {R:g} | layer | {lip:.3g} | | | | {found:.3g} | {lip / found:.2g} |")
+        r7 = _sigma(att.o.weight) * math.sqrt(
+            sum(
+                (_sigma(att.v.weight[r]) * (math.sqrt(T) + (1 + math.sqrt(T)) * R**2 * m)) ** 2
+                for r, m in (
+                    (
+                        slice(h * dh, (h + 1) * dh),
+                        _sigma(att.q.weight[h * dh : (h + 1) * dh])
+                        * _sigma(att.k.weight[h * dh : (h + 1) * dh])
+                        / math.sqrt(dh),
+                    )
+                    for h in range(n_heads)
+                )
+            )
+        )
+        print(f"| {R:g} | layer, R7 alone | {r7:.3g} | | | | {found:.3g} | {r7 / found:.2g} |")
+        print(f"| {R:g} | layer, the rule | {lip:.3g} | | | | {found:.3g} | {lip / found:.2g} |")
         for h in range(n_heads):
             one = heads[h]
             rows = slice(h * dh, (h + 1) * dh)
