@@ -80,6 +80,7 @@ from ._rule_attention import (
     blockdiag,
     h,
     kron,
+    largest_sampled_jacobian,
     stack,
 )
 from ._rules import HOMOGENEITY, IDENTITY_NORM, ORDER_NEG, WHOLE_SPACE, _id, shell
@@ -321,21 +322,27 @@ def _kernels_norm(d: Derivation, nh: Any) -> Any:
     )
 
 
+def _block_product(d: Derivation, nh: Any, why: str) -> Any:
+    """The layer's Jacobian [I_T ⊗ W_O,1, …][J_1; …] is [I_T ⊗ C_1, …][K_1; …] (nh heads), from
+    the per-head factorization by block multiplication."""
+    return d.lemma(
+        BLOCK_PRODUCT,
+        f"{why}: the layer's Jacobian is [I_T ⊗ C_1, …][K_1; …]",
+        A_1=kron(I_T, WOh(h)),
+        B_1=Jh(h),
+        A_2=kron(I_T, C(h)),
+        B_2=K(h),
+        h=h,
+        H=nh,
+    )
+
+
 def _heads(d: Derivation, nh: Any, pre: Any) -> Any:
     """‖layer Jacobian‖ ≤ c √(Σ_h κ_h²) for nh heads (then the code's bound)."""
     if nh == H:
         fact = sp.Eq(_layer(H), _mixed(H))  # derived before the block
     else:
-        fact = d.lemma(
-            BLOCK_PRODUCT,
-            f"block multiplication ({nh} heads): the layer's Jacobian is [I_T ⊗ C_1, …][K_1; …]",
-            A_1=kron(I_T, WOh(h)),
-            B_1=Jh(h),
-            A_2=kron(I_T, C(h)),
-            B_2=K(h),
-            h=h,
-            H=nh,
-        )
+        fact = _block_product(d, nh, f"block multiplication ({nh} heads)")
     n0 = _rewrite(d, fact, opnorm, "its norm")
     mix, ker = hcat(kron(I_T, C(h)), h, nh), stack(K(h), h, nh)
     s0 = d.lemma(SUBMULTIPLICATIVE, "‖[I ⊗ C][K]‖ ≤ ‖[I ⊗ C]‖‖[K]‖", A=mix, B=ker)
@@ -367,17 +374,7 @@ def r14_proof(d: Derivation) -> None:
     per_head = _per_head(d)
     if per_head is None:
         return
-    d.lemma(
-        BLOCK_PRODUCT,
-        "block multiplication: Σ_h (I_T ⊗ W_O,h) J_h = Σ_h (I_T ⊗ C_h) K_h, so the layer's "
-        "Jacobian is [I_T ⊗ C_1, …, I_T ⊗ C_H][K_1; …; K_H]",
-        A_1=kron(I_T, WOh(h)),
-        B_1=Jh(h),
-        A_2=kron(I_T, C(h)),
-        B_2=K(h),
-        h=h,
-        H=H,
-    )
+    _block_product(d, H, "block multiplication: Σ_h (I_T ⊗ W_O,h) J_h = Σ_h (I_T ⊗ C_h) K_h")
     if _failed(d):
         return
     for name, nh, bound in (("H heads", H, None), ("two heads (the code's form)", 2, pre)):
@@ -412,17 +409,7 @@ def _check_r14(seed: int = 0) -> CheckResult:
     mixed = formulas.attention_heads_mixed(c, kappas)
     stacked = formulas.attention_heads(_sigma(wo), heads)  # R7's ‖W_O‖ √(Σ_h L_h²)
     rule, _, _ = _attention_rule(att, n_tok, radius)
-    worst = 0.0
-    for j in range(40):
-        toks = torch.randn(n_tok, 8, generator=_gen(1000 * seed + j), dtype=F64)
-        toks = toks / toks.norm(dim=-1, keepdim=True) * radius  # tokens of norm R
-
-        def f(z: torch.Tensor) -> torch.Tensor:
-            return att(z.reshape(1, n_tok, 8)).reshape(-1)
-
-        with torch.no_grad():
-            J = torch.func.jacfwd(f)(toks.reshape(-1))
-        worst = max(worst, _sigma(J))
+    worst = largest_sampled_jacobian(att, n_tok, radius, seed)
     ok = worst <= mixed
     return CheckResult(
         "R14",
