@@ -116,13 +116,13 @@ def mlp_rule(mlp: _MLP, lo: float, hi: float) -> tuple[float, float]:
     (1.36, 3.401)
     """
     w1, w2 = mlp.up.weight, mlp.down.weight
-    s = ACTIVATION_SLOPES[nn.GELU]
-    up = _formulas.compose(_formulas.linear(sigma(w1)), s)
-    product = _formulas.compose(up, _formulas.linear(sigma(w2)))
-    midpoint = _formulas.gelu_mlp(sigma_blocks([(w2, w1)]), sigma(w2), sigma(w1), s)
+    s, s1, s2 = ACTIVATION_SLOPES[nn.GELU], sigma(w1), sigma(w2)
+    up = _formulas.compose(_formulas.linear(s1), s)
+    product = _formulas.compose(up, _formulas.linear(s2))
+    midpoint = _formulas.gelu_mlp(sigma_blocks([(w2, w1)]), s2, s1, s)
     lip = min(product, midpoint)
     _, hi1 = linear_interval(w1, mlp.up.bias, lo, hi)
-    out_hi = mul(sigma(w2), hi1) + vnorm(mlp.down.bias)
+    out_hi = mul(s2, hi1) + vnorm(mlp.down.bias)
     return lip, out_hi
 
 
