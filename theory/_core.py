@@ -450,16 +450,16 @@ def claim(
 
 
 def registry() -> Iterator[Claim]:
-    """Every registered claim: C1–C14, then the rules R1–R15.
+    """Every registered claim: C1–C14, then the rules R1–R16.
 
     Examples
     --------
     >>> import theory
     >>> names = [c.name for c in theory.registry()]
     >>> names[:2], names[-1], len(names)
-    (['C1', 'C2'], 'R15', 29)
+    (['C1', 'C2'], 'R16', 30)
     """
-    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 16)}
+    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 17)}
     return iter(sorted(_REGISTRY.values(), key=lambda c: order.get(c.name, 1000)))
 
 

@@ -6,9 +6,10 @@ attention_heads_mixed``, ``gelu_mlp``, ``gelu_mlp_residual``), read when the pro
 
 R14. R7 writes head ``h``'s Jacobian as ``P ⊗ V_h + blockdiag_i(V_h Y_i G_iᵀ) + (I_T ⊗ V_h) B``;
 with ``V_h`` factored out on the left it is ``J_h = (I_T ⊗ V_h) K_h``, ``K_h = P ⊗ I +
-blockdiag_i(Y_i G_iᵀ) + B``, and R7's per-head bound with ``V = I`` gives ``‖K_h‖ ≤ κ_h``. The
-layer applies ``W_O = [W_O,1 … W_O,H]`` token by token to the heads' outputs, so its Jacobian is
-``Σ_h (I_T ⊗ W_O,h) J_h = [I_T ⊗ W_O,1, …, I_T ⊗ W_O,H] [J_1; …; J_H]``. The derivation:
+blockdiag_i(Y_i G_iᵀ) + B``, and R7's or R16's per-head bound with ``V = I`` gives
+``‖K_h‖ ≤ κ_h``. The layer applies ``W_O = [W_O,1 … W_O,H]`` token by token to the heads'
+outputs, so its Jacobian is ``Σ_h (I_T ⊗ W_O,h) J_h = [I_T ⊗ W_O,1, …, I_T ⊗ W_O,H] [J_1; …;
+J_H]``. The derivation:
 
 1. ``(I_T ⊗ W_O,h) J_h = (I_T ⊗ W_O,h)(I_T ⊗ V_h) K_h = (I_T ⊗ C_h) K_h`` with ``C_h = W_O,h V_h``
    (the mixed-product property), for every head, so by block multiplication the layer's Jacobian
@@ -257,7 +258,7 @@ R14_ASSUMPTIONS = (
     Pred("identity_matrix", (I_T,)),  # 0
     sp.Eq(Jh(h), kron(I_T, V(h)) * K(h)),  # 1: R7's Jacobian with V_h factored out (every h)
     sp.Eq(C(h), WOh(h) * V(h)),  # 2: C_h = W_O,h V_h (every h)
-    sp.Le(opnorm(K(h)), kappa(h)),  # 3: R7 with V = I (every h)
+    sp.Le(opnorm(K(h)), kappa(h)),  # 3: R7 or R16 with V = I (every h)
     sp.Le(opnorm(hcat(C(h), h, H)), c_n),  # 4: ‖[C_1 … C_H]‖ ≤ c
     sp.Le(opnorm(hcat(C(h), h, 2)), c_n),  # 5: the same for the two-head layer
 )
@@ -433,7 +434,7 @@ def _check_r14(seed: int = 0) -> CheckResult:
     "R14",
     "Rule: attention heads mixed through W_O V_h",
     r"One attention layer with $H$ heads on $T$ tokens: R7's head Jacobian factors as "
-    r"$J_h = (I_T \otimes V_h) K_h$ with $\lVert K_h\rVert \le \kappa_h$ (R7 with $V = I$), "
+    r"$J_h = (I_T \otimes V_h) K_h$ with $\lVert K_h\rVert \le \kappa_h$ (R7 or R16 with $V = I$), "
     r"and the layer's Jacobian $\sum_h (I_T \otimes W_{O,h}) J_h = [I_T \otimes C_1, \dots, "
     r"I_T \otimes C_H][K_1; \dots; K_H]$ with $C_h = W_{O,h} V_h$; the block row is "
     r"$I_T \otimes [C_1 \dots C_H]$ with its columns permuted, so $\lVert J\rVert_2 \le "
@@ -446,8 +447,10 @@ def _check_r14(seed: int = 0) -> CheckResult:
         "blockdiag_i(Y_i G_iᵀ) + B)",
         "C_h = W_O,h V_h, W_O,h the column block of W_O = [W_O,1 … W_O,H] that head h's output "
         "meets",
-        "‖K_h‖ ≤ κ_h for every head (R7's per-head bound with V = I: κ_h = "
-        "attention_head(1, m_h, T, R))",
+        "‖K_h‖ ≤ κ_h for every head (R7's or R16's per-head bound with V = I: κ_h = "
+        "attention_head(1, m_h, T, R), or R16's attention_head_terms or attention_head_blocks "
+        "with α = ‖W‖, v = 1 for a head that reads u = W h + c, K_h = P ⊗ W + "
+        "blockdiag_i(Y_i G_iᵀ) + B)",
         "‖[C_1 … C_H]‖ ≤ c (and ‖[C_1 C_2]‖ ≤ c for the two-head layer the code evaluates)",
     ),
     (
@@ -472,7 +475,7 @@ def _check_r14(seed: int = 0) -> CheckResult:
             goal=(sp.Le(opnorm(_layer(2)), c_n * sp.Max(kappa(1), kappa(2))),),
         ),
     ),
-    uses=("R7",),
+    uses=("R7", "R16"),
 )
 def r14(d: Derivation) -> None:
     r14_proof(d)

@@ -17,6 +17,8 @@ from typing import Any
 __all__ = [
     "add",
     "attention_head",
+    "attention_head_blocks",
+    "attention_head_terms",
     "attention_heads",
     "attention_heads_mixed",
     "bistable",
@@ -120,6 +122,27 @@ def attention_head(
     """R7: the constant of one softmax-attention head on ``T`` tokens of norm at most ``R``:
     ``‖V‖ (√T + (1 + √T) R² ‖M‖)``."""
     return v_norm * (sqrt(n_tokens) + (1 + sqrt(n_tokens)) * r**2 * m_norm)
+
+
+def attention_head_terms(
+    value: Any, query: Any, key: Any, n_tokens: Any, *, sqrt: Sqrt = math.sqrt
+) -> Any:
+    """R16: R7's three terms for a head that reads ``u_k = W h_k + c_k`` (``‖u_k‖ ≤ R``), as a
+    function of ``h``: ``√T ‖V W‖ + ‖V‖ R² m_q + √T ‖V‖ R² m_k`` with ``value = ‖V W‖``,
+    ``query = ‖V‖ R² m_q`` (``m_q ≥ ‖Wᵀ M_ik‖``) and ``key = ‖V‖ R² m_k`` (``m_k ≥ ‖M_ik W‖``);
+    with ``W = I`` it is R7's ``attention_head``."""
+    return sqrt(n_tokens) * value + query + sqrt(n_tokens) * key
+
+
+def attention_head_blocks(
+    value: Any, query: Any, key: Any, n_tokens: Any, *, sqrt: Sqrt = math.sqrt
+) -> Any:
+    """R16: the same head with its value and key terms bounded together, block by block: block
+    ``(i, k)`` of their sum has norm at most ``P_ik (value + 2 key (1 − P_ik))``
+    (``P_ik ‖u_k − μ_i‖ ≤ 2R P_ik (1 − P_ik)``), whose rows sum to at most ``value + key`` and
+    whose columns to at most ``T (value + 2 key)² / (8 key)``; the Schur test then gives
+    ``query + √(T (value + key) (value + 2 key)² / (8 key))`` (``key > 0``)."""
+    return query + sqrt(n_tokens * (value + key) * (value + 2 * key) ** 2 / (8 * key))
 
 
 def attention_heads(o_norm: Any, heads: Sequence[Any], *, sqrt: Sqrt = math.sqrt) -> Any:

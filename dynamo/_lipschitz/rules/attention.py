@@ -1,5 +1,5 @@
-"""Dot-product attention on tokens whose norms are bounded above (R7, R14): the factor and the
-output token-norm bound of one multi-head layer (also shared with ``theory`` through
+"""Dot-product attention on tokens whose norms are bounded above (R7, R14, R16): the factor and
+the output token-norm bound of one multi-head layer (also shared with ``theory`` through
 :mod:`dynamo.kernel`)."""
 
 from __future__ import annotations
@@ -7,25 +7,91 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from .. import _formulas
-from .._arith import sigma, sigma_blocks, up
+from .._arith import U64, _product, sigma, sigma_blocks, up
 
 __all__ = ["attention_rule"]
 
+# The factor is a few dozen float64 operations on upward-rounded inputs (sums, products, square
+# roots and one division per head, a sum of squares over the heads): widen it by this relative
+# amount, more than the 2 + 4H + 20 roundings of a unit error each it can accumulate for H ≤ 64.
+_WIDEN = 1.0 + 512.0 * U64
 
-def attention_rule(att: Any, n_tokens: int, r_hi: float) -> tuple[float, float, str]:
-    """(Lipschitz factor, output token-norm bound) of dot-product attention, inputs ``‖x_j‖ ≤ R``.
+
+def _score_norms(
+    wq: torch.Tensor, wk: torch.Tensor, dh: int, rope: bool, inner: torch.Tensor | None
+) -> tuple[float, float]:
+    """Upper bounds ``(m_q, m_k)`` on ``‖Wᵀ M_ik‖`` and ``‖M_ik W‖`` for the head's score matrices
+    ``M_ik = W_Qᵀ R_{k−i} W_K / √d_h`` (``R = I`` without RoPE), ``W = inner`` (``I`` when None),
+    in exact arithmetic: products through :func:`sigma_blocks`, the division by ``√d_h`` rounded
+    up."""
+    root = math.sqrt(dh)  # correctly rounded; dividing by a value within u of √d_h costs 2u
+    if rope:  # R_{k−i} sits between W_Q and W_K: only the factors' norms are common to all pairs
+        q_side = sigma(wq) if inner is None else sigma_blocks([(wq, inner)])
+        k_side = sigma(wk) if inner is None else sigma_blocks([(wk, inner)])
+        m_q = up(up(q_side * sigma(wk)) / root * (1.0 + 2.0 * U64))
+        m_k = up(up(sigma(wq) * k_side) / root * (1.0 + 2.0 * U64))
+        return m_q, m_k
+    if inner is None:
+        m = up(sigma_blocks([(wq.T, wk)]) / root * (1.0 + 2.0 * U64))
+        return m, m
+    # ‖Wᵀ M‖ = ‖W_Kᵀ (W_Q W)‖ and ‖M W‖ = ‖W_Qᵀ (W_K W)‖ (products of exact bounds, each
+    # evaluated as one product of the computed inner factor, whose own error is added)
+    m_q = up(_product_norm(wk.T, wq, inner) / root * (1.0 + 2.0 * U64))
+    m_k = up(_product_norm(wq.T, wk, inner) / root * (1.0 + 2.0 * U64))
+    return m_q, m_k
+
+
+def _product_norm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> float:
+    """An upper bound on ``‖a b c‖₂`` in exact arithmetic: ``‖a (b c)‖ ≤ ‖a fl(bc)‖ +
+    ‖a‖ ‖bc − fl(bc)‖_F``, the first by :func:`sigma_blocks` (which adds its own product's
+    rounding), the second from Higham's bound on ``fl(bc)``."""
+    bc, err_bc = _product(b, c)
+    return up(sigma_blocks([(a, bc)]) + up(sigma(a) * err_bc * (1.0 + 2.0 * U64)))
+
+
+def attention_rule(
+    att: Any, n_tokens: int, r_hi: float, inner: torch.Tensor | None = None
+) -> tuple[float, float, str]:
+    """(Lipschitz factor, output token-norm bound) of dot-product attention, inputs ``‖u_j‖ ≤ R``.
 
     Per head, with ``M = W_Qᵀ W_K / √d_h`` (or ``‖W_Q‖‖W_K‖/√d_h`` under RoPE, whose rotations sit
     between them) and ``V = W_V`` for the head:
-    ``‖J‖₂ ≤ ‖V‖ (√T + (1 + √T) R² ‖M‖)`` (the value term: ``‖P‖₂ ≤ √T`` for a row-stochastic
-    ``P``; the softmax term: a weighted covariance bound ``‖Σ_j p_j (x_j − μ) a_j‖ ≤ R max|a_j|``).
+    ``‖J‖₂ ≤ ‖V‖ (√T + (1 + √T) R² ‖M‖)`` (R7: the value term ``‖P‖₂ ≤ √T`` for a row-stochastic
+    ``P``; the query term, a weighted covariance bound; the key term, ``T`` block rows of norm at
+    most ``R · R‖M‖``). R16 bounds the value and key terms together block by block: block
+    ``(i, k)`` has norm at most ``P_ik (‖V‖ + 2‖V‖R²‖M‖(1 − P_ik))``, and the Schur test on the
+    rows (sums ``≤ ‖V‖(1 + R²‖M‖)``) and columns (sums ``≤ T‖V‖(1 + 2R²‖M‖)²/(8R²‖M‖)``) gives
+    ``‖V‖R²‖M‖ + √(row · column)``. Each head takes the smaller.
     Heads stack and ``W_O`` follows: ``‖J‖ ≤ ‖W_O‖ √(Σ_h ‖J_h‖²)`` (R7); or, since each head's
-    Jacobian is ``(I_T ⊗ V_h) K_h`` with ``‖K_h‖ ≤ κ_h`` (the same bound with ``V = I``), read
+    Jacobian is ``(I_T ⊗ V_h) K_h`` with ``‖K_h‖ ≤ κ_h`` (the same bounds with ``V = I``), read
     through ``C_h = W_O,h V_h``: ``‖J‖ ≤ ‖[C_1 … C_H]‖ √(Σ_h κ_h²)`` (R14). The rule takes the
     smaller. Each output token is ``W_O`` applied to per-head convex combinations ``m_h`` of
     value inputs, ``y_i = Σ_h C_h m_h`` with ``‖m_h‖ ≤ R``: ``‖y_i‖ ≤ R min(‖W_O‖ √(Σ_h ‖V_h‖²),
     ‖[C_1 … C_H]‖ √H)``.
+
+    With ``inner = W`` the layer reads ``u = W h + c`` and the factor is its constant in ``h``
+    (R16): ``V`` becomes ``V W`` in the value term and ``M`` becomes ``Wᵀ M`` (query) and
+    ``M W`` (key) in the score terms, which can be much smaller than ``‖W‖`` times the plain
+    factor when ``W`` does not align with them. ``R`` still bounds the norms of the ``u_j``.
+
+    Parameters
+    ----------
+    att : module
+        The attention layer (``dynamo.models.LoopedTransformer``'s, bias-free projections).
+    n_tokens : int
+        Sequence length ``T``.
+    r_hi : float
+        An upper bound on every input token's norm.
+    inner : torch.Tensor, optional
+        The linear map ``W`` (``d × d'``) in front of the layer; ``None`` is the identity.
+
+    Returns
+    -------
+    tuple of (float, float, str)
+        The factor, the bound on output token norms, and a note.
 
     Examples
     --------
@@ -34,28 +100,56 @@ def attention_rule(att: Any, n_tokens: int, r_hi: float) -> tuple[float, float, 
     >>> model = dy.models.LoopedTransformer(d_model=8, n_heads=2, seed=0).double()
     >>> lip, out_hi, note = attention_rule(model.layers[0].attn.branch, 4, 2.0)
     >>> round(lip, 3), round(out_hi, 3)
-    (5.334, 2.31)
+    (4.297, 2.31)
     """
     dh, H = att.d_head, att.n_heads
     wq, wk, wv = (m.weight.detach().double() for m in (att.q, att.k, att.v))
     wo = att.o.weight.detach().double()
+    w = None if inner is None else inner.detach().double()
+    w_norm = 1.0 if w is None else sigma(w)
     heads, kernels, vals, mixed = [], [], 0.0, []
+    by_blocks = 0
     for h in range(H):
         rows = slice(h * dh, (h + 1) * dh)
         qh, kh, vh = wq[rows], wk[rows], wv[rows]
-        if att.pos == "rope":
-            m_norm = _formulas.rope_score_norm(sigma(qh), sigma(kh), dh)
-        else:
-            m_norm = sigma(qh.T @ kh) / math.sqrt(dh)
+        m_q, m_k = _score_norms(qh, kh, dh, att.pos == "rope", w)
         v_norm = sigma(vh)
-        heads.append(_formulas.attention_head(v_norm, m_norm, n_tokens, r_hi))
-        kernels.append(_formulas.attention_head(1.0, m_norm, n_tokens, r_hi))
+        vw = v_norm if w is None else sigma_blocks([(vh, w)])
+        head, used = _head(vw, v_norm, m_q, m_k, n_tokens, r_hi, w is None)
+        kernel, _ = _head(w_norm, 1.0, m_q, m_k, n_tokens, r_hi, w is None)
+        by_blocks += used
+        heads.append(head)
+        kernels.append(kernel)
         vals += v_norm**2
         mixed.append((wo[:, rows], vh))
     o, c = sigma(wo), sigma_blocks(mixed)
     stacked = _formulas.attention_heads(o, heads)
     through = _formulas.attention_heads_mixed(c, kernels)
-    lip = min(stacked, through)
+    lip = up(min(stacked, through) * _WIDEN)
     out_hi = up(min(o * math.sqrt(vals), c * math.sqrt(H)) * r_hi)
     how = "‖W_O V_h‖ (R14)" if through < stacked else "‖W_O‖‖V_h‖ (R7)"
-    return lip, out_hi, f"T={n_tokens}, R={r_hi:.4g}, {H} heads, pos={att.pos}, heads by {how}"
+    blocks = f", {by_blocks}/{H} heads by blocks (R16)" if by_blocks else ""
+    folded = "" if w is None else ", through the input map (R16)"
+    return (
+        lip,
+        out_hi,
+        (f"T={n_tokens}, R={r_hi:.4g}, {H} heads, pos={att.pos}, heads by {how}{blocks}{folded}"),
+    )
+
+
+def _head(
+    value: float, v_norm: float, m_q: float, m_k: float, n_tokens: int, r_hi: float, plain: bool
+) -> tuple[float, int]:
+    """One head's factor: the smaller of R7's three terms (R7's own closed form for a plain
+    layer, R16's with an input map) and R16's block form; ``1`` in the second place where the
+    block form is the smaller."""
+    r2 = up(r_hi * r_hi)
+    query, key = up(v_norm * r2 * m_q), up(v_norm * r2 * m_k)
+    if plain:  # value = ‖V‖ and m_q = m_k = ‖M‖
+        terms = _formulas.attention_head(v_norm, m_q, n_tokens, r_hi)
+    else:
+        terms = _formulas.attention_head_terms(value, query, key, n_tokens)
+    if key <= 0:
+        return terms, 0
+    blocks = _formulas.attention_head_blocks(value, query, key, n_tokens)
+    return (blocks, 1) if blocks < terms else (terms, 0)

@@ -180,7 +180,7 @@ def _check_parts(call: str, model: LoopedTransformer) -> None:
 @builtin_rule(
     LoopedTransformer,
     name="looped transformer",
-    claims=("R1", "R3", "R4", "R5", "R6", "R7", "R14", "R15"),
+    claims=("R1", "R3", "R4", "R5", "R6", "R7", "R10", "R14", "R15", "R16"),
 )
 def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
     """``h ↦ N_final(…(sublayers)…(recall(h, e)))``: each part's rule in order."""
@@ -201,6 +201,7 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
             "LoopedSystem with its inputs (the bound is then for those)"
         )
     e_hi_f = 0.0 if e_hi is None else float(e_hi)
+    inner: torch.Tensor | None = None  # the adapter's W_s where the first sublayer absorbs it
     if own is not None:  # tokens of the own inputs: their largest norm bounds them
         e_hi_f = up(float(own.norm(dim=-1).max()) * (1.0 + gamma(own.shape[-1] + 1)))
     # entry: recall
@@ -217,8 +218,14 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
                 lo = max(lo, down(c_lo - mul(sigma(ws), tr.hi)))
                 hi = min(hi, up(c_hi + mul(sigma(ws), tr.hi)))
             tr.lo, tr.hi = lo, hi
-            factor = _formulas.concat_state(sigma(ws))
-            tr.add("adapter (outer recall)", "linear [h; e]", factor, "σ_max(W_s)", ("R1", "R4"))
+            first = model.layers[0].attn if len(model.layers) else None
+            if isinstance(first, _Sublayer) and first.rec is None and first.n_in is None:
+                inner = ws  # the first attention reads u = W_s h + c itself: bound them jointly
+            else:
+                factor = _formulas.concat_state(sigma(ws))
+                tr.add(
+                    "adapter (outer recall)", "linear [h; e]", factor, "σ_max(W_s)", ("R1", "R4")
+                )
         else:
             lo = max(0.0, tr.lo - mul(sigma(w), e_hi_f))
             hi = tr.hi + mul(sigma(w), e_hi_f)
@@ -232,7 +239,8 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
         for name in ("attn", "mlp"):
             sub = getattr(layer, name)
             assert isinstance(sub, _Sublayer)
-            _sublayer(call, f"layers.{li}.{name}", sub, n_tokens, tr, e_lo, e_hi_f, own)
+            folded = inner if (li, name) == (0, "attn") else None
+            _sublayer(call, f"layers.{li}.{name}", sub, n_tokens, tr, e_lo, e_hi_f, own, folded)
     if model.final_norm is not None:
         lip, lo, hi, note = norm_rule(call, "final_norm", model.final_norm, tr.lo, tr.hi)
         tr.lo, tr.hi = lo, hi
@@ -249,8 +257,14 @@ def _sublayer(
     e_lo: float,
     e_hi: float,
     own: torch.Tensor | None = None,
+    inner: torch.Tensor | None = None,
 ) -> None:
-    """``u ↦ N_out(u + F(N_in(r(u))))``: ``Lip ≤ L(N_out) (1 + L(r) L(N_in) L(F))``."""
+    """``u ↦ N_out(u + F(N_in(r(u))))``: ``Lip ≤ L(N_out) (1 + L(r) L(N_in) L(F))``.
+
+    With ``inner = W_s`` (outer recall, an attention sublayer with neither internal recall nor
+    ``N_in``) the step is ``h ↦ N_out(u + F(u))`` with ``u = W_s h + c``, whose constant is at
+    most ``L(N_out) min(‖W_s‖ (1 + L(F)), ‖W_s‖ + L(F ∘ W_s))`` (R10's sum, R16's attention
+    through an input map)."""
     u_lo, u_hi = tr.lo, tr.hi
     branch = 1.0
     notes = []
@@ -288,8 +302,17 @@ def _sublayer(
             )
         lip_f, f_hi, note = attention_rule(att, n_tokens, r_hi)
         rule = "attention"
-        claims += ["R7", "R14"]
+        claims += ["R7", "R14", "R16"]
         joint = math.inf
+        if inner is not None:  # ‖W_s + J_F(u) W_s‖ ≤ ‖W_s‖ + ‖J_F(u) W_s‖, or ‖W_s‖(1 + L(F))
+            s_w = sigma(inner)
+            lip_w, _, _ = attention_rule(att, n_tokens, r_hi, inner=inner)
+            product = mul(_formulas.concat_state(s_w), _formulas.residual(lip_f))
+            summed = _formulas.add(s_w, lip_w)
+            joint = min(product, summed)
+            how = "σ(W_s) + L(F∘W_s)" if summed < product else "σ(W_s)(1 + L(F))"
+            notes.append(f"adapter W_s folded in, σ(W_s)={s_w:.4g}: {how} (F∘W_s ×{lip_w:.4g})")
+            claims += ["R1", "R4", "R10"]
     else:
         assert isinstance(sub.branch, _MLP)
         lip_f, f_hi = mlp_rule(sub.branch, r_lo, r_hi)
@@ -304,7 +327,10 @@ def _sublayer(
     tr.lo = max(0.0, u_lo - f_hi)
     tr.hi = u_hi + f_hi
     factor = _formulas.residual(branch)
-    if joint < factor:
+    if inner is not None:  # the adapter's step and this one, bounded together
+        factor = joint
+        where, rule = "adapter + " + where, rule + " (adapter folded in)"
+    elif joint < factor:
         factor = joint
         notes.append(f"joint ‖I + W₂W₁/2‖ + (s − 1/2)‖W₂‖‖W₁‖ = {joint:.4g} (R15)")
     tr.add(where, f"residual + {rule}", factor, "; ".join(notes), claims)
