@@ -8,7 +8,9 @@ derivation's worst case needs: keys ``±R u`` and queries orthogonal to ``M u``)
 layer (R7 alone, and the rule, which also has R14: heads read through ``W_O,h V_h``) and for
 each head alone (``W_O`` replaced by the head's output selection). Each head's
 bound is split into R7's three terms: the value part ``√T v``, the diagonal (query) part
-``v m R²`` and the off-diagonal (key) part ``√T v m R²``.
+``v m R²`` and the off-diagonal (key) part ``√T v m R²``; R16's block form
+``v m R² + √(T (v + v m R²)(v + 2 v m R²)² / (8 v m R²))`` bounds the value and key parts
+together. "The rule" is dynamo's (R7, R14 and R16, the smallest).
 
 Run ``python docs/scripts/attention_slack.py`` (about two minutes on one core).
 """
@@ -23,6 +25,7 @@ import torch
 
 import dynamo as dy
 from dynamo.kernel import attention_rule
+from dynamo.kernel import lipschitz_formulas as formulas
 
 F64 = torch.float64
 
@@ -95,8 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         one.o.weight.copy_(torch.diag(sel))
         heads.append(one)
     gen = torch.Generator().manual_seed(0)
-    print("| R | part | R7 bound | value √T v | query v m R² | key √T v m R² | attack | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| R | part | R7 bound | value √T v | query v m R² | key √T v m R² | R16 blocks | attack "
+        "| ratio R7 | ratio R16 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for R in args.radii:
         lip, _, _ = attention_rule(att, T, R)
         starts = [torch.randn(T, d, generator=gen, dtype=F64) for _ in range(args.starts)]
@@ -115,8 +121,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         )
-        print(f"| {R:g} | layer, R7 alone | {r7:.3g} | | | | {found:.3g} | {r7 / found:.2g} |")
-        print(f"| {R:g} | layer, the rule | {lip:.3g} | | | | {found:.3g} | {lip / found:.2g} |")
+        print(f"| {R:g} | layer, R7 alone | {r7:.3g} | | | | | {found:.3g} | {r7 / found:.2g} | |")
+        print(
+            f"| {R:g} | layer, the rule | | | | | {lip:.3g} | {found:.3g} | | {lip / found:.2g} |"
+        )
         for h in range(n_heads):
             one = heads[h]
             rows = slice(h * dh, (h + 1) * dh)
@@ -124,12 +132,14 @@ def main(argv: list[str] | None = None) -> None:
             m = _sigma(att.q.weight[rows]) * _sigma(att.k.weight[rows]) / math.sqrt(dh)  # RoPE
             terms = (math.sqrt(T) * v, v * m * R**2, math.sqrt(T) * v * m * R**2)
             bound = sum(terms)
+            blocks = formulas.attention_head_blocks(terms[0] / math.sqrt(T), terms[1], terms[1], T)
             hs = [torch.randn(T, d, generator=gen, dtype=F64) for _ in range(args.starts)]
             hs += tie_starts(att, h, R, T, args.starts, gen)
             got = attack(lambda x, one=one: one(x[None])[0], (T, d), R, hs, args.steps)
             print(
                 f"| {R:g} | head {h} | {bound:.3g} | {terms[0]:.3g} | {terms[1]:.3g} | "
-                f"{terms[2]:.3g} | {got:.3g} | {bound / got:.2g} |"
+                f"{terms[2]:.3g} | {blocks:.3g} | {got:.3g} | {bound / got:.2g} | "
+                f"{blocks / got:.2g} |"
             )
 
 
