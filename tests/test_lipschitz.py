@@ -370,7 +370,8 @@ def test_attention_block_form_and_folded_adapter_tighten_the_reference_transform
     """On the tightness table's layer (``d = 16``, four heads, RoPE, ``T = 8``) R16's block form
     lowers the attention factor by more than 1.25× against R7 with R14 (measured 1.29×), and with
     outer recall folding the adapter into the first attention lowers that step by more than 1.5×
-    against the adapter's norm times the step's plain factor (measured 1.59×)."""
+    against the adapter's norm times the step's plain factor (measured 1.59×); attention behind
+    internal recall reads ``W_rec,h`` the same way."""
     model = dy.models.LoopedTransformer(d_model=16, n_heads=4, seed=0, dtype=F64)
     att = model.layers[0].attn.branch
     lip, _, note = _attention_rule(att, 8, 4.0)
@@ -400,6 +401,11 @@ def test_attention_block_form_and_folded_adapter_tighten_the_reference_transform
     r_u = sigma(ws) * 8.0 + sigma(we) * 4.0 + float(outer.adapter.bias.detach().norm())
     plain = _attention_rule(outer.layers[0].attn.branch, 8, r_u)[0]
     assert sigma(ws) * (1 + plain) / folded[0].factor > 1.5  # measured 1.59
+    internal = dy.models.LoopedTransformer(
+        d_model=16, n_heads=4, recall="internal", norm="none", seed=0, dtype=F64
+    )
+    steps = dy.lipschitz_upper_bound(internal, domain).steps
+    assert "through W_rec,h (R16)" in steps[0].note
 
 
 def test_mlp_rule_is_sound() -> None:

@@ -264,7 +264,8 @@ def _sublayer(
     With ``inner = W_s`` (outer recall, an attention sublayer with neither internal recall nor
     ``N_in``) the step is ``h ↦ N_out(u + F(u))`` with ``u = W_s h + c``, whose constant is at
     most ``L(N_out) min(‖W_s‖ (1 + L(F)), ‖W_s‖ + L(F ∘ W_s))`` (R10's sum, R16's attention
-    through an input map)."""
+    through an input map). Likewise attention behind internal recall with no ``N_in`` reads
+    ``r = W_rec,h u + c``: its branch costs ``min(σ(W_rec,h) L(F), L(F ∘ W_rec,h))``."""
     u_lo, u_hi = tr.lo, tr.hi
     branch = 1.0
     notes = []
@@ -304,6 +305,12 @@ def _sublayer(
         rule = "attention"
         claims += ["R7", "R14", "R16"]
         joint = math.inf
+        if sub.rec is not None and sub.n_in is None:  # attention reads W_rec,h u + c directly
+            ws_rec = sub.rec.weight.detach().double()[:, : sub.rec.weight.shape[0]]
+            lip_r, _, _ = attention_rule(att, n_tokens, r_hi, inner=ws_rec)
+            if lip_r < branch * lip_f:  # L(F ∘ W_rec,h) in place of σ(W_rec,h) L(F)
+                branch, lip_f = 1.0, lip_r
+                note += ", through W_rec,h (R16)"
         if inner is not None:  # ‖W_s + J_F(u) W_s‖ ≤ ‖W_s‖ + ‖J_F(u) W_s‖, or ‖W_s‖(1 + L(F))
             s_w = sigma(inner)
             lip_w, _, _ = attention_rule(att, n_tokens, r_hi, inner=inner)
