@@ -17,7 +17,7 @@ from torch import nn
 import dynamo as dy
 from dynamo._lipschitz import _attention_rule, _mlp_rule
 from dynamo._lipschitz._arith import sigma, sigma_blocks, sigma_half_product_plus_identity
-from dynamo._lipschitz.rules.reference import mlp_residual_factor
+from dynamo._lipschitz.rules.reference import mlp_residual_factor, mlp_through
 from dynamo.errors import InvalidArgumentError
 from dynamo.kernel import ACTIVATION_SLOPES
 from dynamo.kernel import lipschitz_formulas as formulas
@@ -201,6 +201,11 @@ def test_gelu_midpoint_rule_is_never_below_the_mlps_supremum(
     assert sigma_half_product_plus_identity(wd, wu) >= float(
         torch.linalg.matrix_norm(torch.eye(d, dtype=F64) + wd @ wu / 2, ord=2)
     )
+    # behind a linear map W (internal recall's W_rec,h): the MLP with up-projection W_u W
+    w = torch.randn(d, d, generator=gen(seed + 1), dtype=F64) * scale / math.sqrt(d)
+    lip_w, joint_w = mlp_through(mlp, w)
+    assert _vertex_sup(wd, wu @ w, residual=False) <= lip_w
+    assert _vertex_sup(wd, wu @ w, residual=True) <= joint_w
 
 
 def test_gelu_midpoint_rule_is_tighter_than_the_product_and_attained_within_its_slack() -> None:
@@ -370,8 +375,8 @@ def test_attention_block_form_and_folded_adapter_tighten_the_reference_transform
     """On the tightness table's layer (``d = 16``, four heads, RoPE, ``T = 8``) R16's block form
     lowers the attention factor by more than 1.25× against R7 with R14 (measured 1.29×), and with
     outer recall folding the adapter into the first attention lowers that step by more than 1.5×
-    against the adapter's norm times the step's plain factor (measured 1.59×); attention behind
-    internal recall reads ``W_rec,h`` the same way."""
+    against the adapter's norm times the step's plain factor (measured 1.59×); attention and the
+    MLP behind internal recall read ``W_rec,h`` the same way."""
     model = dy.models.LoopedTransformer(d_model=16, n_heads=4, seed=0, dtype=F64)
     att = model.layers[0].attn.branch
     lip, _, note = _attention_rule(att, 8, 4.0)
@@ -406,6 +411,7 @@ def test_attention_block_form_and_folded_adapter_tighten_the_reference_transform
     )
     steps = dy.lipschitz_upper_bound(internal, domain).steps
     assert "through W_rec,h (R16)" in steps[0].note
+    assert "through W_rec,h: W₁ W_rec,h" in steps[1].note
 
 
 def test_mlp_rule_is_sound() -> None:

@@ -14,7 +14,9 @@ __all__ = [
     "sigma",
     "sigma_blocks",
     "sigma_half_product_plus_identity",
+    "sigma_half_triple_plus_identity",
     "sigma_min",
+    "sigma_triple",
     "vnorm",
 ]
 
@@ -115,6 +117,21 @@ def sigma_blocks(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     blocks, errs = [f[0] for f in found], [f[1] for f in found]
     err = math.sqrt(sum(e * e for e in errs))
     return up(sigma(torch.cat(blocks, dim=1)) + up(err * (1.0 + 2.0 * U64)))
+
+
+def sigma_triple(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> float:
+    """An upper bound on ``‖a b c‖₂`` in exact arithmetic: ``‖a (bc)‖ ≤ ‖a fl(bc)‖ +
+    ‖a‖ ‖bc − fl(bc)‖_F``, the first by :func:`sigma_blocks` (which adds its own product's
+    rounding), the second from Higham's bound on ``fl(bc)``."""
+    bc, err = _product(b, c)
+    return up(sigma_blocks([(a, bc)]) + up(sigma(a) * err * (1.0 + 2.0 * U64)))
+
+
+def sigma_half_triple_plus_identity(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> float:
+    """An upper bound on ``‖I + a b c/2‖₂`` in exact arithmetic: that of ``‖I + a fl(bc)/2‖``
+    (:func:`sigma_half_product_plus_identity`) plus ``‖a‖ ‖bc − fl(bc)‖_F / 2``."""
+    bc, err = _product(b, c)
+    return up(sigma_half_product_plus_identity(a, bc) + up(sigma(a) * err / 2 * (1.0 + 2.0 * U64)))
 
 
 def sigma_half_product_plus_identity(a: torch.Tensor, b: torch.Tensor) -> float:

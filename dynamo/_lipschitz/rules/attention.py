@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .. import _formulas
-from .._arith import U64, _product, sigma, sigma_blocks, up
+from .._arith import U64, sigma, sigma_blocks, sigma_triple, up
 
 __all__ = ["attention_rule"]
 
@@ -39,17 +39,9 @@ def _score_norms(
         return m, m
     # ‖Wᵀ M‖ = ‖W_Kᵀ (W_Q W)‖ and ‖M W‖ = ‖W_Qᵀ (W_K W)‖ (products of exact bounds, each
     # evaluated as one product of the computed inner factor, whose own error is added)
-    m_q = up(_product_norm(wk.T, wq, inner) / root * (1.0 + 2.0 * U64))
-    m_k = up(_product_norm(wq.T, wk, inner) / root * (1.0 + 2.0 * U64))
+    m_q = up(sigma_triple(wk.T, wq, inner) / root * (1.0 + 2.0 * U64))
+    m_k = up(sigma_triple(wq.T, wk, inner) / root * (1.0 + 2.0 * U64))
     return m_q, m_k
-
-
-def _product_norm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> float:
-    """An upper bound on ``‖a b c‖₂`` in exact arithmetic: ``‖a (b c)‖ ≤ ‖a fl(bc)‖ +
-    ‖a‖ ‖bc − fl(bc)‖_F``, the first by :func:`sigma_blocks` (which adds its own product's
-    rounding), the second from Higham's bound on ``fl(bc)``."""
-    bc, err_bc = _product(b, c)
-    return up(sigma_blocks([(a, bc)]) + up(sigma(a) * err_bc * (1.0 + 2.0 * U64)))
 
 
 def attention_rule(

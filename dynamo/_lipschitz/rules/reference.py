@@ -30,7 +30,9 @@ from .._arith import (
     sigma,
     sigma_blocks,
     sigma_half_product_plus_identity,
+    sigma_half_triple_plus_identity,
     sigma_min,
+    sigma_triple,
     up,
     vnorm,
 )
@@ -39,7 +41,7 @@ from .activations import ACTIVATION_SLOPES
 from .attention import attention_rule
 from .norms import apply_norm, norm_rule
 
-__all__ = ["mlp_residual_factor", "mlp_rule"]
+__all__ = ["mlp_residual_factor", "mlp_rule", "mlp_through"]
 
 
 @builtin_rule(ZeroBranchRMSNorm, name="RMSNorm", claims=("R5",))
@@ -124,6 +126,34 @@ def mlp_rule(mlp: _MLP, lo: float, hi: float) -> tuple[float, float]:
     _, hi1 = linear_interval(w1, mlp.up.bias, lo, hi)
     out_hi = mul(s2, hi1) + vnorm(mlp.down.bias)
     return lip, out_hi
+
+
+def mlp_through(mlp: _MLP, w: torch.Tensor) -> tuple[float, float]:
+    """The MLP behind a linear map, ``x ↦ W₂ gelu(W₁ (W x + c) + b₁) + b₂``: an MLP with the
+    up-projection ``W₁ W`` (R15 holds for any bias), so ``(min(‖W₂‖ s ‖W₁W‖, ‖W₂W₁W‖/2 +
+    (s − 1/2)‖W₂‖‖W₁W‖), ‖I + W₂W₁W/2‖ + (s − 1/2)‖W₂‖‖W₁W‖)``: its constant, and that of
+    ``x + `` it when ``W`` is square (the residual read jointly). Products in exact arithmetic.
+
+    Examples
+    --------
+    >>> import torch, dynamo as dy
+    >>> from dynamo._lipschitz.rules.reference import mlp_rule, mlp_through
+    >>> model = dy.models.LoopedTransformer(d_model=8, n_heads=2, seed=0).double()
+    >>> mlp = model.layers[0].mlp.branch
+    >>> lip, joint = mlp_through(mlp, torch.eye(8, dtype=torch.float64))
+    >>> lip >= mlp_rule(mlp, 0.0, 2.0)[0] > 0.99 * lip
+    True
+    """
+    w1, w2 = mlp.up.weight.detach().double(), mlp.down.weight.detach().double()
+    w = w.detach().double()
+    s, s2, s1w = ACTIVATION_SLOPES[nn.GELU], sigma(w2), sigma_blocks([(w1, w)])
+    product = _formulas.compose(_formulas.compose(_formulas.linear(s1w), s), _formulas.linear(s2))
+    midpoint = _formulas.gelu_mlp(sigma_triple(w2, w1, w), s2, s1w, s)
+    joint = math.inf
+    if w.shape[0] == w.shape[1] == w2.shape[0]:
+        i_half = sigma_half_triple_plus_identity(w2, w1, w)
+        joint = float(_formulas.gelu_mlp_residual(i_half, s2, s1w, s))
+    return min(product, midpoint), joint
 
 
 def mlp_residual_factor(mlp: _MLP) -> float:
@@ -329,6 +359,12 @@ def _sublayer(
         # the branch reads u itself: the residual's Jacobian I + W₂DW₁ can be bounded jointly
         plain = sub.rec is None and sub.n_in is None
         joint = mlp_residual_factor(sub.branch) if plain else math.inf
+        if sub.rec is not None and sub.n_in is None:  # the MLP reads W_rec,h u + c: W₁ W_rec,h
+            ws_rec = sub.rec.weight.detach().double()[:, : sub.rec.weight.shape[0]]
+            lip_r, joint = mlp_through(sub.branch, ws_rec)
+            if lip_r < branch * lip_f:
+                branch, lip_f = 1.0, lip_r
+                note += "; through W_rec,h: W₁ W_rec,h in place of W₁"
     branch *= lip_f
     notes.append(f"F ×{lip_f:.4g} ({note})")
     tr.lo = max(0.0, u_lo - f_hi)
@@ -339,7 +375,9 @@ def _sublayer(
         where, rule = "adapter + " + where, rule + " (adapter folded in)"
     elif joint < factor:
         factor = joint
-        notes.append(f"joint ‖I + W₂W₁/2‖ + (s − 1/2)‖W₂‖‖W₁‖ = {joint:.4g} (R15)")
+        notes.append(
+            f"joint ‖I + W₂W₁W/2‖ + (s − 1/2)‖W₂‖‖W₁W‖ = {joint:.4g} (R15, W = I or W_rec,h)"
+        )
     tr.add(where, f"residual + {rule}", factor, "; ".join(notes), claims)
     if sub.n_out is not None:
         apply_norm(call, where + ".n_out", sub.n_out, tr)
