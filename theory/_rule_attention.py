@@ -491,25 +491,51 @@ def _off_diagonal_part(d: Derivation) -> Any:
     d.chain([f2, f3], "‖x_iᵀ M_ik‖ ≤ Rm")
     f4 = _prod(d, sp.sqrt(p), 1, opnorm(xm), R * m, "√P_ik ‖x_iᵀ M_ik‖ ≤ Rm")
     d.chain([f1, f4], "‖√P_ik x_iᵀ M_ik‖ ≤ Rm")
-    d.lemma(BLOCK_DIAGONAL_NORM, "‖blockdiag_k(√P_ik x_iᵀ M_ik)‖ ≤ Rm", B=F_IK, i=k, b=R * m)
-    b1 = d.lemma(SUBMULTIPLICATIVE, "‖B_i·‖ ≤ ‖Y_i‖‖blockdiag_k(·)‖", A=Y(i), B=blockdiag(F_IK, k))
-    b2 = _prod(d, opnorm(Y(i)), R, opnorm(blockdiag(F_IK, k)), R * m, "≤ R · Rm")
-    d.chain([b1, b2], "block row i of B: ‖B_i·‖ ≤ m R²")
-    sq = _prod(d, opnorm(B_ROW), m * R**2, opnorm(B_ROW), m * R**2, "‖B_i·‖² ≤ m² R⁴")
-    tot = d.lemma(SUM_MONOTONE, "summed over the T block rows", a=sq.lhs, b=sq.rhs, k=i, n=T)
-    bst = d.lemma(STACKED_NORM, "B stacks its T block rows: ‖B‖² ≤ Σ_i ‖B_i·‖²", A=B_ROW, i=i, n=T)
-    d.chain([bst, tot], "‖B‖² ≤ Σ_{i ≤ T} m² R⁴")
-    root = sp.sqrt(sp.Sum(m**2 * R**4, (i, 1, T)))
-    bb = d.lemma(SQUARE_ROOT_MONOTONE, "‖B‖ ≤ √(Σ_{i ≤ T} m² R⁴)", a=opnorm(B_MAT), b=root)
-    cnt = d.inequality(root, sp.sqrt(T) * m * R**2, "T equal terms: √(T m² R⁴) = √T m R²")
-    d.chain([bb, cnt], "‖B‖ ≤ √T m R²")
-    ki = d.lemma(KRONECKER_NORM, "‖I_T ⊗ V‖ = ‖I_T‖‖V‖", A=I_T, B=V)
     d.lemma(ORTHOGONAL_NORM, "‖I_T‖ = 1", Q=I_T)
+    return _stacked_rows(d, F_IK, B_ROW, B_MAT, m, "M_ik")
+
+
+def _stacked_rows(d: Derivation, f_ik: Any, b_row: Any, b_mat: Any, mm: Any, name: str) -> Any:
+    """From ``‖f_ik‖ ≤ R·mm`` (shown for a generic ``i, k``) and ``‖I_T‖ ≤ 1`` (shown by the
+    caller, from its own hypotheses) to ``‖(I_T ⊗ V) B‖ ≤ v √T mm R²``
+    for ``B`` the ``T`` stacked block rows ``b_row = Y_i blockdiag_k(f_ik)``: R7's off-diagonal
+    part (``f_ik = √P_ik x_iᵀ M_ik``, ``mm = m``) and R16's key part (``M_ik W``, ``m_k``).
+
+    Parameters
+    ----------
+    d : Derivation
+        The derivation the steps are added to.
+    f_ik, b_row, b_mat : sympy expressions
+        The block ``f_ik``, block row ``i`` of ``B`` and ``B`` itself.
+    mm : sympy expression
+        The bound on the score matrices in ``f_ik`` (``‖f_ik‖ ≤ R·mm``).
+    name : str
+        How the step labels name that matrix.
+
+    Returns
+    -------
+    Any
+        The fact ``‖(I_T ⊗ V) B‖ ≤ v √T mm R²``.
+    """
+    blk = f"‖blockdiag_k(√P_ik x_iᵀ {name})‖ ≤ R {mm}"
+    d.lemma(BLOCK_DIAGONAL_NORM, blk, B=f_ik, i=k, b=R * mm)
+    b1 = d.lemma(SUBMULTIPLICATIVE, "‖B_i·‖ ≤ ‖Y_i‖‖blockdiag_k(·)‖", A=Y(i), B=blockdiag(f_ik, k))
+    b2 = _prod(d, opnorm(Y(i)), R, opnorm(blockdiag(f_ik, k)), R * mm, f"≤ R · R {mm}")
+    d.chain([b1, b2], f"block row i of B: ‖B_i·‖ ≤ {mm} R²")
+    sq = _prod(d, opnorm(b_row), mm * R**2, opnorm(b_row), mm * R**2, f"‖B_i·‖² ≤ {mm}² R⁴")
+    tot = d.lemma(SUM_MONOTONE, "summed over the T block rows", a=sq.lhs, b=sq.rhs, k=i, n=T)
+    bst = d.lemma(STACKED_NORM, "B stacks its T block rows: ‖B‖² ≤ Σ_i ‖B_i·‖²", A=b_row, i=i, n=T)
+    d.chain([bst, tot], f"‖B‖² ≤ Σ_(i ≤ T) {mm}² R⁴")
+    root = sp.sqrt(sp.Sum(mm**2 * R**4, (i, 1, T)))
+    bb = d.lemma(SQUARE_ROOT_MONOTONE, f"‖B‖ ≤ √(Σ_(i ≤ T) {mm}² R⁴)", a=opnorm(b_mat), b=root)
+    cnt = d.identity(root, sp.sqrt(T) * mm * R**2, f"T equal terms: √(T {mm}² R⁴) = √T {mm} R²")
+    d.chain([bb, cnt], f"‖B‖ ≤ √T {mm} R²")
+    ki = d.lemma(KRONECKER_NORM, "‖I_T ⊗ V‖ = ‖I_T‖‖V‖", A=I_T, B=V)
     kib = _prod(d, opnorm(I_T), 1, opnorm(V), v, "‖I_T‖‖V‖ ≤ v")
     d.chain([ki, kib], "‖I_T ⊗ V‖ ≤ v")
-    o1 = d.lemma(SUBMULTIPLICATIVE, "‖(I_T ⊗ V) B‖ ≤ ‖I_T ⊗ V‖‖B‖", A=kron(I_T, V), B=B_MAT)
-    o2 = _prod(d, opnorm(kron(I_T, V)), v, opnorm(B_MAT), sp.sqrt(T) * m * R**2, "≤ v √T m R²")
-    return d.chain([o1, o2], "the off-diagonal part: ‖(I_T ⊗ V) B‖ ≤ √T v m R²")
+    o1 = d.lemma(SUBMULTIPLICATIVE, "‖(I_T ⊗ V) B‖ ≤ ‖I_T ⊗ V‖‖B‖", A=kron(I_T, V), B=b_mat)
+    o2 = _prod(d, opnorm(kron(I_T, V)), v, opnorm(b_mat), sp.sqrt(T) * mm * R**2, f"≤ v √T {mm} R²")
+    return d.chain([o1, o2], f"‖(I_T ⊗ V) B‖ ≤ √T v {mm} R²")
 
 
 def _rope(d: Derivation, pre: Any) -> Any:

@@ -77,7 +77,6 @@ from ._rule_attention import (
     OPNORM_TRIANGLE,
     ROW_SUM_NORM,
     SQUARE_ROOT_MONOTONE,
-    STACKED_NORM,
     SUM_MONOTONE,
     SUM_OF_BOUNDS,
     TRANSPOSE_NORM,
@@ -94,6 +93,7 @@ from ._rule_attention import (
     _code_bound,
     _failed,
     _prod,
+    _stacked_rows,
     _to_code,
     blockdiag,
     i,
@@ -475,28 +475,12 @@ def _key_part(d: Derivation, key_factor: Any) -> Any:
     )
     f2 = _prod(d, sp.sqrt(p), 1, opnorm(xm), key_factor.rhs, "√P_ik ‖u_iᵀ M_ik W‖ ≤ R m_k")
     d.chain([f1, f2], "‖√P_ik u_iᵀ M_ik W‖ ≤ R m_k")
-    d.lemma(BLOCK_DIAGONAL_NORM, "‖blockdiag_k(√P_ik u_iᵀ M_ik W)‖ ≤ R m_k", B=F_IK, i=k, b=R * m_k)
-    b1 = d.lemma(SUBMULTIPLICATIVE, "‖B_i·‖ ≤ ‖Y_i‖‖blockdiag_k(·)‖", A=Y(i), B=blockdiag(F_IK, k))
-    b2 = _prod(d, opnorm(Y(i)), R, opnorm(blockdiag(F_IK, k)), R * m_k, "≤ R · R m_k")
-    d.chain([b1, b2], "block row i of B: ‖B_i·‖ ≤ m_k R²")
-    sq = _prod(d, opnorm(B_ROW), m_k * R**2, opnorm(B_ROW), m_k * R**2, "‖B_i·‖² ≤ m_k² R⁴")
-    tot = d.lemma(SUM_MONOTONE, "summed over the T block rows", a=sq.lhs, b=sq.rhs, k=i, n=T)
-    bst = d.lemma(STACKED_NORM, "B stacks its T block rows: ‖B‖² ≤ Σ_i ‖B_i·‖²", A=B_ROW, i=i, n=T)
-    d.chain([bst, tot], "‖B‖² ≤ Σ_{i ≤ T} m_k² R⁴")
-    root = sp.sqrt(sp.Sum(m_k**2 * R**4, (i, 1, T)))
-    bb = d.lemma(SQUARE_ROOT_MONOTONE, "‖B‖ ≤ √(Σ_{i ≤ T} m_k² R⁴)", a=opnorm(B_MAT), b=root)
-    cnt = d.identity(root, sp.sqrt(T) * m_k * R**2, "T equal terms: √(T m_k² R⁴) = √T m_k R²")
-    d.chain([bb, cnt], "‖B‖ ≤ √T m_k R²")
-    ki = d.lemma(KRONECKER_NORM, "‖I_T ⊗ V‖ = ‖I_T‖‖V‖", A=I_T, B=V)
     d.lemma(IDENTITY_NORM, "‖I_T‖ ≤ 1", I=I_T)
-    kib = _prod(d, opnorm(I_T), 1, opnorm(V), v, "‖I_T‖‖V‖ ≤ v")
-    d.chain([ki, kib], "‖I_T ⊗ V‖ ≤ v")
-    o1 = d.lemma(SUBMULTIPLICATIVE, "‖(I_T ⊗ V) B‖ ≤ ‖I_T ⊗ V‖‖B‖", A=kron(I_T, V), B=B_MAT)
-    o2 = _prod(d, opnorm(kron(I_T, V)), v, opnorm(B_MAT), sp.sqrt(T) * m_k * R**2, "≤ v √T m_k R²")
+    o2 = _stacked_rows(d, F_IK, B_ROW, B_MAT, m_k, "M_ik W")
     o3 = _prod(d, sp.sqrt(T), sp.sqrt(T), v * R**2 * m_k, kb, "√T v R² m_k ≤ √T b")
     if _failed(d):
         return None
-    return d.chain([o1, o2, o3], "the key part: ‖(I_T ⊗ V) B‖ ≤ √T b")
+    return d.chain([o2, o3], "the key part: ‖(I_T ⊗ V) B‖ ≤ √T b")
 
 
 def _terms(d: Derivation, query: Any, key_factor: Any, pre: Any) -> Any:
