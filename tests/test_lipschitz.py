@@ -590,3 +590,58 @@ def test_singular_values_are_rounded_outward_against_a_40_digit_svd() -> None:
         assert _sigma(w) >= s_max and _sigma_min(w) <= s_min
         assert _sigma(w) <= s_max * (1 + 1e-12)  # sound, and not loose
     assert below > 0  # the rounding this guards against does happen
+
+
+def test_rope_score_norms_pair_by_pair_are_sound_and_tighter_than_the_product() -> None:
+    """Under RoPE the score matrix of positions ``(i, k)`` is ``(R_i W_Q)ᵀ (R_k W_K)/√d_h`` with the
+    layer's own cos/sin tables; its largest norm over every pair, bounded in exact arithmetic, is
+    never below the 40-digit value of any pair (rotations, products and SVD all in mpmath),
+    with and without an input map, and is below ``‖W_Q‖‖W_K‖/√d_h`` at the table's layer
+    (1.03–1.35× per head). Above 64 tokens no rotations are built (the pairs would be T² SVDs
+    per head) and the product form is used."""
+    import mpmath
+
+    from dynamo._lipschitz.rules.attention import _rotations, _score_norms
+
+    mpmath.mp.dps = 40
+    model = dy.models.LoopedTransformer(d_model=8, n_heads=2, seed=3, dtype=F64)
+    att = model.layers[0].attn.branch
+    T, dh = 5, att.d_head
+    rot = _rotations(att, T)
+    assert rot is not None
+    wq, wk = att.q.weight.detach()[:dh], att.k.weight.detach()[:dh]
+    inner = torch.randn(8, 8, generator=gen(4), dtype=F64)
+    m_q, m_k = _score_norms(wq, wk, dh, True, inner, rot)
+    m, m_same = _score_norms(wq, wk, dh, True, None, rot)
+    assert m == m_same
+    cos, sin = att._tables["cos"][:T], att._tables["sin"][:T]
+
+    def rotation(pos: int) -> mpmath.matrix:
+        r, h = mpmath.zeros(dh, dh), dh // 2
+        for j in range(h):
+            c, s = mpmath.mpf(float(cos[pos, j])), mpmath.mpf(float(sin[pos, j]))
+            r[j, j], r[j, j + h], r[j + h, j], r[j + h, j + h] = c, -s, s, c
+        return r
+
+    q_mp, k_mp, w_mp = (mpmath.matrix(t.tolist()) for t in (wq, wk, inner))
+    worst = {"plain": mpmath.mpf(0), "query": mpmath.mpf(0), "key": mpmath.mpf(0)}
+    for i in range(T):
+        for k in range(T):
+            score = (rotation(i) * q_mp).T * (rotation(k) * k_mp) / mpmath.sqrt(dh)
+            for name, value in (("plain", score), ("query", w_mp.T * score), ("key", score * w_mp)):
+                worst[name] = max(worst[name], max(mpmath.svd_r(value, compute_uv=False)))
+    assert m >= worst["plain"] and m_q >= worst["query"] and m_k >= worst["key"]
+    assert m <= float(worst["plain"]) * (1 + 1e-10)  # sound, and not loose
+    big_att = dy.models.LoopedTransformer(d_model=16, n_heads=4, seed=0, dtype=F64).layers[0]
+    big_att = big_att.attn.branch
+    rot8 = _rotations(big_att, 8)
+    ratios = []
+    for h in range(4):
+        rows = slice(4 * h, 4 * h + 4)
+        q_h, k_h = big_att.q.weight.detach()[rows], big_att.k.weight.detach()[rows]
+        ratios.append(
+            _score_norms(q_h, k_h, 4, True, None, None)[0]
+            / _score_norms(q_h, k_h, 4, True, None, rot8)[0]
+        )
+    assert min(ratios) > 1.0 and max(ratios) > 1.3, ratios
+    assert _rotations(big_att, 65) is None

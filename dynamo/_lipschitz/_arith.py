@@ -11,11 +11,13 @@ __all__ = [
     "U64",
     "linear_interval",
     "mul",
+    "products",
     "sigma",
     "sigma_blocks",
     "sigma_half_product_plus_identity",
     "sigma_half_triple_plus_identity",
     "sigma_min",
+    "sigma_pairs_max",
     "sigma_triple",
     "vnorm",
 ]
@@ -132,6 +134,45 @@ def sigma_half_triple_plus_identity(a: torch.Tensor, b: torch.Tensor, c: torch.T
     (:func:`sigma_half_product_plus_identity`) plus ``‖a‖ ‖bc − fl(bc)‖_F / 2``."""
     bc, err = _product(b, c)
     return up(sigma_half_product_plus_identity(a, bc) + up(sigma(a) * err / 2 * (1.0 + 2.0 * U64)))
+
+
+def products(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched :func:`_product`: ``fl(a_i b_i)`` for ``a`` of shape ``(n, p, k)`` and ``b`` of
+    shape ``(n, k, q)`` (or one of them unbatched), and per ``i`` a bound on
+    ``‖fl(a_i b_i) − a_i b_i‖_F`` (Higham's ``γ_k``, as in :func:`_product`)."""
+    a, b = a.detach().double(), b.detach().double()
+    k = a.shape[-1]
+    fro = torch.linalg.matrix_norm(a.abs() @ b.abs()).reshape(-1)
+    n_entries = a.shape[-2] * b.shape[-1]
+    scale = gamma(k) * (1.0 + gamma(k)) * (1.0 + gamma(n_entries + 1)) * (1.0 + 8.0 * U64)
+    return a @ b, fro * scale
+
+
+def sigma_pairs_max(
+    xs: torch.Tensor, ex: torch.Tensor, ys: torch.Tensor, ey: torch.Tensor
+) -> float:
+    """An upper bound on ``max_{i,k} ‖X_iᵀ Y_k‖₂`` in exact arithmetic, where ``X_i`` lies within
+    ``ex[i]`` (Frobenius) of the computed ``xs[i]`` and ``Y_k`` within ``ey[k]`` of ``ys[k]``:
+    ``‖X_iᵀ Y_k‖ ≤ ‖x̂_iᵀ ŷ_k‖ + ex_i ‖ŷ_k‖ + ‖x̂_i‖ ey_k + ex_i ey_k``, each norm of a computed
+    matrix rounded outward (:func:`svd_slack`) and the products ``x̂_iᵀ ŷ_k`` bounded with their
+    own rounding as in :func:`sigma_blocks`."""
+    xs, ys = xs.detach().double(), ys.detach().double()
+    prod = torch.einsum("iad,kae->ikde", xs, ys)
+    mag = torch.einsum("iad,kae->ikde", xs.abs(), ys.abs())
+    k = xs.shape[-2]
+    n_entries = prod.shape[-2] * prod.shape[-1]
+    err = torch.linalg.matrix_norm(mag) * (
+        gamma(k) * (1.0 + gamma(k)) * (1.0 + gamma(n_entries + 1)) * (1.0 + 8.0 * U64)
+    )
+    slack = 1.0 / (1.0 - svd_slack(prod[0, 0]))
+    pn = torch.linalg.matrix_norm(prod, ord=2) * slack + err
+    xn = torch.linalg.matrix_norm(xs, ord=2) / (1.0 - svd_slack(xs[0]))
+    yn = torch.linalg.matrix_norm(ys, ord=2) / (1.0 - svd_slack(ys[0]))
+    exd, eyd = ex.double(), ey.double()
+    total = (
+        pn + exd[:, None] * yn[None, :] + xn[:, None] * eyd[None, :] + exd[:, None] * eyd[None, :]
+    )
+    return up(float(total.max()) * (1.0 + 16.0 * U64))
 
 
 def sigma_half_product_plus_identity(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .. import _formulas
-from .._arith import U64, sigma, sigma_blocks, sigma_triple, up
+from .._arith import U64, _product, products, sigma, sigma_blocks, sigma_pairs_max, sigma_triple, up
 
 __all__ = ["attention_rule"]
 
@@ -20,14 +20,70 @@ __all__ = ["attention_rule"]
 _WIDEN = 1.0 + 512.0 * U64
 
 
+# Above this sequence length RoPE's score matrices are bounded by ‖W_Q‖‖W_K‖/√d_h instead of
+# pair by pair (T² small SVDs per head).
+_PAIRS_MAX_TOKENS = 64
+
+
+def _rotations(att: Any, n_tokens: int) -> torch.Tensor | None:
+    """RoPE's rotation of each position as a ``d_h × d_h`` matrix, built from the layer's own
+    cos/sin tables (the parameters its forward uses, so the entries are exact); None without
+    RoPE or for ``T`` above ``_PAIRS_MAX_TOKENS``."""
+    if att.pos != "rope" or n_tokens > _PAIRS_MAX_TOKENS:
+        return None
+    dh, half = att.d_head, att.d_head // 2
+    like = att.q.weight
+    cos = att._table("cos", like, n_tokens).detach().double()
+    sin = att._table("sin", like, n_tokens).detach().double()
+    rot = torch.zeros(n_tokens, dh, dh, dtype=torch.float64)
+    j = torch.arange(half)
+    rot[:, j, j] = cos
+    rot[:, j, j + half] = -sin
+    rot[:, j + half, j] = sin
+    rot[:, j + half, j + half] = cos
+    if 2 * half < dh:  # odd head width: the last channel is not rotated
+        rot[:, dh - 1, dh - 1] = 1.0
+    return rot
+
+
+def _rotated(
+    rotations: torch.Tensor, w: torch.Tensor, inner: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fl(R_i (w inner))`` for every position ``i`` and a bound on each one's Frobenius error:
+    ``‖R_i‖ e_p + e_i`` with ``e_p`` the error of ``fl(w inner)`` and ``e_i`` that of the product
+    with ``R_i``."""
+    w = w.detach().double()
+    if inner is None:
+        return products(rotations, w)
+    p, e_p = _product(w, inner)
+    rp, e_i = products(rotations, p)
+    r_norm = torch.linalg.matrix_norm(rotations, ord=2) / (1.0 - 64.0 * U64)
+    return rp, e_i + r_norm * e_p * (1.0 + 2.0 * U64)
+
+
 def _score_norms(
-    wq: torch.Tensor, wk: torch.Tensor, dh: int, rope: bool, inner: torch.Tensor | None
+    wq: torch.Tensor,
+    wk: torch.Tensor,
+    dh: int,
+    rope: bool,
+    inner: torch.Tensor | None,
+    rotations: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """Upper bounds ``(m_q, m_k)`` on ``‖Wᵀ M_ik‖`` and ``‖M_ik W‖`` for the head's score matrices
-    ``M_ik = W_Qᵀ R_{k−i} W_K / √d_h`` (``R = I`` without RoPE), ``W = inner`` (``I`` when None),
+    ``M_ik = W_Qᵀ R_iᵀ R_k W_K / √d_h`` (``R = I`` without RoPE), ``W = inner`` (``I`` when None),
     in exact arithmetic: products through :func:`sigma_blocks`, the division by ``√d_h`` rounded
-    up."""
+    up. Under RoPE with the position rotations given, the largest over every pair ``(i, k)`` of
+    positions (:func:`sigma_pairs_max`); without them ``‖W_Q‖‖W_K‖/√d_h``, which holds for any
+    rotations between the two."""
     root = math.sqrt(dh)  # correctly rounded; dividing by a value within u of √d_h costs 2u
+    if rotations is not None:  # M_ik = (R_i W_Q)ᵀ (R_k W_K) / √d_h, every pair of positions
+        q_rot, q_err = _rotated(rotations, wq, None)
+        k_rot, k_err = _rotated(rotations, wk, None)
+        qw_rot, qw_err = (q_rot, q_err) if inner is None else _rotated(rotations, wq, inner)
+        kw_rot, kw_err = (k_rot, k_err) if inner is None else _rotated(rotations, wk, inner)
+        m_q = up(sigma_pairs_max(qw_rot, qw_err, k_rot, k_err) / root * (1.0 + 2.0 * U64))
+        m_k = up(sigma_pairs_max(q_rot, q_err, kw_rot, kw_err) / root * (1.0 + 2.0 * U64))
+        return m_q, m_k
     if rope:  # R_{k−i} sits between W_Q and W_K: only the factors' norms are common to all pairs
         q_side = sigma(wq) if inner is None else sigma_blocks([(wq, inner)])
         k_side = sigma(wk) if inner is None else sigma_blocks([(wk, inner)])
@@ -49,8 +105,9 @@ def attention_rule(
 ) -> tuple[float, float, str]:
     """(Lipschitz factor, output token-norm bound) of dot-product attention, inputs ``‖u_j‖ ≤ R``.
 
-    Per head, with ``M = W_Qᵀ W_K / √d_h`` (or ``‖W_Q‖‖W_K‖/√d_h`` under RoPE, whose rotations sit
-    between them) and ``V = W_V`` for the head:
+    Per head, with ``‖M‖`` the norm of ``W_Qᵀ W_K / √d_h`` (under RoPE the largest of
+    ``‖(R_i W_Q)ᵀ (R_k W_K)‖ / √d_h`` over the pairs of positions, for ``T ≤ 64``, and otherwise
+    ``‖W_Q‖‖W_K‖/√d_h``, which holds whatever rotations sit between them) and ``V = W_V``:
     ``‖J‖₂ ≤ ‖V‖ (√T + (1 + √T) R² ‖M‖)`` (R7: the value term ``‖P‖₂ ≤ √T`` for a row-stochastic
     ``P``; the query term, a weighted covariance bound; the key term, ``T`` block rows of norm at
     most ``R · R‖M‖``). R16 bounds the value and key terms together block by block: block
@@ -92,19 +149,20 @@ def attention_rule(
     >>> model = dy.models.LoopedTransformer(d_model=8, n_heads=2, seed=0).double()
     >>> lip, out_hi, note = attention_rule(model.layers[0].attn.branch, 4, 2.0)
     >>> round(lip, 3), round(out_hi, 3)
-    (4.297, 2.31)
+    (4.227, 2.31)
     """
     dh, H = att.d_head, att.n_heads
     wq, wk, wv = (m.weight.detach().double() for m in (att.q, att.k, att.v))
     wo = att.o.weight.detach().double()
     w = None if inner is None else inner.detach().double()
     w_norm = 1.0 if w is None else sigma(w)
+    rotations = _rotations(att, n_tokens)
     heads, kernels, vals, mixed = [], [], 0.0, []
     by_blocks = 0
     for h in range(H):
         rows = slice(h * dh, (h + 1) * dh)
         qh, kh, vh = wq[rows], wk[rows], wv[rows]
-        m_q, m_k = _score_norms(qh, kh, dh, att.pos == "rope", w)
+        m_q, m_k = _score_norms(qh, kh, dh, att.pos == "rope", w, rotations)
         v_norm = sigma(vh)
         vw = v_norm if w is None else sigma_blocks([(vh, w)])
         head, used = _head(vw, v_norm, m_q, m_k, n_tokens, r_hi, w is None)
