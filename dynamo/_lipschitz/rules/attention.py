@@ -14,10 +14,12 @@ from .._arith import U64, _product, products, sigma, sigma_blocks, sigma_pairs_m
 
 __all__ = ["attention_rule"]
 
-# The factor is a few dozen float64 operations on upward-rounded inputs (sums, products, square
-# roots and one division per head, a sum of squares over the heads): widen it by this relative
-# amount, more than the 2 + 4H + 20 roundings of a unit error each it can accumulate for H ≤ 64.
-_WIDEN = 1.0 + 512.0 * U64
+
+def _widen(n_heads: int) -> float:
+    """The factor is a few float64 operations per head on upward-rounded inputs (sums, products,
+    square roots and one division per head, then a sum of squares over the heads and one square
+    root), at most ``4H + 24`` roundings of a unit error each: widen it by twice that."""
+    return 1.0 + (8.0 * n_heads + 48.0) * U64
 
 
 # Above this sequence length RoPE's score matrices are bounded by ‖W_Q‖‖W_K‖/√d_h instead of
@@ -35,8 +37,8 @@ def _rotations(att: Any, n_tokens: int) -> torch.Tensor | None:
     like = att.q.weight
     cos = att._table("cos", like, n_tokens).detach().double()
     sin = att._table("sin", like, n_tokens).detach().double()
-    rot = torch.zeros(n_tokens, dh, dh, dtype=torch.float64)
-    j = torch.arange(half)
+    rot = torch.zeros(n_tokens, dh, dh, dtype=torch.float64, device=like.device)
+    j = torch.arange(half, device=like.device)
     rot[:, j, j] = cos
     rot[:, j, j + half] = -sin
     rot[:, j + half, j] = sin
@@ -175,7 +177,7 @@ def attention_rule(
     o, c = sigma(wo), sigma_blocks(mixed)
     stacked = _formulas.attention_heads(o, heads)
     through = _formulas.attention_heads_mixed(c, kernels)
-    lip = up(min(stacked, through) * _WIDEN)
+    lip = up(min(stacked, through) * _widen(H))
     out_hi = up(min(o * math.sqrt(vals), c * math.sqrt(H)) * r_hi)
     how = "‖W_O V_h‖ (R14)" if through < stacked else "‖W_O‖‖V_h‖ (R7)"
     blocks = f", {by_blocks}/{H} heads by blocks (R16)" if by_blocks else ""
