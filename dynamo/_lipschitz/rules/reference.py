@@ -301,10 +301,12 @@ def _sublayer(
     notes = []
     claims = ["R3"]
     r_lo, r_hi = u_lo, u_hi
+    ws_rec: torch.Tensor | None = None  # internal recall's state block W_rec,h
     if sub.rec is not None:
         w = sub.rec.weight.detach().double()
         d = w.shape[0]
         ws, we = w[:, :d], w[:, d:]
+        ws_rec = ws
         bn = vnorm(sub.rec.bias)
         r_lo = max(0.0, mul(sigma_min(ws), u_lo) - mul(sigma(we), e_hi) - bn)
         r_hi = mul(sigma(ws), u_hi) + mul(sigma(we), e_hi) + bn
@@ -335,8 +337,7 @@ def _sublayer(
         rule = "attention"
         claims += ["R7", "R14", "R16"]
         joint = math.inf
-        if sub.rec is not None and sub.n_in is None:  # attention reads W_rec,h u + c directly
-            ws_rec = sub.rec.weight.detach().double()[:, : sub.rec.weight.shape[0]]
+        if ws_rec is not None and sub.n_in is None:  # attention reads W_rec,h u + c directly
             lip_r, _, _ = attention_rule(att, n_tokens, r_hi, inner=ws_rec)
             if lip_r < branch * lip_f:  # L(F ∘ W_rec,h) in place of σ(W_rec,h) L(F)
                 branch, lip_f = 1.0, lip_r
@@ -359,8 +360,7 @@ def _sublayer(
         # the branch reads u itself: the residual's Jacobian I + W₂DW₁ can be bounded jointly
         plain = sub.rec is None and sub.n_in is None
         joint = mlp_residual_factor(sub.branch) if plain else math.inf
-        if sub.rec is not None and sub.n_in is None:  # the MLP reads W_rec,h u + c: W₁ W_rec,h
-            ws_rec = sub.rec.weight.detach().double()[:, : sub.rec.weight.shape[0]]
+        if ws_rec is not None and sub.n_in is None:  # the MLP reads W_rec,h u + c: W₁ W_rec,h
             lip_r, joint = mlp_through(sub.branch, ws_rec)
             if lip_r < branch * lip_f:
                 branch, lip_f = 1.0, lip_r
