@@ -394,6 +394,41 @@ def test_multihead_attention_read_through_w_o_w_v_is_attained() -> None:
     assert float(torch.linalg.matrix_norm(J, ord=2)) == pytest.approx(exact, rel=1e-12)
 
 
+def test_self_attention_kernels_by_r16_tighten_multihead_attention_soundly() -> None:
+    """Query, key and value one node: each head's kernel is also bounded by R16 on the tokens
+    ``[h; 1]`` (biases folded into the scores), more than 1.2× below the same block whose key and
+    value are a copy of ``h`` (``h + 0.0``: another node, so R11's kernels), and never below the
+    Jacobians that ascent finds."""
+    torch.manual_seed(0)
+    att = nn.MultiheadAttention(16, 4, batch_first=True, dtype=F64)
+
+    class Same(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.att = att
+
+        def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return h + self.att(h, h, h, need_weights=False)[0]
+
+    class Copies(Same):
+        def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            z = h + 0.0
+            return h + self.att(h, z, z, need_weights=False)[0]
+
+    x0 = torch.zeros(1, 8, 16, dtype=F64)
+    domain = dy.Domain.shell(1.0, 4.0)
+    same = dy.LoopedSystem.from_module(Same(), x0)
+    bound = dy.lipschitz_upper_bound(same, domain)
+    other = dy.lipschitz_upper_bound(dy.LoopedSystem.from_module(Copies(), x0), domain)
+    notes = [[s.note for s in b.steps if s.rule == "multi-head attention"] for b in (bound, other)]
+    assert len(notes[0]) == len(notes[1]) == 1
+    assert "self-attention kernels by R16" in notes[0][0] and "R16" not in notes[1][0]
+    assert other.value / bound.value > 1.2
+    states = domain.sample(same, 8, seed=0)
+    low = dy.lipschitz_lower_bound(same, states, method="ascent", steps=30, domain=domain)
+    assert low.value <= bound.value
+
+
 def test_a_broadcast_before_attention_gets_a_sound_lipschitz_bound() -> None:
     d, T, R = 16, 2, 3.0
     ones = torch.ones(d, dtype=F64)

@@ -595,6 +595,14 @@ class _Interp(fx.Interpreter):
         dh = e // m.num_heads
         c = 1.0 / math.sqrt(dh)
         att = _up(_formulas.sdpa(lips[0], lips[1], lips[2], his[0], his[1], his[2], n_rows, c))
+        # one node for query, key and value, no additive mask: R16 on its tokens (biases folded in)
+        masks = [_kwargs(n).get(k) for k in ("attn_mask", "key_padding_mask")]
+        self_attention = (
+            isinstance(args[0], fx.Node)
+            and args[0] is args[1] is args[2]
+            and len(_args(n)) <= 3
+            and all(mk is None for mk in masks)
+        )
         wo = m.out_proj.weight.detach().double()
         stacked = _up(_formulas.compose(att, _formulas.linear(sigma(wo))))
         kernels, pairs = [], []
@@ -606,7 +614,10 @@ class _Interp(fx.Interpreter):
                 bias = 0.0 if b_ is None else vnorm(b_[rows])
                 qk.append((_up(_formulas.compose(a.lip, s_h)), _up(s_h * a.hi + bias)))
             (lq, q_hi), (lk, k_hi) = qk
-            kernels.append(_up(_formulas.sdpa(lq, lk, v_in.lip, q_hi, k_hi, v_in.hi, n_rows, c)))
+            kernel = _up(_formulas.sdpa(lq, lk, v_in.lip, q_hi, k_hi, v_in.hi, n_rows, c))
+            if self_attention:
+                kernel = min(kernel, _self_attention_kernel(wq, bq, wk, bk, rows, q_in, n_rows))
+            kernels.append(kernel)
             pairs.append((wo[:, rows], wv[rows]))
         c_norm = sigma_blocks(pairs)
         mixed = _up(_formulas.attention_heads_mixed(c_norm, kernels))
@@ -625,7 +636,9 @@ class _Interp(fx.Interpreter):
         v = _Val(True, lip, 0.0, hi)
         note = f"T={n_rows}, {m.num_heads} heads, Q≤{his[0]:.4g}, K≤{his[1]:.4g}, V≤{his[2]:.4g}"
         note += ", heads by ‖W_O,h W_v,h‖ (R14)" if mixed < stacked else ""
-        self._step(n, "multi-head attention", lip, v, note, ("R1", "R11", "R14"))
+        note += ", self-attention kernels by R16" if self_attention else ""
+        claims = ("R1", "R11", "R14") + (("R16",) if self_attention else ())
+        self._step(n, "multi-head attention", lip, v, note, claims)
         self.mha_nodes.add(n)
         return v
 
@@ -1064,6 +1077,43 @@ def _metadata(n: fx.Node) -> bool:
     if n.op == "call_function" and n.target is getattr:
         return len(_args(n)) > 1 and _args(n)[1] in _META_ATTRS
     return n.op == "call_method" and n.target in _META_METHODS
+
+
+def _self_attention_kernel(
+    wq: torch.Tensor,
+    bq: torch.Tensor | None,
+    wk: torch.Tensor,
+    bk: torch.Tensor | None,
+    rows: slice,
+    x: Any,
+    n_tokens: int,
+) -> float:
+    """R16's bound on head ``rows``' kernel ``K_h`` (its Jacobian with ``V = I``) when query, key
+    and value are one node ``x`` (token norms at most ``x.hi``, constant ``x.lip`` in the state).
+
+    The scores ``(W_q x_i + b_q)ᵀ (W_k x_k + b_k) / √d_h`` are ``ũ_iᵀ M̃ ũ_k`` on the tokens
+    ``ũ = [x; 1] = W x + c`` with ``W = [I; 0]``, ``M̃ = [W_q b_q]ᵀ [W_k b_k] / √d_h`` and
+    ``‖ũ‖ ≤ √(x.hi² + 1)`` (without biases ``ũ = x``, ``W = I``); the value's last column meets
+    only ``W`` and ``ũ_k − μ̃_i``, whose last entries are 0, so ``V = [I 0]`` and ``‖W‖ = 1``.
+    R16 then bounds ``K_h`` in ``x`` by the smaller of its two forms, and the chain rule
+    multiplies by ``x.lip``.
+    """
+    q, k = wq[rows], wk[rows]
+    if bq is None and bk is None:
+        q_aug, k_aug, r2 = q, k, _up(x.hi * x.hi)
+    else:
+        zero = torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
+        q_aug = torch.cat([q, (zero if bq is None else bq[rows].detach().double())[:, None]], 1)
+        k_aug = torch.cat([k, (zero if bk is None else bk[rows].detach().double())[:, None]], 1)
+        r2 = _up(_up(x.hi * x.hi) + 1.0)
+    root = math.sqrt(q.shape[0]) * (1.0 - 2.0 * U64)  # √d_h rounded down: the quotient up
+    m_q = _up(sigma_blocks([(q.T, k_aug)]) / root)  # ‖Wᵀ M̃‖ = ‖W_qᵀ [W_k b_k]‖ / √d_h
+    m_k = _up(sigma_blocks([(q_aug.T, k)]) / root)  # ‖M̃ W‖ = ‖[W_q b_q]ᵀ W_k‖ / √d_h
+    query, key = _up(r2 * m_q), _up(r2 * m_k)
+    bound = _formulas.attention_head_terms(1.0, query, key, n_tokens)
+    if key > 0:
+        bound = min(bound, _formulas.attention_head_blocks(1.0, query, key, n_tokens))
+    return _up(_up(bound * (1.0 + 32.0 * U64)) * x.lip)
 
 
 def _args(n: fx.Node) -> Any:
