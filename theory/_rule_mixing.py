@@ -449,7 +449,7 @@ def _check_r14(seed: int = 0) -> CheckResult:
         "meets",
         "‖K_h‖ ≤ κ_h for every head (R7's or R16's per-head bound with V = I: κ_h = "
         "attention_head(1, m_h, T, R), or R16's attention_head_terms or attention_head_blocks "
-        "with α = ‖W‖, v = 1 for a head that reads u = W h + c, K_h = P ⊗ W + "
+        "with α = ‖W‖ and ρ ≥ ‖u_k − c‖ for a head that reads u = W h + c, K_h = P ⊗ W + "
         "blockdiag_i(Y_i G_iᵀ) + B)",
         "‖[C_1 … C_H]‖ ≤ c (and ‖[C_1 C_2]‖ ≤ c for the two-head layer the code evaluates)",
     ),
