@@ -5,6 +5,7 @@ the output token-norm bound of one multi-head layer (also shared with ``theory``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -103,7 +104,12 @@ def _score_norms(
 
 
 def attention_rule(
-    att: Any, n_tokens: int, r_hi: float, inner: torch.Tensor | None = None
+    att: Any,
+    n_tokens: int,
+    r_hi: float,
+    inner: torch.Tensor | None = None,
+    parts: Sequence[tuple[torch.Tensor | None, float]] | None = None,
+    centre: torch.Tensor | None = None,
 ) -> tuple[float, float, str]:
     """(Lipschitz factor, output token-norm bound) of dot-product attention, inputs ``‖u_j‖ ≤ R``.
 
@@ -128,6 +134,14 @@ def attention_rule(
     ``M W`` (key) in the score terms, which can be much smaller than ``‖W‖`` times the plain
     factor when ``W`` does not align with them. ``R`` still bounds the norms of the ``u_j``.
 
+    With ``parts = [(A_1, r_1), …]`` (and ``centre = c``) the tokens are known to lie in the set
+    ``u = c + Σ_j A_j z_j``, ``‖z_j‖ ≤ r_j`` (``A_j = None`` is the identity), for instance
+    ``u = W_s h + W_e e + b`` behind outer recall. R16 then needs only ``ρ ≥ ‖V (u − c)‖``
+    (``Σ_j ‖V A_j‖ r_j``) and the score factors ``g_q ≥ ‖Wᵀ M_ik u‖``, ``g_k ≥ ‖uᵀ M_ik W‖``
+    (``Σ_j ‖Wᵀ M_ik A_j‖ r_j + ‖Wᵀ M_ik c‖`` and likewise), with ``ρ g_q`` and ``ρ g_k`` in place
+    of ``‖V‖ R² m_q`` and ``‖V‖ R² m_k``: each is at most the plain one, and much smaller where
+    ``V`` or ``M`` do not align with the maps that make the tokens.
+
     Parameters
     ----------
     att : module
@@ -138,6 +152,12 @@ def attention_rule(
         An upper bound on every input token's norm.
     inner : torch.Tensor, optional
         The linear map ``W`` (``d × d'``) in front of the layer; ``None`` is the identity.
+    parts : sequence of (torch.Tensor or None, float), optional
+        The token set ``u = c + Σ_j A_j z_j`` with ``‖z_j‖ ≤ r_j``, as pairs ``(A_j, r_j)``
+        (``A_j`` of shape ``d × d_j``, ``None`` for the identity); ``None`` is the ball of radius
+        ``r_hi``. ``r_hi`` must still bound every token's norm (the output bound uses it).
+    centre : torch.Tensor, optional
+        The constant ``c`` of that set (``d``); ``None`` is 0.
 
     Returns
     -------
@@ -164,11 +184,17 @@ def attention_rule(
     for h in range(H):
         rows = slice(h * dh, (h + 1) * dh)
         qh, kh, vh = wq[rows], wk[rows], wv[rows]
-        m_q, m_k = _score_norms(qh, kh, dh, att.pos == "rope", w, rotations)
         v_norm = sigma(vh)
         vw = v_norm if w is None else sigma_blocks([(vh, w)])
-        head, used = _head(vw, v_norm, m_q, m_k, n_tokens, r_hi, w is None)
-        kernel, _ = _head(w_norm, 1.0, m_q, m_k, n_tokens, r_hi, w is None)
+        if parts is None:
+            m_q, m_k = _score_norms(qh, kh, dh, att.pos == "rope", w, rotations)
+            head, used = _head(vw, v_norm, m_q, m_k, n_tokens, r_hi, w is None)
+            kernel, _ = _head(w_norm, 1.0, m_q, m_k, n_tokens, r_hi, w is None)
+        else:
+            g_q, g_k = _score_sups(qh, kh, dh, att.pos == "rope", w, parts, centre, rotations)
+            rho_v, rho_1 = _radius(vh, parts), _radius(None, parts)
+            head, used = _head_set(vw, rho_v, g_q, g_k, n_tokens)
+            kernel, _ = _head_set(w_norm, rho_1, g_q, g_k, n_tokens)
         by_blocks += used
         heads.append(head)
         kernels.append(kernel)
@@ -182,6 +208,7 @@ def attention_rule(
     how = "‖W_O V_h‖ (R14)" if through < stacked else "‖W_O‖‖V_h‖ (R7)"
     blocks = f", {by_blocks}/{H} heads by blocks (R16)" if by_blocks else ""
     folded = "" if w is None else ", through the input map (R16)"
+    folded += "" if parts is None else f", tokens in a set of {len(parts)} parts (R16)"
     return (
         lip,
         out_hi,
@@ -201,7 +228,101 @@ def _head(
         terms = _formulas.attention_head(v_norm, m_q, n_tokens, r_hi)
     else:
         terms = _formulas.attention_head_terms(value, query, key, n_tokens)
+    return _or_blocks(terms, value, query, key, n_tokens)
+
+
+def _or_blocks(
+    terms: float, value: float, query: float, key: float, n_tokens: int
+) -> tuple[float, int]:
+    """The smaller of ``terms`` and R16's block form (where its key term is positive), with ``1``
+    in the second place where the block form is the smaller."""
     if key <= 0:
         return terms, 0
     blocks = _formulas.attention_head_blocks(value, query, key, n_tokens)
     return (blocks, 1) if blocks < terms else (terms, 0)
+
+
+def _times(a: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fl(a b)`` (``a`` alone for ``b = None``) and a bound on its Frobenius error, as a stack
+    of one for :func:`sigma_pairs_max`."""
+    if b is None:
+        return a[None], torch.zeros(1, dtype=a.dtype, device=a.device)
+    prod, err = _product(a, b)
+    return prod[None], torch.full((1,), err, dtype=a.dtype, device=a.device)
+
+
+def _pairs_max(
+    wq: torch.Tensor,
+    x: torch.Tensor | None,
+    wk: torch.Tensor,
+    y: torch.Tensor | None,
+    rope: bool,
+    rotations: torch.Tensor | None,
+) -> float:
+    """An upper bound on ``max_{i,k} ‖(R_i W_Q X)ᵀ (R_k W_K Y)‖`` in exact arithmetic (``R = I``
+    without RoPE; ``X = None`` or ``Y = None`` the identity): every pair of positions where the
+    rotations are given; under RoPE without them ``‖W_Q X‖ ‖W_K Y‖``, which holds for any
+    rotations between the two."""
+    if rotations is not None:
+        xs, ex = _rotated(rotations, wq, x)
+        ys, ey = _rotated(rotations, wk, y)
+        return sigma_pairs_max(xs, ex, ys, ey)
+    if rope:
+        left = sigma(wq) if x is None else sigma_blocks([(wq, x)])
+        right = sigma(wk) if y is None else sigma_blocks([(wk, y)])
+        return up(left * right)
+    return sigma_pairs_max(*_times(wq, x), *_times(wk, y))
+
+
+def _score_sups(
+    wq: torch.Tensor,
+    wk: torch.Tensor,
+    dh: int,
+    rope: bool,
+    inner: torch.Tensor | None,
+    parts: Sequence[tuple[torch.Tensor | None, float]],
+    centre: torch.Tensor | None,
+    rotations: torch.Tensor | None,
+) -> tuple[float, float]:
+    """Upper bounds ``(g_q, g_k)`` on ``‖Wᵀ M_ik u‖`` and ``‖uᵀ M_ik W‖`` over the tokens ``u =
+    c + Σ_j A_j z_j`` (``‖z_j‖ ≤ r_j``) and every pair of positions, ``M_ik = (R_i W_Q)ᵀ (R_k
+    W_K)/√d_h``: ``Σ_j r_j max_ik ‖(R_i W_Q W)ᵀ (R_k W_K A_j)‖/√d_h + max_ik ‖(R_i W_Q W)ᵀ (R_k
+    W_K c)‖/√d_h`` for ``g_q`` and the same with ``W`` and ``A_j`` (``c``) swapped for ``g_k``,
+    in exact arithmetic (the products through :func:`sigma_pairs_max`, each sum and the division
+    by ``√d_h`` rounded up)."""
+    w = None if inner is None else inner.detach().double()
+    terms: list[tuple[torch.Tensor | None, float]] = [
+        (None if a is None else a.detach().double(), float(r)) for a, r in parts
+    ]
+    if centre is not None and float(centre.detach().abs().max()) > 0:
+        terms.append((centre.detach().double().reshape(-1, 1), 1.0))
+    root = math.sqrt(dh)  # correctly rounded; dividing by a value within u of √d_h costs 2u
+    g_q = g_k = 0.0
+    for a, r in terms:
+        g_q = up(g_q + up(r * _pairs_max(wq, w, wk, a, rope, rotations)))
+        g_k = up(g_k + up(r * _pairs_max(wq, a, wk, w, rope, rotations)))
+    return up(g_q / root * (1.0 + 2.0 * U64)), up(g_k / root * (1.0 + 2.0 * U64))
+
+
+def _radius(v: torch.Tensor | None, parts: Sequence[tuple[torch.Tensor | None, float]]) -> float:
+    """``ρ ≥ ‖V (u − c)‖`` over the tokens ``u = c + Σ_j A_j z_j``: ``Σ_j r_j ‖V A_j‖`` in exact
+    arithmetic (``V = None`` the identity, ``A_j = None`` likewise)."""
+    total = 0.0
+    for a, r in parts:
+        if a is None:
+            norm = 1.0 if v is None else sigma(v)
+        elif v is None:
+            norm = sigma(a.detach().double())
+        else:
+            norm = sigma_blocks([(v, a.detach().double())])
+        total = up(total + up(float(r) * norm))
+    return total
+
+
+def _head_set(value: float, rho: float, g_q: float, g_k: float, n_tokens: int) -> tuple[float, int]:
+    """One head's factor on a token set (R16 with ``ρ``, ``g_q``, ``g_k``): the smaller of the
+    three terms and the block form; ``1`` in the second place where the block form is the
+    smaller."""
+    query, key = up(rho * g_q), up(rho * g_k)
+    terms = _formulas.attention_head_terms(value, query, key, n_tokens)
+    return _or_blocks(terms, value, query, key, n_tokens)

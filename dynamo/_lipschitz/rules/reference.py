@@ -43,6 +43,9 @@ from .norms import apply_norm, norm_rule
 
 __all__ = ["mlp_residual_factor", "mlp_rule", "mlp_through"]
 
+#: A token set ``c + Σ_j A_j B(r_j)`` as ``([(A_j, r_j), …], c)`` (``A_j``, ``c`` None: identity, 0)
+_Tokens = tuple[list[tuple["torch.Tensor | None", float]], "torch.Tensor | None"]
+
 
 @builtin_rule(ZeroBranchRMSNorm, name="RMSNorm", claims=("R5",))
 def zero_branch_norm(m: ZeroBranchRMSNorm, tr: _Trace, ctx: RuleContext) -> None:
@@ -232,6 +235,7 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
         )
     e_hi_f = 0.0 if e_hi is None else float(e_hi)
     inner: torch.Tensor | None = None  # the adapter's W_s where the first sublayer absorbs it
+    tokens: _Tokens | None = None  # where the adapter's output tokens lie: (parts, centre)
     if own is not None:  # tokens of the own inputs: their largest norm bounds them
         e_hi_f = up(float(own.norm(dim=-1).max()) * (1.0 + gamma(own.shape[-1] + 1)))
     # entry: recall
@@ -243,10 +247,13 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
             bn = vnorm(model.adapter.bias)
             lo = max(0.0, mul(sigma_min(ws), tr.lo) - mul(sigma(we), e_hi_f) - bn)
             hi = mul(sigma(ws), tr.hi) + mul(sigma(we), e_hi_f) + bn
+            # u = W_s h + W_e e + b: h in the ball of radius tr.hi, e in that of e_hi, centre b
+            tokens = ([(ws, tr.hi), (we, e_hi_f)], model.adapter.bias)
             if own is not None:  # u = W_s h + c with c = W_e e + b known exactly
                 c_lo, c_hi = affine_token_norms(we, model.adapter.bias, own)
                 lo = max(lo, down(c_lo - mul(sigma(ws), tr.hi)))
                 hi = min(hi, up(c_hi + mul(sigma(ws), tr.hi)))
+                tokens = ([(ws, tr.hi), (None, c_hi)], None)  # ‖c_k‖ ≤ c_hi
             tr.lo, tr.hi = lo, hi
             first = model.layers[0].attn if len(model.layers) else None
             if isinstance(first, _Sublayer) and first.rec is None and first.n_in is None:
@@ -259,18 +266,31 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
         else:
             lo = max(0.0, tr.lo - mul(sigma(w), e_hi_f))
             hi = tr.hi + mul(sigma(w), e_hi_f)
+            tokens = ([(None, tr.hi), (w, e_hi_f)], None)  # u = h + P e
             if own is not None:  # u = h + c with c = P e known exactly
                 c_lo, c_hi = affine_token_norms(w, None, own)
                 lo = max(lo, down(c_lo - tr.hi), down(tr.lo - c_hi))
                 hi = min(hi, up(c_hi + tr.hi))
+                tokens = ([(None, tr.hi), (None, c_hi)], None)
             tr.lo, tr.hi = lo, hi
             tr.add("adapter (outer recall)", "h + P e", 1.0, "", ("R4",))
     for li, layer in enumerate(model.layers):
         for name in ("attn", "mlp"):
             sub = getattr(layer, name)
             assert isinstance(sub, _Sublayer)
-            folded = inner if (li, name) == (0, "attn") else None
-            _sublayer(call, f"layers.{li}.{name}", sub, n_tokens, tr, e_lo, e_hi_f, own, folded)
+            entry = (li, name) == (0, "attn")
+            _sublayer(
+                call,
+                f"layers.{li}.{name}",
+                sub,
+                n_tokens,
+                tr,
+                e_lo,
+                e_hi_f,
+                own,
+                inner if entry else None,
+                tokens if entry and sub.n_in is None and sub.rec is None else None,
+            )
     if model.final_norm is not None:
         lip, lo, hi, note = norm_rule(call, "final_norm", model.final_norm, tr.lo, tr.hi)
         tr.lo, tr.hi = lo, hi
@@ -288,6 +308,7 @@ def _sublayer(
     e_hi: float,
     own: torch.Tensor | None = None,
     inner: torch.Tensor | None = None,
+    tokens: _Tokens | None = None,
 ) -> None:
     """``u ↦ N_out(u + F(N_in(r(u))))``: ``Lip ≤ L(N_out) (1 + L(r) L(N_in) L(F))``.
 
@@ -295,7 +316,10 @@ def _sublayer(
     ``N_in``) the step is ``h ↦ N_out(u + F(u))`` with ``u = W_s h + c``, whose constant is at
     most ``L(N_out) min(‖W_s‖ (1 + L(F)), ‖W_s‖ + L(F ∘ W_s))`` (R10's sum, R16's attention
     through an input map). Likewise attention behind internal recall with no ``N_in`` reads
-    ``r = W_rec,h u + c``: its branch costs ``min(σ(W_rec,h) L(F), L(F ∘ W_rec,h))``."""
+    ``r = W_rec,h u + c``: its branch costs ``min(σ(W_rec,h) L(F), L(F ∘ W_rec,h))``. Where the
+    attention's input tokens are known to lie in ``c + Σ_j A_j B(r_j)`` (``tokens``, the adapter's
+    or the internal recall's affine image of the state and input balls), R16 bounds each head on
+    that set rather than on the ball of radius ``R``."""
     u_lo, u_hi = tr.lo, tr.hi
     branch = 1.0
     notes = []
@@ -310,10 +334,12 @@ def _sublayer(
         bn = vnorm(sub.rec.bias)
         r_lo = max(0.0, mul(sigma_min(ws), u_lo) - mul(sigma(we), e_hi) - bn)
         r_hi = mul(sigma(ws), u_hi) + mul(sigma(we), e_hi) + bn
+        tokens = ([(ws, u_hi), (we, e_hi)], sub.rec.bias)
         if own is not None:  # r = W_s u + c with c = W_e e + b known exactly
             c_lo, c_hi = affine_token_norms(we, sub.rec.bias, own)
             r_lo = max(r_lo, down(c_lo - mul(sigma(ws), u_hi)))
             r_hi = min(r_hi, up(c_hi + mul(sigma(ws), u_hi)))
+            tokens = ([(ws, u_hi), (None, c_hi)], None)
         branch *= sigma(ws)
         notes.append(f"recall σ(W_rec,h)={sigma(ws):.4g}")
         claims += ["R1", "R4"]
@@ -324,27 +350,36 @@ def _sublayer(
         claims.append("R5" if isinstance(sub.n_in, nn.RMSNorm) else "R6")
     if isinstance(sub.branch, _Attention):
         att = sub.branch
+        if sub.n_in is not None:  # the norm's output tokens: the ball of radius r_hi
+            tokens = None
         if att.pos == "absolute":
             pmax = float(att._tables["abs"][:n_tokens].norm(dim=1).max())
             r_hi = r_hi + pmax
+            if tokens is not None:  # every position's vector lies in the ball of radius pmax
+                tokens = ([*tokens[0], (None, up(pmax))], tokens[1])
         if math.isinf(r_hi):
             raise InvalidArgumentError(
                 f"{call}: attention at '{where}' sees unbounded token norms on this domain, where "
                 "dot-product attention is not Lipschitz (Kim et al. 2021); bound the domain "
                 "(r_max < inf) or normalize before attention"
             )
-        lip_f, f_hi, note = attention_rule(att, n_tokens, r_hi)
+        parts, centre = (None, None) if tokens is None else tokens
+        lip_f, f_hi, note = attention_rule(att, n_tokens, r_hi, parts=parts, centre=centre)
         rule = "attention"
         claims += ["R7", "R14", "R16"]
         joint = math.inf
         if ws_rec is not None and sub.n_in is None:  # attention reads W_rec,h u + c directly
-            lip_r, _, _ = attention_rule(att, n_tokens, r_hi, inner=ws_rec)
+            lip_r, _, _ = attention_rule(
+                att, n_tokens, r_hi, inner=ws_rec, parts=parts, centre=centre
+            )
             if lip_r < branch * lip_f:  # L(F ∘ W_rec,h) in place of σ(W_rec,h) L(F)
                 branch, lip_f = 1.0, lip_r
                 note += ", through W_rec,h (R16)"
         if inner is not None:  # ‖W_s + J_F(u) W_s‖ ≤ ‖W_s‖ + ‖J_F(u) W_s‖, or ‖W_s‖(1 + L(F))
             s_w = sigma(inner)
-            lip_w, _, _ = attention_rule(att, n_tokens, r_hi, inner=inner)
+            lip_w, _, _ = attention_rule(
+                att, n_tokens, r_hi, inner=inner, parts=parts, centre=centre
+            )
             product = mul(_formulas.concat_state(s_w), _formulas.residual(lip_f))
             summed = _formulas.add(s_w, lip_w)
             joint = min(product, summed)
