@@ -1092,24 +1092,30 @@ def _self_attention_kernel(
     and value are one node ``x`` (token norms at most ``x.hi``, constant ``x.lip`` in the state).
 
     The scores ``(W_q x_i + b_q)ᵀ (W_k x_k + b_k) / √d_h`` are ``ũ_iᵀ M̃ ũ_k`` on the tokens
-    ``ũ = [x; 1] = W x + c`` with ``W = [I; 0]``, ``M̃ = [W_q b_q]ᵀ [W_k b_k] / √d_h`` and
-    ``‖ũ‖ ≤ √(x.hi² + 1)`` (without biases ``ũ = x``, ``W = I``); the value's last column meets
-    only ``W`` and ``ũ_k − μ̃_i``, whose last entries are 0, so ``V = [I 0]`` and ``‖W‖ = 1``.
-    R16 then bounds ``K_h`` in ``x`` by the smaller of its two forms, and the chain rule
-    multiplies by ``x.lip``.
+    ``ũ = [x; 1] = W x + c`` with ``W = [I; 0]``, ``c = [0; 1]``, ``M̃ = [W_q b_q]ᵀ [W_k b_k] /
+    √d_h`` (without biases ``ũ = x``, ``W = I``); the value's last column meets only ``W`` and
+    ``ũ_k − μ̃_i``, whose last entries are 0, so ``V = [I 0]``, ``‖V W‖ = 1`` and ``ρ = ‖V (ũ −
+    c)‖ = ‖x‖ ≤ x.hi``. The score factors are at most ``‖Wᵀ M̃‖ ‖ũ‖`` with ``‖ũ‖ ≤ √(x.hi² +
+    1)``, and ``‖W_qᵀ (W_k x + b_k)‖/√d_h ≤ (‖W_qᵀ W_k‖ x.hi + ‖W_qᵀ b_k‖)/√d_h`` (likewise with
+    ``q`` and ``k`` swapped): each takes the smaller. R16 then bounds ``K_h`` in ``x`` by the
+    smaller of its two forms, and the chain rule multiplies by ``x.lip``.
     """
     q, k = wq[rows], wk[rows]
-    if bq is None and bk is None:
-        q_aug, k_aug, r2 = q, k, _up(x.hi * x.hi)
-    else:
-        zero = torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
-        q_aug = torch.cat([q, (zero if bq is None else bq[rows].detach().double())[:, None]], 1)
-        k_aug = torch.cat([k, (zero if bk is None else bk[rows].detach().double())[:, None]], 1)
-        r2 = _up(_up(x.hi * x.hi) + 1.0)
     root = math.sqrt(q.shape[0]) * (1.0 - 2.0 * U64)  # √d_h rounded down: the quotient up
-    m_q = _up(sigma_blocks([(q.T, k_aug)]) / root)  # ‖Wᵀ M̃‖ = ‖W_qᵀ [W_k b_k]‖ / √d_h
-    m_k = _up(sigma_blocks([(q_aug.T, k)]) / root)  # ‖M̃ W‖ = ‖[W_q b_q]ᵀ W_k‖ / √d_h
-    query, key = _up(r2 * m_q), _up(r2 * m_k)
+    mm = _up(sigma_blocks([(q.T, k)]) / root)  # ‖W_qᵀ W_k‖ / √d_h = ‖W_kᵀ W_q‖ / √d_h
+    g_q = g_k = _up(mm * x.hi)
+    if bq is not None or bk is not None:
+        zero = torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
+        b_q = (zero if bq is None else bq[rows].detach().double())[:, None]
+        b_k = (zero if bk is None else bk[rows].detach().double())[:, None]
+        r_aug = math.sqrt(_up(_up(x.hi * x.hi) + 1.0)) * (1.0 + 2.0 * U64)  # ‖ũ‖ rounded up
+        whole_q = _up(sigma_blocks([(q.T, torch.cat([k, b_k], 1))]) / root)  # ‖Wᵀ M̃‖
+        whole_k = _up(sigma_blocks([(k.T, torch.cat([q, b_q], 1))]) / root)  # ‖M̃ W‖
+        parts_q = _up(g_q + _up(sigma_blocks([(q.T, b_k)]) / root))  # + ‖W_qᵀ b_k‖ / √d_h
+        parts_k = _up(g_k + _up(sigma_blocks([(k.T, b_q)]) / root))  # + ‖W_kᵀ b_q‖ / √d_h
+        g_q = min(_up(whole_q * r_aug), parts_q)
+        g_k = min(_up(whole_k * r_aug), parts_k)
+    query, key = _up(x.hi * g_q), _up(x.hi * g_k)
     bound = _formulas.attention_head_terms(1.0, query, key, n_tokens)
     if key > 0:
         bound = min(bound, _formulas.attention_head_blocks(1.0, query, key, n_tokens))
