@@ -12,14 +12,15 @@ proved about the very closed forms the rules evaluate (``dynamo.kernel.lipschitz
 R12–R13 are the interval-slope rules and Krawczyk's test behind every proven fixed point; R14–R15
 bound attention heads mixed through ``W_O V_h`` and an MLP by its activation slope's midpoint; R16
 bounds an attention head read through an input map ``u = W h + c``, and its value and key terms
-together by the norms of their blocks (the Schur test).
+together by the norms of their blocks (the Schur test); R17 bounds an attention sub-layer and the
+GELU MLP sub-layer after it, with no norm between, together.
 
 >>> import theory
 >>> proof = theory.get("R8").prove()
 >>> proof.ok, proof.kind.label
 (True, 'proved in general')
 >>> [c.name for c in theory.registry()][-1]
-'R16'
+'R17'
 """
 
 from . import _claims as _claims
@@ -27,6 +28,7 @@ from . import _claims_b as _claims_b
 from . import _lemmas as _lemmas
 from . import _rule_attention as _rule_attention
 from . import _rule_blocks as _rule_blocks
+from . import _rule_fused as _rule_fused
 from . import _rule_graph as _rule_graph
 from . import _rule_interval as _rule_interval
 from . import _rule_mixing as _rule_mixing

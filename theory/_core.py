@@ -450,16 +450,16 @@ def claim(
 
 
 def registry() -> Iterator[Claim]:
-    """Every registered claim: C1–C14, then the rules R1–R16.
+    """Every registered claim: C1–C14, then the rules R1–R17.
 
     Examples
     --------
     >>> import theory
     >>> names = [c.name for c in theory.registry()]
     >>> names[:2], names[-1], len(names)
-    (['C1', 'C2'], 'R16', 30)
+    (['C1', 'C2'], 'R17', 31)
     """
-    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 17)}
+    order = {f"C{i}": i for i in range(1, 15)} | {f"R{i}": 100 + i for i in range(1, 18)}
     return iter(sorted(_REGISTRY.values(), key=lambda c: order.get(c.name, 1000)))
 
 

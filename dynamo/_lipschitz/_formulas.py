@@ -21,6 +21,7 @@ __all__ = [
     "attention_head_terms",
     "attention_heads",
     "attention_heads_mixed",
+    "attention_mlp",
     "bistable",
     "compose",
     "concat",
@@ -170,6 +171,20 @@ def gelu_mlp_residual(i_du_norm: Any, d_norm: Any, u_norm: Any, slope: Any) -> A
     """R15: the constant of ``x ↦ x + W_d φ(W_u x + b_u) + b_d`` (derivative of ``φ`` in
     ``[1 − s, s]``): ``‖I + W_d W_u/2‖ + (s − 1/2) ‖W_d‖ ‖W_u‖``."""
     return i_du_norm + (2 * slope - 1) * d_norm * u_norm / 2
+
+
+def attention_mlp(
+    through_a: Any, through_heads: Any, heads: Sequence[Any], *, sqrt: Sqrt = math.sqrt
+) -> Any:
+    """R17: the constant of an attention sub-layer and the GELU MLP sub-layer after it, with no
+    norm between, bounded together: ``h ↦ v + F(v)``, ``v = u + Attn(u)``, ``u = A h + c``. Its
+    Jacobian is ``M (I_T ⊗ A) + Σ_h M (I_T ⊗ X_h) K_h`` with ``M = blockdiag_t(I + W_d D_t W_u)``
+    and the heads read through ``X = [X_1 … X_H]`` (``X_h = W_O,h`` and ``K_h`` head ``h``'s
+    Jacobian, or ``X_h = W_O,h V_h`` and ``K_h`` its kernel), ``‖K_h‖ ≤`` ``heads[h]``: ``‖J‖ ≤
+    f_A + f_X √(Σ_h heads[h]²)`` with ``through_a = f_A ≥ max_t ‖(I + W_d D_t W_u) A‖`` and
+    ``through_heads = f_X ≥ max_t ‖(I + W_d D_t W_u) X‖`` (each by R15's midpoint,
+    :func:`gelu_mlp_residual` with ``‖Y + W_d W_u Y/2‖`` and ``‖W_u Y‖``)."""
+    return through_a + through_heads * sqrt(sum(h**2 for h in heads))
 
 
 def logistic(r: Any, radius: Any) -> Any:
