@@ -23,7 +23,7 @@ Rules the certificates and the claims share:
   knows), :func:`attention_rule` (the Lipschitz factor and output token-norm bound of one
   dot-product attention layer, inputs of token norm at most ``R``); :mod:`lipschitz_formulas`
   (the closed forms every built-in rule evaluates, callable on floats and on sympy symbols, which
-  ``theory`` proves the rules' claims R1–R11 and R14–R16 about).
+  ``theory`` proves the rules' claims R1–R11 and R14–R17 about).
 
 Past one process (the sweeps of ``verify``): :func:`import_ray` (``ray``, or an error naming the
 ``[ray]`` extra), :func:`ray_address_error` (why a Ray cluster's address does not answer, found in

@@ -15,6 +15,7 @@ __all__ = [
     "sigma",
     "sigma_blocks",
     "sigma_half_product_plus_identity",
+    "sigma_half_product_plus_identity_times",
     "sigma_half_triple_plus_identity",
     "sigma_min",
     "sigma_pairs_max",
@@ -180,11 +181,29 @@ def sigma_half_product_plus_identity(a: torch.Tensor, b: torch.Tensor) -> float:
     exact after ``fl(a b)``; adding ``I`` rounds each diagonal entry by at most ``u`` of the
     result, so ``‖fl(I + fl(a b)/2) − (I + a b/2)‖_F ≤ ‖fl(a b) − a b‖_F/2 + u‖fl(I + …)‖_F``
     (the last widened by ``1 + γ_{N+1}`` for its own evaluation)."""
+    m, err = _half_product_plus_identity(a, b)
+    return up(sigma(m) + err)
+
+
+def _half_product_plus_identity(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``fl(I + fl(a b)/2)`` and a bound on its Frobenius distance to ``I + a b/2`` (see
+    :func:`sigma_half_product_plus_identity`)."""
     p, err = _product(a, b)
-    m = torch.eye(p.shape[0], dtype=p.dtype) + p / 2
+    m = torch.eye(p.shape[0], dtype=p.dtype, device=p.device) + p / 2
     n_entries = m.shape[0] * m.shape[1]
     add = U64 * float(m.norm()) * (1.0 + U64) * (1.0 + gamma(n_entries + 1))
-    return up(sigma(m) + up(err / 2 + add))
+    return m, up(err / 2 + add)
+
+
+def sigma_half_product_plus_identity_times(
+    a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, ex: float = 0.0
+) -> float:
+    """An upper bound on ``‖(I + a b/2) X‖₂`` in exact arithmetic, where ``X`` lies within
+    ``ex`` (Frobenius) of the computed ``x``: ``‖m̂ x‖`` by :func:`sigma_blocks` (``m̂ =
+    fl(I + fl(a b)/2)``), plus ``‖(I + a b/2) − m̂‖_F ‖x‖`` and ``‖I + a b/2‖ ex``."""
+    m, err = _half_product_plus_identity(a, b)
+    near = sigma_blocks([(m, x.detach().double())])
+    return up(near + up(err * sigma(x) * (1.0 + 2.0 * U64)) + up((sigma(m) + err) * ex))
 
 
 def affine_token_norms(

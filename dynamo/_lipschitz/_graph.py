@@ -1117,8 +1117,9 @@ def _self_attention_kernel(
         g_k = min(_up(whole_k * r_aug), parts_k)
     query, key = _up(x.hi * g_q), _up(x.hi * g_k)
     bound = _formulas.attention_head_terms(1.0, query, key, n_tokens)
-    if key > 0:
-        bound = min(bound, _formulas.attention_head_blocks(1.0, query, key, n_tokens))
+    if key > 0:  # b₊ = max(key, β), α = 1: the block form is smallest there (rules.attention)
+        beta = (math.sqrt(5.0) - 1.0) / 4.0
+        bound = min(bound, _formulas.attention_head_blocks(1.0, query, max(key, beta), n_tokens))
     return _up(_up(bound * (1.0 + 32.0 * U64)) * x.lip)
 
 

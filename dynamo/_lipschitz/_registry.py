@@ -84,13 +84,13 @@ class _Trace:
         note: str = "",
         claims: Sequence[str] = (),
         trust: Trust = Trust.PROVEN,
+        norms: tuple[float, float] | None = None,
     ) -> None:
         # a factor is a few float64 operations from exact: widen it by 8u, and round the
         # product up, so that the bound is never below the true product
         self.lip = math.nextafter(_formulas.compose(self.lip, factor) * (1.0 + 8.0 * U64), math.inf)
-        self.steps.append(
-            BoundStep(where, rule, factor, (self.lo, self.hi), note, cite(claims), trust)
-        )
+        at = (self.lo, self.hi) if norms is None else norms  # the token norms after the step
+        self.steps.append(BoundStep(where, rule, factor, at, note, cite(claims), trust))
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from .. import _formulas
 from .._arith import U64, _product, products, sigma, sigma_blocks, sigma_pairs_max, sigma_triple, up
 
-__all__ = ["attention_rule"]
+__all__ = ["Heads", "attention_rule", "layer_heads"]
 
 
 def _widen(n_heads: int) -> float:
@@ -22,6 +23,10 @@ def _widen(n_heads: int) -> float:
     root), at most ``4H + 24`` roundings of a unit error each: widen it by twice that."""
     return 1.0 + (8.0 * n_heads + 48.0) * U64
 
+
+# Where R16's block form (α + b)(α + 2b)²/(8b) is smallest in b, as a multiple of α: the root of
+# 4β² + 2β − 1 = 0 (its logarithmic derivative 1/(α + b) + 4/(α + 2b) − 1/b vanishes there).
+_BETA = (math.sqrt(5.0) - 1.0) / 4.0
 
 # Above this sequence length RoPE's score matrices are bounded by ‖W_Q‖‖W_K‖/√d_h instead of
 # pair by pair (T² small SVDs per head).
@@ -173,6 +178,51 @@ def attention_rule(
     >>> round(lip, 3), round(out_hi, 3)
     (4.227, 2.31)
     """
+    found = layer_heads(att, n_tokens, r_hi, inner, parts, centre)
+    return found.lip, found.out_hi, found.note
+
+
+@dataclass(frozen=True)
+class Heads:
+    """One attention layer's per-head bounds, as :func:`attention_rule` combines them.
+
+    Attributes
+    ----------
+    heads : list of float
+        ``L_h``: a bound on head ``h``'s Jacobian (its value map ``V_h`` included), in ``h``
+        through the input map.
+    kernels : list of float
+        ``κ_h``: the same with ``V_h = I`` (R14's kernels).
+    wo : torch.Tensor
+        ``W_O`` (float64).
+    mixed : list of (torch.Tensor, torch.Tensor)
+        ``(W_O,h, V_h)`` per head: ``C = [W_O,1 V_1 … W_O,H V_H]``.
+    lip, out_hi : float
+        The layer's factor (the smaller of R7's and R14's mixing, widened for its rounding) and
+        its output token-norm bound.
+    note : str
+        How the factor was reached.
+    """
+
+    heads: list[float]
+    kernels: list[float]
+    wo: torch.Tensor
+    mixed: list[tuple[torch.Tensor, torch.Tensor]]
+    lip: float
+    out_hi: float
+    note: str
+
+
+def layer_heads(
+    att: Any,
+    n_tokens: int,
+    r_hi: float,
+    inner: torch.Tensor | None = None,
+    parts: Sequence[tuple[torch.Tensor | None, float]] | None = None,
+    centre: torch.Tensor | None = None,
+) -> Heads:
+    """The per-head bounds behind :func:`attention_rule` (same arguments), for rules that mix
+    the heads with what follows the layer (R17)."""
     dh, H = att.d_head, att.n_heads
     wq, wk, wv = (m.weight.detach().double() for m in (att.q, att.k, att.v))
     wo = att.o.weight.detach().double()
@@ -209,11 +259,8 @@ def attention_rule(
     blocks = f", {by_blocks}/{H} heads by blocks (R16)" if by_blocks else ""
     folded = "" if w is None else ", through the input map (R16)"
     folded += "" if parts is None else f", tokens in a set of {len(parts)} parts (R16)"
-    return (
-        lip,
-        out_hi,
-        (f"T={n_tokens}, R={r_hi:.4g}, {H} heads, pos={att.pos}, heads by {how}{blocks}{folded}"),
-    )
+    note = f"T={n_tokens}, R={r_hi:.4g}, {H} heads, pos={att.pos}, heads by {how}{blocks}{folded}"
+    return Heads(heads, kernels, wo, mixed, lip, out_hi, note)
 
 
 def _head(
@@ -235,10 +282,13 @@ def _or_blocks(
     terms: float, value: float, query: float, key: float, n_tokens: int
 ) -> tuple[float, int]:
     """The smaller of ``terms`` and R16's block form (where its key term is positive), with ``1``
-    in the second place where the block form is the smaller."""
+    in the second place where the block form is the smaller. The block form takes ``b₊ =
+    max(key, β α)`` with ``β = (√5 − 1)/4`` (R16 needs only ``b₊ ≥ key``): its ``(α + b₊)(α +
+    2b₊)²/(8b₊)`` is smallest at ``b₊ = β α`` and grows above it, so a smaller key term never
+    gives a larger bound."""
     if key <= 0:
         return terms, 0
-    blocks = _formulas.attention_head_blocks(value, query, key, n_tokens)
+    blocks = _formulas.attention_head_blocks(value, query, max(key, _BETA * value), n_tokens)
     return (blocks, 1) if blocks < terms else (terms, 0)
 
 

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +25,8 @@ from ...models._canonical import (
 from ...models._transformer import _MLP, LoopedTransformer, _Attention, _Layer, _Sublayer
 from .. import _formulas
 from .._arith import (
+    U64,
+    _product,
     affine_token_norms,
     down,
     gamma,
@@ -30,6 +35,7 @@ from .._arith import (
     sigma,
     sigma_blocks,
     sigma_half_product_plus_identity,
+    sigma_half_product_plus_identity_times,
     sigma_half_triple_plus_identity,
     sigma_min,
     sigma_triple,
@@ -38,13 +44,26 @@ from .._arith import (
 )
 from .._registry import RuleContext, _apply, _Trace, builtin_rule
 from .activations import ACTIVATION_SLOPES
-from .attention import attention_rule
+from .attention import _widen, attention_rule, layer_heads
 from .norms import apply_norm, norm_rule
 
 __all__ = ["mlp_residual_factor", "mlp_rule", "mlp_through"]
 
 #: A token set ``c + Σ_j A_j B(r_j)`` as ``([(A_j, r_j), …], c)`` (``A_j``, ``c`` None: identity, 0)
 _Tokens = tuple[list[tuple["torch.Tensor | None", float]], "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A sub-layer's step, not yet recorded: where R17 may bound it with its neighbour."""
+
+    where: str
+    rule: str
+    factor: float
+    note: str
+    claims: tuple[str, ...]
+    heads_at: tuple[float, Any, Any] | None = None  # attention's (R, parts, centre)
+    norms: tuple[float, float] = (0.0, math.inf)  # the token norms after the sub-layer
 
 
 @builtin_rule(ZeroBranchRMSNorm, name="RMSNorm", claims=("R5",))
@@ -213,7 +232,7 @@ def _check_parts(call: str, model: LoopedTransformer) -> None:
 @builtin_rule(
     LoopedTransformer,
     name="looped transformer",
-    claims=("R1", "R3", "R4", "R5", "R6", "R7", "R10", "R14", "R15", "R16"),
+    claims=("R1", "R3", "R4", "R5", "R6", "R7", "R10", "R14", "R15", "R16", "R17"),
 )
 def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
     """``h ↦ N_final(…(sublayers)…(recall(h, e)))``: each part's rule in order."""
@@ -275,6 +294,14 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
             tr.lo, tr.hi = lo, hi
             tr.add("adapter (outer recall)", "h + P e", 1.0, "", ("R4",))
     for li, layer in enumerate(model.layers):
+        # attention and an MLP with no norm between: R17 may bound them together
+        if isinstance(layer, _Layer) and _fusable(layer):
+            entry_tokens = tokens if li == 0 else None
+            inner_li = inner if li == 0 else None
+            _layer_together(
+                call, li, layer, n_tokens, tr, e_lo, e_hi_f, own, inner_li, entry_tokens
+            )
+            continue
         for name in ("attn", "mlp"):
             sub = getattr(layer, name)
             assert isinstance(sub, _Sublayer)
@@ -298,6 +325,85 @@ def transformer(model: LoopedTransformer, tr: _Trace, ctx: RuleContext) -> None:
         tr.add("final_norm (outer)", type(model.final_norm).__name__, lip, note, (claim,))
 
 
+def _fusable(layer: _Layer) -> bool:
+    """Attention then an MLP, each a plain residual (no norm, no internal recall)."""
+    subs = (layer.attn, layer.mlp)
+    plain = all(s.rec is None and s.n_in is None and s.n_out is None for s in subs)
+    return (
+        plain and isinstance(layer.attn.branch, _Attention) and isinstance(layer.mlp.branch, _MLP)
+    )
+
+
+def _through_mlp(mlp: _MLP, x: torch.Tensor, ex: float = 0.0) -> float:
+    """``max_t ‖(I + W₂ D_t W₁) X‖`` over the MLP's slope matrices ``D_t`` (R15's midpoint: at
+    most ``‖X + W₂ W₁ X/2‖ + (s − 1/2) ‖W₂‖ ‖W₁ X‖``), ``X`` within ``ex`` (Frobenius) of the
+    computed ``x``, in exact arithmetic."""
+    w1, w2 = mlp.up.weight.detach().double(), mlp.down.weight.detach().double()
+    near = sigma_half_product_plus_identity_times(w2, w1, x, ex)
+    ux = up(sigma_blocks([(w1, x.detach().double())]) + up(sigma(w1) * ex))
+    return float(_formulas.gelu_mlp_residual(near, sigma(w2), ux, ACTIVATION_SLOPES[nn.GELU]))
+
+
+def _layer_together(
+    call: str,
+    li: int,
+    layer: _Layer,
+    n_tokens: int,
+    tr: _Trace,
+    e_lo: float,
+    e_hi: float,
+    own: torch.Tensor | None,
+    inner: torch.Tensor | None,
+    tokens: _Tokens | None,
+) -> None:
+    """``h ↦ v + F(v)``, ``v = u + Attn(u)`` (``u = A h + c``, ``A = W_s`` where the adapter is
+    folded in, else ``I``): the two sub-layers' steps, or one step by R17 where smaller. The
+    Jacobian is ``M (I ⊗ A) + Σ_h M (I ⊗ X_h) K_h`` with ``M = blockdiag_t(I + W₂ D_t W₁)``, so
+    ``‖J‖ ≤ max_t ‖(I + W₂ D_t W₁) A‖ + max_t ‖(I + W₂ D_t W₁) X‖ √(Σ_h κ_h²)`` with ``X = W_O``
+    and the heads' bounds ``L_h`` (R7's mixing), or ``X = [W_O,1 V_1 … W_O,H V_H]`` and the
+    kernels (R14's): the MLP's Jacobian meets the directions ``A`` and ``W_O`` actually
+    produce, not its own worst ones."""
+    a = _sublayer(
+        call,
+        f"layers.{li}.attn",
+        layer.attn,
+        n_tokens,
+        tr,
+        e_lo,
+        e_hi,
+        own,
+        inner,
+        tokens,
+        emit=False,
+    )
+    m = _sublayer(call, f"layers.{li}.mlp", layer.mlp, n_tokens, tr, e_lo, e_hi, own, emit=False)
+    assert a is not None and m is not None and a.heads_at is not None
+    att, mlp = layer.attn.branch, layer.mlp.branch
+    assert isinstance(att, _Attention) and isinstance(mlp, _MLP)
+    r_hi, parts, centre = a.heads_at
+    found = layer_heads(att, n_tokens, r_hi, inner, parts, centre)
+    f_a = mlp_residual_factor(mlp) if inner is None else _through_mlp(mlp, inner)
+    f_o = _through_mlp(mlp, found.wo)
+    blocks = [_product(w_oh, v_h) for w_oh, v_h in found.mixed]  # C = [W_O,h V_h], rounded
+    c_err = up(math.sqrt(sum(e * e for _, e in blocks)) * (1.0 + 2.0 * U64))
+    f_c = _through_mlp(mlp, torch.cat([c for c, _ in blocks], dim=1), c_err)
+    stacked = _formulas.attention_mlp(f_a, f_o, found.heads)
+    mixed = _formulas.attention_mlp(f_a, f_c, found.kernels)
+    together = up(up(min(stacked, mixed) * _widen(att.n_heads)) * (1.0 + 8.0 * U64))
+    if together < mul(a.factor, m.factor):
+        how = "W_O V_h (R14's kernels)" if mixed < stacked else "W_O (R7's heads)"
+        note = (
+            f"attention and MLP together (R17): max_t ‖(I + W₂D_tW₁)A‖ = {f_a:.4g}, heads read "
+            f"through {how}; apart ×{a.factor:.4g} and ×{m.factor:.4g}; attention: {a.note}"
+        )
+        claims = tuple(dict.fromkeys(a.claims + m.claims + ("R17",)))
+        where = f"{a.where} + mlp"
+        tr.add(where, "residual attention + residual mlp (R17)", together, note, claims)
+        return
+    tr.add(a.where, a.rule, a.factor, a.note, a.claims, norms=a.norms)
+    tr.add(m.where, m.rule, m.factor, m.note, m.claims)
+
+
 def _sublayer(
     call: str,
     where: str,
@@ -309,7 +415,8 @@ def _sublayer(
     own: torch.Tensor | None = None,
     inner: torch.Tensor | None = None,
     tokens: _Tokens | None = None,
-) -> None:
+    emit: bool = True,
+) -> _Pending | None:
     """``u ↦ N_out(u + F(N_in(r(u))))``: ``Lip ≤ L(N_out) (1 + L(r) L(N_in) L(F))``.
 
     With ``inner = W_s`` (outer recall, an attention sublayer with neither internal recall nor
@@ -319,9 +426,11 @@ def _sublayer(
     ``r = W_rec,h u + c``: its branch costs ``min(σ(W_rec,h) L(F), L(F ∘ W_rec,h))``. Where the
     attention's input tokens are known to lie in ``c + Σ_j A_j B(r_j)`` (``tokens``, the adapter's
     or the internal recall's affine image of the state and input balls), R16 bounds each head on
-    that set rather than on the ball of radius ``R``."""
+    that set rather than on the ball of radius ``R``. With ``emit=False`` (a sub-layer with no
+    norm, bounded with its neighbour by R17) the step is returned instead of recorded."""
     u_lo, u_hi = tr.lo, tr.hi
     branch = 1.0
+    heads_at: tuple[float, Any, Any] | None = None  # attention's (R, parts, centre), for R17
     notes = []
     claims = ["R3"]
     r_lo, r_hi = u_lo, u_hi
@@ -364,6 +473,7 @@ def _sublayer(
                 "(r_max < inf) or normalize before attention"
             )
         parts, centre = (None, None) if tokens is None else tokens
+        heads_at = (r_hi, parts, centre)
         lip_f, f_hi, note = attention_rule(att, n_tokens, r_hi, parts=parts, centre=centre)
         rule = "attention"
         claims += ["R7", "R14", "R16"]
@@ -413,6 +523,10 @@ def _sublayer(
         notes.append(
             f"joint ‖I + W₂W₁W/2‖ + (s − 1/2)‖W₂‖‖W₁W‖ = {joint:.4g} (R15, W = I or W_rec,h)"
         )
+    if not emit:
+        step = _Pending(where, f"residual + {rule}", factor, "; ".join(notes), tuple(claims))
+        return dataclasses.replace(step, heads_at=heads_at, norms=(tr.lo, tr.hi))
     tr.add(where, f"residual + {rule}", factor, "; ".join(notes), claims)
     if sub.n_out is not None:
         apply_norm(call, where + ".n_out", sub.n_out, tr)
+    return None
