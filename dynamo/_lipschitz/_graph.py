@@ -50,6 +50,7 @@ from ._arith import (
 from ._bounds import BoundStep, Domain
 from ._registry import _RULES, RuleContext, _apply, _Trace, cite
 from .rules.activations import ACTIVATION_SLOPES, softplus_switch
+from .rules.attention import _or_blocks
 
 __all__ = ["GraphBound", "OpCall", "builtin_function_rules", "graph_bound"]
 
@@ -1116,10 +1117,8 @@ def _self_attention_kernel(
         g_q = min(_up(whole_q * r_aug), parts_q)
         g_k = min(_up(whole_k * r_aug), parts_k)
     query, key = _up(x.hi * g_q), _up(x.hi * g_k)
-    bound = _formulas.attention_head_terms(1.0, query, key, n_tokens)
-    if key > 0:  # b₊ = max(key, β), α = 1: the block form is smallest there (rules.attention)
-        beta = (math.sqrt(5.0) - 1.0) / 4.0
-        bound = min(bound, _formulas.attention_head_blocks(1.0, query, max(key, beta), n_tokens))
+    terms = _formulas.attention_head_terms(1.0, query, key, n_tokens)
+    bound, _ = _or_blocks(terms, 1.0, query, key, n_tokens)  # or R16's block form, b₊ = max(key, β)
     return _up(_up(bound * (1.0 + 32.0 * U64)) * x.lip)
 
 
